@@ -1,0 +1,37 @@
+//! The shared vocabulary of FlowSense: identifiers, exact prices and sizes, market events, the Arrow
+//! schema of every lake table, and the error type. Every other crate depends on this one and it
+//! depends on nothing of ours.
+//!
+//! # Numbers
+//! Prices and sizes are [`Price`] and [`Size`]: signed 64-bit integers counting billionths
+//! (nine decimal places, the same fixed point NautilusTrader uses). Market data is quoted in decimal
+//! ticks (`61800.30`, `0.006`, LOBSTER's dollars x 10000); binary floating point cannot hold most of
+//! those exactly, so comparing a reconstructed book with an exchange's own best bid, or summing
+//! sizes at a level, would drift. Nine places cover every venue we read (Binance spot uses eight),
+//! and an `i64` still reaches 9.2 billion, far above any price or size in this data. In the lake they
+//! are `Decimal128(18, 9)`, which DuckDB, Polars and DataFusion all read as exact numbers.
+//!
+//! ```
+//! use flowsense_core::{Price, Size};
+//! let p: Price = "61800.30".parse().unwrap();
+//! assert_eq!(p.raw(), 61_800_300_000_000);
+//! assert_eq!(p.to_string(), "61800.3");
+//! assert!("-1".parse::<Size>().unwrap().raw() < 0); // parsing is exact; validation is the reader's job
+//! ```
+
+#![forbid(missing_docs)]
+
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod num;
+pub mod schema;
+
+pub use error::{Error, Result};
+pub use event::{
+    BboUpdate, DeadLetter, DeadLetterReason, DepthUpdate, L3Action, MarketEvent, OrderEvent, Side,
+    Trade,
+};
+pub use ids::{OrderId, Symbol, UnixNanos, Venue};
+pub use num::{Price, Size};
+pub use schema::{Partitioning, Table};

@@ -1,0 +1,189 @@
+//! The lake's tables and their Arrow schemas, defined once for writers, readers and SQL.
+//!
+//! Layout: `<lake>/<table>/date=YYYY-MM-DD/symbol=SYM/<part>.parquet` for partitioned tables.
+//! The partition columns `date` and `symbol` live only in the path (Hive style), so DuckDB
+//! (`hive_partitioning = true`), Polars (`hive_partitioning=True`) and DataFusion all read them as
+//! columns, and the file schemas below do not repeat them.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// Arrow type of every price and size column: exact, nine decimal places.
+pub const DECIMAL: DataType = DataType::Decimal128(18, crate::num::SCALE_DIGITS as i8);
+
+/// How a table's files are laid out.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Partitioning {
+    /// `date=YYYY-MM-DD/symbol=SYM/`.
+    DateSymbol,
+    /// Files directly under the table folder.
+    None,
+}
+
+/// Every table of the lake.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Table {
+    /// L3 order messages.
+    BookEvents,
+    /// L2 level changes (one row per changed level of a diff or snapshot).
+    DepthUpdates,
+    /// Trades.
+    Trades,
+    /// The reconstructed top of book after every book event.
+    Bbo,
+    /// The venue's own top-of-book messages (Binance bookTicker).
+    Quotes,
+    /// OHLCV bars.
+    Bars,
+    /// Refused rows.
+    DeadLetters,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 7] = [
+        Table::BookEvents,
+        Table::DepthUpdates,
+        Table::Trades,
+        Table::Bbo,
+        Table::Quotes,
+        Table::Bars,
+        Table::DeadLetters,
+    ];
+
+    /// The table's name, also its folder in the lake.
+    ///
+    /// ```
+    /// use flowsense_core::Table;
+    /// assert_eq!(Table::DeadLetters.name(), "dead_letters");
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::BookEvents => "book_events",
+            Table::DepthUpdates => "depth_updates",
+            Table::Trades => "trades",
+            Table::Bbo => "bbo",
+            Table::Quotes => "quotes",
+            Table::Bars => "bars",
+            Table::DeadLetters => "dead_letters",
+        }
+    }
+
+    /// The table by name.
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// How its files are laid out.
+    pub const fn partitioning(self) -> Partitioning {
+        match self {
+            Table::DeadLetters => Partitioning::None,
+            _ => Partitioning::DateSymbol,
+        }
+    }
+
+    /// The schema stored in each file (without the path's partition columns).
+    pub fn file_schema(self) -> SchemaRef {
+        static SCHEMAS: OnceLock<Vec<SchemaRef>> = OnceLock::new();
+        let all = SCHEMAS.get_or_init(|| Table::ALL.iter().map(|t| Arc::new(t.build())).collect());
+        all[self as usize].clone()
+    }
+
+    /// The partition columns, in path order, all `Utf8`.
+    pub const fn partition_columns(self) -> &'static [&'static str] {
+        match self.partitioning() {
+            Partitioning::DateSymbol => &["date", "symbol"],
+            Partitioning::None => &[],
+        }
+    }
+
+    fn build(self) -> Schema {
+        let ts = || Field::new("ts", DataType::Int64, false);
+        let local_ts = || Field::new("local_ts", DataType::Int64, true);
+        let price = |n: &str, null| Field::new(n, DECIMAL, null);
+        let side = || Field::new("side", DataType::Utf8, false);
+        let fields = match self {
+            Table::BookEvents => vec![
+                ts(),
+                local_ts(),
+                Field::new("seq", DataType::UInt64, false),
+                Field::new("action", DataType::Utf8, false),
+                Field::new("order_id", DataType::UInt64, false),
+                side(),
+                price("price", false),
+                price("size", false),
+            ],
+            Table::DepthUpdates => vec![
+                ts(),
+                local_ts(),
+                Field::new("first_update_id", DataType::UInt64, false),
+                Field::new("final_update_id", DataType::UInt64, false),
+                side(),
+                price("price", false),
+                price("size", false),
+                Field::new("is_snapshot", DataType::Boolean, false),
+            ],
+            Table::Trades => vec![
+                ts(),
+                local_ts(),
+                Field::new("trade_id", DataType::UInt64, true),
+                price("price", false),
+                price("size", false),
+                side(),
+            ],
+            Table::Bbo => vec![
+                ts(),
+                local_ts(),
+                Field::new("update_id", DataType::UInt64, true),
+                price("bid_price", true),
+                price("bid_size", true),
+                price("ask_price", true),
+                price("ask_size", true),
+                Field::new("gap", DataType::Boolean, false),
+            ],
+            Table::Quotes => vec![
+                Field::new("ts", DataType::Int64, true),
+                local_ts(),
+                Field::new("update_id", DataType::UInt64, true),
+                price("bid_price", true),
+                price("bid_size", true),
+                price("ask_price", true),
+                price("ask_size", true),
+            ],
+            Table::Bars => vec![
+                ts(),
+                Field::new("interval", DataType::Utf8, false),
+                price("open", false),
+                price("high", false),
+                price("low", false),
+                price("close", false),
+                price("volume", false),
+                Field::new("trades", DataType::UInt64, true),
+            ],
+            Table::DeadLetters => vec![
+                Field::new("source", DataType::Utf8, false),
+                Field::new("position", DataType::Utf8, false),
+                Field::new("reason", DataType::Utf8, false),
+                Field::new("raw", DataType::Utf8, false),
+            ],
+        };
+        Schema::new(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_a_schema_and_round_trips_its_name() {
+        for t in Table::ALL {
+            assert!(!t.file_schema().fields().is_empty());
+            assert_eq!(Table::from_name(t.name()), Some(t));
+            for p in t.partition_columns() {
+                assert!(t.file_schema().field_with_name(p).is_err(), "{p} is in the path only");
+            }
+        }
+    }
+}

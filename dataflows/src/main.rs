@@ -1,0 +1,2 @@
+//! flowsense
+fn main() {}
