@@ -211,6 +211,8 @@ pub enum DeadLetterReason {
     UpdateIdGap,
     /// A message the reader does not know (an unknown stream or record type).
     UnknownMessage,
+    /// A new order reused the id of an order that still rests.
+    DuplicateOrder,
 }
 
 impl DeadLetterReason {
@@ -226,11 +228,12 @@ impl DeadLetterReason {
             DeadLetterReason::UnknownOrder => "unknown_order",
             DeadLetterReason::UpdateIdGap => "update_id_gap",
             DeadLetterReason::UnknownMessage => "unknown_message",
+            DeadLetterReason::DuplicateOrder => "duplicate_order",
         }
     }
 
     /// Every reason, for reports.
-    pub const ALL: [DeadLetterReason; 9] = [
+    pub const ALL: [DeadLetterReason; 10] = [
         DeadLetterReason::Unparsable,
         DeadLetterReason::NotFinite,
         DeadLetterReason::NonPositivePrice,
@@ -240,6 +243,7 @@ impl DeadLetterReason {
         DeadLetterReason::UnknownOrder,
         DeadLetterReason::UpdateIdGap,
         DeadLetterReason::UnknownMessage,
+        DeadLetterReason::DuplicateOrder,
     ];
 }
 

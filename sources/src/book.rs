@@ -1,0 +1,348 @@
+//! Book reconstruction, shared by every reader: an L2 book of aggregate levels, and an L3 book of
+//! individual orders that keeps its L2 view in step.
+//!
+//! Both check what they are asked to apply and answer with a [`Reject`] instead of corrupting
+//! themselves, so readers can turn the reason into a dead letter and carry on.
+
+use std::collections::{BTreeMap, HashMap};
+
+use flowsense_core::{DeadLetterReason, L3Action, OrderEvent, OrderId, Price, Side, Size};
+
+/// Why the book refused an update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// The reason's kind.
+    pub reason: DeadLetterReason,
+    /// Detail for a person.
+    pub detail: String,
+}
+
+impl Reject {
+    fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Self {
+        Reject { reason, detail: detail.into() }
+    }
+}
+
+/// Aggregate size per price on each side.
+///
+/// ```
+/// use flowsense_core::{Price, Side, Size};
+/// use flowsense_sources::book::L2Book;
+/// let mut book = L2Book::default();
+/// book.set_level(Side::Buy, Price::from_units(100), Size::from_units(5));
+/// book.set_level(Side::Sell, Price::from_units(101), Size::from_units(2));
+/// assert_eq!(book.best_bid(), Some((Price::from_units(100), Size::from_units(5))));
+/// assert_eq!(book.depth(Side::Sell, 10).len(), 1);
+/// book.set_level(Side::Sell, Price::from_units(101), Size::ZERO); // zero removes the level
+/// assert_eq!(book.best_ask(), None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct L2Book {
+    bids: BTreeMap<Price, Size>,
+    asks: BTreeMap<Price, Size>,
+}
+
+impl L2Book {
+    /// Sets a level's aggregate size; zero (or less) removes it.
+    pub fn set_level(&mut self, side: Side, price: Price, size: Size) {
+        let levels = self.side_mut(side);
+        if size.is_positive() {
+            levels.insert(price, size);
+        } else {
+            levels.remove(&price);
+        }
+    }
+
+    /// Adds `delta` (which may be negative) to a level, removing it when it reaches zero.
+    pub fn add_to_level(&mut self, side: Side, price: Price, delta: Size) {
+        let levels = self.side_mut(side);
+        let entry = levels.entry(price).or_insert(Size::ZERO);
+        *entry += delta;
+        if !entry.is_positive() {
+            levels.remove(&price);
+        }
+    }
+
+    /// Aggregate size at a price (zero when absent).
+    pub fn level(&self, side: Side, price: Price) -> Size {
+        self.side(side).get(&price).copied().unwrap_or(Size::ZERO)
+    }
+
+    /// Removes every level.
+    pub fn clear(&mut self) {
+        self.bids.clear();
+        self.asks.clear();
+    }
+
+    /// Best bid price and size.
+    pub fn best_bid(&self) -> Option<(Price, Size)> {
+        self.bids.iter().next_back().map(|(p, s)| (*p, *s))
+    }
+
+    /// Best ask price and size.
+    pub fn best_ask(&self) -> Option<(Price, Size)> {
+        self.asks.iter().next().map(|(p, s)| (*p, *s))
+    }
+
+    /// True when the best bid is at or above the best ask.
+    pub fn is_crossed(&self) -> bool {
+        matches!((self.best_bid(), self.best_ask()), (Some((b, _)), Some((a, _))) if b >= a)
+    }
+
+    /// The best `n` levels of a side, best first.
+    pub fn depth(&self, side: Side, n: usize) -> Vec<(Price, Size)> {
+        match side {
+            Side::Buy => self.bids.iter().rev().take(n).map(|(p, s)| (*p, *s)).collect(),
+            Side::Sell => self.asks.iter().take(n).map(|(p, s)| (*p, *s)).collect(),
+        }
+    }
+
+    /// Number of levels on a side.
+    pub fn len(&self, side: Side) -> usize {
+        self.side(side).len()
+    }
+
+    /// True when both sides are empty.
+    pub fn is_empty(&self) -> bool {
+        self.bids.is_empty() && self.asks.is_empty()
+    }
+
+    fn side(&self, side: Side) -> &BTreeMap<Price, Size> {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<Price, Size> {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct RestingOrder {
+    side: Side,
+    price: Price,
+    size: Size,
+}
+
+/// What applying one L3 event did, for readers that derive trades from it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// True when the top of book may have changed.
+    pub touched_book: bool,
+}
+
+/// A market-by-order book: every resting order, plus the aggregate L2 view.
+///
+/// Volume that rested before the data began (known only in aggregate, as LOBSTER's first orderbook
+/// row gives it) is *seeded* per level; messages about orders the book has never seen are charged
+/// to that anonymous volume, and only refused as [`DeadLetterReason::UnknownOrder`] when the level
+/// holds none.
+///
+/// ```
+/// use flowsense_core::{L3Action, OrderEvent, OrderId, Price, Side, Size, UnixNanos};
+/// use flowsense_sources::book::L3Book;
+/// let ev = |action, id, side, px, sz| OrderEvent {
+///     ts: UnixNanos(0), seq: 0, action, order_id: OrderId(id), side,
+///     price: Price::from_units(px), size: Size::from_units(sz),
+/// };
+/// let mut book = L3Book::default();
+/// book.apply(&ev(L3Action::Add, 1, Side::Buy, 100, 10)).unwrap();
+/// book.apply(&ev(L3Action::Execute, 1, Side::Buy, 100, 4)).unwrap();
+/// assert_eq!(book.l2().best_bid(), Some((Price::from_units(100), Size::from_units(6))));
+/// assert!(book.apply(&ev(L3Action::Delete, 7, Side::Buy, 100, 6)).is_err()); // unknown order
+/// assert!(book.apply(&ev(L3Action::Add, 2, Side::Sell, 99, 1)).is_err());    // would cross
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct L3Book {
+    orders: HashMap<OrderId, RestingOrder>,
+    seeded: HashMap<(Side, Price), Size>,
+    l2: L2Book,
+}
+
+impl L3Book {
+    /// The aggregate view.
+    pub fn l2(&self) -> &L2Book {
+        &self.l2
+    }
+
+    /// Number of known resting orders.
+    pub fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// Adds anonymous resting volume at a level (orders from before the data began).
+    pub fn seed_level(&mut self, side: Side, price: Price, size: Size) {
+        if size.is_positive() {
+            *self.seeded.entry((side, price)).or_insert(Size::ZERO) += size;
+            self.l2.add_to_level(side, price, size);
+        }
+    }
+
+    /// Removes every order and level.
+    pub fn clear(&mut self) {
+        self.orders.clear();
+        self.seeded.clear();
+        self.l2.clear();
+    }
+
+    /// Applies one event, or refuses it and leaves the book unchanged.
+    pub fn apply(&mut self, ev: &OrderEvent) -> Result<Applied, Reject> {
+        match ev.action {
+            L3Action::Add => {
+                if !ev.price.is_positive() {
+                    return Err(Reject::new(DeadLetterReason::NonPositivePrice, format!("price {}", ev.price)));
+                }
+                if !ev.size.is_positive() {
+                    return Err(Reject::new(DeadLetterReason::NonPositiveSize, format!("size {}", ev.size)));
+                }
+                let opposite = match ev.side {
+                    Side::Buy => self.l2.best_ask().filter(|(a, _)| ev.price >= *a),
+                    Side::Sell => self.l2.best_bid().filter(|(b, _)| ev.price <= *b),
+                };
+                if let Some((px, _)) = opposite {
+                    return Err(Reject::new(
+                        DeadLetterReason::CrossedBook,
+                        format!("{} at {} would cross the best {} at {}", ev.side.as_str(), ev.price, ev.side.opposite().as_str(), px),
+                    ));
+                }
+                if self.orders.contains_key(&ev.order_id) {
+                    return Err(Reject::new(DeadLetterReason::DuplicateOrder, format!("order {} already rests", ev.order_id.0)));
+                }
+                self.orders.insert(ev.order_id, RestingOrder { side: ev.side, price: ev.price, size: ev.size });
+                self.l2.add_to_level(ev.side, ev.price, ev.size);
+                Ok(Applied { touched_book: true })
+            }
+            L3Action::Cancel | L3Action::Execute | L3Action::Delete => {
+                if !ev.size.is_positive() && ev.action != L3Action::Delete {
+                    return Err(Reject::new(DeadLetterReason::NonPositiveSize, format!("size {}", ev.size)));
+                }
+                if let Some(order) = self.orders.get_mut(&ev.order_id) {
+                    let take = if ev.action == L3Action::Delete { order.size } else { ev.size };
+                    if take > order.size {
+                        return Err(Reject::new(
+                            DeadLetterReason::NonPositiveSize,
+                            format!("{} of {} exceeds the order's remaining {}", ev.action.as_str(), take, order.size),
+                        ));
+                    }
+                    order.size -= take;
+                    let (side, price, left) = (order.side, order.price, order.size);
+                    if !left.is_positive() {
+                        self.orders.remove(&ev.order_id);
+                    }
+                    self.l2.add_to_level(side, price, Size::ZERO - take);
+                    Ok(Applied { touched_book: true })
+                } else {
+                    let key = (ev.side, ev.price);
+                    let available = self.seeded.get(&key).copied().unwrap_or(Size::ZERO);
+                    if available.is_positive() && ev.size <= available && ev.size.is_positive() {
+                        let left = available - ev.size;
+                        if left.is_positive() {
+                            self.seeded.insert(key, left);
+                        } else {
+                            self.seeded.remove(&key);
+                        }
+                        self.l2.add_to_level(ev.side, ev.price, Size::ZERO - ev.size);
+                        Ok(Applied { touched_book: true })
+                    } else {
+                        Err(Reject::new(
+                            DeadLetterReason::UnknownOrder,
+                            format!("order {} is not in the book ({} {} at {})", ev.order_id.0, ev.action.as_str(), ev.side.as_str(), ev.price),
+                        ))
+                    }
+                }
+            }
+            L3Action::Modify => {
+                let Some(order) = self.orders.get(&ev.order_id).copied() else {
+                    return Err(Reject::new(DeadLetterReason::UnknownOrder, format!("order {} is not in the book (modify)", ev.order_id.0)));
+                };
+                if !ev.price.is_positive() {
+                    return Err(Reject::new(DeadLetterReason::NonPositivePrice, format!("price {}", ev.price)));
+                }
+                if !ev.size.is_positive() {
+                    return Err(Reject::new(DeadLetterReason::NonPositiveSize, format!("size {}", ev.size)));
+                }
+                self.l2.add_to_level(order.side, order.price, Size::ZERO - order.size);
+                let crosses = match order.side {
+                    Side::Buy => self.l2.best_ask().is_some_and(|(a, _)| ev.price >= a),
+                    Side::Sell => self.l2.best_bid().is_some_and(|(b, _)| ev.price <= b),
+                };
+                if crosses {
+                    self.l2.add_to_level(order.side, order.price, order.size);
+                    return Err(Reject::new(DeadLetterReason::CrossedBook, format!("modify to {} would cross", ev.price)));
+                }
+                self.l2.add_to_level(order.side, ev.price, ev.size);
+                self.orders.insert(ev.order_id, RestingOrder { side: order.side, price: ev.price, size: ev.size });
+                Ok(Applied { touched_book: true })
+            }
+            L3Action::ExecuteHidden | L3Action::Cross | L3Action::Halt => Ok(Applied { touched_book: false }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowsense_core::UnixNanos;
+    use proptest::prelude::*;
+
+    fn ev(action: L3Action, id: u64, side: Side, px: i64, sz: i64) -> OrderEvent {
+        OrderEvent {
+            ts: UnixNanos(0),
+            seq: 0,
+            action,
+            order_id: OrderId(id),
+            side,
+            price: Price::from_units(px),
+            size: Size::from_units(sz),
+        }
+    }
+
+    #[test]
+    fn seeded_volume_absorbs_unknown_orders_then_refuses() {
+        let mut b = L3Book::default();
+        b.seed_level(Side::Sell, Price::from_units(10), Size::from_units(5));
+        assert!(b.apply(&ev(L3Action::Execute, 99, Side::Sell, 10, 3)).is_ok());
+        assert_eq!(b.l2().best_ask(), Some((Price::from_units(10), Size::from_units(2))));
+        let r = b.apply(&ev(L3Action::Delete, 98, Side::Sell, 10, 3)).unwrap_err();
+        assert_eq!(r.reason, DeadLetterReason::UnknownOrder);
+        assert_eq!(b.l2().best_ask(), Some((Price::from_units(10), Size::from_units(2))));
+    }
+
+    #[test]
+    fn over_execution_is_refused_and_changes_nothing() {
+        let mut b = L3Book::default();
+        b.apply(&ev(L3Action::Add, 1, Side::Buy, 10, 5)).unwrap();
+        assert!(b.apply(&ev(L3Action::Execute, 1, Side::Buy, 10, 6)).is_err());
+        assert_eq!(b.l2().level(Side::Buy, Price::from_units(10)), Size::from_units(5));
+    }
+
+    proptest! {
+        /// The L2 view always equals the sum of resting orders per level.
+        #[test]
+        fn l2_is_sum_of_orders(ops in proptest::collection::vec((0u8..4, 0u64..20, any::<bool>(), 95i64..105, 1i64..10), 1..200)) {
+            let mut b = L3Book::default();
+            for (kind, id, buy, px, sz) in ops {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let action = [L3Action::Add, L3Action::Cancel, L3Action::Delete, L3Action::Execute][kind as usize];
+                let _ = b.apply(&ev(action, id, side, px, sz));
+                prop_assert!(!b.l2().is_crossed());
+                let mut expect: BTreeMap<(Side, Price), Size> = BTreeMap::new();
+                for o in b.orders.values() {
+                    *expect.entry((o.side, o.price)).or_default() += o.size;
+                }
+                let mut got = BTreeMap::new();
+                for side in [Side::Buy, Side::Sell] {
+                    for (p, s) in b.l2().depth(side, usize::MAX) {
+                        got.insert((side, p), s);
+                    }
+                }
+                prop_assert_eq!(got, expect);
+            }
+        }
+    }
+}

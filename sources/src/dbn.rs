@@ -1,0 +1,1 @@
+//! dbn (in progress)

@@ -1,0 +1,1 @@
+//! lobster (in progress)
