@@ -61,6 +61,23 @@ fn file_symbol(path: &Path) -> Option<String> {
     (tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_digit())).then(|| head.to_string())
 }
 
+/// True when the capture's depth diffs carry `pu` (USD-M or COIN-M futures), judged from its
+/// first thousand lines.
+pub fn is_futures_capture(path: &Path) -> Result<bool> {
+    let mut reader = open_text(path)?;
+    let mut line = String::new();
+    for _ in 0..1000 {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) if line.contains("@depth") => return Ok(line.contains("\"pu\":")),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(false)
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
@@ -274,6 +291,7 @@ pub struct BinanceReader {
     files: VecDeque<PathBuf>,
     current: Option<(PathBuf, SourceId, Box<dyn BufRead + Send>)>,
     file_symbol: Option<String>,
+    file_is_futures: bool,
     line_no: u64,
     buf: Vec<u8>,
     out: VecDeque<Record>,
@@ -295,6 +313,7 @@ impl BinanceReader {
             files: files.into(),
             current: None,
             file_symbol: None,
+            file_is_futures: false,
             line_no: 0,
             buf: Vec::with_capacity(1 << 16),
             out: VecDeque::new(),
@@ -323,7 +342,11 @@ impl BinanceReader {
 
     fn state(&mut self, key: &str) -> std::result::Result<&mut SymbolState, Bad> {
         if !self.symbols.contains_key(key) {
-            let sym = Symbol::new(key).map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+            // USD-M perpetuals share their stream names with spot pairs (`btcusdt`): name them
+            // `BTCUSDT-PERP` so the two markets never share a lake partition. COIN-M names
+            // (`btcusd_perp`) already say what they are.
+            let name = if self.file_is_futures && !key.contains('_') { format!("{key}-perp") } else { key.to_string() };
+            let sym = Symbol::new(&name).map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
             self.symbols.insert(key.to_string(), SymbolState::new(sym));
         }
         Ok(self.symbols.get_mut(key).expect("inserted above"))
@@ -554,7 +577,9 @@ impl BinanceReader {
                 };
                 let reader = open_text(&path)?;
                 self.file_symbol = file_symbol(&path);
-                self.current = Some((path.clone(), SourceId::from_path(&path), reader));
+                self.file_is_futures = is_futures_capture(&path)?;
+                let id = SourceId::for_file(&path).map_err(|e| Error::io(&path, e))?;
+                self.current = Some((path.clone(), id, reader));
                 self.line_no = 0;
             }
             let (path, id, reader) = self.current.as_mut().expect("opened above");
@@ -689,6 +714,7 @@ mod tests {
         assert!(trades.len() > 1000);
         assert!(trades.iter().any(|t| t.aggressor == Side::Buy) && trades.iter().any(|t| t.aggressor == Side::Sell));
         assert!(trades.iter().all(|t| t.local_ts.is_some() && t.ts.0 > 1_723_000_000_000_000_000));
-        assert!(matches!(records.last(), Some(Record::SourceDone(id)) if id.as_str() == "btcusdt_20240808"));
+        assert!(matches!(records.last(), Some(Record::SourceDone(id)) if id.as_str().starts_with("btcusdt_20240808-")));
+        assert!(matches!(&records[0], Record::Event(e) if e.symbol().as_str() == "BTCUSDT-PERP"));
     }
 }

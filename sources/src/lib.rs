@@ -69,6 +69,19 @@ impl SourceId {
         SourceId::new(&name)
     }
 
+    /// For a file: its name (as [`SourceId::from_path`]) and a fingerprint of its first 64 KiB,
+    /// so the same file ingested from any folder gets the same id, and two different files that
+    /// share a name (`spot/btcusdt_20240808.gz`, `usdm/btcusdt_20240808.gz`) do not.
+    pub fn for_file(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(1 << 16);
+        std::fs::File::open(path)?.take(1 << 16).read_to_end(&mut head)?;
+        let len = std::fs::metadata(path)?.len();
+        let mut h = fnv1a(&head);
+        h = fnv1a_continue(h, &len.to_le_bytes());
+        Ok(SourceId(format!("{}-{:08x}", SourceId::from_path(path).0, h as u32)))
+    }
+
     /// The id's text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -79,4 +92,19 @@ impl std::fmt::Display for SourceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64-bit: a stable hash for fingerprints (never changes between versions or platforms).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_continue(FNV_OFFSET, bytes)
+}
+
+fn fnv1a_continue(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }

@@ -1,1 +1,92 @@
-//! placeholder
+//! SQL over the lake: a DataFusion session with every lake table registered, and a guard that
+//! lets only reading statements through.
+//!
+//! ```no_run
+//! # async fn f() -> flowsense_sql::Result<()> {
+//! use flowsense_sinks::Lake;
+//! use flowsense_sql::LakeSession;
+//! let lake = Lake::open("./lake", &Default::default())?;
+//! let session = LakeSession::open(&lake).await?;
+//! let batches = session.query("SELECT symbol, count(*) FROM trades GROUP BY symbol").await?;
+//! # Ok(()) }
+//! ```
+
+#![forbid(missing_docs)]
+
+mod guard;
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::DataFrame;
+use flowsense_core::Table;
+use flowsense_sinks::Lake;
+
+pub use guard::check_read_only;
+
+/// Errors of SQL over the lake.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The statement is not allowed: the lake is read-only through SQL.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The statement could not be parsed.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// Planning or running the query failed.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Opening the lake failed.
+    #[error(transparent)]
+    Lake(#[from] flowsense_sinks::Error),
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A DataFusion session over one lake.
+pub struct LakeSession {
+    ctx: SessionContext,
+}
+
+impl LakeSession {
+    /// Registers the lake's store and every table of [`Table::ALL`] with its partition columns.
+    /// Tables with no files yet are registered too, and read as empty.
+    pub async fn open(lake: &Lake) -> Result<Self> {
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_object_store(lake.store_url(), lake.store());
+        for table in Table::ALL {
+            let url = ListingTableUrl::parse(lake.table_url(table))?;
+            let parts = table.partition_columns().iter().map(|c| (c.to_string(), DataType::Utf8)).collect();
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(parts);
+            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(table.file_schema());
+            ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
+        }
+        Ok(LakeSession { ctx })
+    }
+
+    /// The underlying context, for registering more tables (feature outputs, run stats).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans a read-only statement.
+    pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
+        check_read_only(sql)?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        Ok(self.ctx.sql_with_options(sql, options).await?)
+    }
+
+    /// Runs a read-only statement and collects its batches.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.plan(sql).await?.collect().await?)
+    }
+}

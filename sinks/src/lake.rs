@@ -1,0 +1,134 @@
+//! Opening the lake: a URL to an object store, a prefix inside it, and the URL DataFusion uses.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use flowsense_core::Table;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::{Error, Result};
+
+/// S3 settings that may come from flags; anything unset falls back to the standard `AWS_*`
+/// environment variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`).
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:8333`.
+    pub endpoint: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+}
+
+/// An opened lake.
+///
+/// ```
+/// use flowsense_sinks::Lake;
+/// let dir = tempfile::tempdir().unwrap();
+/// let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+/// assert!(lake.url().as_str().starts_with("file:///"));
+/// assert!(lake.table_url(flowsense_core::Table::Trades).ends_with("/trades/"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    /// Prefix of the lake inside the store.
+    root: Path,
+    /// `file:///abs/lake/` or `s3://bucket/prefix/`.
+    url: Url,
+    /// The store's own base URL (`file:///` or `s3://bucket/`), for registering it with DataFusion.
+    store_url: Url,
+}
+
+impl Lake {
+    /// Opens a lake: `s3://bucket[/prefix]`, `file:///abs/path`, or a local path (created if
+    /// missing).
+    pub fn open(location: &str, s3: &S3Options) -> Result<Lake> {
+        let bad = |why: &str| Error::InvalidUrl { url: location.to_string(), why: why.to_string() };
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket"));
+            }
+            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+            if let Some(ep) = endpoint {
+                b = b.with_allow_http(ep.starts_with("http://")).with_endpoint(ep);
+            }
+            if let Some(k) = &s3.access_key_id {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(k) = &s3.secret_access_key {
+                b = b.with_secret_access_key(k);
+            }
+            let region = s3.region.clone().or_else(|| std::env::var("AWS_REGION").ok()).unwrap_or_else(|| "us-east-1".into());
+            b = b.with_region(region);
+            let store = b.build()?;
+            let prefix = prefix.trim_matches('/');
+            let url = Url::parse(&format!("s3://{bucket}/{}", if prefix.is_empty() { String::new() } else { format!("{prefix}/") }))
+                .map_err(|e| bad(&e.to_string()))?;
+            let store_url = Url::parse(&format!("s3://{bucket}/")).map_err(|e| bad(&e.to_string()))?;
+            return Ok(Lake { store: Arc::new(store), root: Path::from(prefix), url, store_url });
+        }
+        if location.contains("://") && !location.starts_with("file://") {
+            return Err(bad("only file:// and s3:// lakes are supported"));
+        }
+        let path = match location.strip_prefix("file://") {
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from(location),
+        };
+        std::fs::create_dir_all(&path)?;
+        let abs = std::fs::canonicalize(&path)?;
+        Self::local(&abs)
+    }
+
+    fn local(abs: &FsPath) -> Result<Lake> {
+        let bad = |why: String| Error::InvalidUrl { url: abs.display().to_string(), why };
+        let url = Url::from_directory_path(abs).map_err(|_| bad("not an absolute path".into()))?;
+        let root = Path::from_filesystem_path(abs).map_err(|e| bad(e.to_string()))?;
+        let store_url = Url::parse("file:///").expect("static URL");
+        Ok(Lake { store: Arc::new(LocalFileSystem::new()), root, url, store_url })
+    }
+
+    /// The object store.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The store's base URL, as DataFusion's object store registry keys it.
+    pub fn store_url(&self) -> &Url {
+        &self.store_url
+    }
+
+    /// The lake's URL, ending in `/`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The URL of a table's folder, ending in `/`.
+    pub fn table_url(&self, table: Table) -> String {
+        format!("{}{}/", self.url, table.name())
+    }
+
+    /// Path of a table's folder inside the store.
+    pub fn table_path(&self, table: Table) -> Path {
+        self.root.clone().join(table.name())
+    }
+
+    /// Path of an object inside the store, from parts below the lake root.
+    pub fn path(&self, parts: &[&str]) -> Path {
+        parts.iter().fold(self.root.clone(), |p, part| p.join(*part))
+    }
+
+    /// True for `file://` lakes.
+    pub fn is_local(&self) -> bool {
+        self.url.scheme() == "file"
+    }
+}
