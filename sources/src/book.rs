@@ -279,7 +279,16 @@ impl L3Book {
                 self.orders.insert(ev.order_id, RestingOrder { side: order.side, price: ev.price, size: ev.size });
                 Ok(Applied { touched_book: true })
             }
-            L3Action::ExecuteHidden | L3Action::Cross | L3Action::Halt => Ok(Applied { touched_book: false }),
+            L3Action::ExecuteHidden | L3Action::Cross => {
+                if !ev.price.is_positive() {
+                    return Err(Reject::new(DeadLetterReason::NonPositivePrice, format!("price {}", ev.price)));
+                }
+                if !ev.size.is_positive() {
+                    return Err(Reject::new(DeadLetterReason::NonPositiveSize, format!("size {}", ev.size)));
+                }
+                Ok(Applied { touched_book: false })
+            }
+            L3Action::Halt => Ok(Applied { touched_book: false }),
         }
     }
 }
@@ -344,5 +353,89 @@ mod tests {
                 prop_assert_eq!(got, expect);
             }
         }
+    }
+}
+
+/// Turns a stream of L3 order events into lake events: the order itself, a trade for every
+/// execution, and the reconstructed top of book after every event that touched the book.
+/// Refused events come back as [`Reject`]s for the reader to dead-letter.
+///
+/// This is the one L3 reconstruction path: the LOBSTER reader, the DBN MBO reader and the
+/// synthetic market all go through it.
+///
+/// ```
+/// use flowsense_core::{L3Action, MarketEvent, OrderEvent, OrderId, Price, Side, Size, Symbol, UnixNanos};
+/// use flowsense_sources::book::L3Replay;
+/// let mut replay = L3Replay::new(Symbol::new("ABC").unwrap());
+/// let mut out = Vec::new();
+/// let add = OrderEvent { ts: UnixNanos(1), seq: 0, action: L3Action::Add, order_id: OrderId(1),
+///     side: Side::Sell, price: Price::from_units(10), size: Size::from_units(5) };
+/// replay.apply(add.clone(), &mut out).unwrap();
+/// replay.apply(OrderEvent { action: L3Action::Execute, size: Size::from_units(2), ..add }, &mut out).unwrap();
+/// // add, bbo, execute, trade (a buyer lifted the offer), bbo
+/// assert_eq!(out.len(), 5);
+/// assert!(matches!(&out[3], MarketEvent::Trade(_, t) if t.aggressor == Side::Buy));
+/// ```
+pub struct L3Replay {
+    symbol: flowsense_core::Symbol,
+    book: L3Book,
+    gap: bool,
+}
+
+impl L3Replay {
+    /// An empty book for one symbol.
+    pub fn new(symbol: flowsense_core::Symbol) -> Self {
+        L3Replay { symbol, book: L3Book::default(), gap: false }
+    }
+
+    /// The book.
+    pub fn book(&self) -> &L3Book {
+        &self.book
+    }
+
+    /// The book, for seeding.
+    pub fn book_mut(&mut self) -> &mut L3Book {
+        &mut self.book
+    }
+
+    /// Marks the following top-of-book rows as inside (or out of) a gap.
+    pub fn set_gap(&mut self, gap: bool) {
+        self.gap = gap;
+    }
+
+    /// The current top of book as a `bbo` row.
+    pub fn bbo(&self, ts: flowsense_core::UnixNanos) -> flowsense_core::BboUpdate {
+        flowsense_core::BboUpdate {
+            ts: Some(ts),
+            local_ts: None,
+            update_id: None,
+            bid: self.book.l2().best_bid(),
+            ask: self.book.l2().best_ask(),
+            gap: self.gap,
+        }
+    }
+
+    /// Applies one event and appends what it produced to `out`.
+    pub fn apply(&mut self, ev: OrderEvent, out: &mut Vec<flowsense_core::MarketEvent>) -> Result<(), Reject> {
+        use flowsense_core::{MarketEvent, Trade};
+        let applied = self.book.apply(&ev)?;
+        let ts = ev.ts;
+        // Auction crosses have no aggressor; they stay in `book_events` only.
+        let trade = matches!(ev.action, L3Action::Execute | L3Action::ExecuteHidden).then(|| Trade {
+            ts,
+            local_ts: None,
+            trade_id: None,
+            price: ev.price,
+            size: ev.size,
+            aggressor: ev.side.opposite(),
+        });
+        out.push(MarketEvent::Order(self.symbol.clone(), ev));
+        if let Some(t) = trade {
+            out.push(MarketEvent::Trade(self.symbol.clone(), t));
+        }
+        if applied.touched_book {
+            out.push(MarketEvent::Bbo(self.symbol.clone(), self.bbo(ts)));
+        }
+        Ok(())
     }
 }
