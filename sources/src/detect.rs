@@ -1,1 +1,121 @@
-//! detect (in progress)
+//! Which reader a file needs, and opening a set of input files as readers.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::binance::{BinanceOptions, BinanceReader};
+use crate::dbn::DbnReader;
+use crate::lobster::{LobsterOptions, LobsterReader};
+use crate::{Error, Record, Result};
+
+/// Input formats `flowsense ingest` understands.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Binance raw websocket captures.
+    Binance,
+    /// LOBSTER message files (with their orderbook files).
+    Lobster,
+    /// Databento DBN.
+    Dbn,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "binance" => Ok(Format::Binance),
+            "lobster" => Ok(Format::Lobster),
+            "dbn" => Ok(Format::Dbn),
+            _ => Err(format!("unknown format {s:?} (binance, lobster, dbn)")),
+        }
+    }
+}
+
+/// Guesses a file's format from its name and first bytes; `None` for files to skip (a LOBSTER
+/// orderbook file is read with its message file).
+pub fn detect(path: &Path) -> Result<Option<Format>> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if name.contains("_orderbook_") && name.ends_with(".csv") {
+        return Ok(None);
+    }
+    if name.contains("_message_") && name.ends_with(".csv") {
+        return Ok(Some(Format::Lobster));
+    }
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| Error::io(path, e))?;
+    let head = &head[..n];
+    if head.starts_with(b"DBN") || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || name.ends_with(".dbn") || name.ends_with(".dbn.zst") {
+        return Ok(Some(Format::Dbn));
+    }
+    let mut text = crate::binance::open_text(path)?;
+    let mut line = String::new();
+    use std::io::BufRead;
+    text.read_line(&mut line).map_err(|e| Error::io(path, e))?;
+    if let Some((ts, json)) = line.split_once(' ') {
+        if ts.bytes().all(|b| b.is_ascii_digit()) && json.starts_with('{') {
+            return Ok(Some(Format::Binance));
+        }
+    }
+    Err(Error::format(path, "cannot tell the format; pass --format"))
+}
+
+/// A boxed reader.
+pub type Reader = Box<dyn Iterator<Item = Result<Record>> + Send>;
+
+/// Expands directories (recursively, sorted), then opens readers: Binance files of one market
+/// and symbol (same folder, same name before the date) chain into one reader in name order, so a
+/// day's file continues the previous day's book; each LOBSTER or DBN file is its own reader.
+pub fn open_inputs(paths: &[PathBuf], format: Option<Format>) -> Result<Vec<(Format, Vec<PathBuf>, Reader)>> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, &mut files)?;
+    }
+    let mut binance: BTreeMap<(PathBuf, String), Vec<PathBuf>> = BTreeMap::new();
+    let mut out: Vec<(Format, Vec<PathBuf>, Reader)> = Vec::new();
+    for f in files {
+        let fmt = match format {
+            Some(Format::Lobster) if f.to_string_lossy().contains("_orderbook_") => continue,
+            Some(fmt) => fmt,
+            None => match detect(&f)? {
+                Some(fmt) => fmt,
+                None => continue,
+            },
+        };
+        match fmt {
+            Format::Binance => {
+                let stem = crate::SourceId::from_path(&f).as_str().to_string();
+                let key = stem.rsplit_once('_').filter(|(_, d)| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit())).map_or(stem.clone(), |(h, _)| h.to_string());
+                binance.entry((f.parent().map(Path::to_path_buf).unwrap_or_default(), key)).or_default().push(f);
+            }
+            Format::Lobster => out.push((fmt, vec![f.clone()], Box::new(LobsterReader::open(&f, LobsterOptions::default())?))),
+            Format::Dbn => out.push((fmt, vec![f.clone()], Box::new(DbnReader::open(&f)?))),
+        }
+    }
+    for (_, mut group) in binance {
+        group.sort();
+        let reader = BinanceReader::open(group.clone(), BinanceOptions::default())?;
+        out.push((Format::Binance, group, Box::new(reader)));
+    }
+    Ok(out)
+}
+
+fn collect(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p).map_err(|e| Error::io(p, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for e in entries {
+            let name = e.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with('.') || name.ends_with(".md") || name.ends_with(".txt") {
+                continue;
+            }
+            collect(&e, out)?;
+        }
+        Ok(())
+    } else if p.is_file() {
+        out.push(p.to_path_buf());
+        Ok(())
+    } else {
+        Err(Error::format(p, "no such file or directory"))
+    }
+}
