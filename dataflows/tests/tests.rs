@@ -1,1 +1,6 @@
-//! placeholder
+//! FlowSense integration tests, all in one binary (each test binary links DataFusion).
+
+mod common;
+mod dead_letters;
+mod lake;
+mod s3;

@@ -579,6 +579,7 @@ impl BinanceReader {
                 self.file_symbol = file_symbol(&path);
                 self.file_is_futures = is_futures_capture(&path)?;
                 let id = SourceId::for_file(&path).map_err(|e| Error::io(&path, e))?;
+                self.out.push_back(Record::SourceStart(id.clone()));
                 self.current = Some((path.clone(), id, reader));
                 self.line_no = 0;
             }
@@ -715,6 +716,7 @@ mod tests {
         assert!(trades.iter().any(|t| t.aggressor == Side::Buy) && trades.iter().any(|t| t.aggressor == Side::Sell));
         assert!(trades.iter().all(|t| t.local_ts.is_some() && t.ts.0 > 1_723_000_000_000_000_000));
         assert!(matches!(records.last(), Some(Record::SourceDone(id)) if id.as_str().starts_with("btcusdt_20240808-")));
-        assert!(matches!(&records[0], Record::Event(e) if e.symbol().as_str() == "BTCUSDT-PERP"));
+        assert!(matches!(&records[0], Record::SourceStart(_)));
+        assert!(matches!(&records[1], Record::Event(e) if e.symbol().as_str() == "BTCUSDT-PERP"));
     }
 }

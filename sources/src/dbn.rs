@@ -47,6 +47,7 @@ pub struct DbnReader {
     record_no: u64,
     out: VecDeque<Record>,
     events: Vec<MarketEvent>,
+    started: bool,
     done: bool,
 }
 
@@ -73,6 +74,7 @@ impl DbnReader {
             record_no: 0,
             out: VecDeque::new(),
             events: Vec::new(),
+            started: false,
             done: false,
         })
     }
@@ -231,6 +233,10 @@ impl DbnReader {
     }
 
     fn step(&mut self) -> Result<()> {
+        if self.record_no == 0 && !self.started {
+            self.started = true;
+            self.out.push_back(Record::SourceStart(self.source.clone()));
+        }
         let rec = match self.decoder.decode_record_ref() {
             Ok(Some(r)) => r,
             Ok(None) => {

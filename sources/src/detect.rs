@@ -106,7 +106,8 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         entries.sort();
         for e in entries {
             let name = e.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name.starts_with('.') || name.ends_with(".md") || name.ends_with(".txt") {
+            // Documentation beside the data (SOURCES.md, LICENSE files) is not market data.
+            if name.starts_with('.') || name.ends_with(".md") || name.starts_with("LICENSE") {
                 continue;
             }
             collect(&e, out)?;

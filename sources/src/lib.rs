@@ -33,6 +33,9 @@ pub enum Record {
     Event(MarketEvent),
     /// A refused row, with its reason and raw text.
     Dead(DeadLetter),
+    /// The reader starts a source (a file, or a synthetic symbol-day): what follows, up to its
+    /// `SourceDone`, is written under this id.
+    SourceStart(SourceId),
     /// The reader finished one source (a file, or a synthetic symbol-day); everything since the
     /// previous `SourceDone` came from it. Lake writers use it to name and close files.
     SourceDone(SourceId),

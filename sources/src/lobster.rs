@@ -305,6 +305,9 @@ impl LobsterReader {
         self.line.clear();
         let n = self.messages.read_line(&mut self.line).map_err(|e| Error::io(&self.path, e))?;
         if n == 0 {
+            if self.line_no == 0 {
+                self.out.push_back(Record::SourceStart(self.source.clone()));
+            }
             self.done = true;
             self.out.push_back(Record::SourceDone(self.source.clone()));
             return Ok(());
@@ -313,6 +316,9 @@ impl LobsterReader {
         let line = std::mem::take(&mut self.line);
         let raw = line.trim_end();
         let row = self.read_book_row()?;
+        if self.line_no == 1 {
+            self.out.push_back(Record::SourceStart(self.source.clone()));
+        }
         if raw.is_empty() {
             self.line = line;
             return Ok(());

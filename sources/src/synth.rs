@@ -426,8 +426,10 @@ impl SyntheticMarket {
         for o in g.initial_orders() {
             replay.apply(o.clone(), &mut out).expect("the opening book is consistent");
         }
+        let id = Self::source_id(&self.cfg, &sym, date);
+        self.pending.push_back(Record::SourceStart(id.clone()));
         self.pending.extend(out.into_iter().map(Record::Event));
-        self.day = Some((g, replay, Self::source_id(&self.cfg, &sym, date)));
+        self.day = Some((g, replay, id));
         true
     }
 }

@@ -1,0 +1,171 @@
+//! The command line: subcommands, their flags, and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flowsense_sinks::{Lake, S3Options};
+
+/// FlowSense: order-flow analytics and trading on a timely dataflow graph.
+#[derive(Parser, Debug)]
+#[command(name = "flowsense", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the lake is, and how to reach S3.
+#[derive(Args, Debug, Clone)]
+pub struct LakeArgs {
+    /// The lake: a local path, `file:///abs/path` or `s3://bucket/prefix`.
+    #[arg(long, env = "FLOWSENSE_LAKE", default_value = "./lake")]
+    pub lake: String,
+    /// S3 endpoint (else `AWS_ENDPOINT_URL`).
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// S3 access key id (else `AWS_ACCESS_KEY_ID`).
+    #[arg(long)]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (else `AWS_SECRET_ACCESS_KEY`).
+    #[arg(long)]
+    pub s3_secret_access_key: Option<String>,
+    /// S3 region (else `AWS_REGION`, else us-east-1).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+}
+
+impl LakeArgs {
+    /// Opens the lake.
+    pub fn open(&self) -> anyhow::Result<Lake> {
+        let s3 = S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            region: self.s3_region.clone(),
+        };
+        Lake::open(&self.lake, &s3).with_context(|| format!("opening the lake at {}", self.lake))
+    }
+}
+
+/// Input formats for `ingest`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// Guess from each file's name and first bytes.
+    Auto,
+    /// Binance raw websocket captures.
+    Binance,
+    /// LOBSTER message/orderbook CSV.
+    Lobster,
+    /// Databento DBN.
+    Dbn,
+}
+
+/// Output formats for `sql`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// A table for people.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// JSON lines, one object per row.
+    Json,
+    /// Parquet (to stdout or `--output`).
+    Parquet,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Read market data files into the lake.
+    Ingest {
+        /// Lake location and credentials.
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Input format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+        /// Files or folders to read.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Generate a seeded synthetic market into the lake.
+    Synth {
+        /// Lake location and credentials.
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Number of symbols.
+        #[arg(long, default_value_t = 3)]
+        symbols: usize,
+        /// Number of trading days.
+        #[arg(long, default_value_t = 2)]
+        days: usize,
+        /// The seed: the same seed makes the same market.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Mean order messages per symbol per day.
+        #[arg(long, default_value_t = 200_000)]
+        events_per_day: u64,
+        /// Also write LOBSTER message/orderbook files (10 levels) into this folder.
+        #[arg(long)]
+        lobster: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run SQL over the lake: one query, or an interactive prompt when none is given.
+    Sql {
+        /// Lake location and credentials.
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Write the result here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The query; omit for the interactive prompt.
+        query: Option<String>,
+    },
+    /// Measure ingest, generation, lake writes and SQL against same-run baselines.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: crate::bench::BenchCommand,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match cli.command {
+        Command::Ingest { lake, format, paths, quiet } => {
+            let lake = lake.open()?;
+            let format = match format {
+                FormatArg::Auto => None,
+                FormatArg::Binance => Some(flowsense_sources::detect::Format::Binance),
+                FormatArg::Lobster => Some(flowsense_sources::detect::Format::Lobster),
+                FormatArg::Dbn => Some(flowsense_sources::detect::Format::Dbn),
+            };
+            let report = rt.block_on(crate::ingest::ingest_paths(&lake, &paths, format, !quiet))?;
+            eprint!("{}", report.summary(lake.url().as_str()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Synth { lake, symbols, days, seed, events_per_day, lobster, quiet } => {
+            let lake = lake.open()?;
+            let cfg = flowsense_sources::synth::SynthConfig { symbols, days, seed, events_per_day, ..Default::default() };
+            let report = rt.block_on(crate::synth::synth(&lake, &cfg, lobster.as_deref(), !quiet))?;
+            eprint!("{}", report.summary(lake.url().as_str()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql { lake, format, output, query } => {
+            let lake = lake.open()?;
+            rt.block_on(crate::sql::run(&lake, format, output.as_deref(), query.as_deref()))
+        }
+        Command::Bench { which } => rt.block_on(crate::bench::run(which)).map(|_| ExitCode::SUCCESS),
+    }
+}

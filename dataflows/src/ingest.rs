@@ -1,0 +1,194 @@
+//! `flowsense ingest`: readers on one thread, the lake writer on another, counts for the summary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table as Grid};
+use flowsense_core::{DeadLetterReason, Table};
+use flowsense_sinks::{Lake, LakeWriter};
+use flowsense_sources::detect::{open_inputs, Format};
+use flowsense_sources::Record;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// What an ingest did.
+#[derive(Clone, Debug, Default)]
+pub struct IngestReport {
+    /// Rows written per table (dead letters included).
+    pub rows: BTreeMap<Table, u64>,
+    /// Dead letters per reason.
+    pub dead: BTreeMap<DeadLetterReason, u64>,
+    /// Market events read.
+    pub events: u64,
+    /// Sources (files, synthetic symbol-days) completed.
+    pub sources: u64,
+    /// Parquet files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Stale files of earlier runs of the same sources removed.
+    pub files_removed: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl IngestReport {
+    /// Total dead letters.
+    pub fn dead_total(&self) -> u64 {
+        self.dead.values().sum()
+    }
+
+    /// The summary printed at the end of a run.
+    pub fn summary(&self, lake: &str) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let mut rows = Grid::new();
+        rows.load_preset(UTF8_BORDERS_ONLY).set_header(vec!["table", "rows"]);
+        for (t, n) in &self.rows {
+            rows.add_row(vec![t.name().to_string(), n.to_string()]);
+        }
+        let mut out = format!(
+            "ingested {} events from {} sources into {lake} in {:.2} s ({:.0} events/s); {} files, {:.1} MB\n{rows}\n",
+            self.events,
+            self.sources,
+            secs,
+            self.events as f64 / secs,
+            self.files,
+            self.bytes as f64 / 1e6
+        );
+        if self.dead.is_empty() {
+            out.push_str("dead letters: none\n");
+        } else {
+            let mut dead = Grid::new();
+            dead.load_preset(UTF8_BORDERS_ONLY).set_header(vec!["dead-letter reason", "rows"]);
+            for (r, n) in &self.dead {
+                dead.add_row(vec![r.as_str().to_string(), n.to_string()]);
+            }
+            out.push_str(&format!("dead letters: {} (see the dead_letters table)\n{dead}\n", self.dead_total()));
+        }
+        if self.files_removed > 0 {
+            out.push_str(&format!("replaced {} files left by an earlier ingest of the same sources\n", self.files_removed));
+        }
+        out
+    }
+}
+
+/// Feeds reader output into a lake writer and keeps the counts.
+pub struct Ingestor {
+    writer: LakeWriter,
+    report: IngestReport,
+    progress: ProgressBar,
+    started: Instant,
+}
+
+impl Ingestor {
+    /// An ingestor writing into `lake`, with a progress spinner on stderr when `progress` is set
+    /// (and stderr is a terminal).
+    pub fn new(lake: Lake, progress: bool) -> Self {
+        let bar = if progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+        bar.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("static template"));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Ingestor { writer: LakeWriter::new(lake), report: IngestReport::default(), progress: bar, started: Instant::now() }
+    }
+
+    /// Rows per file (default 1 M).
+    pub fn with_max_rows(mut self, rows: usize) -> Self {
+        self.writer = self.writer.with_max_rows(rows);
+        self
+    }
+
+    /// Handles one record.
+    pub async fn push(&mut self, record: Record) -> anyhow::Result<()> {
+        match record {
+            Record::Event(ev) => {
+                self.report.events += 1;
+                self.writer.push(&ev);
+                if self.report.events % 262_144 == 0 {
+                    self.progress.set_message(format!("{} events, {} dead letters", self.report.events, self.report.dead_total()));
+                }
+            }
+            Record::Dead(d) => {
+                *self.report.dead.entry(d.reason).or_default() += 1;
+                self.writer.push_dead(&d);
+            }
+            Record::SourceStart(id) => {
+                self.writer.begin_source(id.as_str());
+                self.progress.set_message(format!("{id}: {} events so far", self.report.events));
+            }
+            Record::SourceDone(_) => {
+                self.writer.end_source().await?;
+                self.report.sources += 1;
+            }
+        }
+        if self.writer.has_pending() {
+            self.writer.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole reader on a thread of its own while this task writes.
+    pub async fn consume<R>(&mut self, reader: R) -> anyhow::Result<()>
+    where
+        R: Iterator<Item = flowsense_sources::Result<Record>> + Send + 'static,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<flowsense_sources::Result<Vec<Record>>>(16);
+        let producer = std::thread::spawn(move || {
+            let mut batch = Vec::with_capacity(4096);
+            for r in reader {
+                match r {
+                    Ok(rec) => {
+                        batch.push(rec);
+                        if batch.len() == 4096 && tx.blocking_send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(4096)))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(Ok(batch));
+            }
+        });
+        while let Some(batch) = rx.recv().await {
+            for rec in batch? {
+                self.push(rec).await?;
+            }
+        }
+        producer.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+        Ok(())
+    }
+
+    /// Finishes and returns the report.
+    pub async fn finish(mut self) -> anyhow::Result<IngestReport> {
+        self.writer.flush().await?;
+        let s = self.writer.stats();
+        self.report.rows = s.rows.clone();
+        self.report.files = s.files;
+        self.report.bytes = s.bytes;
+        self.report.files_removed = s.files_removed;
+        self.report.elapsed = self.started.elapsed();
+        self.progress.finish_and_clear();
+        Ok(self.report)
+    }
+}
+
+/// `flowsense ingest`: every path (files or folders) into the lake.
+pub async fn ingest_paths(lake: &Lake, paths: &[PathBuf], format: Option<Format>, progress: bool) -> anyhow::Result<IngestReport> {
+    let inputs = open_inputs(paths, format).context("opening the inputs")?;
+    if inputs.is_empty() {
+        anyhow::bail!("no market data files found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    let mut ing = Ingestor::new(lake.clone(), progress);
+    for (fmt, files, reader) in inputs {
+        let names: Vec<String> = files.iter().map(|f| display_name(f)).collect();
+        ing.consume(reader).await.with_context(|| format!("ingesting {} ({fmt:?})", names.join(", ")))?;
+    }
+    ing.finish().await
+}
+
+fn display_name(p: &Path) -> String {
+    p.display().to_string()
+}

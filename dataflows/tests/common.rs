@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests.
+
+use std::path::PathBuf;
+
+use arrow::record_batch::RecordBatch;
+use flowsense_sinks::Lake;
+use flowsense_sql::LakeSession;
+
+/// The bundled real Binance captures.
+pub fn binance_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/binance")
+}
+
+/// A multi-threaded runtime for tests that drive async code.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Runs a query and renders the result as CSV text, rows sorted, for comparisons.
+pub async fn query_csv(lake: &Lake, sql: &str) -> String {
+    let session = LakeSession::open(lake).await.unwrap();
+    let batches = session.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    to_csv(&batches)
+}
+
+/// Batches as CSV lines (header first, then rows sorted).
+pub fn to_csv(batches: &[RecordBatch]) -> String {
+    let mut buf = Vec::new();
+    flowsense::sql::write_batches(batches, flowsense::cli::OutputFormat::Csv, &mut buf).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let header = lines.remove(0);
+    lines.sort_unstable();
+    format!("{header}\n{}", lines.join("\n"))
+}
+
+/// A single number from a query.
+pub async fn query_u64(lake: &Lake, sql: &str) -> u64 {
+    let csv = query_csv(lake, sql).await;
+    csv.lines().nth(1).unwrap_or_else(|| panic!("{sql}: no rows")).trim().parse().unwrap_or_else(|_| panic!("{sql}: {csv}"))
+}
+
+/// Asserts two long texts are equal, showing only the first differing line.
+#[track_caller]
+pub fn assert_same_text(a: &str, b: &str, what: &str) {
+    if a == b {
+        return;
+    }
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let i = la.iter().zip(&lb).position(|(x, y)| x != y).unwrap_or(la.len().min(lb.len()));
+    panic!(
+        "{what}: {} vs {} lines; first difference at line {i}:\n  left:  {:?}\n  right: {:?}",
+        la.len(),
+        lb.len(),
+        la.get(i),
+        lb.get(i)
+    );
+}
