@@ -84,7 +84,10 @@ impl L3Action {
 
     /// True for actions that print a trade.
     pub const fn is_trade(self) -> bool {
-        matches!(self, L3Action::Execute | L3Action::ExecuteHidden | L3Action::Cross)
+        matches!(
+            self,
+            L3Action::Execute | L3Action::ExecuteHidden | L3Action::Cross
+        )
     }
 }
 

@@ -23,7 +23,10 @@ impl Symbol {
     /// Makes a symbol, upper-casing it; fails on an empty name or one with characters other than
     /// ASCII letters, digits, `_`, `-` and `.` (the first must be a letter or digit).
     pub fn new(name: &str) -> Result<Self> {
-        let ok = name.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+        let ok = name
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
             && name.len() <= 64
             && name
                 .bytes()

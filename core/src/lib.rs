@@ -9,7 +9,7 @@
 //! those exactly, so comparing a reconstructed book with an exchange's own best bid, or summing
 //! sizes at a level, would drift. Nine places cover every venue we read (Binance spot uses eight),
 //! and an `i64` still reaches 9.2 billion, far above any price or size in this data. In the lake they
-//! are `Decimal128(18, 9)`, which DuckDB, Polars and DataFusion all read as exact numbers.
+//! are stored as `Float64` (see [`schema::PRICE_TYPE`] for why that loses nothing).
 //!
 //! ```
 //! use flowsense_core::{Price, Size};

@@ -258,7 +258,11 @@ mod tests {
     #[case(b"99999999999")]
     #[case(b" 1")]
     fn rejects(#[case] text: &[u8]) {
-        assert!(parse_fixed(text).is_err(), "{:?}", String::from_utf8_lossy(text));
+        assert!(
+            parse_fixed(text).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
     }
 
     proptest! {

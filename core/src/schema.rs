@@ -9,8 +9,16 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-/// Arrow type of every price and size column: exact, nine decimal places.
-pub const DECIMAL: DataType = DataType::Decimal128(18, crate::num::SCALE_DIGITS as i8);
+/// Arrow type of every price and size column in the lake: `Float64`.
+///
+/// In memory prices and sizes are exact fixed point ([`crate::Price`]). In the lake they are
+/// doubles because that is what every tool a quant reaches for computes with (DuckDB, Polars,
+/// DataFusion aggregate `Float64` several times faster than `Decimal128`, and `sum(price * size) /
+/// sum(size)` on `Decimal128(18, 9)` overflows DataFusion's decimal arithmetic). Nothing is lost:
+/// a double holds every decimal of up to 15 significant digits exactly enough to round-trip, so
+/// rounding a stored value to the nearest billionth gives back the exact fixed-point number; every
+/// venue we read quotes far fewer digits.
+pub const PRICE_TYPE: DataType = DataType::Float64;
 
 /// How a table's files are laid out.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -101,7 +109,7 @@ impl Table {
     fn build(self) -> Schema {
         let ts = || Field::new("ts", DataType::Int64, false);
         let local_ts = || Field::new("local_ts", DataType::Int64, true);
-        let price = |n: &str, null| Field::new(n, DECIMAL, null);
+        let price = |n: &str, null| Field::new(n, PRICE_TYPE, null);
         let side = || Field::new("side", DataType::Utf8, false);
         let fields = match self {
             Table::BookEvents => vec![
@@ -182,7 +190,10 @@ mod tests {
             assert!(!t.file_schema().fields().is_empty());
             assert_eq!(Table::from_name(t.name()), Some(t));
             for p in t.partition_columns() {
-                assert!(t.file_schema().field_with_name(p).is_err(), "{p} is in the path only");
+                assert!(
+                    t.file_schema().field_with_name(p).is_err(),
+                    "{p} is in the path only"
+                );
             }
         }
     }

@@ -131,6 +131,16 @@ pub enum Command {
         /// The query; omit for the interactive prompt.
         query: Option<String>,
     },
+    /// The main job on embedded defaults: ingest the bundled real Binance captures and a small
+    /// synthetic market into the lake, then query them.
+    Demo {
+        /// Lake location and credentials.
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// The bundled data folder (default: `data/binance` of this checkout).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// Measure ingest, generation, lake writes and SQL against same-run baselines.
     Bench {
         /// Which benchmark.
@@ -141,9 +151,17 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     match cli.command {
-        Command::Ingest { lake, format, paths, quiet } => {
+        Command::Ingest {
+            lake,
+            format,
+            paths,
+            quiet,
+        } => {
             let lake = lake.open()?;
             let format = match format {
                 FormatArg::Auto => None,
@@ -155,17 +173,49 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprint!("{}", report.summary(lake.url().as_str()));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Synth { lake, symbols, days, seed, events_per_day, lobster, quiet } => {
+        Command::Synth {
+            lake,
+            symbols,
+            days,
+            seed,
+            events_per_day,
+            lobster,
+            quiet,
+        } => {
             let lake = lake.open()?;
-            let cfg = flowsense_sources::synth::SynthConfig { symbols, days, seed, events_per_day, ..Default::default() };
-            let report = rt.block_on(crate::synth::synth(&lake, &cfg, lobster.as_deref(), !quiet))?;
+            let cfg = flowsense_sources::synth::SynthConfig {
+                symbols,
+                days,
+                seed,
+                events_per_day,
+                ..Default::default()
+            };
+            let report =
+                rt.block_on(crate::synth::synth(&lake, &cfg, lobster.as_deref(), !quiet))?;
             eprint!("{}", report.summary(lake.url().as_str()));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sql { lake, format, output, query } => {
+        Command::Sql {
+            lake,
+            format,
+            output,
+            query,
+        } => {
             let lake = lake.open()?;
-            rt.block_on(crate::sql::run(&lake, format, output.as_deref(), query.as_deref()))
+            rt.block_on(crate::sql::run(
+                &lake,
+                format,
+                output.as_deref(),
+                query.as_deref(),
+            ))
         }
-        Command::Bench { which } => rt.block_on(crate::bench::run(which)).map(|_| ExitCode::SUCCESS),
+        Command::Demo { lake, data } => {
+            let lake = lake.open()?;
+            rt.block_on(crate::demo::run(&lake, data))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { which } => rt
+            .block_on(crate::bench::run(which))
+            .map(|_| ExitCode::SUCCESS),
     }
 }

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table as Grid};
+use comfy_table::{Table as Grid, presets::UTF8_BORDERS_ONLY};
 use flowsense_core::{DeadLetterReason, Table};
 use flowsense_sinks::{Lake, LakeWriter};
-use flowsense_sources::detect::{open_inputs, Format};
 use flowsense_sources::Record;
+use flowsense_sources::detect::{Format, open_inputs};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// What an ingest did.
@@ -43,7 +43,8 @@ impl IngestReport {
     pub fn summary(&self, lake: &str) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let mut rows = Grid::new();
-        rows.load_preset(UTF8_BORDERS_ONLY).set_header(vec!["table", "rows"]);
+        rows.load_preset(UTF8_BORDERS_ONLY)
+            .set_header(vec!["table", "rows"]);
         for (t, n) in &self.rows {
             rows.add_row(vec![t.name().to_string(), n.to_string()]);
         }
@@ -60,14 +61,21 @@ impl IngestReport {
             out.push_str("dead letters: none\n");
         } else {
             let mut dead = Grid::new();
-            dead.load_preset(UTF8_BORDERS_ONLY).set_header(vec!["dead-letter reason", "rows"]);
+            dead.load_preset(UTF8_BORDERS_ONLY)
+                .set_header(vec!["dead-letter reason", "rows"]);
             for (r, n) in &self.dead {
                 dead.add_row(vec![r.as_str().to_string(), n.to_string()]);
             }
-            out.push_str(&format!("dead letters: {} (see the dead_letters table)\n{dead}\n", self.dead_total()));
+            out.push_str(&format!(
+                "dead letters: {} (see the dead_letters table)\n{dead}\n",
+                self.dead_total()
+            ));
         }
         if self.files_removed > 0 {
-            out.push_str(&format!("replaced {} files left by an earlier ingest of the same sources\n", self.files_removed));
+            out.push_str(&format!(
+                "replaced {} files left by an earlier ingest of the same sources\n",
+                self.files_removed
+            ));
         }
         out
     }
@@ -85,10 +93,22 @@ impl Ingestor {
     /// An ingestor writing into `lake`, with a progress spinner on stderr when `progress` is set
     /// (and stderr is a terminal).
     pub fn new(lake: Lake, progress: bool) -> Self {
-        let bar = if progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
-        bar.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("static template"));
+        let bar = if progress {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("static template"),
+        );
         bar.enable_steady_tick(Duration::from_millis(200));
-        Ingestor { writer: LakeWriter::new(lake), report: IngestReport::default(), progress: bar, started: Instant::now() }
+        Ingestor {
+            writer: LakeWriter::new(lake),
+            report: IngestReport::default(),
+            progress: bar,
+            started: Instant::now(),
+        }
     }
 
     /// Rows per file (default 1 M).
@@ -104,7 +124,11 @@ impl Ingestor {
                 self.report.events += 1;
                 self.writer.push(&ev);
                 if self.report.events % 262_144 == 0 {
-                    self.progress.set_message(format!("{} events, {} dead letters", self.report.events, self.report.dead_total()));
+                    self.progress.set_message(format!(
+                        "{} events, {} dead letters",
+                        self.report.events,
+                        self.report.dead_total()
+                    ));
                 }
             }
             Record::Dead(d) => {
@@ -113,7 +137,8 @@ impl Ingestor {
             }
             Record::SourceStart(id) => {
                 self.writer.begin_source(id.as_str());
-                self.progress.set_message(format!("{id}: {} events so far", self.report.events));
+                self.progress
+                    .set_message(format!("{id}: {} events so far", self.report.events));
             }
             Record::SourceDone(_) => {
                 self.writer.end_source().await?;
@@ -138,7 +163,14 @@ impl Ingestor {
                 match r {
                     Ok(rec) => {
                         batch.push(rec);
-                        if batch.len() == 4096 && tx.blocking_send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(4096)))).is_err() {
+                        if batch.len() == 4096
+                            && tx
+                                .blocking_send(Ok(std::mem::replace(
+                                    &mut batch,
+                                    Vec::with_capacity(4096),
+                                )))
+                                .is_err()
+                        {
                             return;
                         }
                     }
@@ -157,7 +189,9 @@ impl Ingestor {
                 self.push(rec).await?;
             }
         }
-        producer.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+        producer
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
         Ok(())
     }
 
@@ -176,15 +210,29 @@ impl Ingestor {
 }
 
 /// `flowsense ingest`: every path (files or folders) into the lake.
-pub async fn ingest_paths(lake: &Lake, paths: &[PathBuf], format: Option<Format>, progress: bool) -> anyhow::Result<IngestReport> {
+pub async fn ingest_paths(
+    lake: &Lake,
+    paths: &[PathBuf],
+    format: Option<Format>,
+    progress: bool,
+) -> anyhow::Result<IngestReport> {
     let inputs = open_inputs(paths, format).context("opening the inputs")?;
     if inputs.is_empty() {
-        anyhow::bail!("no market data files found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        anyhow::bail!(
+            "no market data files found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let mut ing = Ingestor::new(lake.clone(), progress);
     for (fmt, files, reader) in inputs {
         let names: Vec<String> = files.iter().map(|f| display_name(f)).collect();
-        ing.consume(reader).await.with_context(|| format!("ingesting {} ({fmt:?})", names.join(", ")))?;
+        ing.consume(reader)
+            .await
+            .with_context(|| format!("ingesting {} ({fmt:?})", names.join(", ")))?;
     }
     ing.finish().await
 }

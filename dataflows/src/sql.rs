@@ -12,11 +12,17 @@ use flowsense_sql::LakeSession;
 use crate::cli::OutputFormat;
 
 /// Writes batches in a format.
-pub fn write_batches(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn write_batches(
+    batches: &[RecordBatch],
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     match format {
         OutputFormat::Table => writeln!(out, "{}", pretty_format_batches(batches)?)?,
         OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
             for b in batches {
                 w.write(b)?;
             }
@@ -29,7 +35,9 @@ pub fn write_batches(batches: &[RecordBatch], format: OutputFormat, out: &mut dy
             w.finish()?;
         }
         OutputFormat::Parquet => {
-            let Some(first) = batches.first() else { return Ok(()) };
+            let Some(first) = batches.first() else {
+                return Ok(());
+            };
             let mut buf = Vec::new();
             let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None)?;
             for b in batches {
@@ -43,7 +51,12 @@ pub fn write_batches(batches: &[RecordBatch], format: OutputFormat, out: &mut dy
 }
 
 /// Runs `flowsense sql`.
-pub async fn run(lake: &Lake, format: OutputFormat, output: Option<&Path>, query: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    lake: &Lake,
+    format: OutputFormat,
+    output: Option<&Path>,
+    query: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let session = LakeSession::open(lake).await?;
     let mut out: Box<dyn Write> = match output {
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
@@ -68,7 +81,11 @@ async fn repl(session: &LakeSession, format: OutputFormat) -> anyhow::Result<Exi
     eprintln!("flowsense sql: end statements with ';', \\q to quit. Tables: SHOW TABLES;");
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "flowsense> " } else { "       ..> " };
+        let prompt = if buffer.is_empty() {
+            "flowsense> "
+        } else {
+            "       ..> "
+        };
         let line = match rl.readline(prompt) {
             Ok(l) => l,
             Err(rustyline::error::ReadlineError::Interrupted) => {

@@ -13,13 +13,20 @@ pub fn binance_data() -> PathBuf {
 
 /// A multi-threaded runtime for tests that drive async code.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Runs a query and renders the result as CSV text, rows sorted, for comparisons.
 pub async fn query_csv(lake: &Lake, sql: &str) -> String {
     let session = LakeSession::open(lake).await.unwrap();
-    let batches = session.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = session
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     to_csv(&batches)
 }
 
@@ -40,7 +47,12 @@ pub fn to_csv(batches: &[RecordBatch]) -> String {
 /// A single number from a query.
 pub async fn query_u64(lake: &Lake, sql: &str) -> u64 {
     let csv = query_csv(lake, sql).await;
-    csv.lines().nth(1).unwrap_or_else(|| panic!("{sql}: no rows")).trim().parse().unwrap_or_else(|_| panic!("{sql}: {csv}"))
+    csv.lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("{sql}: no rows"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{sql}: {csv}"))
 }
 
 /// Asserts two long texts are equal, showing only the first differing line.
@@ -50,7 +62,11 @@ pub fn assert_same_text(a: &str, b: &str, what: &str) {
         return;
     }
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
-    let i = la.iter().zip(&lb).position(|(x, y)| x != y).unwrap_or(la.len().min(lb.len()));
+    let i = la
+        .iter()
+        .zip(&lb)
+        .position(|(x, y)| x != y)
+        .unwrap_or(la.len().min(lb.len()));
     panic!(
         "{what}: {} vs {} lines; first difference at line {i}:\n  left:  {:?}\n  right: {:?}",
         la.len(),

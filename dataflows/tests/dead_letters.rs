@@ -15,15 +15,24 @@ fn binance_line(local: i64, json: &str) -> String {
 
 fn bad_binance_capture() -> String {
     let depth = |u0: u64, u1: u64, pu: u64, t: i64, b: &str, a: &str| {
-        format!(r#"{{"stream":"testusdt@depth@0ms","data":{{"e":"depthUpdate","E":{t},"T":{t},"s":"TESTUSDT","U":{u0},"u":{u1},"pu":{pu},"b":[{b}],"a":[{a}]}}}}"#)
+        format!(
+            r#"{{"stream":"testusdt@depth@0ms","data":{{"e":"depthUpdate","E":{t},"T":{t},"s":"TESTUSDT","U":{u0},"u":{u1},"pu":{pu},"b":[{b}],"a":[{a}]}}}}"#
+        )
     };
     let trade = |t: i64, p: &str, q: &str| {
-        format!(r#"{{"stream":"testusdt@trade","data":{{"e":"trade","E":{t},"T":{t},"s":"TESTUSDT","t":1,"p":"{p}","q":"{q}","X":"MARKET","m":true}}}}"#)
+        format!(
+            r#"{{"stream":"testusdt@trade","data":{{"e":"trade","E":{t},"T":{t},"s":"TESTUSDT","t":1,"p":"{p}","q":"{q}","X":"MARKET","m":true}}}}"#
+        )
     };
     let mut s = String::new();
     let l = 1_723_161_255_000_000_000i64;
     s += &binance_line(l, &depth(1, 5, 0, T0, r#"["100.0","1.5"]"#, ""));
-    s += &binance_line(l + 1, &format!(r#"{{"lastUpdateId":3,"E":{T0},"T":{T0},"bids":[["100.0","1"],["99.0","2"]],"asks":[["101.0","1"],["102.0","3"]]}}"#));
+    s += &binance_line(
+        l + 1,
+        &format!(
+            r#"{{"lastUpdateId":3,"E":{T0},"T":{T0},"bids":[["100.0","1"],["99.0","2"]],"asks":[["101.0","1"],["102.0","3"]]}}"#
+        ),
+    );
     s += &binance_line(l + 2, &depth(6, 8, 5, T0 + 1, r#"["100.5","1"]"#, ""));
     s += "garbage without a timestamp\n";
     s += &binance_line(l + 3, "{not json");
@@ -33,8 +42,14 @@ fn bad_binance_capture() -> String {
     s += &binance_line(l + 7, &trade(T0 + 5, "100.5", "0.25"));
     s += &binance_line(l + 8, &trade(T0 - 60_000, "100.5", "0.25"));
     s += &binance_line(l + 9, &depth(9, 9, 8, T0 + 6, r#"["101.5","1"]"#, ""));
-    s += &binance_line(l + 10, &depth(120, 130, 100, T0 + 7, "", r#"["103.0","1"]"#));
-    s += &binance_line(l + 11, r#"{"stream":"testusdt@kline_1m","data":{"e":"kline"}}"#);
+    s += &binance_line(
+        l + 10,
+        &depth(120, 130, 100, T0 + 7, "", r#"["103.0","1"]"#),
+    );
+    s += &binance_line(
+        l + 11,
+        r#"{"stream":"testusdt@kline_1m","data":{"e":"kline"}}"#,
+    );
     s += &binance_line(l + 12, &trade(T0 + 8, "100.6", "0.5"));
     s
 }
@@ -60,18 +75,39 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
         let input = dir.path().join("in");
         std::fs::create_dir_all(&input).unwrap();
         std::fs::write(input.join("testusdt_20240808.txt"), bad_binance_capture()).unwrap();
-        std::fs::write(input.join("TEST_2024-01-02_34200000_57600000_message_1.csv"), BAD_LOBSTER).unwrap();
-        let lake = Lake::open(dir.path().join("lake").to_str().unwrap(), &Default::default()).unwrap();
+        std::fs::write(
+            input.join("TEST_2024-01-02_34200000_57600000_message_1.csv"),
+            BAD_LOBSTER,
+        )
+        .unwrap();
+        let lake = Lake::open(
+            dir.path().join("lake").to_str().unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
         let report = ingest_paths(&lake, &[input], None, false).await.unwrap();
         eprintln!("{}", report.summary("test"));
 
-        let dead = query_csv(&lake, "SELECT source, position, reason, raw FROM dead_letters").await;
+        let dead = query_csv(
+            &lake,
+            "SELECT source, position, reason, raw FROM dead_letters",
+        )
+        .await;
         eprintln!("{dead}");
         for reason in DeadLetterReason::ALL {
-            assert!(report.dead.contains_key(&reason), "no {reason} in the report");
-            assert!(dead.contains(&format!("{}: ", reason.as_str())), "no {reason} row in dead_letters:\n{dead}");
+            assert!(
+                report.dead.contains_key(&reason),
+                "no {reason} in the report"
+            );
+            assert!(
+                dead.contains(&format!("{}: ", reason.as_str())),
+                "no {reason} row in dead_letters:\n{dead}"
+            );
         }
-        assert_eq!(query_u64(&lake, "SELECT count(*) FROM dead_letters").await, report.dead_total());
+        assert_eq!(
+            query_u64(&lake, "SELECT count(*) FROM dead_letters").await,
+            report.dead_total()
+        );
         // Positions name the file and the line; the raw row is kept whole.
         assert!(dead.contains("testusdt_20240808.txt:4,\"unparsable: local timestamp"));
         assert!(dead.contains("garbage without a timestamp"));
@@ -79,13 +115,21 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
 
         // The good rows around the bad ones were written.
         let trades = query_csv(&lake, "SELECT symbol, price, size, side FROM trades").await;
-        assert!(trades.contains("TESTUSDT-PERP,100.500000000,0.250000000,sell"), "{trades}");
-        assert!(trades.contains("TESTUSDT-PERP,100.600000000,0.500000000,sell"), "{trades}");
-        assert!(trades.contains("TEST,100.000000000,40.000000000,sell"), "{trades}");
+        assert!(trades.contains("TESTUSDT-PERP,100.5,0.25,sell"), "{trades}");
+        assert!(trades.contains("TESTUSDT-PERP,100.6,0.5,sell"), "{trades}");
+        assert!(trades.contains("TEST,100.0,40.0,sell"), "{trades}");
         // After the crossed diff and the id gap, the book is marked as in a gap.
-        let gaps = query_u64(&lake, "SELECT count(*) FROM bbo WHERE symbol = 'TESTUSDT-PERP' AND gap").await;
+        let gaps = query_u64(
+            &lake,
+            "SELECT count(*) FROM bbo WHERE symbol = 'TESTUSDT-PERP' AND gap",
+        )
+        .await;
         assert_eq!(gaps, 0, "the refused diffs themselves write no book rows");
-        let ok_books = query_u64(&lake, "SELECT count(*) FROM bbo WHERE symbol = 'TESTUSDT-PERP' AND NOT gap").await;
+        let ok_books = query_u64(
+            &lake,
+            "SELECT count(*) FROM bbo WHERE symbol = 'TESTUSDT-PERP' AND NOT gap",
+        )
+        .await;
         assert_eq!(ok_books, 3, "snapshot, first diff, second diff");
     });
 }

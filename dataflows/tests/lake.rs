@@ -16,21 +16,35 @@ fn ingesting_twice_adds_no_rows() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-        let first = ingest_paths(&lake, &[binance_data()], None, false).await.unwrap();
+        let first = ingest_paths(&lake, &[binance_data()], None, false)
+            .await
+            .unwrap();
         let counts = query_csv(&lake, COUNTS).await;
         let all = query_csv(&lake, "SELECT * FROM trades").await;
-        let second = ingest_paths(&lake, &[binance_data()], None, false).await.unwrap();
+        let second = ingest_paths(&lake, &[binance_data()], None, false)
+            .await
+            .unwrap();
         assert_eq!(first.rows, second.rows);
         assert_eq!(query_csv(&lake, COUNTS).await, counts);
         assert_eq!(query_csv(&lake, "SELECT * FROM trades").await, all);
         assert!(first.rows.values().sum::<u64>() > 100_000, "{counts}");
 
         // A shorter earlier run's files are replaced, not kept beside the new ones.
-        let synth = |events| SynthConfig { symbols: 1, days: 1, events_per_day: events, ..Default::default() };
-        let small = Lake::open(dir.path().join("s").to_str().unwrap(), &Default::default()).unwrap();
-        flowsense::synth::synth(&small, &synth(20_000), None, false).await.unwrap();
+        let synth = |events| SynthConfig {
+            symbols: 1,
+            days: 1,
+            events_per_day: events,
+            ..Default::default()
+        };
+        let small =
+            Lake::open(dir.path().join("s").to_str().unwrap(), &Default::default()).unwrap();
+        flowsense::synth::synth(&small, &synth(20_000), None, false)
+            .await
+            .unwrap();
         let once = query_csv(&small, COUNTS).await;
-        flowsense::synth::synth(&small, &synth(20_000), None, false).await.unwrap();
+        flowsense::synth::synth(&small, &synth(20_000), None, false)
+            .await
+            .unwrap();
         assert_eq!(query_csv(&small, COUNTS).await, once);
     });
 }
@@ -85,17 +99,41 @@ fn sql_is_read_only_and_sees_partition_columns() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-        let cfg = SynthConfig { symbols: 2, days: 2, events_per_day: 5_000, ..Default::default() };
-        flowsense::synth::synth(&lake, &cfg, None, false).await.unwrap();
-        let csv = query_csv(&lake, "SELECT date, symbol, count(*) > 0 FROM trades GROUP BY date, symbol").await;
+        let cfg = SynthConfig {
+            symbols: 2,
+            days: 2,
+            events_per_day: 5_000,
+            ..Default::default()
+        };
+        flowsense::synth::synth(&lake, &cfg, None, false)
+            .await
+            .unwrap();
+        let csv = query_csv(
+            &lake,
+            "SELECT date, symbol, count(*) > 0 FROM trades GROUP BY date, symbol",
+        )
+        .await;
         assert_eq!(csv.lines().count(), 5, "{csv}");
         let session = flowsense_sql::LakeSession::open(&lake).await.unwrap();
-        for bad in ["DROP TABLE trades", "COPY trades TO '/tmp/x.parquet'", "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'", "SELECT * FROM '/etc/passwd'"] {
+        for bad in [
+            "DROP TABLE trades",
+            "COPY trades TO '/tmp/x.parquet'",
+            "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
+            "SELECT * FROM '/etc/passwd'",
+        ] {
             let err = session.query(bad).await.expect_err(bad).to_string();
             assert!(!err.is_empty());
         }
         let tables = to_csv(&session.query("SHOW TABLES").await.unwrap());
-        for t in ["trades", "bbo", "dead_letters", "book_events", "depth_updates", "quotes", "bars"] {
+        for t in [
+            "trades",
+            "bbo",
+            "dead_letters",
+            "book_events",
+            "depth_updates",
+            "quotes",
+            "bars",
+        ] {
             assert!(tables.contains(t), "{tables}");
         }
     });

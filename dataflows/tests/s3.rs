@@ -13,8 +13,15 @@ fn s3() -> (S3Options, String) {
     let endpoint = std::env::var("FLOWSENSE_TEST_S3_ENDPOINT").expect(
         "FLOWSENSE_TEST_S3_ENDPOINT is not set: run the tests through scripts/test, which starts an S3 server",
     );
-    let bucket = std::env::var("FLOWSENSE_TEST_S3_BUCKET").unwrap_or_else(|_| "flowsense-test".into());
-    (S3Options { endpoint: Some(endpoint), ..Default::default() }, bucket)
+    let bucket =
+        std::env::var("FLOWSENSE_TEST_S3_BUCKET").unwrap_or_else(|_| "flowsense-test".into());
+    (
+        S3Options {
+            endpoint: Some(endpoint),
+            ..Default::default()
+        },
+        bucket,
+    )
 }
 
 #[test]

@@ -4,10 +4,10 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use flowsense_core::Table;
+use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::ObjectStore;
 use url::Url;
 
 use crate::{Error, Result};
@@ -51,16 +51,24 @@ impl Lake {
     /// Opens a lake: `s3://bucket[/prefix]`, `file:///abs/path`, or a local path (created if
     /// missing).
     pub fn open(location: &str, s3: &S3Options) -> Result<Lake> {
-        let bad = |why: &str| Error::InvalidUrl { url: location.to_string(), why: why.to_string() };
+        let bad = |why: &str| Error::InvalidUrl {
+            url: location.to_string(),
+            why: why.to_string(),
+        };
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(bad("no bucket"));
             }
             let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+            let endpoint = s3
+                .endpoint
+                .clone()
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
             if let Some(ep) = endpoint {
-                b = b.with_allow_http(ep.starts_with("http://")).with_endpoint(ep);
+                b = b
+                    .with_allow_http(ep.starts_with("http://"))
+                    .with_endpoint(ep);
             }
             if let Some(k) = &s3.access_key_id {
                 b = b.with_access_key_id(k);
@@ -68,14 +76,31 @@ impl Lake {
             if let Some(k) = &s3.secret_access_key {
                 b = b.with_secret_access_key(k);
             }
-            let region = s3.region.clone().or_else(|| std::env::var("AWS_REGION").ok()).unwrap_or_else(|| "us-east-1".into());
+            let region = s3
+                .region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .unwrap_or_else(|| "us-east-1".into());
             b = b.with_region(region);
             let store = b.build()?;
             let prefix = prefix.trim_matches('/');
-            let url = Url::parse(&format!("s3://{bucket}/{}", if prefix.is_empty() { String::new() } else { format!("{prefix}/") }))
-                .map_err(|e| bad(&e.to_string()))?;
-            let store_url = Url::parse(&format!("s3://{bucket}/")).map_err(|e| bad(&e.to_string()))?;
-            return Ok(Lake { store: Arc::new(store), root: Path::from(prefix), url, store_url });
+            let url = Url::parse(&format!(
+                "s3://{bucket}/{}",
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                }
+            ))
+            .map_err(|e| bad(&e.to_string()))?;
+            let store_url =
+                Url::parse(&format!("s3://{bucket}/")).map_err(|e| bad(&e.to_string()))?;
+            return Ok(Lake {
+                store: Arc::new(store),
+                root: Path::from(prefix),
+                url,
+                store_url,
+            });
         }
         if location.contains("://") && !location.starts_with("file://") {
             return Err(bad("only file:// and s3:// lakes are supported"));
@@ -90,11 +115,19 @@ impl Lake {
     }
 
     fn local(abs: &FsPath) -> Result<Lake> {
-        let bad = |why: String| Error::InvalidUrl { url: abs.display().to_string(), why };
+        let bad = |why: String| Error::InvalidUrl {
+            url: abs.display().to_string(),
+            why,
+        };
         let url = Url::from_directory_path(abs).map_err(|_| bad("not an absolute path".into()))?;
         let root = Path::from_filesystem_path(abs).map_err(|e| bad(e.to_string()))?;
         let store_url = Url::parse("file:///").expect("static URL");
-        Ok(Lake { store: Arc::new(LocalFileSystem::new()), root, url, store_url })
+        Ok(Lake {
+            store: Arc::new(LocalFileSystem::new()),
+            root,
+            url,
+            store_url,
+        })
     }
 
     /// The object store.
@@ -124,7 +157,9 @@ impl Lake {
 
     /// Path of an object inside the store, from parts below the lake root.
     pub fn path(&self, parts: &[&str]) -> Path {
-        parts.iter().fold(self.root.clone(), |p, part| p.join(*part))
+        parts
+            .iter()
+            .fold(self.root.clone(), |p, part| p.join(*part))
     }
 
     /// True for `file://` lakes.

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arrow::array::{
-    make_builder, ArrayBuilder, ArrayRef, BooleanBuilder, Decimal128Builder, Int64Builder,
-    StringBuilder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    UInt64Builder, make_builder,
 };
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -26,14 +26,21 @@ struct Rows {
 
 macro_rules! col {
     ($self:ident, $i:expr, $t:ty) => {
-        $self.cols[$i].as_any_mut().downcast_mut::<$t>().expect("builder type follows the schema")
+        $self.cols[$i]
+            .as_any_mut()
+            .downcast_mut::<$t>()
+            .expect("builder type follows the schema")
     };
 }
 
 impl Rows {
     fn new(table: Table, capacity: usize) -> Self {
         let schema = table.file_schema();
-        let cols = schema.fields().iter().map(|f| make_builder(f.data_type(), capacity)).collect();
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| make_builder(f.data_type(), capacity))
+            .collect();
         Rows { table, cols }
     }
 
@@ -48,7 +55,8 @@ impl Rows {
         col!(self, i, UInt64Builder).append_option(v);
     }
     fn dec(&mut self, i: usize, raw: Option<i64>) {
-        col!(self, i, Decimal128Builder).append_option(raw.map(i128::from));
+        // raw / 1e9 is correctly rounded: the nearest double to the exact decimal.
+        col!(self, i, Float64Builder).append_option(raw.map(|r| r as f64 / 1e9));
     }
     fn str(&mut self, i: usize, v: &str) {
         col!(self, i, StringBuilder).append_value(v);
@@ -181,9 +189,20 @@ impl LakeWriter {
     }
 
     fn part(&mut self, table: Table, ts: UnixNanos, symbol: Option<&Symbol>) -> &mut Rows {
-        let key = PartKey { table, day: ts.day(), symbol: symbol.cloned() };
+        let key = PartKey {
+            table,
+            day: ts.day(),
+            symbol: symbol.cloned(),
+        };
         let cap = self.max_rows.min(1 << 16);
-        &mut self.parts.entry(key).or_insert_with(|| Part { rows: Rows::new(table, cap), chunk: 0 }).rows
+        &mut self
+            .parts
+            .entry(key)
+            .or_insert_with(|| Part {
+                rows: Rows::new(table, cap),
+                chunk: 0,
+            })
+            .rows
     }
 
     /// Adds one event's rows.
@@ -203,7 +222,10 @@ impl LakeWriter {
             }
             MarketEvent::Depth(s, d) => {
                 let r = self.part(Table::DepthUpdates, d.ts, Some(s));
-                for (side, levels) in [(flowsense_core::Side::Buy, &d.bids), (flowsense_core::Side::Sell, &d.asks)] {
+                for (side, levels) in [
+                    (flowsense_core::Side::Buy, &d.bids),
+                    (flowsense_core::Side::Sell, &d.asks),
+                ] {
                     for &(p, q) in levels {
                         r.i64(0, Some(d.ts.0));
                         r.i64(1, d.local_ts.map(|t| t.0));
@@ -238,15 +260,30 @@ impl LakeWriter {
                 (Table::Quotes, ts, s)
             }
         };
-        let key = PartKey { table, day: ts.day(), symbol: Some(sym.clone()) };
+        let key = PartKey {
+            table,
+            day: ts.day(),
+            symbol: Some(sym.clone()),
+        };
         self.cut_if_full(key);
     }
 
     /// Adds a dead letter.
     pub fn push_dead(&mut self, d: &DeadLetter) {
-        let key = PartKey { table: Table::DeadLetters, day: 0, symbol: None };
+        let key = PartKey {
+            table: Table::DeadLetters,
+            day: 0,
+            symbol: None,
+        };
         let cap = 1024;
-        let r = &mut self.parts.entry(key.clone()).or_insert_with(|| Part { rows: Rows::new(Table::DeadLetters, cap), chunk: 0 }).rows;
+        let r = &mut self
+            .parts
+            .entry(key.clone())
+            .or_insert_with(|| Part {
+                rows: Rows::new(Table::DeadLetters, cap),
+                chunk: 0,
+            })
+            .rows;
         r.str(0, &d.source);
         r.str(1, &d.position);
         r.str(2, &d.reason_text());
@@ -255,7 +292,10 @@ impl LakeWriter {
     }
 
     fn cut_if_full(&mut self, key: PartKey) {
-        let full = self.parts.get(&key).is_some_and(|p| p.rows.len() >= self.max_rows);
+        let full = self
+            .parts
+            .get(&key)
+            .is_some_and(|p| p.rows.len() >= self.max_rows);
         if full {
             if let Err(e) = self.cut(&key) {
                 // Encoding in-memory arrays only fails on a broken invariant of ours.
@@ -266,7 +306,9 @@ impl LakeWriter {
 
     /// Encodes a partition's rows into a pending file.
     fn cut(&mut self, key: &PartKey) -> Result<()> {
-        let Some(part) = self.parts.get_mut(key) else { return Ok(()) };
+        let Some(part) = self.parts.get_mut(key) else {
+            return Ok(());
+        };
         if part.rows.len() == 0 {
             return Ok(());
         }
@@ -280,8 +322,16 @@ impl LakeWriter {
         let file = format!("{}-{chunk:05}.parquet", self.source);
         let path = match &key.symbol {
             Some(sym) => {
-                let date = self.dates.entry(key.day).or_insert_with(|| UnixNanos(key.day * UnixNanos::DAY).date_string());
-                self.lake.path(&[key.table.name(), &format!("date={date}"), &format!("symbol={sym}"), &file])
+                let date = self
+                    .dates
+                    .entry(key.day)
+                    .or_insert_with(|| UnixNanos(key.day * UnixNanos::DAY).date_string());
+                self.lake.path(&[
+                    key.table.name(),
+                    &format!("date={date}"),
+                    &format!("symbol={sym}"),
+                    &file,
+                ])
             }
             None => self.lake.path(&[key.table.name(), &file]),
         };
@@ -327,14 +377,21 @@ impl LakeWriter {
         let store = self.lake.store();
         let prefix = format!("{}-", self.source);
         for table in Table::ALL {
-            let listing: Vec<_> = match store.list(Some(&self.lake.table_path(table))).try_collect().await {
+            let listing: Vec<_> = match store
+                .list(Some(&self.lake.table_path(table)))
+                .try_collect()
+                .await
+            {
                 Ok(l) => l,
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
             for meta in listing {
                 let name = meta.location.filename().unwrap_or_default();
-                if name.starts_with(&prefix) && name.ends_with(".parquet") && !self.written.contains(&meta.location) {
+                if name.starts_with(&prefix)
+                    && name.ends_with(".parquet")
+                    && !self.written.contains(&meta.location)
+                {
                     store.delete(&meta.location).await?;
                     self.stats.files_removed += 1;
                 }

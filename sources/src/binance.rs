@@ -36,7 +36,10 @@ pub struct BinanceOptions {
 
 impl Default for BinanceOptions {
     fn default() -> Self {
-        BinanceOptions { time_tolerance_ns: 1_000_000_000, max_buffered_diffs: 100_000 }
+        BinanceOptions {
+            time_tolerance_ns: 1_000_000_000,
+            max_buffered_diffs: 100_000,
+        }
     }
 }
 
@@ -47,7 +50,10 @@ pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file))))
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)),
+        ))
     } else {
         Box::new(BufReader::with_capacity(1 << 20, file))
     })
@@ -144,7 +150,10 @@ fn number(text: &str, what: &str) -> std::result::Result<i64, Bad> {
         if lower.contains("nan") || lower.contains("inf") {
             (DeadLetterReason::NotFinite, format!("{what} {text:?}"))
         } else {
-            (DeadLetterReason::Unparsable, format!("{what} {text:?}: {why}"))
+            (
+                DeadLetterReason::Unparsable,
+                format!("{what} {text:?}: {why}"),
+            )
         }
     })
 }
@@ -166,7 +175,9 @@ fn size(text: &str, allow_zero: bool) -> std::result::Result<Size, Bad> {
 }
 
 fn levels(raw: &Levels<'_>) -> std::result::Result<Vec<(Price, Size)>, Bad> {
-    raw.iter().map(|(p, q)| Ok((price(p)?, size(q, true)?))).collect()
+    raw.iter()
+        .map(|(p, q)| Ok((price(p)?, size(q, true)?)))
+        .collect()
 }
 
 /// A depth diff waiting for a snapshot, with what a dead letter would need.
@@ -228,7 +239,11 @@ impl SymbolState {
     fn apply_diff(&mut self, d: &DepthUpdate, futures: bool) -> std::result::Result<bool, Bad> {
         if self.first_after_snapshot {
             let l = self.snapshot_id;
-            let stale = if futures { d.final_update_id < l } else { d.final_update_id <= l };
+            let stale = if futures {
+                d.final_update_id < l
+            } else {
+                d.final_update_id <= l
+            };
             if stale {
                 return Ok(false);
             }
@@ -236,7 +251,10 @@ impl SymbolState {
             if !(d.first_update_id <= target && target <= d.final_update_id) {
                 return Err((
                     DeadLetterReason::UpdateIdGap,
-                    format!("first diff after snapshot {l} covers {}..={}", d.first_update_id, d.final_update_id),
+                    format!(
+                        "first diff after snapshot {l} covers {}..={}",
+                        d.first_update_id, d.final_update_id
+                    ),
                 ));
             }
         } else {
@@ -248,7 +266,9 @@ impl SymbolState {
                 return Err((
                     DeadLetterReason::UpdateIdGap,
                     match d.prev_final_update_id {
-                        Some(pu) if futures => format!("pu {pu} but previous u {}", self.last_final),
+                        Some(pu) if futures => {
+                            format!("pu {pu} but previous u {}", self.last_final)
+                        }
                         _ => format!("U {} but previous u {}", d.first_update_id, self.last_final),
                     },
                 ));
@@ -331,13 +351,28 @@ impl BinanceReader {
 
     /// `file:line` of the line being read.
     fn here(&self) -> String {
-        let name = self.current.as_ref().and_then(|c| c.0.file_name()).map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = self
+            .current
+            .as_ref()
+            .and_then(|c| c.0.file_name())
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         format!("{name}:{}", self.line_no)
     }
 
     fn dead(&mut self, position: String, (reason, detail): Bad, raw: &str) {
-        let source = self.current.as_ref().map(|c| c.1.to_string()).unwrap_or_default();
-        self.out.push_back(Record::Dead(DeadLetter { source, position, reason, detail, raw: raw.to_string() }));
+        let source = self
+            .current
+            .as_ref()
+            .map(|c| c.1.to_string())
+            .unwrap_or_default();
+        self.out.push_back(Record::Dead(DeadLetter {
+            source,
+            position,
+            reason,
+            detail,
+            raw: raw.to_string(),
+        }));
     }
 
     fn state(&mut self, key: &str) -> std::result::Result<&mut SymbolState, Bad> {
@@ -345,8 +380,13 @@ impl BinanceReader {
             // USD-M perpetuals share their stream names with spot pairs (`btcusdt`): name them
             // `BTCUSDT-PERP` so the two markets never share a lake partition. COIN-M names
             // (`btcusd_perp`) already say what they are.
-            let name = if self.file_is_futures && !key.contains('_') { format!("{key}-perp") } else { key.to_string() };
-            let sym = Symbol::new(&name).map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+            let name = if self.file_is_futures && !key.contains('_') {
+                format!("{key}-perp")
+            } else {
+                key.to_string()
+            };
+            let sym =
+                Symbol::new(&name).map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
             self.symbols.insert(key.to_string(), SymbolState::new(sym));
         }
         Ok(self.symbols.get_mut(key).expect("inserted above"))
@@ -355,10 +395,21 @@ impl BinanceReader {
     fn handle_line(&mut self, line: &str) {
         let position = self.here();
         let Some((local, json)) = line.split_once(' ') else {
-            return self.dead(position, (DeadLetterReason::Unparsable, "no local timestamp".into()), line);
+            return self.dead(
+                position,
+                (DeadLetterReason::Unparsable, "no local timestamp".into()),
+                line,
+            );
         };
         let Ok(local) = local.parse::<i64>() else {
-            return self.dead(position, (DeadLetterReason::Unparsable, format!("local timestamp {local:?}")), line);
+            return self.dead(
+                position,
+                (
+                    DeadLetterReason::Unparsable,
+                    format!("local timestamp {local:?}"),
+                ),
+                line,
+            );
         };
         let local = Some(UnixNanos(local));
         let result = if json.starts_with("{\"stream\"") {
@@ -371,8 +422,13 @@ impl BinanceReader {
                 Ok(snap) => self.handle_snapshot(snap, local),
                 Err(e) => Err((DeadLetterReason::Unparsable, e.to_string())),
             }
-        } else if json.trim_start().starts_with('{') && serde_json::from_str::<&RawValue>(json).is_ok() {
-            Err((DeadLetterReason::UnknownMessage, "neither a combined-stream message nor a depth snapshot".into()))
+        } else if json.trim_start().starts_with('{')
+            && serde_json::from_str::<&RawValue>(json).is_ok()
+        {
+            Err((
+                DeadLetterReason::UnknownMessage,
+                "neither a combined-stream message nor a depth snapshot".into(),
+            ))
         } else {
             Err((DeadLetterReason::Unparsable, "not a JSON object".into()))
         };
@@ -381,11 +437,22 @@ impl BinanceReader {
         }
     }
 
-    fn handle_stream(&mut self, stream: &str, data: &str, local: Option<UnixNanos>, position: &str, line: &str) -> std::result::Result<(), Bad> {
-        let (sym, kind) = stream.split_once('@').ok_or((DeadLetterReason::UnknownMessage, format!("stream {stream:?}")))?;
+    fn handle_stream(
+        &mut self,
+        stream: &str,
+        data: &str,
+        local: Option<UnixNanos>,
+        position: &str,
+        line: &str,
+    ) -> std::result::Result<(), Bad> {
+        let (sym, kind) = stream.split_once('@').ok_or((
+            DeadLetterReason::UnknownMessage,
+            format!("stream {stream:?}"),
+        ))?;
         let tol = self.opts.time_tolerance_ns;
         if kind.starts_with("depth") {
-            let m: DepthMsg<'_> = serde_json::from_str(data).map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+            let m: DepthMsg<'_> = serde_json::from_str(data)
+                .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
             let diff = DepthUpdate {
                 ts: UnixNanos::from_millis(m.T.unwrap_or(m.E)),
                 local_ts: local,
@@ -397,17 +464,27 @@ impl BinanceReader {
                 is_snapshot: false,
             };
             if diff.first_update_id > diff.final_update_id {
-                return Err((DeadLetterReason::Unparsable, format!("U {} > u {}", m.U, m.u)));
+                return Err((
+                    DeadLetterReason::Unparsable,
+                    format!("U {} > u {}", m.U, m.u),
+                ));
             }
             self.futures.insert(sym.to_string(), m.pu.is_some());
             let max_held = self.opts.max_buffered_diffs;
             let st = self.state(sym)?;
             if diff.ts.0 < st.last_depth_ts.saturating_sub(tol) {
-                return Err((DeadLetterReason::TimeWentBack, format!("ts {} after {}", diff.ts.0, st.last_depth_ts)));
+                return Err((
+                    DeadLetterReason::TimeWentBack,
+                    format!("ts {} after {}", diff.ts.0, st.last_depth_ts),
+                ));
             }
             st.last_depth_ts = st.last_depth_ts.max(diff.ts.0);
             if !st.synced {
-                st.held.push_back(Held { diff, position: position.to_string(), raw: line.to_string() });
+                st.held.push_back(Held {
+                    diff,
+                    position: position.to_string(),
+                    raw: line.to_string(),
+                });
                 if st.held.len() > max_held {
                     self.start_without_snapshot(sym);
                 }
@@ -416,7 +493,8 @@ impl BinanceReader {
             self.apply_live(sym, diff, position, line);
             Ok(())
         } else if kind == "trade" {
-            let m: TradeMsg<'_> = serde_json::from_str(data).map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+            let m: TradeMsg<'_> = serde_json::from_str(data)
+                .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
             let trade = Trade {
                 ts: UnixNanos::from_millis(m.T),
                 local_ts: local,
@@ -427,33 +505,53 @@ impl BinanceReader {
             };
             let st = self.state(sym)?;
             if trade.ts.0 < st.last_trade_ts.saturating_sub(tol) {
-                return Err((DeadLetterReason::TimeWentBack, format!("ts {} after {}", trade.ts.0, st.last_trade_ts)));
+                return Err((
+                    DeadLetterReason::TimeWentBack,
+                    format!("ts {} after {}", trade.ts.0, st.last_trade_ts),
+                ));
             }
             st.last_trade_ts = st.last_trade_ts.max(trade.ts.0);
             let ev = MarketEvent::Trade(st.symbol.clone(), trade);
             self.out.push_back(Record::Event(ev));
             Ok(())
         } else if kind == "bookTicker" {
-            let m: BookTickerMsg<'_> = serde_json::from_str(data).map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+            let m: BookTickerMsg<'_> = serde_json::from_str(data)
+                .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
             let bid = (price(m.b)?, size(m.B, true)?);
             let ask = (price(m.a)?, size(m.A, true)?);
             if bid.0 >= ask.0 {
-                return Err((DeadLetterReason::CrossedBook, format!("bid {} >= ask {}", bid.0, ask.0)));
+                return Err((
+                    DeadLetterReason::CrossedBook,
+                    format!("bid {} >= ask {}", bid.0, ask.0),
+                ));
             }
             let ts = m.T.or(m.E).map(UnixNanos::from_millis);
             let st = self.state(sym)?;
             if let Some(ts) = ts {
                 if ts.0 < st.last_quote_ts.saturating_sub(tol) {
-                    return Err((DeadLetterReason::TimeWentBack, format!("ts {} after {}", ts.0, st.last_quote_ts)));
+                    return Err((
+                        DeadLetterReason::TimeWentBack,
+                        format!("ts {} after {}", ts.0, st.last_quote_ts),
+                    ));
                 }
                 st.last_quote_ts = st.last_quote_ts.max(ts.0);
             }
-            let q = BboUpdate { ts, local_ts: local, update_id: Some(m.u), bid: Some(bid), ask: Some(ask), gap: false };
+            let q = BboUpdate {
+                ts,
+                local_ts: local,
+                update_id: Some(m.u),
+                bid: Some(bid),
+                ask: Some(ask),
+                gap: false,
+            };
             let ev = MarketEvent::Quote(st.symbol.clone(), q);
             self.out.push_back(Record::Event(ev));
             Ok(())
         } else {
-            Err((DeadLetterReason::UnknownMessage, format!("stream {stream:?}")))
+            Err((
+                DeadLetterReason::UnknownMessage,
+                format!("stream {stream:?}"),
+            ))
         }
     }
 
@@ -465,11 +563,20 @@ impl BinanceReader {
                 return Some(lower);
             }
         }
-        (self.symbols.len() == 1).then(|| self.symbols.keys().next().cloned()).flatten()
+        (self.symbols.len() == 1)
+            .then(|| self.symbols.keys().next().cloned())
+            .flatten()
     }
 
-    fn handle_snapshot(&mut self, m: SnapshotMsg<'_>, local: Option<UnixNanos>) -> std::result::Result<(), Bad> {
-        let key = self.snapshot_key().ok_or((DeadLetterReason::UnknownMessage, "depth snapshot for an unknown symbol".into()))?;
+    fn handle_snapshot(
+        &mut self,
+        m: SnapshotMsg<'_>,
+        local: Option<UnixNanos>,
+    ) -> std::result::Result<(), Bad> {
+        let key = self.snapshot_key().ok_or((
+            DeadLetterReason::UnknownMessage,
+            "depth snapshot for an unknown symbol".into(),
+        ))?;
         let bids = levels(&m.bids)?;
         let asks = levels(&m.asks)?;
         let st = self.state(&key)?;
@@ -504,7 +611,8 @@ impl BinanceReader {
         let sym = st.symbol.clone();
         let bbo = st.bbo(ts, local, m.lastUpdateId);
         let held: Vec<Held> = st.held.drain(..).collect();
-        self.out.push_back(Record::Event(MarketEvent::Depth(sym, snap)));
+        self.out
+            .push_back(Record::Event(MarketEvent::Depth(sym, snap)));
         self.out.push_back(Record::Event(bbo));
         for h in held {
             self.apply_live(&key, h.diff, &h.position, &h.raw);
@@ -515,7 +623,10 @@ impl BinanceReader {
     /// Applies a diff to a synced book and emits its rows (or its dead letter).
     fn apply_live(&mut self, key: &str, diff: DepthUpdate, position: &str, raw: &str) {
         let futures = self.futures.get(key).copied().unwrap_or(false);
-        let st = self.symbols.get_mut(key).expect("state exists for a live diff");
+        let st = self
+            .symbols
+            .get_mut(key)
+            .expect("state exists for a live diff");
         match st.apply_diff(&diff, futures) {
             Ok(applied) => {
                 let bbo = applied.then(|| {
@@ -524,7 +635,8 @@ impl BinanceReader {
                     st.bbo(diff.ts, diff.local_ts, diff.final_update_id)
                 });
                 let sym = st.symbol.clone();
-                self.out.push_back(Record::Event(MarketEvent::Depth(sym, diff)));
+                self.out
+                    .push_back(Record::Event(MarketEvent::Depth(sym, diff)));
                 if let Some(b) = bbo {
                     self.out.push_back(Record::Event(b));
                 }
@@ -542,7 +654,9 @@ impl BinanceReader {
 
     /// No snapshot came: start from an empty book, in a gap, and replay what was held.
     fn start_without_snapshot(&mut self, key: &str) {
-        let Some(st) = self.symbols.get_mut(key) else { return };
+        let Some(st) = self.symbols.get_mut(key) else {
+            return;
+        };
         if st.synced || st.held.is_empty() {
             return;
         }
@@ -551,7 +665,10 @@ impl BinanceReader {
         st.first_after_snapshot = false;
         let held: Vec<Held> = st.held.drain(..).collect();
         if let Some(first) = held.first() {
-            st.last_final = first.diff.prev_final_update_id.unwrap_or(first.diff.first_update_id.saturating_sub(1));
+            st.last_final = first
+                .diff
+                .prev_final_update_id
+                .unwrap_or(first.diff.first_update_id.saturating_sub(1));
         }
         for h in held {
             self.apply_live(key, h.diff, &h.position, &h.raw);
@@ -585,7 +702,9 @@ impl BinanceReader {
             }
             let (path, id, reader) = self.current.as_mut().expect("opened above");
             self.buf.clear();
-            let n = reader.read_until(b'\n', &mut self.buf).map_err(|e| Error::io(path.clone(), e))?;
+            let n = reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| Error::io(path.clone(), e))?;
             if n == 0 {
                 let id = id.clone();
                 // Held diffs of this file stay held: the next file may carry the snapshot. They
@@ -611,7 +730,11 @@ impl BinanceReader {
                 Err(_) => {
                     let position = self.here();
                     let raw = String::from_utf8_lossy(&buf).into_owned();
-                    self.dead(position, (DeadLetterReason::Unparsable, "not UTF-8".into()), &raw);
+                    self.dead(
+                        position,
+                        (DeadLetterReason::Unparsable, "not UTF-8".into()),
+                        &raw,
+                    );
                 }
             }
             self.buf = buf;
@@ -641,11 +764,16 @@ mod tests {
     use std::collections::HashMap;
 
     pub(crate) fn fixture(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/binance").join(rel)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../data/binance")
+            .join(rel)
     }
 
     fn read_all(files: Vec<PathBuf>) -> Vec<Record> {
-        BinanceReader::open(files, BinanceOptions::default()).unwrap().map(|r| r.unwrap()).collect()
+        BinanceReader::open(files, BinanceOptions::default())
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     /// The reconstructed book's best bid and ask equal every bookTicker message that carries the
@@ -676,11 +804,16 @@ mod tests {
                 if b.bid == q.bid && b.ask == q.ask {
                     matched += 1;
                 } else {
-                    eprintln!("mismatch at u {:?}: book {:?}/{:?} ticker {:?}/{:?}", q.update_id, b.bid, b.ask, q.bid, q.ask);
+                    eprintln!(
+                        "mismatch at u {:?}: book {:?}/{:?} ticker {:?}/{:?}",
+                        q.update_id, b.bid, b.ask, q.bid, q.ask
+                    );
                 }
             }
         }
-        eprintln!("{rel}: {matched}/{compared} bookTicker messages at an applied diff's update id match the book; {dead} dead letters");
+        eprintln!(
+            "{rel}: {matched}/{compared} bookTicker messages at an applied diff's update id match the book; {dead} dead letters"
+        );
         (compared, matched, dead)
     }
 
@@ -713,9 +846,18 @@ mod tests {
             })
             .collect();
         assert!(trades.len() > 1000);
-        assert!(trades.iter().any(|t| t.aggressor == Side::Buy) && trades.iter().any(|t| t.aggressor == Side::Sell));
-        assert!(trades.iter().all(|t| t.local_ts.is_some() && t.ts.0 > 1_723_000_000_000_000_000));
-        assert!(matches!(records.last(), Some(Record::SourceDone(id)) if id.as_str().starts_with("btcusdt_20240808-")));
+        assert!(
+            trades.iter().any(|t| t.aggressor == Side::Buy)
+                && trades.iter().any(|t| t.aggressor == Side::Sell)
+        );
+        assert!(
+            trades
+                .iter()
+                .all(|t| t.local_ts.is_some() && t.ts.0 > 1_723_000_000_000_000_000)
+        );
+        assert!(
+            matches!(records.last(), Some(Record::SourceDone(id)) if id.as_str().starts_with("btcusdt_20240808-"))
+        );
         assert!(matches!(&records[0], Record::SourceStart(_)));
         assert!(matches!(&records[1], Record::Event(e) if e.symbol().as_str() == "BTCUSDT-PERP"));
     }

@@ -19,7 +19,10 @@ pub struct Reject {
 
 impl Reject {
     fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Self {
-        Reject { reason, detail: detail.into() }
+        Reject {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -92,7 +95,13 @@ impl L2Book {
     /// The best `n` levels of a side, best first.
     pub fn depth(&self, side: Side, n: usize) -> Vec<(Price, Size)> {
         match side {
-            Side::Buy => self.bids.iter().rev().take(n).map(|(p, s)| (*p, *s)).collect(),
+            Side::Buy => self
+                .bids
+                .iter()
+                .rev()
+                .take(n)
+                .map(|(p, s)| (*p, *s))
+                .collect(),
             Side::Sell => self.asks.iter().take(n).map(|(p, s)| (*p, *s)).collect(),
         }
     }
@@ -195,10 +204,16 @@ impl L3Book {
         match ev.action {
             L3Action::Add => {
                 if !ev.price.is_positive() {
-                    return Err(Reject::new(DeadLetterReason::NonPositivePrice, format!("price {}", ev.price)));
+                    return Err(Reject::new(
+                        DeadLetterReason::NonPositivePrice,
+                        format!("price {}", ev.price),
+                    ));
                 }
                 if !ev.size.is_positive() {
-                    return Err(Reject::new(DeadLetterReason::NonPositiveSize, format!("size {}", ev.size)));
+                    return Err(Reject::new(
+                        DeadLetterReason::NonPositiveSize,
+                        format!("size {}", ev.size),
+                    ));
                 }
                 let opposite = match ev.side {
                     Side::Buy => self.l2.best_ask().filter(|(a, _)| ev.price >= *a),
@@ -207,26 +222,54 @@ impl L3Book {
                 if let Some((px, _)) = opposite {
                     return Err(Reject::new(
                         DeadLetterReason::CrossedBook,
-                        format!("{} at {} would cross the best {} at {}", ev.side.as_str(), ev.price, ev.side.opposite().as_str(), px),
+                        format!(
+                            "{} at {} would cross the best {} at {}",
+                            ev.side.as_str(),
+                            ev.price,
+                            ev.side.opposite().as_str(),
+                            px
+                        ),
                     ));
                 }
                 if self.orders.contains_key(&ev.order_id) {
-                    return Err(Reject::new(DeadLetterReason::DuplicateOrder, format!("order {} already rests", ev.order_id.0)));
+                    return Err(Reject::new(
+                        DeadLetterReason::DuplicateOrder,
+                        format!("order {} already rests", ev.order_id.0),
+                    ));
                 }
-                self.orders.insert(ev.order_id, RestingOrder { side: ev.side, price: ev.price, size: ev.size });
+                self.orders.insert(
+                    ev.order_id,
+                    RestingOrder {
+                        side: ev.side,
+                        price: ev.price,
+                        size: ev.size,
+                    },
+                );
                 self.l2.add_to_level(ev.side, ev.price, ev.size);
                 Ok(Applied { touched_book: true })
             }
             L3Action::Cancel | L3Action::Execute | L3Action::Delete => {
                 if !ev.size.is_positive() && ev.action != L3Action::Delete {
-                    return Err(Reject::new(DeadLetterReason::NonPositiveSize, format!("size {}", ev.size)));
+                    return Err(Reject::new(
+                        DeadLetterReason::NonPositiveSize,
+                        format!("size {}", ev.size),
+                    ));
                 }
                 if let Some(order) = self.orders.get_mut(&ev.order_id) {
-                    let take = if ev.action == L3Action::Delete { order.size } else { ev.size };
+                    let take = if ev.action == L3Action::Delete {
+                        order.size
+                    } else {
+                        ev.size
+                    };
                     if take > order.size {
                         return Err(Reject::new(
                             DeadLetterReason::NonPositiveSize,
-                            format!("{} of {} exceeds the order's remaining {}", ev.action.as_str(), take, order.size),
+                            format!(
+                                "{} of {} exceeds the order's remaining {}",
+                                ev.action.as_str(),
+                                take,
+                                order.size
+                            ),
                         ));
                     }
                     order.size -= take;
@@ -246,49 +289,86 @@ impl L3Book {
                         } else {
                             self.seeded.remove(&key);
                         }
-                        self.l2.add_to_level(ev.side, ev.price, Size::ZERO - ev.size);
+                        self.l2
+                            .add_to_level(ev.side, ev.price, Size::ZERO - ev.size);
                         Ok(Applied { touched_book: true })
                     } else {
                         Err(Reject::new(
                             DeadLetterReason::UnknownOrder,
-                            format!("order {} is not in the book ({} {} at {})", ev.order_id.0, ev.action.as_str(), ev.side.as_str(), ev.price),
+                            format!(
+                                "order {} is not in the book ({} {} at {})",
+                                ev.order_id.0,
+                                ev.action.as_str(),
+                                ev.side.as_str(),
+                                ev.price
+                            ),
                         ))
                     }
                 }
             }
             L3Action::Modify => {
                 let Some(order) = self.orders.get(&ev.order_id).copied() else {
-                    return Err(Reject::new(DeadLetterReason::UnknownOrder, format!("order {} is not in the book (modify)", ev.order_id.0)));
+                    return Err(Reject::new(
+                        DeadLetterReason::UnknownOrder,
+                        format!("order {} is not in the book (modify)", ev.order_id.0),
+                    ));
                 };
                 if !ev.price.is_positive() {
-                    return Err(Reject::new(DeadLetterReason::NonPositivePrice, format!("price {}", ev.price)));
+                    return Err(Reject::new(
+                        DeadLetterReason::NonPositivePrice,
+                        format!("price {}", ev.price),
+                    ));
                 }
                 if !ev.size.is_positive() {
-                    return Err(Reject::new(DeadLetterReason::NonPositiveSize, format!("size {}", ev.size)));
+                    return Err(Reject::new(
+                        DeadLetterReason::NonPositiveSize,
+                        format!("size {}", ev.size),
+                    ));
                 }
-                self.l2.add_to_level(order.side, order.price, Size::ZERO - order.size);
+                self.l2
+                    .add_to_level(order.side, order.price, Size::ZERO - order.size);
                 let crosses = match order.side {
                     Side::Buy => self.l2.best_ask().is_some_and(|(a, _)| ev.price >= a),
                     Side::Sell => self.l2.best_bid().is_some_and(|(b, _)| ev.price <= b),
                 };
                 if crosses {
                     self.l2.add_to_level(order.side, order.price, order.size);
-                    return Err(Reject::new(DeadLetterReason::CrossedBook, format!("modify to {} would cross", ev.price)));
+                    return Err(Reject::new(
+                        DeadLetterReason::CrossedBook,
+                        format!("modify to {} would cross", ev.price),
+                    ));
                 }
                 self.l2.add_to_level(order.side, ev.price, ev.size);
-                self.orders.insert(ev.order_id, RestingOrder { side: order.side, price: ev.price, size: ev.size });
+                self.orders.insert(
+                    ev.order_id,
+                    RestingOrder {
+                        side: order.side,
+                        price: ev.price,
+                        size: ev.size,
+                    },
+                );
                 Ok(Applied { touched_book: true })
             }
             L3Action::ExecuteHidden | L3Action::Cross => {
                 if !ev.price.is_positive() {
-                    return Err(Reject::new(DeadLetterReason::NonPositivePrice, format!("price {}", ev.price)));
+                    return Err(Reject::new(
+                        DeadLetterReason::NonPositivePrice,
+                        format!("price {}", ev.price),
+                    ));
                 }
                 if !ev.size.is_positive() {
-                    return Err(Reject::new(DeadLetterReason::NonPositiveSize, format!("size {}", ev.size)));
+                    return Err(Reject::new(
+                        DeadLetterReason::NonPositiveSize,
+                        format!("size {}", ev.size),
+                    ));
                 }
-                Ok(Applied { touched_book: false })
+                Ok(Applied {
+                    touched_book: false,
+                })
             }
-            L3Action::Halt => Ok(Applied { touched_book: false }),
+            L3Action::Halt => Ok(Applied {
+                touched_book: false,
+            }),
         }
     }
 }
@@ -315,19 +395,36 @@ mod tests {
     fn seeded_volume_absorbs_unknown_orders_then_refuses() {
         let mut b = L3Book::default();
         b.seed_level(Side::Sell, Price::from_units(10), Size::from_units(5));
-        assert!(b.apply(&ev(L3Action::Execute, 99, Side::Sell, 10, 3)).is_ok());
-        assert_eq!(b.l2().best_ask(), Some((Price::from_units(10), Size::from_units(2))));
-        let r = b.apply(&ev(L3Action::Delete, 98, Side::Sell, 10, 3)).unwrap_err();
+        assert!(
+            b.apply(&ev(L3Action::Execute, 99, Side::Sell, 10, 3))
+                .is_ok()
+        );
+        assert_eq!(
+            b.l2().best_ask(),
+            Some((Price::from_units(10), Size::from_units(2)))
+        );
+        let r = b
+            .apply(&ev(L3Action::Delete, 98, Side::Sell, 10, 3))
+            .unwrap_err();
         assert_eq!(r.reason, DeadLetterReason::UnknownOrder);
-        assert_eq!(b.l2().best_ask(), Some((Price::from_units(10), Size::from_units(2))));
+        assert_eq!(
+            b.l2().best_ask(),
+            Some((Price::from_units(10), Size::from_units(2)))
+        );
     }
 
     #[test]
     fn over_execution_is_refused_and_changes_nothing() {
         let mut b = L3Book::default();
         b.apply(&ev(L3Action::Add, 1, Side::Buy, 10, 5)).unwrap();
-        assert!(b.apply(&ev(L3Action::Execute, 1, Side::Buy, 10, 6)).is_err());
-        assert_eq!(b.l2().level(Side::Buy, Price::from_units(10)), Size::from_units(5));
+        assert!(
+            b.apply(&ev(L3Action::Execute, 1, Side::Buy, 10, 6))
+                .is_err()
+        );
+        assert_eq!(
+            b.l2().level(Side::Buy, Price::from_units(10)),
+            Size::from_units(5)
+        );
     }
 
     proptest! {
@@ -385,7 +482,11 @@ pub struct L3Replay {
 impl L3Replay {
     /// An empty book for one symbol.
     pub fn new(symbol: flowsense_core::Symbol) -> Self {
-        L3Replay { symbol, book: L3Book::default(), gap: false }
+        L3Replay {
+            symbol,
+            book: L3Book::default(),
+            gap: false,
+        }
     }
 
     /// The book.
@@ -416,19 +517,24 @@ impl L3Replay {
     }
 
     /// Applies one event and appends what it produced to `out`.
-    pub fn apply(&mut self, ev: OrderEvent, out: &mut Vec<flowsense_core::MarketEvent>) -> Result<(), Reject> {
+    pub fn apply(
+        &mut self,
+        ev: OrderEvent,
+        out: &mut Vec<flowsense_core::MarketEvent>,
+    ) -> Result<(), Reject> {
         use flowsense_core::{MarketEvent, Trade};
         let applied = self.book.apply(&ev)?;
         let ts = ev.ts;
         // Auction crosses have no aggressor; they stay in `book_events` only.
-        let trade = matches!(ev.action, L3Action::Execute | L3Action::ExecuteHidden).then(|| Trade {
-            ts,
-            local_ts: None,
-            trade_id: None,
-            price: ev.price,
-            size: ev.size,
-            aggressor: ev.side.opposite(),
-        });
+        let trade =
+            matches!(ev.action, L3Action::Execute | L3Action::ExecuteHidden).then(|| Trade {
+                ts,
+                local_ts: None,
+                trade_id: None,
+                price: ev.price,
+                size: ev.size,
+                aggressor: ev.side.opposite(),
+            });
         out.push(MarketEvent::Order(self.symbol.clone(), ev));
         if let Some(t) = trade {
             out.push(MarketEvent::Trade(self.symbol.clone(), t));

@@ -54,11 +54,15 @@ pub struct DbnReader {
 impl DbnReader {
     /// Opens a `.dbn` or `.dbn.zst` file.
     pub fn open(path: &Path) -> Result<Self> {
-        let decoder = DynDecoder::from_file(path, VersionUpgradePolicy::UpgradeToV3).map_err(|e| Error::format(path, e.to_string()))?;
+        let decoder = DynDecoder::from_file(path, VersionUpgradePolicy::UpgradeToV3)
+            .map_err(|e| Error::format(path, e.to_string()))?;
         let mut symbols = HashMap::new();
         for m in &decoder.metadata().mappings {
             for iv in &m.intervals {
-                if let (Ok(id), Ok(sym)) = (iv.symbol.parse::<u32>(), Symbol::new(&m.raw_symbol.replace([' ', '/'], "_"))) {
+                if let (Ok(id), Ok(sym)) = (
+                    iv.symbol.parse::<u32>(),
+                    Symbol::new(&m.raw_symbol.replace([' ', '/'], "_")),
+                ) {
                     symbols.insert(id, sym);
                 }
             }
@@ -66,7 +70,10 @@ impl DbnReader {
         Ok(DbnReader {
             decoder,
             path: path.to_path_buf(),
-            file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             source: SourceId::for_file(path).map_err(|e| Error::io(path, e))?,
             symbols,
             books: HashMap::new(),
@@ -80,7 +87,10 @@ impl DbnReader {
     }
 
     fn symbol(&mut self, id: u32) -> Symbol {
-        self.symbols.entry(id).or_insert_with(|| Symbol::new(&format!("ID{id}")).expect("valid")).clone()
+        self.symbols
+            .entry(id)
+            .or_insert_with(|| Symbol::new(&format!("ID{id}")).expect("valid"))
+            .clone()
     }
 
     fn dead(&mut self, reason: DeadLetterReason, detail: String, raw: String) {
@@ -94,10 +104,20 @@ impl DbnReader {
     }
 
     /// Common checks: time order per instrument, finite positive price, positive size.
-    fn check(&mut self, id: u32, ts: u64, price: i64, size: u32, need_price: bool) -> std::result::Result<(), (DeadLetterReason, String)> {
+    fn check(
+        &mut self,
+        id: u32,
+        ts: u64,
+        price: i64,
+        size: u32,
+        need_price: bool,
+    ) -> std::result::Result<(), (DeadLetterReason, String)> {
         let last = self.last_ts.entry(id).or_insert(0);
         if ts < *last {
-            return Err((DeadLetterReason::TimeWentBack, format!("ts_event {ts} after {last}")));
+            return Err((
+                DeadLetterReason::TimeWentBack,
+                format!("ts_event {ts} after {last}"),
+            ));
         }
         *last = ts;
         if need_price {
@@ -125,7 +145,10 @@ impl DbnReader {
         let sym = self.symbol(id);
         let ts = UnixNanos(m.hd.ts_event as i64);
         let local = Some(UnixNanos(m.ts_recv as i64));
-        let replay = self.books.entry(id).or_insert_with(|| L3Replay::new(sym.clone()));
+        let replay = self
+            .books
+            .entry(id)
+            .or_insert_with(|| L3Replay::new(sym.clone()));
         let price = Price::from_raw(m.price);
         let size = Size::from_units(m.size as i64);
         let (l3, s) = match (action, side(m.side)) {
@@ -136,8 +159,16 @@ impl DbnReader {
                 return;
             }
             (b'T', Some(aggr)) => {
-                let t = Trade { ts, local_ts: local, trade_id: None, price, size, aggressor: aggr };
-                self.out.push_back(Record::Event(MarketEvent::Trade(sym, t)));
+                let t = Trade {
+                    ts,
+                    local_ts: local,
+                    trade_id: None,
+                    price,
+                    size,
+                    aggressor: aggr,
+                };
+                self.out
+                    .push_back(Record::Event(MarketEvent::Trade(sym, t)));
                 return;
             }
             (b'T', None) => (L3Action::Cross, Side::Buy),
@@ -146,9 +177,23 @@ impl DbnReader {
             (b'M', Some(s)) => (L3Action::Modify, s),
             (b'F', Some(s)) => (L3Action::Execute, s),
             (b'N', _) => return,
-            (a, s) => return self.dead(DeadLetterReason::Unparsable, format!("action {:?} side {s:?}", a as char), raw),
+            (a, s) => {
+                return self.dead(
+                    DeadLetterReason::Unparsable,
+                    format!("action {:?} side {s:?}", a as char),
+                    raw,
+                );
+            }
         };
-        let ev = OrderEvent { ts, seq: self.record_no, action: l3, order_id: OrderId(m.order_id), side: s, price, size };
+        let ev = OrderEvent {
+            ts,
+            seq: self.record_no,
+            action: l3,
+            order_id: OrderId(m.order_id),
+            side: s,
+            price,
+            size,
+        };
         self.events.clear();
         let mut events = std::mem::take(&mut self.events);
         match replay.apply(ev, &mut events) {
@@ -174,7 +219,13 @@ impl DbnReader {
         let raw = format!("{m:?}");
         let id = m.hd.instrument_id;
         let action = m.action as u8;
-        if let Err((r, d)) = self.check(id, m.hd.ts_event, m.price, m.size, matches!(action, b'A' | b'C' | b'M' | b'T')) {
+        if let Err((r, d)) = self.check(
+            id,
+            m.hd.ts_event,
+            m.price,
+            m.size,
+            matches!(action, b'A' | b'C' | b'M' | b'T'),
+        ) {
             return self.dead(r, d, raw);
         }
         let sym = self.symbol(id);
@@ -183,31 +234,72 @@ impl DbnReader {
         let mut top = L2Book::default();
         for l in &m.levels {
             if l.bid_px != UNDEF_PRICE && l.bid_sz > 0 {
-                top.set_level(Side::Buy, Price::from_raw(l.bid_px), Size::from_units(l.bid_sz as i64));
+                top.set_level(
+                    Side::Buy,
+                    Price::from_raw(l.bid_px),
+                    Size::from_units(l.bid_sz as i64),
+                );
             }
             if l.ask_px != UNDEF_PRICE && l.ask_sz > 0 {
-                top.set_level(Side::Sell, Price::from_raw(l.ask_px), Size::from_units(l.ask_sz as i64));
+                top.set_level(
+                    Side::Sell,
+                    Price::from_raw(l.ask_px),
+                    Size::from_units(l.ask_sz as i64),
+                );
             }
         }
         if top.is_crossed() {
-            return self.dead(DeadLetterReason::CrossedBook, "best bid >= best ask".into(), raw);
+            return self.dead(
+                DeadLetterReason::CrossedBook,
+                "best bid >= best ask".into(),
+                raw,
+            );
         }
         match (action, side(m.side)) {
             (b'T', Some(aggr)) => {
-                let t = Trade { ts, local_ts: local, trade_id: None, price: Price::from_raw(m.price), size: Size::from_units(m.size as i64), aggressor: aggr };
-                self.out.push_back(Record::Event(MarketEvent::Trade(sym, t)));
+                let t = Trade {
+                    ts,
+                    local_ts: local,
+                    trade_id: None,
+                    price: Price::from_raw(m.price),
+                    size: Size::from_units(m.size as i64),
+                    aggressor: aggr,
+                };
+                self.out
+                    .push_back(Record::Event(MarketEvent::Trade(sym, t)));
                 return;
             }
             (b'A' | b'C' | b'M', Some(s)) => {
                 let p = Price::from_raw(m.price);
                 let lv = vec![(p, top.level(s, p))];
-                let (bids, asks) = if s == Side::Buy { (lv, Vec::new()) } else { (Vec::new(), lv) };
-                let d = DepthUpdate { ts, local_ts: local, first_update_id: m.sequence as u64, final_update_id: m.sequence as u64, prev_final_update_id: None, bids, asks, is_snapshot: false };
-                self.out.push_back(Record::Event(MarketEvent::Depth(sym.clone(), d)));
+                let (bids, asks) = if s == Side::Buy {
+                    (lv, Vec::new())
+                } else {
+                    (Vec::new(), lv)
+                };
+                let d = DepthUpdate {
+                    ts,
+                    local_ts: local,
+                    first_update_id: m.sequence as u64,
+                    final_update_id: m.sequence as u64,
+                    prev_final_update_id: None,
+                    bids,
+                    asks,
+                    is_snapshot: false,
+                };
+                self.out
+                    .push_back(Record::Event(MarketEvent::Depth(sym.clone(), d)));
             }
             _ => {}
         }
-        let b = BboUpdate { ts: Some(ts), local_ts: local, update_id: Some(m.sequence as u64), bid: top.best_bid(), ask: top.best_ask(), gap: false };
+        let b = BboUpdate {
+            ts: Some(ts),
+            local_ts: local,
+            update_id: Some(m.sequence as u64),
+            bid: top.best_bid(),
+            ask: top.best_ask(),
+            gap: false,
+        };
         self.out.push_back(Record::Event(MarketEvent::Bbo(sym, b)));
     }
 
@@ -218,7 +310,11 @@ impl DbnReader {
             return self.dead(r, d, raw);
         }
         let Some(aggr) = side(m.side) else {
-            return self.dead(DeadLetterReason::Unparsable, "trade without an aggressor side".into(), raw);
+            return self.dead(
+                DeadLetterReason::Unparsable,
+                "trade without an aggressor side".into(),
+                raw,
+            );
         };
         let sym = self.symbol(id);
         let t = Trade {
@@ -229,7 +325,8 @@ impl DbnReader {
             size: Size::from_units(m.size as i64),
             aggressor: aggr,
         };
-        self.out.push_back(Record::Event(MarketEvent::Trade(sym, t)));
+        self.out
+            .push_back(Record::Event(MarketEvent::Trade(sym, t)));
     }
 
     fn step(&mut self) -> Result<()> {
@@ -279,8 +376,8 @@ impl Iterator for DbnReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dbn::encode::{dbn::Encoder, EncodeRecord};
-    use dbn::{rtype, MappingInterval, Metadata, SType, Schema, SymbolMapping};
+    use dbn::encode::{EncodeRecord, dbn::Encoder};
+    use dbn::{MappingInterval, Metadata, SType, Schema, SymbolMapping, rtype};
 
     fn write_mbo(path: &Path, events: &[OrderEvent]) {
         let date = time::Date::from_calendar_date(2024, time::Month::January, 2).unwrap();
@@ -292,7 +389,11 @@ mod tests {
             .stype_out(SType::InstrumentId)
             .mappings(vec![SymbolMapping {
                 raw_symbol: "SYN000".into(),
-                intervals: vec![MappingInterval { start_date: date, end_date: date.next_day().unwrap(), symbol: "7".into() }],
+                intervals: vec![MappingInterval {
+                    start_date: date,
+                    end_date: date.next_day().unwrap(),
+                    symbol: "7".into(),
+                }],
             }])
             .build();
         let file = std::fs::File::create(path).unwrap();
@@ -323,7 +424,12 @@ mod tests {
     #[test]
     fn mbo_round_trip_rebuilds_the_same_book() {
         use crate::synth::{DayGenerator, SynthConfig};
-        let cfg = SynthConfig { symbols: 1, days: 1, events_per_day: 5_000, ..Default::default() };
+        let cfg = SynthConfig {
+            symbols: 1,
+            days: 1,
+            events_per_day: 5_000,
+            ..Default::default()
+        };
         let date = cfg.dates()[0];
         let mut g = DayGenerator::new(&cfg, 0, 0, date);
         let mut events: Vec<OrderEvent> = g.initial_orders().to_vec();
@@ -334,7 +440,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("syn.mbo.dbn");
         write_mbo(&path, &events);
-        let records: Vec<Record> = DbnReader::open(&path).unwrap().map(|r| r.unwrap()).collect();
+        let records: Vec<Record> = DbnReader::open(&path)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
         assert!(records.iter().all(|r| !matches!(r, Record::Dead(_))));
         let last_bbo = records.iter().rev().find_map(|r| match r {
             Record::Event(MarketEvent::Bbo(s, b)) => Some((s.clone(), b.clone())),

@@ -35,7 +35,10 @@ impl std::str::FromStr for Format {
 /// Guesses a file's format from its name and first bytes; `None` for files to skip (a LOBSTER
 /// orderbook file is read with its message file).
 pub fn detect(path: &Path) -> Result<Option<Format>> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     if name.contains("_orderbook_") && name.ends_with(".csv") {
         return Ok(None);
     }
@@ -43,9 +46,15 @@ pub fn detect(path: &Path) -> Result<Option<Format>> {
         return Ok(Some(Format::Lobster));
     }
     let mut head = [0u8; 4];
-    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| Error::io(path, e))?;
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
-    if head.starts_with(b"DBN") || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || name.ends_with(".dbn") || name.ends_with(".dbn.zst") {
+    if head.starts_with(b"DBN")
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || name.ends_with(".dbn")
+        || name.ends_with(".dbn.zst")
+    {
         return Ok(Some(Format::Dbn));
     }
     let mut text = crate::binance::open_text(path)?;
@@ -66,7 +75,10 @@ pub type Reader = Box<dyn Iterator<Item = Result<Record>> + Send>;
 /// Expands directories (recursively, sorted), then opens readers: Binance files of one market
 /// and symbol (same folder, same name before the date) chain into one reader in name order, so a
 /// day's file continues the previous day's book; each LOBSTER or DBN file is its own reader.
-pub fn open_inputs(paths: &[PathBuf], format: Option<Format>) -> Result<Vec<(Format, Vec<PathBuf>, Reader)>> {
+pub fn open_inputs(
+    paths: &[PathBuf],
+    format: Option<Format>,
+) -> Result<Vec<(Format, Vec<PathBuf>, Reader)>> {
     let mut files = Vec::new();
     for p in paths {
         collect(p, &mut files)?;
@@ -85,10 +97,20 @@ pub fn open_inputs(paths: &[PathBuf], format: Option<Format>) -> Result<Vec<(For
         match fmt {
             Format::Binance => {
                 let stem = crate::SourceId::from_path(&f).as_str().to_string();
-                let key = stem.rsplit_once('_').filter(|(_, d)| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit())).map_or(stem.clone(), |(h, _)| h.to_string());
-                binance.entry((f.parent().map(Path::to_path_buf).unwrap_or_default(), key)).or_default().push(f);
+                let key = stem
+                    .rsplit_once('_')
+                    .filter(|(_, d)| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
+                    .map_or(stem.clone(), |(h, _)| h.to_string());
+                binance
+                    .entry((f.parent().map(Path::to_path_buf).unwrap_or_default(), key))
+                    .or_default()
+                    .push(f);
             }
-            Format::Lobster => out.push((fmt, vec![f.clone()], Box::new(LobsterReader::open(&f, LobsterOptions::default())?))),
+            Format::Lobster => out.push((
+                fmt,
+                vec![f.clone()],
+                Box::new(LobsterReader::open(&f, LobsterOptions::default())?),
+            )),
             Format::Dbn => out.push((fmt, vec![f.clone()], Box::new(DbnReader::open(&f)?))),
         }
     }
@@ -102,7 +124,10 @@ pub fn open_inputs(paths: &[PathBuf], format: Option<Format>) -> Result<Vec<(For
 
 fn collect(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     if p.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(p).map_err(|e| Error::io(p, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|e| Error::io(p, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         entries.sort();
         for e in entries {
             let name = e.file_name().and_then(|n| n.to_str()).unwrap_or_default();

@@ -34,11 +34,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An I/O error on a path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A format error on a path.
     pub fn format(path: impl Into<PathBuf>, why: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), why: why.into() }
+        Error::Format {
+            path: path.into(),
+            why: why.into(),
+        }
     }
 }

@@ -56,14 +56,23 @@ impl SourceId {
     pub fn new(text: &str) -> Self {
         let s: String = text
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         SourceId(s)
     }
 
     /// From a file path: its name without compression and format extensions.
     pub fn from_path(path: &std::path::Path) -> Self {
-        let mut name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for ext in [".gz", ".zst", ".csv", ".dbn", ".json", ".txt"] {
             if let Some(stripped) = name.strip_suffix(ext) {
                 name = stripped.to_string();
@@ -78,11 +87,17 @@ impl SourceId {
     pub fn for_file(path: &std::path::Path) -> std::io::Result<Self> {
         use std::io::Read;
         let mut head = Vec::with_capacity(1 << 16);
-        std::fs::File::open(path)?.take(1 << 16).read_to_end(&mut head)?;
+        std::fs::File::open(path)?
+            .take(1 << 16)
+            .read_to_end(&mut head)?;
         let len = std::fs::metadata(path)?.len();
         let mut h = fnv1a(&head);
         h = fnv1a_continue(h, &len.to_le_bytes());
-        Ok(SourceId(format!("{}-{:08x}", SourceId::from_path(path).0, h as u32)))
+        Ok(SourceId(format!(
+            "{}-{:08x}",
+            SourceId::from_path(path).0,
+            h as u32
+        )))
     }
 
     /// The id's text.

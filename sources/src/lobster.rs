@@ -47,7 +47,10 @@ pub struct LobsterOptions {
 
 impl Default for LobsterOptions {
     fn default() -> Self {
-        LobsterOptions { utc_offset_seconds: 0, time_tolerance_ns: 0 }
+        LobsterOptions {
+            utc_offset_seconds: 0,
+            time_tolerance_ns: 0,
+        }
     }
 }
 
@@ -71,7 +74,9 @@ pub struct LobsterName {
 /// ```
 pub fn parse_name(path: &Path) -> Option<LobsterName> {
     let name = path.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".csv").or_else(|| name.strip_suffix(".csv.gz"))?;
+    let stem = name
+        .strip_suffix(".csv")
+        .or_else(|| name.strip_suffix(".csv.gz"))?;
     let parts: Vec<&str> = stem.split('_').collect();
     if parts.len() < 6 {
         return None;
@@ -90,12 +95,19 @@ pub fn parse_name(path: &Path) -> Option<LobsterName> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    Some(LobsterName { ticker, date: UnixNanos::from_ymd(y, m, d), levels })
+    Some(LobsterName {
+        ticker,
+        date: UnixNanos::from_ymd(y, m, d),
+        levels,
+    })
 }
 
 /// The orderbook file that goes with a message file.
 pub fn orderbook_path(message: &Path) -> PathBuf {
-    let name = message.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = message
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     message.with_file_name(name.replacen("_message_", "_orderbook_", 1))
 }
 
@@ -142,22 +154,39 @@ struct Message {
     side: Side,
 }
 
-fn parse_message(line: &str, midnight: UnixNanos, offset_ns: i64) -> std::result::Result<Message, (DeadLetterReason, String)> {
+fn parse_message(
+    line: &str,
+    midnight: UnixNanos,
+    offset_ns: i64,
+) -> std::result::Result<Message, (DeadLetterReason, String)> {
     let f: Vec<&str> = line.split(',').map(str::trim).collect();
     if f.len() < 6 {
-        return Err((DeadLetterReason::Unparsable, format!("{} columns, expected 6", f.len())));
+        return Err((
+            DeadLetterReason::Unparsable,
+            format!("{} columns, expected 6", f.len()),
+        ));
     }
     let lower = line.to_ascii_lowercase();
     if lower.contains("nan") || lower.contains("inf") {
         return Err((DeadLetterReason::NotFinite, "NaN or infinity".into()));
     }
-    let secs = flowsense_core::num::parse_fixed(f[0].as_bytes()).map_err(|w| (DeadLetterReason::Unparsable, format!("time {:?}: {w}", f[0])))?;
-    let int = |i: usize, what: &str| f[i].parse::<i64>().map_err(|_| (DeadLetterReason::Unparsable, format!("{what} {:?}", f[i])));
+    let secs = flowsense_core::num::parse_fixed(f[0].as_bytes()).map_err(|w| {
+        (
+            DeadLetterReason::Unparsable,
+            format!("time {:?}: {w}", f[0]),
+        )
+    })?;
+    let int = |i: usize, what: &str| {
+        f[i].parse::<i64>()
+            .map_err(|_| (DeadLetterReason::Unparsable, format!("{what} {:?}", f[i])))
+    };
     let kind = int(1, "type")?;
     if !(1..=7).contains(&kind) {
         return Err((DeadLetterReason::Unparsable, format!("type {kind}")));
     }
-    let order_id = f[2].parse::<u64>().map_err(|_| (DeadLetterReason::Unparsable, format!("order id {:?}", f[2])))?;
+    let order_id = f[2]
+        .parse::<u64>()
+        .map_err(|_| (DeadLetterReason::Unparsable, format!("order id {:?}", f[2])))?;
     let size = int(3, "size")?;
     let price = int(4, "price")?;
     let side = match int(5, "direction")? {
@@ -165,7 +194,14 @@ fn parse_message(line: &str, midnight: UnixNanos, offset_ns: i64) -> std::result
         -1 => Side::Sell,
         d => return Err((DeadLetterReason::Unparsable, format!("direction {d}"))),
     };
-    Ok(Message { ts: UnixNanos(midnight.0 + secs + offset_ns), kind: kind as u8, order_id, size, price, side })
+    Ok(Message {
+        ts: UnixNanos(midnight.0 + secs + offset_ns),
+        kind: kind as u8,
+        order_id,
+        size,
+        price,
+        side,
+    })
 }
 
 /// Reads one LOBSTER message file (and its orderbook file, when present); an iterator of
@@ -193,15 +229,27 @@ pub struct LobsterReader {
 impl LobsterReader {
     /// Opens a message file; the orderbook file beside it is used when it exists.
     pub fn open(message: &Path, opts: LobsterOptions) -> Result<Self> {
-        let name = parse_name(message).ok_or_else(|| Error::format(message, "not a LOBSTER file name (TICKER_DATE_START_END_message_LEVEL.csv)"))?;
+        let name = parse_name(message).ok_or_else(|| {
+            Error::format(
+                message,
+                "not a LOBSTER file name (TICKER_DATE_START_END_message_LEVEL.csv)",
+            )
+        })?;
         let symbol = Symbol::new(&name.ticker)?;
         let ob = orderbook_path(message);
-        let orderbook = if ob.is_file() { Some(open_text(&ob)?) } else { None };
+        let orderbook = if ob.is_file() {
+            Some(open_text(&ob)?)
+        } else {
+            None
+        };
         Ok(LobsterReader {
             messages: open_text(message)?,
             orderbook,
             path: message.to_path_buf(),
-            file_name: message.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file_name: message
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             source: SourceId::for_file(message).map_err(|e| Error::io(message, e))?,
             name,
             opts,
@@ -234,9 +282,13 @@ impl LobsterReader {
     }
 
     fn read_book_row(&mut self) -> Result<Option<(Levels, Levels)>> {
-        let Some(ob) = self.orderbook.as_mut() else { return Ok(None) };
+        let Some(ob) = self.orderbook.as_mut() else {
+            return Ok(None);
+        };
         self.book_line.clear();
-        let n = ob.read_line(&mut self.book_line).map_err(|e| Error::io(&self.path, e))?;
+        let n = ob
+            .read_line(&mut self.book_line)
+            .map_err(|e| Error::io(&self.path, e))?;
         if n == 0 {
             self.orderbook = None;
             return Ok(None);
@@ -271,7 +323,10 @@ impl LobsterReader {
     /// Compares the book with the row, seeding volume revealed at the edge of the visible depth.
     fn compare(&mut self, row: &(Levels, Levels), before_worst: [Option<Price>; 2]) {
         let levels = self.name.levels;
-        for (i, (side, wanted)) in [(Side::Sell, &row.0), (Side::Buy, &row.1)].into_iter().enumerate() {
+        for (i, (side, wanted)) in [(Side::Sell, &row.0), (Side::Buy, &row.1)]
+            .into_iter()
+            .enumerate()
+        {
             for &(p, s) in wanted.iter() {
                 let ours = self.replay.book().l2().level(side, p);
                 let beyond = match (side, before_worst[i]) {
@@ -296,14 +351,21 @@ impl LobsterReader {
         let l2 = self.replay.book().l2();
         let worst = |side| {
             let d = l2.depth(side, n);
-            if d.len() < n { None } else { d.last().map(|x| x.0) }
+            if d.len() < n {
+                None
+            } else {
+                d.last().map(|x| x.0)
+            }
         };
         [worst(Side::Sell), worst(Side::Buy)]
     }
 
     fn step(&mut self) -> Result<()> {
         self.line.clear();
-        let n = self.messages.read_line(&mut self.line).map_err(|e| Error::io(&self.path, e))?;
+        let n = self
+            .messages
+            .read_line(&mut self.line)
+            .map_err(|e| Error::io(&self.path, e))?;
         if n == 0 {
             if self.line_no == 0 {
                 self.out.push_back(Record::SourceStart(self.source.clone()));
@@ -339,7 +401,11 @@ impl LobsterReader {
             }
         }
         if msg.ts.0 < self.last_ts.saturating_sub(self.opts.time_tolerance_ns) {
-            self.dead(DeadLetterReason::TimeWentBack, format!("ts {} after {}", msg.ts.0, self.last_ts), raw);
+            self.dead(
+                DeadLetterReason::TimeWentBack,
+                format!("ts {} after {}", msg.ts.0, self.last_ts),
+                raw,
+            );
             self.line = line;
             return Ok(());
         }
@@ -355,12 +421,20 @@ impl LobsterReader {
         };
         if action != L3Action::Halt {
             if msg.price <= 0 {
-                self.dead(DeadLetterReason::NonPositivePrice, format!("price {}", msg.price), raw);
+                self.dead(
+                    DeadLetterReason::NonPositivePrice,
+                    format!("price {}", msg.price),
+                    raw,
+                );
                 self.line = line;
                 return Ok(());
             }
             if msg.size <= 0 {
-                self.dead(DeadLetterReason::NonPositiveSize, format!("size {}", msg.size), raw);
+                self.dead(
+                    DeadLetterReason::NonPositiveSize,
+                    format!("size {}", msg.size),
+                    raw,
+                );
                 self.line = line;
                 return Ok(());
             }
@@ -421,20 +495,51 @@ pub struct LobsterWriter {
 
 impl LobsterWriter {
     /// Creates `DIR/TICKER_DATE_START_END_message_LEVELS.csv` and its orderbook file.
-    pub fn create(dir: &Path, ticker: &str, date: UnixNanos, start_ms: i64, end_ms: i64, levels: usize) -> std::io::Result<Self> {
+    pub fn create(
+        dir: &Path,
+        ticker: &str,
+        date: UnixNanos,
+        start_ms: i64,
+        end_ms: i64,
+        levels: usize,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let base = format!("{ticker}_{}_{start_ms}_{end_ms}", date.date_string());
-        let open = |kind: &str| std::fs::File::create(dir.join(format!("{base}_{kind}_{levels}.csv"))).map(std::io::BufWriter::new);
-        Ok(LobsterWriter { messages: open("message")?, orderbook: open("orderbook")?, midnight: date, levels, line: String::new() })
+        let open = |kind: &str| {
+            std::fs::File::create(dir.join(format!("{base}_{kind}_{levels}.csv")))
+                .map(std::io::BufWriter::new)
+        };
+        Ok(LobsterWriter {
+            messages: open("message")?,
+            orderbook: open("orderbook")?,
+            midnight: date,
+            levels,
+            line: String::new(),
+        })
     }
 
     /// Path of the message file written for these arguments.
-    pub fn message_path(dir: &Path, ticker: &str, date: UnixNanos, start_ms: i64, end_ms: i64, levels: usize) -> PathBuf {
-        dir.join(format!("{ticker}_{}_{start_ms}_{end_ms}_message_{levels}.csv", date.date_string()))
+    pub fn message_path(
+        dir: &Path,
+        ticker: &str,
+        date: UnixNanos,
+        start_ms: i64,
+        end_ms: i64,
+        levels: usize,
+    ) -> PathBuf {
+        dir.join(format!(
+            "{ticker}_{}_{start_ms}_{end_ms}_message_{levels}.csv",
+            date.date_string()
+        ))
     }
 
     /// Writes one message and the book after it (asks and bids best first).
-    pub fn write(&mut self, ev: &OrderEvent, asks: &[(Price, Size)], bids: &[(Price, Size)]) -> std::io::Result<()> {
+    pub fn write(
+        &mut self,
+        ev: &OrderEvent,
+        asks: &[(Price, Size)],
+        bids: &[(Price, Size)],
+    ) -> std::io::Result<()> {
         use std::fmt::Write as _;
         let kind = match ev.action {
             L3Action::Add => 1,
@@ -461,8 +566,14 @@ impl LobsterWriter {
         self.messages.write_all(self.line.as_bytes())?;
         self.line.clear();
         for i in 0..self.levels {
-            let (ap, asz) = asks.get(i).map(|&(p, s)| (p.raw() / 100_000, s.raw() / 1_000_000_000)).unwrap_or((EMPTY_ASK, 0));
-            let (bp, bsz) = bids.get(i).map(|&(p, s)| (p.raw() / 100_000, s.raw() / 1_000_000_000)).unwrap_or((EMPTY_BID, 0));
+            let (ap, asz) = asks
+                .get(i)
+                .map(|&(p, s)| (p.raw() / 100_000, s.raw() / 1_000_000_000))
+                .unwrap_or((EMPTY_ASK, 0));
+            let (bp, bsz) = bids
+                .get(i)
+                .map(|&(p, s)| (p.raw() / 100_000, s.raw() / 1_000_000_000))
+                .unwrap_or((EMPTY_BID, 0));
             if i > 0 {
                 self.line.push(',');
             }

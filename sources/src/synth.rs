@@ -42,7 +42,13 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { symbols: 3, days: 2, seed: 42, events_per_day: 200_000, start: UnixNanos::from_ymd(2024, 1, 2) }
+        SynthConfig {
+            symbols: 3,
+            days: 2,
+            seed: 42,
+            events_per_day: 200_000,
+            start: UnixNanos::from_ymd(2024, 1, 2),
+        }
     }
 }
 
@@ -59,7 +65,9 @@ const DECAY: f64 = 20.0;
 impl SynthConfig {
     /// The symbols generated.
     pub fn symbol_names(&self) -> Vec<Symbol> {
-        (0..self.symbols).map(|i| Symbol::new(&format!("SYN{i:03}")).expect("valid symbol")).collect()
+        (0..self.symbols)
+            .map(|i| Symbol::new(&format!("SYN{i:03}")).expect("valid symbol"))
+            .collect()
     }
 
     /// The trading days generated (weekdays from `start`), as midnights UTC.
@@ -139,9 +147,12 @@ pub struct DayGenerator {
 impl DayGenerator {
     /// The generator for symbol `sym` on day `day` of a configuration.
     pub fn new(cfg: &SynthConfig, sym: usize, day: usize, midnight: UnixNanos) -> Self {
-        let mut seed_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (sym as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut seed_rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed ^ (sym as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let base: f64 = 20.0 + 480.0 * seed_rng.random::<f64>();
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (sym as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((day as u64 + 1) << 40));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (sym as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((day as u64 + 1) << 40),
+        );
         let z: f64 = StandardNormal.sample(&mut rng);
         let ref_tick = ((base * (1.0 + 0.02 * z)) * 100.0).round().max(100.0) as i64;
         let baseline = cfg.events_per_day as f64 * (1.0 - BRANCHING) / SESSION_S;
@@ -206,7 +217,15 @@ impl DayGenerator {
         self.event(L3Action::Add, id, side, tick, size, ts)
     }
 
-    fn event(&mut self, action: L3Action, id: u64, side: Side, tick: i64, size: i64, ts: UnixNanos) -> OrderEvent {
+    fn event(
+        &mut self,
+        action: L3Action,
+        id: u64,
+        side: Side,
+        tick: i64,
+        size: i64,
+        ts: UnixNanos,
+    ) -> OrderEvent {
         self.seq += 1;
         OrderEvent {
             ts,
@@ -228,7 +247,9 @@ impl DayGenerator {
         let max_base = self.baseline * 3.0 / 1.4;
         loop {
             let bound = max_base + self.excitation;
-            let w = Exp::new(bound).expect("positive rate").sample(&mut self.rng);
+            let w = Exp::new(bound)
+                .expect("positive rate")
+                .sample(&mut self.rng);
             self.t += w;
             self.excitation *= (-DECAY * w).exp();
             if self.t >= SESSION_S {
@@ -244,10 +265,18 @@ impl DayGenerator {
 
     /// Executes the next resting order of a market order in progress.
     fn continue_sweep(&mut self, out: &mut Vec<OrderEvent>) {
-        let Some((resting, want, ts)) = self.sweep.take() else { return };
-        let Some(best) = self.book.best(resting) else { return };
+        let Some((resting, want, ts)) = self.sweep.take() else {
+            return;
+        };
+        let Some(best) = self.book.best(resting) else {
+            return;
+        };
         let level = self.book.side(resting).get_mut(&best).expect("best exists");
-        let (id, size) = level.orders.front().copied().expect("levels are never empty");
+        let (id, size) = level
+            .orders
+            .front()
+            .copied()
+            .expect("levels are never empty");
         let fill = size.min(want);
         level.total -= fill;
         if fill == size {
@@ -299,7 +328,10 @@ impl DayGenerator {
                     Side::Buy => bid - i as i64,
                     Side::Sell => ask + i as i64,
                 };
-                let (q, n) = self.book.level_at(side, tick).map_or((0, 0), |l| (l.total, l.orders.len()));
+                let (q, n) = self
+                    .book
+                    .level_at(side, tick)
+                    .map_or((0, 0), |l| (l.total, l.orders.len()));
                 weights.push((aw / (1.0 + q as f64 / 500.0), 0, side, tick));
                 if n > 0 {
                     weights.push((0.06 * n as f64, 1, side, tick));
@@ -330,7 +362,11 @@ impl DayGenerator {
                 out.push(self.add(side, tick, size, ts));
             }
             1 => {
-                let level = self.book.side(side).get_mut(&tick).expect("cancel on a non-empty level");
+                let level = self
+                    .book
+                    .side(side)
+                    .get_mut(&tick)
+                    .expect("cancel on a non-empty level");
                 let k = self.rng.random_range(0..level.orders.len());
                 let (id, size) = level.orders.remove(k).expect("index in range");
                 level.total -= size;
@@ -341,7 +377,9 @@ impl DayGenerator {
                 if size > 100 && self.rng.random::<f64>() < 0.33 {
                     let part = 100 * self.rng.random_range(1..=(size - 1) / 100);
                     let level = self.book.side(side).entry(tick).or_default();
-                    level.orders.insert(k.min(level.orders.len()), (id, size - part));
+                    level
+                        .orders
+                        .insert(k.min(level.orders.len()), (id, size - part));
                     level.total += size - part;
                     out.push(self.event(L3Action::Cancel, id, side, tick, part, ts));
                 } else {
@@ -365,7 +403,10 @@ impl DayGenerator {
 
     /// The generator's book (asks, bids), best first, `n` levels.
     pub fn top(&self, n: usize) -> (Vec<(Price, Size)>, Vec<(Price, Size)>) {
-        (self.book.depth(Side::Sell, n), self.book.depth(Side::Buy, n))
+        (
+            self.book.depth(Side::Sell, n),
+            self.book.depth(Side::Buy, n),
+        )
     }
 }
 
@@ -408,7 +449,13 @@ impl SyntheticMarket {
 
     /// The source id of a symbol-day.
     pub fn source_id(cfg: &SynthConfig, symbol: &Symbol, date: UnixNanos) -> SourceId {
-        SourceId::new(&format!("synth-s{}-e{}-{}-{}", cfg.seed, cfg.events_per_day, symbol, date.date_string()))
+        SourceId::new(&format!(
+            "synth-s{}-e{}-{}-{}",
+            cfg.seed,
+            cfg.events_per_day,
+            symbol,
+            date.date_string()
+        ))
     }
 
     fn start_next(&mut self) -> bool {
@@ -416,7 +463,10 @@ impl SyntheticMarket {
         if self.next >= total {
             return false;
         }
-        let (d, s) = (self.next / self.symbols.len(), self.next % self.symbols.len());
+        let (d, s) = (
+            self.next / self.symbols.len(),
+            self.next % self.symbols.len(),
+        );
         self.next += 1;
         let sym = self.symbols[s].clone();
         let date = self.dates[d];
@@ -424,7 +474,9 @@ impl SyntheticMarket {
         let mut replay = L3Replay::new(sym.clone());
         let mut out = Vec::new();
         for o in g.initial_orders() {
-            replay.apply(o.clone(), &mut out).expect("the opening book is consistent");
+            replay
+                .apply(o.clone(), &mut out)
+                .expect("the opening book is consistent");
         }
         let id = Self::source_id(&self.cfg, &sym, date);
         self.pending.push_back(Record::SourceStart(id.clone()));
@@ -456,8 +508,11 @@ impl Iterator for SyntheticMarket {
             }
             for o in self.orders.drain(..) {
                 self.events.clear();
-                replay.apply(o, &mut self.events).expect("the generator only emits valid messages");
-                self.pending.extend(self.events.drain(..).map(Record::Event));
+                replay
+                    .apply(o, &mut self.events)
+                    .expect("the generator only emits valid messages");
+                self.pending
+                    .extend(self.events.drain(..).map(Record::Event));
             }
         }
     }
@@ -467,7 +522,11 @@ impl Iterator for SyntheticMarket {
 /// and one orderbook file per symbol-day. Orders resting at the open are not written: as in
 /// real LOBSTER data, they are visible only through the first orderbook row.
 /// Returns the message files written.
-pub fn write_lobster(cfg: &SynthConfig, dir: &Path, levels: usize) -> std::io::Result<Vec<std::path::PathBuf>> {
+pub fn write_lobster(
+    cfg: &SynthConfig,
+    dir: &Path,
+    levels: usize,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     let start_ms = OPEN_NS / 1_000_000;
     let end_ms = start_ms + (SESSION_S as i64) * 1000;
@@ -483,7 +542,14 @@ pub fn write_lobster(cfg: &SynthConfig, dir: &Path, levels: usize) -> std::io::R
                 }
             }
             w.finish()?;
-            files.push(LobsterWriter::message_path(dir, sym.as_str(), date, start_ms, end_ms, levels));
+            files.push(LobsterWriter::message_path(
+                dir,
+                sym.as_str(),
+                date,
+                start_ms,
+                end_ms,
+                levels,
+            ));
         }
     }
     Ok(files)
@@ -496,7 +562,13 @@ mod tests {
     use flowsense_core::MarketEvent;
 
     fn small() -> SynthConfig {
-        SynthConfig { symbols: 2, days: 2, seed: 7, events_per_day: 20_000, ..Default::default() }
+        SynthConfig {
+            symbols: 2,
+            days: 2,
+            seed: 7,
+            events_per_day: 20_000,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -519,7 +591,13 @@ mod tests {
                 }
             }
             let check = reader.check();
-            eprintln!("{}: {} of {} rows match, {} levels revealed, {orders} orders", f.display(), check.matched, check.rows, check.revealed);
+            eprintln!(
+                "{}: {} of {} rows match, {} levels revealed, {orders} orders",
+                f.display(),
+                check.matched,
+                check.rows,
+                check.revealed
+            );
             assert_eq!(dead, 0);
             assert!(check.rows > 10_000);
             assert_eq!(check.matched, check.rows);
@@ -528,7 +606,13 @@ mod tests {
 
     #[test]
     fn the_market_looks_like_a_liquid_stock() {
-        let cfg = SynthConfig { symbols: 1, days: 1, seed: 3, events_per_day: 100_000, ..Default::default() };
+        let cfg = SynthConfig {
+            symbols: 1,
+            days: 1,
+            seed: 3,
+            events_per_day: 100_000,
+            ..Default::default()
+        };
         let (mut adds, mut cancels, mut execs, mut trades) = (0u64, 0u64, 0u64, 0u64);
         let mut spreads = Vec::new();
         let mut per_hour = [0u64; 7];
@@ -540,7 +624,8 @@ mod tests {
                         L3Action::Cancel | L3Action::Delete => cancels += 1,
                         _ => execs += 1,
                     }
-                    let h = ((o.ts.0.rem_euclid(UnixNanos::DAY) - OPEN_NS) / 3_600_000_000_000).clamp(0, 6);
+                    let h = ((o.ts.0.rem_euclid(UnixNanos::DAY) - OPEN_NS) / 3_600_000_000_000)
+                        .clamp(0, 6);
                     per_hour[h as usize] += 1;
                 }
                 Record::Event(MarketEvent::Trade(..)) => trades += 1,
@@ -553,18 +638,36 @@ mod tests {
             }
         }
         let total = adds + cancels + execs;
-        eprintln!("adds {adds} cancels {cancels} executions {execs} trades {trades}; per hour {per_hour:?}");
+        eprintln!(
+            "adds {adds} cancels {cancels} executions {execs} trades {trades}; per hour {per_hour:?}"
+        );
         assert!((60_000..160_000).contains(&total), "{total} messages");
         // NASDAQ-like mix: adds and cancels dominate, executions are a few percent.
         let share = |n: u64| n as f64 / total as f64;
-        assert!((0.35..0.6).contains(&share(adds)) && (0.35..0.6).contains(&share(cancels)), "message mix");
-        assert!((0.02..0.15).contains(&share(execs)), "execution share {}", share(execs));
+        assert!(
+            (0.35..0.6).contains(&share(adds)) && (0.35..0.6).contains(&share(cancels)),
+            "message mix"
+        );
+        assert!(
+            (0.02..0.15).contains(&share(execs)),
+            "execution share {}",
+            share(execs)
+        );
         assert_eq!(trades, execs);
         spreads.sort_unstable();
         let median = spreads[spreads.len() / 2];
-        eprintln!("median spread {median} (1 tick = {})", Price::from_scaled(1, 2).raw());
-        assert!(median <= Price::from_scaled(3, 2).raw(), "median spread {median}");
+        eprintln!(
+            "median spread {median} (1 tick = {})",
+            Price::from_scaled(1, 2).raw()
+        );
+        assert!(
+            median <= Price::from_scaled(3, 2).raw(),
+            "median spread {median}"
+        );
         assert!(spreads.iter().all(|&s| s > 0), "never crossed or locked");
-        assert!(per_hour[0] > per_hour[3] && per_hour[6] > per_hour[3], "U-shaped day {per_hour:?}");
+        assert!(
+            per_hour[0] > per_hour[3] && per_hour[6] > per_hour[3],
+            "U-shaped day {per_hour:?}"
+        );
     }
 }

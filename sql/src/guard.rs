@@ -16,7 +16,12 @@ impl Visitor for TableFunctions {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table { name, args: Some(_), .. } = factor {
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } = factor
+        {
             self.0.push(name.to_string());
         }
         if let TableFactor::Function { name, .. } = factor {
@@ -41,7 +46,10 @@ impl Visitor for TableFunctions {
 pub fn check_read_only(sql: &str) -> Result<()> {
     let statements = DFParser::parse_sql(sql).map_err(|e| Error::Syntax(e.to_string()))?;
     if statements.len() != 1 {
-        return Err(Error::Refused(format!("one statement at a time ({} given)", statements.len())));
+        return Err(Error::Refused(format!(
+            "one statement at a time ({} given)",
+            statements.len()
+        )));
     }
     let statement = &statements[0];
     let inner: &Statement = match statement {
@@ -50,25 +58,42 @@ pub fn check_read_only(sql: &str) -> Result<()> {
             DfStatement::Statement(s) => s,
             other => return Err(Error::Refused(format!("EXPLAIN of {}", kind(other)))),
         },
-        other => return Err(Error::Refused(format!("{} is not allowed: the lake is read-only through SQL", kind(other)))),
+        other => {
+            return Err(Error::Refused(format!(
+                "{} is not allowed: the lake is read-only through SQL",
+                kind(other)
+            )));
+        }
     };
     let allowed = match inner {
         Statement::Query(_) => true,
         Statement::Explain { statement, .. } => matches!(statement.as_ref(), Statement::Query(_)),
-        Statement::ExplainTable { .. } | Statement::ShowTables { .. } | Statement::ShowColumns { .. } => true,
+        Statement::ExplainTable { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. } => true,
         _ => false,
     };
     if !allowed {
         let text = inner.to_string();
-        let word = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        let word = text
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
         return Err(Error::Refused(format!(
             "{word} ... is not allowed: only SELECT, WITH, EXPLAIN, SHOW and DESCRIBE run against the lake"
         )));
     }
     let mut functions = TableFunctions(Vec::new());
     let _ = inner.visit(&mut functions);
-    if let Some(f) = functions.0.iter().find(|f| !SAFE_TABLE_FUNCTIONS.contains(&f.to_ascii_lowercase().as_str())) {
-        return Err(Error::Refused(format!("table function {f}(...) is not allowed: it could read files outside the lake")));
+    if let Some(f) = functions
+        .0
+        .iter()
+        .find(|f| !SAFE_TABLE_FUNCTIONS.contains(&f.to_ascii_lowercase().as_str()))
+    {
+        return Err(Error::Refused(format!(
+            "table function {f}(...) is not allowed: it could read files outside the lake"
+        )));
     }
     Ok(())
 }
@@ -92,17 +117,29 @@ mod tests {
         for (sql, word) in [
             ("INSERT INTO trades VALUES (1)", "INSERT"),
             ("CREATE TABLE x AS SELECT 1", "CREATE"),
-            ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'", "CREATE EXTERNAL TABLE"),
+            (
+                "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+                "CREATE EXTERNAL TABLE",
+            ),
             ("COPY (SELECT 1) TO '/tmp/x'", "COPY"),
             ("SET datafusion.execution.batch_size = 1", "SET"),
             ("DELETE FROM trades", "DELETE"),
             ("SELECT 1; DROP TABLE trades", "one statement"),
-            ("SELECT * FROM parquet_metadata('/etc/passwd')", "parquet_metadata"),
+            (
+                "SELECT * FROM parquet_metadata('/etc/passwd')",
+                "parquet_metadata",
+            ),
         ] {
             let e = check_read_only(sql).unwrap_err().to_string();
             assert!(e.contains(word), "{sql}: {e}");
         }
-        for sql in ["SHOW TABLES", "DESCRIBE trades", "EXPLAIN SELECT 1", "SELECT * FROM generate_series(1, 3)", "SHOW COLUMNS FROM trades"] {
+        for sql in [
+            "SHOW TABLES",
+            "DESCRIBE trades",
+            "EXPLAIN SELECT 1",
+            "SELECT * FROM generate_series(1, 3)",
+            "SHOW COLUMNS FROM trades",
+        ] {
             check_read_only(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
     }

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
 use flowsense_core::Table;
@@ -63,11 +65,17 @@ impl LakeSession {
         ctx.register_object_store(lake.store_url(), lake.store());
         for table in Table::ALL {
             let url = ListingTableUrl::parse(lake.table_url(table))?;
-            let parts = table.partition_columns().iter().map(|c| (c.to_string(), DataType::Utf8)).collect();
+            let parts = table
+                .partition_columns()
+                .iter()
+                .map(|c| (c.to_string(), DataType::Utf8))
+                .collect();
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
                 .with_table_partition_cols(parts);
-            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(table.file_schema());
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(table.file_schema());
             ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
         }
         Ok(LakeSession { ctx })
@@ -81,7 +89,10 @@ impl LakeSession {
     /// Plans a read-only statement.
     pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
         check_read_only(sql)?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         Ok(self.ctx.sql_with_options(sql, options).await?)
     }
 

@@ -1,0 +1,100 @@
+//! `flowsense demo`: the main job on embedded defaults, for a first look.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use flowsense_sinks::Lake;
+use flowsense_sources::synth::SynthConfig;
+use flowsense_sql::LakeSession;
+
+use crate::cli::OutputFormat;
+
+/// Queries the demo prints, with what each shows.
+pub const QUERIES: &[(&str, &str)] = &[
+    (
+        "rows per table and symbol",
+        "SELECT symbol, (SELECT count(*) FROM trades t WHERE t.symbol = s.symbol) AS trades, \
+         count(*) AS book_updates, min(date) AS first_day, max(date) AS last_day \
+         FROM bbo s GROUP BY symbol ORDER BY symbol",
+    ),
+    (
+        "buy/sell aggressor volume and VWAP per symbol",
+        "SELECT symbol, side, count(*) AS trades, sum(size) AS volume, \
+         sum(price * size) / sum(size) AS vwap \
+         FROM trades GROUP BY symbol, side ORDER BY symbol, side",
+    ),
+    (
+        "median quoted spread and mean top-of-book depth, from the reconstructed books",
+        "SELECT symbol, count(*) AS books, round(approx_median(ask_price - bid_price), 6) AS median_spread, \
+         round(avg(bid_size + ask_size), 3) AS mean_top_depth \
+         FROM bbo WHERE NOT gap AND bid_price IS NOT NULL AND ask_price IS NOT NULL GROUP BY symbol ORDER BY symbol",
+    ),
+    (
+        "1-minute OHLCV of BTCUSDT-PERP (exchange time, ns)",
+        "SELECT to_timestamp_nanos(ts - ts % 60000000000) AS minute, \
+         first_value(price ORDER BY ts) AS open, max(price) AS high, min(price) AS low, \
+         last_value(price ORDER BY ts) AS close, round(sum(size), 6) AS volume \
+         FROM trades WHERE symbol = 'BTCUSDT-PERP' GROUP BY ts - ts % 60000000000 ORDER BY minute",
+    ),
+    (
+        "rows refused by validation (kept in dead_letters with their reason)",
+        "SELECT count(*) AS dead_letters FROM dead_letters",
+    ),
+];
+
+fn bundled_data(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    for p in [
+        PathBuf::from("data/binance"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/binance"),
+    ] {
+        if p.is_dir() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("the bundled data folder data/binance was not found; pass --data")
+}
+
+/// Ingests the bundled captures and a synthetic market into `lake` and prints the queries.
+pub async fn run(lake: &Lake, data: Option<PathBuf>) -> anyhow::Result<()> {
+    let data = bundled_data(data)?;
+    eprintln!(
+        "1/3 ingesting the real Binance captures in {}",
+        data.display()
+    );
+    let report = crate::ingest::ingest_paths(lake, &[data], None, true)
+        .await
+        .context("ingesting the bundled data")?;
+    eprint!("{}", report.summary(lake.url().as_str()));
+    let cfg = SynthConfig {
+        symbols: 3,
+        days: 2,
+        seed: 42,
+        events_per_day: 200_000,
+        ..Default::default()
+    };
+    eprintln!(
+        "2/3 generating a synthetic market: {} symbols x {} days, seed {}",
+        cfg.symbols, cfg.days, cfg.seed
+    );
+    let report = crate::synth::synth(lake, &cfg, None, true).await?;
+    eprint!("{}", report.summary(lake.url().as_str()));
+    eprintln!(
+        "3/3 querying the lake (try: flowsense sql --lake {} \"SHOW TABLES\")",
+        lake.url()
+    );
+    let session = LakeSession::open(lake).await?;
+    let mut stdout = std::io::stdout().lock();
+    for (title, sql) in QUERIES {
+        use std::io::Write;
+        writeln!(stdout, "\n-- {title}\n{sql}")?;
+        let batches = session
+            .query(sql)
+            .await
+            .with_context(|| format!("running: {sql}"))?;
+        crate::sql::write_batches(&batches, OutputFormat::Table, &mut stdout)?;
+    }
+    Ok(())
+}
