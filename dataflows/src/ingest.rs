@@ -123,7 +123,7 @@ impl Ingestor {
             Record::Event(ev) => {
                 self.report.events += 1;
                 self.writer.push(&ev);
-                if self.report.events % 262_144 == 0 {
+                if self.report.events.is_multiple_of(262_144) {
                     self.progress.set_message(format!(
                         "{} events, {} dead letters",
                         self.report.events,

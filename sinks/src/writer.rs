@@ -296,11 +296,9 @@ impl LakeWriter {
             .parts
             .get(&key)
             .is_some_and(|p| p.rows.len() >= self.max_rows);
-        if full {
-            if let Err(e) = self.cut(&key) {
-                // Encoding in-memory arrays only fails on a broken invariant of ours.
-                panic!("encoding a full partition failed: {e}");
-            }
+        // Encoding in-memory arrays only fails on a broken invariant of ours.
+        if full && let Err(e) = self.cut(&key) {
+            panic!("encoding a full partition failed: {e}");
         }
     }
 

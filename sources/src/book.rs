@@ -373,86 +373,6 @@ impl L3Book {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use flowsense_core::UnixNanos;
-    use proptest::prelude::*;
-
-    fn ev(action: L3Action, id: u64, side: Side, px: i64, sz: i64) -> OrderEvent {
-        OrderEvent {
-            ts: UnixNanos(0),
-            seq: 0,
-            action,
-            order_id: OrderId(id),
-            side,
-            price: Price::from_units(px),
-            size: Size::from_units(sz),
-        }
-    }
-
-    #[test]
-    fn seeded_volume_absorbs_unknown_orders_then_refuses() {
-        let mut b = L3Book::default();
-        b.seed_level(Side::Sell, Price::from_units(10), Size::from_units(5));
-        assert!(
-            b.apply(&ev(L3Action::Execute, 99, Side::Sell, 10, 3))
-                .is_ok()
-        );
-        assert_eq!(
-            b.l2().best_ask(),
-            Some((Price::from_units(10), Size::from_units(2)))
-        );
-        let r = b
-            .apply(&ev(L3Action::Delete, 98, Side::Sell, 10, 3))
-            .unwrap_err();
-        assert_eq!(r.reason, DeadLetterReason::UnknownOrder);
-        assert_eq!(
-            b.l2().best_ask(),
-            Some((Price::from_units(10), Size::from_units(2)))
-        );
-    }
-
-    #[test]
-    fn over_execution_is_refused_and_changes_nothing() {
-        let mut b = L3Book::default();
-        b.apply(&ev(L3Action::Add, 1, Side::Buy, 10, 5)).unwrap();
-        assert!(
-            b.apply(&ev(L3Action::Execute, 1, Side::Buy, 10, 6))
-                .is_err()
-        );
-        assert_eq!(
-            b.l2().level(Side::Buy, Price::from_units(10)),
-            Size::from_units(5)
-        );
-    }
-
-    proptest! {
-        /// The L2 view always equals the sum of resting orders per level.
-        #[test]
-        fn l2_is_sum_of_orders(ops in proptest::collection::vec((0u8..4, 0u64..20, any::<bool>(), 95i64..105, 1i64..10), 1..200)) {
-            let mut b = L3Book::default();
-            for (kind, id, buy, px, sz) in ops {
-                let side = if buy { Side::Buy } else { Side::Sell };
-                let action = [L3Action::Add, L3Action::Cancel, L3Action::Delete, L3Action::Execute][kind as usize];
-                let _ = b.apply(&ev(action, id, side, px, sz));
-                prop_assert!(!b.l2().is_crossed());
-                let mut expect: BTreeMap<(Side, Price), Size> = BTreeMap::new();
-                for o in b.orders.values() {
-                    *expect.entry((o.side, o.price)).or_default() += o.size;
-                }
-                let mut got = BTreeMap::new();
-                for side in [Side::Buy, Side::Sell] {
-                    for (p, s) in b.l2().depth(side, usize::MAX) {
-                        got.insert((side, p), s);
-                    }
-                }
-                prop_assert_eq!(got, expect);
-            }
-        }
-    }
-}
-
 /// Turns a stream of L3 order events into lake events: the order itself, a trade for every
 /// execution, and the reconstructed top of book after every event that touched the book.
 /// Refused events come back as [`Reject`]s for the reader to dead-letter.
@@ -543,5 +463,85 @@ impl L3Replay {
             out.push(MarketEvent::Bbo(self.symbol.clone(), self.bbo(ts)));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowsense_core::UnixNanos;
+    use proptest::prelude::*;
+
+    fn ev(action: L3Action, id: u64, side: Side, px: i64, sz: i64) -> OrderEvent {
+        OrderEvent {
+            ts: UnixNanos(0),
+            seq: 0,
+            action,
+            order_id: OrderId(id),
+            side,
+            price: Price::from_units(px),
+            size: Size::from_units(sz),
+        }
+    }
+
+    #[test]
+    fn seeded_volume_absorbs_unknown_orders_then_refuses() {
+        let mut b = L3Book::default();
+        b.seed_level(Side::Sell, Price::from_units(10), Size::from_units(5));
+        assert!(
+            b.apply(&ev(L3Action::Execute, 99, Side::Sell, 10, 3))
+                .is_ok()
+        );
+        assert_eq!(
+            b.l2().best_ask(),
+            Some((Price::from_units(10), Size::from_units(2)))
+        );
+        let r = b
+            .apply(&ev(L3Action::Delete, 98, Side::Sell, 10, 3))
+            .unwrap_err();
+        assert_eq!(r.reason, DeadLetterReason::UnknownOrder);
+        assert_eq!(
+            b.l2().best_ask(),
+            Some((Price::from_units(10), Size::from_units(2)))
+        );
+    }
+
+    #[test]
+    fn over_execution_is_refused_and_changes_nothing() {
+        let mut b = L3Book::default();
+        b.apply(&ev(L3Action::Add, 1, Side::Buy, 10, 5)).unwrap();
+        assert!(
+            b.apply(&ev(L3Action::Execute, 1, Side::Buy, 10, 6))
+                .is_err()
+        );
+        assert_eq!(
+            b.l2().level(Side::Buy, Price::from_units(10)),
+            Size::from_units(5)
+        );
+    }
+
+    proptest! {
+        /// The L2 view always equals the sum of resting orders per level.
+        #[test]
+        fn l2_is_sum_of_orders(ops in proptest::collection::vec((0u8..4, 0u64..20, any::<bool>(), 95i64..105, 1i64..10), 1..200)) {
+            let mut b = L3Book::default();
+            for (kind, id, buy, px, sz) in ops {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let action = [L3Action::Add, L3Action::Cancel, L3Action::Delete, L3Action::Execute][kind as usize];
+                let _ = b.apply(&ev(action, id, side, px, sz));
+                prop_assert!(!b.l2().is_crossed());
+                let mut expect: BTreeMap<(Side, Price), Size> = BTreeMap::new();
+                for o in b.orders.values() {
+                    *expect.entry((o.side, o.price)).or_default() += o.size;
+                }
+                let mut got = BTreeMap::new();
+                for side in [Side::Buy, Side::Sell] {
+                    for (p, s) in b.l2().depth(side, usize::MAX) {
+                        got.insert((side, p), s);
+                    }
+                }
+                prop_assert_eq!(got, expect);
+            }
+        }
     }
 }

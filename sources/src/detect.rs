@@ -61,10 +61,11 @@ pub fn detect(path: &Path) -> Result<Option<Format>> {
     let mut line = String::new();
     use std::io::BufRead;
     text.read_line(&mut line).map_err(|e| Error::io(path, e))?;
-    if let Some((ts, json)) = line.split_once(' ') {
-        if ts.bytes().all(|b| b.is_ascii_digit()) && json.starts_with('{') {
-            return Ok(Some(Format::Binance));
-        }
+    if let Some((ts, json)) = line.split_once(' ')
+        && ts.bytes().all(|b| b.is_ascii_digit())
+        && json.starts_with('{')
+    {
+        return Ok(Some(Format::Binance));
     }
     Err(Error::format(path, "cannot tell the format; pass --format"))
 }

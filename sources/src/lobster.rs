@@ -36,22 +36,13 @@ pub const EMPTY_ASK: i64 = 9_999_999_999;
 pub const EMPTY_BID: i64 = -9_999_999_999;
 
 /// Options for [`LobsterReader`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LobsterOptions {
     /// Added to the file's clock to get UTC (New York summer time is -4 h: `4 * 3600`, since
     /// UTC = local + 4 h).
     pub utc_offset_seconds: i64,
     /// How far time may go backwards before a message is refused.
     pub time_tolerance_ns: i64,
-}
-
-impl Default for LobsterOptions {
-    fn default() -> Self {
-        LobsterOptions {
-            utc_offset_seconds: 0,
-            time_tolerance_ns: 0,
-        }
-    }
 }
 
 /// What a LOBSTER file name says.

@@ -126,6 +126,9 @@ impl SimBook {
     }
 }
 
+/// Price levels, best first.
+pub type Levels = Vec<(Price, Size)>;
+
 /// Generates one symbol-day of order messages.
 pub struct DayGenerator {
     rng: ChaCha8Rng,
@@ -402,7 +405,7 @@ impl DayGenerator {
     }
 
     /// The generator's book (asks, bids), best first, `n` levels.
-    pub fn top(&self, n: usize) -> (Vec<(Price, Size)>, Vec<(Price, Size)>) {
+    pub fn top(&self, n: usize) -> (Levels, Levels) {
         (
             self.book.depth(Side::Sell, n),
             self.book.depth(Side::Buy, n),
