@@ -1,15 +1,352 @@
-//! `flowsense bench`: benchmarks that print a ratio against a baseline run in the same process.
+//! `flowsense bench`: benchmarks that print each stage beside a baseline run in the same process,
+//! so the ratio shows where the time goes. Medians of `--repeat` runs; figures and commands are
+//! recorded in BENCHMARKS.md.
 
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 use clap::Subcommand;
+use flowsense_sinks::Lake;
+use flowsense_sources::binance::open_text;
+use flowsense_sources::detect::open_inputs;
+use flowsense_sources::synth::{DayGenerator, SynthConfig, SyntheticMarket};
+use flowsense_sql::LakeSession;
 
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Capture ingest end to end against gzip + JSON parsing alone.
-    Ingest,
+    /// Binance capture ingest end to end, beside gzip alone and gzip + JSON parsing alone.
+    Ingest {
+        /// Capture files or folders (default: the bundled data/binance).
+        inputs: Vec<PathBuf>,
+        /// Runs per stage; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
+    /// Synthetic generation and lake writes, each beside the stage before it.
+    Synth {
+        /// Symbols.
+        #[arg(long, default_value_t = 2)]
+        symbols: usize,
+        /// Mean messages per symbol-day.
+        #[arg(long, default_value_t = 1_000_000)]
+        events_per_day: u64,
+        /// Runs per stage; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Runs named queries (a JSON object `{"name": "SQL", ...}`) over a lake; prints one JSON line
+    /// per query with the median time. `scripts/bench_sql.py` runs it beside DuckDB.
+    Sql {
+        /// The lake.
+        #[arg(long, env = "FLOWSENSE_LAKE", default_value = "./lake")]
+        lake: String,
+        /// The JSON file of queries.
+        #[arg(long)]
+        queries: PathBuf,
+        /// Runs per query; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+}
+
+/// Process CPU time (user + system) from /proc, in seconds; 0 where unavailable.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Stage {
+    name: &'static str,
+    wall: Duration,
+    cpu: f64,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn measure<F: FnMut() -> anyhow::Result<()>>(
+    name: &'static str,
+    repeat: usize,
+    mut f: F,
+) -> anyhow::Result<Stage> {
+    let mut walls = Vec::with_capacity(repeat);
+    let cpu0 = cpu_seconds();
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        f()?;
+        walls.push(t.elapsed());
+    }
+    let cpu = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
+    Ok(Stage {
+        name,
+        wall: median(walls),
+        cpu,
+    })
+}
+
+fn print_stages(unit: &str, n: u64, stages: &[Stage]) {
+    let base = stages[0].wall.as_secs_f64();
+    println!(
+        "{:<44} {:>12} {:>16} {:>16} {:>10}",
+        "stage",
+        "median ms",
+        format!("{unit}/s"),
+        format!("{unit}/cpu-s"),
+        "x stage 1"
+    );
+    for s in stages {
+        let secs = s.wall.as_secs_f64();
+        let per_cpu = if s.cpu > 0.0 {
+            format!("{:.0}", n as f64 / s.cpu)
+        } else {
+            "n/a".into()
+        };
+        println!(
+            "{:<44} {:>12.1} {:>16.0} {:>16} {:>10.2}",
+            s.name,
+            secs * 1e3,
+            n as f64 / secs,
+            per_cpu,
+            secs / base
+        );
+    }
+}
+
+fn default_inputs(inputs: Vec<PathBuf>) -> Vec<PathBuf> {
+    if inputs.is_empty() {
+        vec![PathBuf::from("data/binance")]
+    } else {
+        inputs
+    }
+}
+
+fn capture_files(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(
+        open_inputs(inputs, Some(flowsense_sources::detect::Format::Binance))?
+            .into_iter()
+            .flat_map(|(_, files, _)| files)
+            .collect(),
+    )
 }
 
 /// Runs a benchmark.
-pub async fn run(_which: BenchCommand) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
+    match which {
+        BenchCommand::Ingest { inputs, repeat } => {
+            bench_ingest(default_inputs(inputs), repeat).await
+        }
+        BenchCommand::Synth {
+            symbols,
+            events_per_day,
+            repeat,
+        } => bench_synth(symbols, events_per_day, repeat).await,
+        BenchCommand::Sql {
+            lake,
+            queries,
+            repeat,
+        } => bench_sql(&lake, &queries, repeat).await,
+    }
+}
+
+async fn bench_ingest(inputs: Vec<PathBuf>, repeat: usize) -> anyhow::Result<()> {
+    let files = capture_files(&inputs)?;
+    let mut lines = 0u64;
+    let mut bytes = 0u64;
+    for f in &files {
+        let mut r = open_text(f)?;
+        let mut buf = Vec::new();
+        while r.read_until(b'\n', &mut buf)? > 0 {
+            lines += 1;
+            bytes += buf.len() as u64;
+            buf.clear();
+        }
+    }
+    println!(
+        "flowsense bench ingest: {} files, {lines} lines, {:.1} MB of JSON; median of {repeat} runs",
+        files.len(),
+        bytes as f64 / 1e6
+    );
+    let gzip = measure("1 gzip decode + line split", repeat, || {
+        for f in &files {
+            let mut r = open_text(f)?;
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf)? > 0 {
+                buf.clear();
+            }
+        }
+        Ok(())
+    })?;
+    let json = measure("2 gzip + JSON parse (serde, IgnoredAny)", repeat, || {
+        for f in &files {
+            let mut r = open_text(f)?;
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf)? > 0 {
+                if let Some(i) = buf.iter().position(|&b| b == b' ') {
+                    let _: serde::de::IgnoredAny =
+                        serde_json::from_slice(&buf[i + 1..]).context("json")?;
+                }
+                buf.clear();
+            }
+        }
+        Ok(())
+    })?;
+    let read = measure("3 reader: parse, validate, rebuild book", repeat, || {
+        for (_, _, reader) in
+            open_inputs(&inputs, Some(flowsense_sources::detect::Format::Binance))?
+        {
+            for r in reader {
+                std::hint::black_box(r?);
+            }
+        }
+        Ok(())
+    })?;
+    let mut lake_secs = Vec::new();
+    let cpu0 = cpu_seconds();
+    for _ in 0..repeat.max(1) {
+        let dir = tempfile::tempdir()?;
+        let lake = Lake::open(
+            dir.path().to_str().context("temp path")?,
+            &Default::default(),
+        )?;
+        let t = Instant::now();
+        crate::ingest::ingest_paths(
+            &lake,
+            &inputs,
+            Some(flowsense_sources::detect::Format::Binance),
+            false,
+        )
+        .await?;
+        lake_secs.push(t.elapsed());
+    }
+    let cpu = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
+    let end = Stage {
+        name: "4 flowsense ingest end to end (file:// lake)",
+        wall: median(lake_secs),
+        cpu,
+    };
+    print_stages("lines", lines, &[gzip, json, read, end]);
+    Ok(())
+}
+
+async fn bench_synth(symbols: usize, events_per_day: u64, repeat: usize) -> anyhow::Result<()> {
+    let cfg = SynthConfig {
+        symbols,
+        days: 1,
+        seed: 42,
+        events_per_day,
+        ..Default::default()
+    };
+    let mut messages = 0u64;
+    let dates = cfg.dates();
+    for s in 0..symbols {
+        let mut g = DayGenerator::new(&cfg, s, 0, dates[0]);
+        let mut buf = Vec::new();
+        messages += g.initial_orders().len() as u64;
+        while g.next_events(&mut buf) {
+            messages += buf.len() as u64;
+            buf.clear();
+        }
+    }
+    println!(
+        "flowsense bench synth: {symbols} symbols x 1 day, {messages} order messages; median of {repeat} runs"
+    );
+    let gen_only = measure(
+        "1 generator alone (Hawkes + queue-reactive)",
+        repeat,
+        || {
+            for s in 0..symbols {
+                let mut g = DayGenerator::new(&cfg, s, 0, dates[0]);
+                let mut buf = Vec::new();
+                while g.next_events(&mut buf) {
+                    std::hint::black_box(&buf);
+                    buf.clear();
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let with_book = measure("2 + L3 book replay, trades and BBO", repeat, || {
+        for r in SyntheticMarket::new(cfg.clone()) {
+            std::hint::black_box(r);
+        }
+        Ok(())
+    })?;
+    let mut mem = Vec::new();
+    let mut disk = Vec::new();
+    let cpu0 = cpu_seconds();
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        crate::synth::synth(&Lake::memory(), &cfg, None, false).await?;
+        mem.push(t.elapsed());
+    }
+    let cpu_mem = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
+    let cpu0 = cpu_seconds();
+    for _ in 0..repeat.max(1) {
+        let dir = tempfile::tempdir()?;
+        let lake = Lake::open(
+            dir.path().to_str().context("temp path")?,
+            &Default::default(),
+        )?;
+        let t = Instant::now();
+        crate::synth::synth(&lake, &cfg, None, false).await?;
+        disk.push(t.elapsed());
+    }
+    let cpu_disk = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
+    print_stages(
+        "events",
+        messages,
+        &[
+            gen_only,
+            with_book,
+            Stage {
+                name: "3 + Parquet encode, in-memory store",
+                wall: median(mem),
+                cpu: cpu_mem,
+            },
+            Stage {
+                name: "4 + file:// lake writes (flowsense synth)",
+                wall: median(disk),
+                cpu: cpu_disk,
+            },
+        ],
+    );
+    Ok(())
+}
+
+async fn bench_sql(lake: &str, queries: &PathBuf, repeat: usize) -> anyhow::Result<()> {
+    let lake = Lake::open(lake, &Default::default())?;
+    let text = std::fs::read_to_string(queries)
+        .with_context(|| format!("reading {}", queries.display()))?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)?;
+    let session = LakeSession::open(&lake).await?;
+    for (name, sql) in map {
+        let sql = sql.as_str().context("query text")?.to_string();
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..repeat.max(1) {
+            let t = Instant::now();
+            let batches = session
+                .query(&sql)
+                .await
+                .with_context(|| format!("{name}: {sql}"))?;
+            times.push(t.elapsed());
+            rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        }
+        let ms = median(times).as_secs_f64() * 1e3;
+        println!(
+            "{}",
+            serde_json::json!({ "name": name, "median_ms": ms, "rows": rows })
+        );
+    }
+    Ok(())
 }

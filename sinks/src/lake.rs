@@ -130,6 +130,16 @@ impl Lake {
         })
     }
 
+    /// A lake in memory (`memory:///`), for benchmarks that measure encoding without disk I/O.
+    pub fn memory() -> Lake {
+        Lake {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            root: Path::from("lake"),
+            url: Url::parse("memory:///lake/").expect("static URL"),
+            store_url: Url::parse("memory:///").expect("static URL"),
+        }
+    }
+
     /// The object store.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
