@@ -180,10 +180,23 @@ fn levels(raw: &Levels<'_>) -> std::result::Result<Vec<(Price, Size)>, Bad> {
         .collect()
 }
 
+/// Where a line is: formatted only when a dead letter needs it.
+#[derive(Clone)]
+struct Pos {
+    file: std::sync::Arc<str>,
+    line: u64,
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
 /// A depth diff waiting for a snapshot, with what a dead letter would need.
 struct Held {
     diff: DepthUpdate,
-    position: String,
+    position: Pos,
     raw: String,
 }
 
@@ -277,8 +290,8 @@ impl SymbolState {
         let mut undo = Vec::with_capacity(d.bids.len() + d.asks.len());
         for (side, lv) in [(Side::Buy, &d.bids), (Side::Sell, &d.asks)] {
             for &(p, q) in lv {
-                undo.push((side, p, self.book.level(side, p)));
-                self.book.set_level(side, p, q);
+                let old = self.book.replace_level(side, p, q);
+                undo.push((side, p, old));
             }
         }
         if self.book.is_crossed() {
@@ -311,6 +324,7 @@ pub struct BinanceReader {
     files: VecDeque<PathBuf>,
     current: Option<(PathBuf, SourceId, Box<dyn BufRead + Send>)>,
     file_symbol: Option<String>,
+    file_name: std::sync::Arc<str>,
     file_is_futures: bool,
     line_no: u64,
     buf: Vec<u8>,
@@ -333,6 +347,7 @@ impl BinanceReader {
             files: files.into(),
             current: None,
             file_symbol: None,
+            file_name: std::sync::Arc::from(""),
             file_is_futures: false,
             line_no: 0,
             buf: Vec::with_capacity(1 << 16),
@@ -349,18 +364,12 @@ impl BinanceReader {
         self.lines_read
     }
 
-    /// `file:line` of the line being read.
-    fn here(&self) -> String {
-        let name = self
-            .current
-            .as_ref()
-            .and_then(|c| c.0.file_name())
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        format!("{name}:{}", self.line_no)
+    /// The line being read.
+    fn here(&self) -> Pos {
+        Pos { file: self.file_name.clone(), line: self.line_no }
     }
 
-    fn dead(&mut self, position: String, (reason, detail): Bad, raw: &str) {
+    fn dead(&mut self, position: Pos, (reason, detail): Bad, raw: &str) {
         let source = self
             .current
             .as_ref()
@@ -368,7 +377,7 @@ impl BinanceReader {
             .unwrap_or_default();
         self.out.push_back(Record::Dead(DeadLetter {
             source,
-            position,
+            position: position.to_string(),
             reason,
             detail,
             raw: raw.to_string(),
@@ -412,7 +421,16 @@ impl BinanceReader {
             );
         };
         let local = Some(UnixNanos(local));
-        let result = if json.starts_with("{\"stream\"") {
+        // Fast path: `{"stream":"NAME","data":{...}}` exactly as Binance sends it, parsed in one
+        // pass; anything else goes through the general envelope parser below.
+        let fast = json.strip_prefix("{\"stream\":\"").and_then(|rest| {
+            let q = rest.find('"')?;
+            let data = rest[q..].strip_prefix("\",\"data\":")?.strip_suffix('}')?;
+            Some((&rest[..q], data))
+        });
+        let result = if let Some((stream, data)) = fast {
+            self.handle_stream(stream, data, local, &position, line)
+        } else if json.starts_with("{\"stream\"") {
             match serde_json::from_str::<Envelope<'_>>(json) {
                 Ok(env) => self.handle_stream(env.stream, env.data.get(), local, &position, line),
                 Err(e) => Err((DeadLetterReason::Unparsable, e.to_string())),
@@ -442,7 +460,7 @@ impl BinanceReader {
         stream: &str,
         data: &str,
         local: Option<UnixNanos>,
-        position: &str,
+        position: &Pos,
         line: &str,
     ) -> std::result::Result<(), Bad> {
         let (sym, kind) = stream.split_once('@').ok_or((
@@ -482,7 +500,7 @@ impl BinanceReader {
             if !st.synced {
                 st.held.push_back(Held {
                     diff,
-                    position: position.to_string(),
+                    position: position.clone(),
                     raw: line.to_string(),
                 });
                 if st.held.len() > max_held {
@@ -621,7 +639,7 @@ impl BinanceReader {
     }
 
     /// Applies a diff to a synced book and emits its rows (or its dead letter).
-    fn apply_live(&mut self, key: &str, diff: DepthUpdate, position: &str, raw: &str) {
+    fn apply_live(&mut self, key: &str, diff: DepthUpdate, position: &Pos, raw: &str) {
         let futures = self.futures.get(key).copied().unwrap_or(false);
         let st = self
             .symbols
@@ -647,7 +665,7 @@ impl BinanceReader {
                 st.gap = true;
                 st.first_after_snapshot = false;
                 st.last_final = diff.final_update_id;
-                self.dead(position.to_string(), bad, raw);
+                self.dead(position.clone(), bad, raw);
             }
         }
     }
@@ -695,6 +713,7 @@ impl BinanceReader {
                 let reader = open_text(&path)?;
                 self.file_symbol = file_symbol(&path);
                 self.file_is_futures = is_futures_capture(&path)?;
+                self.file_name = std::sync::Arc::from(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
                 let id = SourceId::for_file(&path).map_err(|e| Error::io(&path, e))?;
                 self.out.push_back(Record::SourceStart(id.clone()));
                 self.current = Some((path.clone(), id, reader));

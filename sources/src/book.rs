@@ -56,6 +56,14 @@ impl L2Book {
         }
     }
 
+    /// Sets a level like [`set_level`](Self::set_level) and returns its previous size (zero when
+    /// absent), in one map operation.
+    pub fn replace_level(&mut self, side: Side, price: Price, size: Size) -> Size {
+        let levels = self.side_mut(side);
+        let old = if size.is_positive() { levels.insert(price, size) } else { levels.remove(&price) };
+        old.unwrap_or(Size::ZERO)
+    }
+
     /// Adds `delta` (which may be negative) to a level, removing it when it reaches zero.
     pub fn add_to_level(&mut self, side: Side, price: Price, delta: Size) {
         let levels = self.side_mut(side);
