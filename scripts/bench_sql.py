@@ -30,20 +30,23 @@ QUERIES = {
     "q4_groupby_minute_bars": "SELECT symbol, ts - ts % 60000000000 AS minute, count(*) AS n, min(price) AS lo, max(price) AS hi, sum(size) AS vol FROM trades GROUP BY symbol, ts - ts % 60000000000",
     "q5_groupby_symbol_day_spread": "SELECT symbol, date, avg(ask_price - bid_price) AS spread, avg(bid_size + ask_size) AS depth FROM bbo GROUP BY symbol, date",
     "q6_groupby_action": "SELECT action, side, count(*) AS n, sum(size) AS qty FROM book_events GROUP BY action, side",
+    # As-of join of each trade to the latest BBO strictly before it, in SQL both engines run
+    # (DataFusion has no ASOF JOIN): number the BBO rows per symbol with a running count, give
+    # each trade the count so far, and join on it.
     "q7_asof_trades_to_bbo": """
         WITH u AS (
             SELECT symbol, ts, 0 AS k, price, side, CAST(NULL AS DOUBLE) AS bid, CAST(NULL AS DOUBLE) AS ask FROM trades
             UNION ALL
             SELECT symbol, ts, 1 AS k, CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR), bid_price, ask_price FROM bbo
         ), f AS (
-            SELECT symbol, k, price, side,
-                last_value(bid) IGNORE NULLS OVER (PARTITION BY symbol ORDER BY ts, k ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS bid,
-                last_value(ask) IGNORE NULLS OVER (PARTITION BY symbol ORDER BY ts, k ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ask
+            SELECT symbol, k, price, side, bid, ask,
+                sum(k) OVER (PARTITION BY symbol ORDER BY ts, k ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS grp
             FROM u
         )
-        SELECT symbol, count(*) AS n,
-            avg(CASE WHEN side = 'buy' THEN price - (bid + ask) / 2 ELSE (bid + ask) / 2 - price END) AS eff_half_spread
-        FROM f WHERE k = 0 GROUP BY symbol""",
+        SELECT t.symbol, count(*) AS n,
+            avg(CASE WHEN t.side = 'buy' THEN t.price - (b.bid + b.ask) / 2 ELSE (b.bid + b.ask) / 2 - t.price END) AS eff_half_spread
+        FROM f t JOIN f b ON t.symbol = b.symbol AND t.grp = b.grp AND b.k = 1
+        WHERE t.k = 0 GROUP BY t.symbol""",
 }
 
 

@@ -366,7 +366,10 @@ impl BinanceReader {
 
     /// The line being read.
     fn here(&self) -> Pos {
-        Pos { file: self.file_name.clone(), line: self.line_no }
+        Pos {
+            file: self.file_name.clone(),
+            line: self.line_no,
+        }
     }
 
     fn dead(&mut self, position: Pos, (reason, detail): Bad, raw: &str) {
@@ -713,7 +716,11 @@ impl BinanceReader {
                 let reader = open_text(&path)?;
                 self.file_symbol = file_symbol(&path);
                 self.file_is_futures = is_futures_capture(&path)?;
-                self.file_name = std::sync::Arc::from(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                self.file_name = std::sync::Arc::from(
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
                 let id = SourceId::for_file(&path).map_err(|e| Error::io(&path, e))?;
                 self.out.push_back(Record::SourceStart(id.clone()));
                 self.current = Some((path.clone(), id, reader));

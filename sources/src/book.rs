@@ -60,7 +60,11 @@ impl L2Book {
     /// absent), in one map operation.
     pub fn replace_level(&mut self, side: Side, price: Price, size: Size) -> Size {
         let levels = self.side_mut(side);
-        let old = if size.is_positive() { levels.insert(price, size) } else { levels.remove(&price) };
+        let old = if size.is_positive() {
+            levels.insert(price, size)
+        } else {
+            levels.remove(&price)
+        };
         old.unwrap_or(Size::ZERO)
     }
 
