@@ -6,10 +6,11 @@ import duckdb
 import polars as pl
 
 lake = sys.argv[1]
+con = duckdb.connect()
 checked = 0
 for table in ["trades", "bbo", "quotes", "depth_updates", "book_events"]:
     glob = f"{lake}/{table}/*/*/*.parquet"
-    d = duckdb.sql(
+    d = con.execute(
         f"SELECT symbol, date, count(*) AS n, sum(price * size) AS notional FROM read_parquet('{glob}', hive_partitioning = true) GROUP BY ALL ORDER BY ALL"
         if table in ("trades", "depth_updates", "book_events")
         else f"SELECT symbol, date, count(*) AS n, sum(bid_price) AS notional FROM read_parquet('{glob}', hive_partitioning = true) GROUP BY ALL ORDER BY ALL"
@@ -30,9 +31,9 @@ for table in ["trades", "bbo", "quotes", "depth_updates", "book_events"]:
         assert abs(a[3] - b[3]) <= 1e-9 * max(1.0, abs(a[3])), (table, a, b)
     checked += len(drows)
     # Prices and sizes are plain numbers to DuckDB.
-    kind = duckdb.sql(f"SELECT typeof(ts) FROM read_parquet('{glob}', hive_partitioning = true) LIMIT 1").fetchone()[0]
+    kind = con.execute(f"SELECT typeof(ts) FROM read_parquet('{glob}', hive_partitioning = true) LIMIT 1").fetchone()[0]
     assert kind in ("BIGINT",), kind
-side = duckdb.sql(f"SELECT DISTINCT side FROM read_parquet('{lake}/trades/*/*/*.parquet', hive_partitioning = true) ORDER BY 1").fetchall()
+side = con.execute(f"SELECT DISTINCT side FROM read_parquet('{lake}/trades/*/*/*.parquet', hive_partitioning = true) ORDER BY 1").fetchall()
 assert side == [("buy",), ("sell",)], side
-dead = duckdb.sql(f"SELECT count(*) FROM read_parquet('{lake}/dead_letters/*.parquet')").fetchone()[0] if __import__("glob").glob(f"{lake}/dead_letters/*.parquet") else 0
+dead = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/dead_letters/*.parquet')").fetchone()[0] if __import__("glob").glob(f"{lake}/dead_letters/*.parquet") else 0
 print(f"DuckDB {duckdb.__version__} and Polars {pl.__version__} agree on {checked} symbol-days across 5 tables; {dead} dead letters")

@@ -49,7 +49,16 @@ pub enum BenchCommand {
         /// Runs per query; the median is reported.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// DataFusion options, `key=value`, for tuning experiments.
+        #[arg(long = "set", value_parser = parse_kv)]
+        options: Vec<(String, String)>,
     },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 /// Process CPU time (user + system) from /proc, in seconds; 0 where unavailable.
@@ -154,7 +163,8 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
             lake,
             queries,
             repeat,
-        } => bench_sql(&lake, &queries, repeat).await,
+            options,
+        } => bench_sql(&lake, &queries, repeat, &options).await,
     }
 }
 
@@ -323,12 +333,17 @@ async fn bench_synth(symbols: usize, events_per_day: u64, repeat: usize) -> anyh
     Ok(())
 }
 
-async fn bench_sql(lake: &str, queries: &PathBuf, repeat: usize) -> anyhow::Result<()> {
+async fn bench_sql(
+    lake: &str,
+    queries: &PathBuf,
+    repeat: usize,
+    options: &[(String, String)],
+) -> anyhow::Result<()> {
     let lake = Lake::open(lake, &Default::default())?;
     let text = std::fs::read_to_string(queries)
         .with_context(|| format!("reading {}", queries.display()))?;
     let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)?;
-    let session = LakeSession::open(&lake).await?;
+    let session = LakeSession::open_with(&lake, options).await?;
     for (name, sql) in map {
         let sql = sql.as_str().context("query text")?.to_string();
         let mut times = Vec::new();

@@ -60,7 +60,16 @@ impl LakeSession {
     /// Registers the lake's store and every table of [`Table::ALL`] with its partition columns.
     /// Tables with no files yet are registered too, and read as empty.
     pub async fn open(lake: &Lake) -> Result<Self> {
-        let config = SessionConfig::new().with_information_schema(true);
+        Self::open_with(lake, &[]).await
+    }
+
+    /// Like [`open`](Self::open), with DataFusion options set first (`("datafusion.execution.
+    /// target_partitions", "4")`); for benchmarks and tuning, never from user SQL.
+    pub async fn open_with(lake: &Lake, options: &[(String, String)]) -> Result<Self> {
+        let mut config = SessionConfig::new().with_information_schema(true);
+        for (k, v) in options {
+            config.options_mut().set(k, v)?;
+        }
         let ctx = SessionContext::new_with_config(config);
         ctx.register_object_store(lake.store_url(), lake.store());
         for table in Table::ALL {
