@@ -12,6 +12,9 @@ use flowsense_sources::Record;
 use flowsense_sources::detect::{Format, open_inputs};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Records per message between the reader thread and the writer task.
+const BATCH: usize = 16_384;
+
 /// What an ingest did.
 #[derive(Clone, Debug, Default)]
 pub struct IngestReport {
@@ -158,16 +161,16 @@ impl Ingestor {
     {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<flowsense_sources::Result<Vec<Record>>>(16);
         let producer = std::thread::spawn(move || {
-            let mut batch = Vec::with_capacity(4096);
+            let mut batch = Vec::with_capacity(BATCH);
             for r in reader {
                 match r {
                     Ok(rec) => {
                         batch.push(rec);
-                        if batch.len() == 4096
+                        if batch.len() == BATCH
                             && tx
                                 .blocking_send(Ok(std::mem::replace(
                                     &mut batch,
-                                    Vec::with_capacity(4096),
+                                    Vec::with_capacity(BATCH),
                                 )))
                                 .is_err()
                         {
