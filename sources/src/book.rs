@@ -26,6 +26,23 @@ impl Reject {
     }
 }
 
+/// Refuses an event whose price or size is not strictly positive.
+fn positive_price_and_size(ev: &OrderEvent) -> Result<(), Reject> {
+    if !ev.price.is_positive() {
+        return Err(Reject::new(
+            DeadLetterReason::NonPositivePrice,
+            format!("price {}", ev.price),
+        ));
+    }
+    if !ev.size.is_positive() {
+        return Err(Reject::new(
+            DeadLetterReason::NonPositiveSize,
+            format!("size {}", ev.size),
+        ));
+    }
+    Ok(())
+}
+
 /// Aggregate size per price on each side.
 ///
 /// ```
@@ -215,18 +232,7 @@ impl L3Book {
     pub fn apply(&mut self, ev: &OrderEvent) -> Result<Applied, Reject> {
         match ev.action {
             L3Action::Add => {
-                if !ev.price.is_positive() {
-                    return Err(Reject::new(
-                        DeadLetterReason::NonPositivePrice,
-                        format!("price {}", ev.price),
-                    ));
-                }
-                if !ev.size.is_positive() {
-                    return Err(Reject::new(
-                        DeadLetterReason::NonPositiveSize,
-                        format!("size {}", ev.size),
-                    ));
-                }
+                positive_price_and_size(ev)?;
                 let opposite = match ev.side {
                     Side::Buy => self.l2.best_ask().filter(|(a, _)| ev.price >= *a),
                     Side::Sell => self.l2.best_bid().filter(|(b, _)| ev.price <= *b),
@@ -325,18 +331,7 @@ impl L3Book {
                         format!("order {} is not in the book (modify)", ev.order_id.0),
                     ));
                 };
-                if !ev.price.is_positive() {
-                    return Err(Reject::new(
-                        DeadLetterReason::NonPositivePrice,
-                        format!("price {}", ev.price),
-                    ));
-                }
-                if !ev.size.is_positive() {
-                    return Err(Reject::new(
-                        DeadLetterReason::NonPositiveSize,
-                        format!("size {}", ev.size),
-                    ));
-                }
+                positive_price_and_size(ev)?;
                 self.l2
                     .add_to_level(order.side, order.price, Size::ZERO - order.size);
                 let crosses = match order.side {
@@ -362,18 +357,7 @@ impl L3Book {
                 Ok(Applied { touched_book: true })
             }
             L3Action::ExecuteHidden | L3Action::Cross => {
-                if !ev.price.is_positive() {
-                    return Err(Reject::new(
-                        DeadLetterReason::NonPositivePrice,
-                        format!("price {}", ev.price),
-                    ));
-                }
-                if !ev.size.is_positive() {
-                    return Err(Reject::new(
-                        DeadLetterReason::NonPositiveSize,
-                        format!("size {}", ev.size),
-                    ));
-                }
+                positive_price_and_size(ev)?;
                 Ok(Applied {
                     touched_book: false,
                 })
