@@ -1,7 +1,7 @@
 //! `flowsense ingest`: readers on one thread, the lake writer on another, counts for the summary.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -232,14 +232,10 @@ pub async fn ingest_paths(
     }
     let mut ing = Ingestor::new(lake.clone(), progress);
     for (fmt, files, reader) in inputs {
-        let names: Vec<String> = files.iter().map(|f| display_name(f)).collect();
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         ing.consume(reader)
             .await
             .with_context(|| format!("ingesting {} ({fmt:?})", names.join(", ")))?;
     }
     ing.finish().await
-}
-
-fn display_name(p: &Path) -> String {
-    p.display().to_string()
 }
