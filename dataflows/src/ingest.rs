@@ -160,33 +160,35 @@ impl Ingestor {
         R: Iterator<Item = flowsense_sources::Result<Record>> + Send + 'static,
     {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<flowsense_sources::Result<Vec<Record>>>(16);
-        let producer = std::thread::spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            for r in reader {
-                match r {
-                    Ok(rec) => {
-                        batch.push(rec);
-                        if batch.len() == BATCH
-                            && tx
-                                .blocking_send(Ok(std::mem::replace(
-                                    &mut batch,
-                                    Vec::with_capacity(BATCH),
-                                )))
-                                .is_err()
-                        {
+        let producer = std::thread::Builder::new()
+            .name("flowsense-reader".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(BATCH);
+                for r in reader {
+                    match r {
+                        Ok(rec) => {
+                            batch.push(rec);
+                            if batch.len() == BATCH
+                                && tx
+                                    .blocking_send(Ok(std::mem::replace(
+                                        &mut batch,
+                                        Vec::with_capacity(BATCH),
+                                    )))
+                                    .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
                             return;
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
                 }
-            }
-            if !batch.is_empty() {
-                let _ = tx.blocking_send(Ok(batch));
-            }
-        });
+                if !batch.is_empty() {
+                    let _ = tx.blocking_send(Ok(batch));
+                }
+            })?;
         while let Some(batch) = rx.recv().await {
             for rec in batch? {
                 self.push(rec).await?;
