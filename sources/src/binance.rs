@@ -861,6 +861,67 @@ mod tests {
         }
     }
 
+    /// A gap marks the book until the next snapshot resyncs it; spot rules (`U = prev u + 1`).
+    #[test]
+    fn a_gap_is_marked_until_the_next_snapshot_resyncs() {
+        let depth = |u0: u64, u1: u64, t: i64, px: &str| {
+            format!(
+                r#"{t}000000 {{"stream":"xyzusdt@depth@100ms","data":{{"e":"depthUpdate","E":{t},"s":"XYZUSDT","U":{u0},"u":{u1},"b":[["{px}","1"]],"a":[]}}}}"#
+            )
+        };
+        let snap = |id: u64, t: i64| {
+            format!(
+                r#"{t}000000 {{"lastUpdateId":{id},"bids":[["10.0","1"]],"asks":[["11.0","1"]]}}"#
+            )
+        };
+        let lines = [
+            depth(1, 5, 1_000, "10.1"), // held, then applied over snapshot 4 (U <= 5 <= u)
+            snap(4, 1_001),
+            depth(6, 7, 1_002, "10.2"),   // continues
+            depth(9, 9, 1_003, "10.3"),   // gap: 8 missing -> dead letter, book in a gap
+            depth(10, 10, 1_004, "10.4"), // chains on, still in the gap
+            snap(20, 1_005),              // resync
+            depth(18, 21, 1_006, "10.5"), // first after the snapshot (U <= 21 <= u)
+            depth(22, 22, 1_007, "10.6"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xyzusdt_20240808.txt");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let recs = read_all(vec![path]);
+        let books: Vec<(u64, bool)> = recs
+            .iter()
+            .filter_map(|r| match r {
+                Record::Event(MarketEvent::Bbo(_, b)) => Some((b.update_id.unwrap(), b.gap)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            books,
+            vec![
+                (4, false),
+                (5, false),
+                (7, false),
+                (10, true),
+                (20, false),
+                (21, false),
+                (22, false)
+            ]
+        );
+        let dead: Vec<&DeadLetter> = recs
+            .iter()
+            .filter_map(|r| {
+                if let Record::Dead(d) = r {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].reason, DeadLetterReason::UpdateIdGap);
+        assert_eq!(dead[0].position, "xyzusdt_20240808.txt:4");
+    }
+
     #[test]
     fn trades_carry_the_aggressor_and_both_clocks() {
         let records = read_all(vec![fixture("usdm/btcusdt_20240808.gz")]);
