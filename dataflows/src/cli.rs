@@ -89,6 +89,14 @@ pub enum Command {
         /// Files or folders to read.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// LOBSTER files keep local exchange time: seconds to add to get UTC
+        /// (New York summer time: 14400, winter: 18000).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        lobster_utc_offset_seconds: i64,
+        /// How far exchange time may go back within a Binance stream before a message is
+        /// refused, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        time_tolerance_ms: i64,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -160,6 +168,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             lake,
             format,
             paths,
+            lobster_utc_offset_seconds,
+            time_tolerance_ms,
             quiet,
         } => {
             let lake = lake.open()?;
@@ -169,7 +179,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 FormatArg::Lobster => Some(flowsense_sources::detect::Format::Lobster),
                 FormatArg::Dbn => Some(flowsense_sources::detect::Format::Dbn),
             };
-            let report = rt.block_on(crate::ingest::ingest_paths(&lake, &paths, format, !quiet))?;
+            let mut options = flowsense_sources::detect::InputOptions::default();
+            options.lobster.utc_offset_seconds = lobster_utc_offset_seconds;
+            options.binance.time_tolerance_ns = time_tolerance_ms.saturating_mul(1_000_000);
+            let report = rt.block_on(crate::ingest::ingest_paths_with(
+                &lake, &paths, format, &options, !quiet,
+            ))?;
             eprint!("{}", report.summary(lake.url().as_str()));
             Ok(ExitCode::SUCCESS)
         }

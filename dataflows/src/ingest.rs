@@ -9,7 +9,7 @@ use comfy_table::{Table as Grid, presets::UTF8_BORDERS_ONLY};
 use flowsense_core::{DeadLetterReason, Table};
 use flowsense_sinks::{Lake, LakeWriter};
 use flowsense_sources::Record;
-use flowsense_sources::detect::{Format, open_inputs};
+use flowsense_sources::detect::{Format, InputOptions, open_inputs_with};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Records per message between the reader thread and the writer task.
@@ -214,14 +214,25 @@ impl Ingestor {
     }
 }
 
-/// `flowsense ingest`: every path (files or folders) into the lake.
+/// `flowsense ingest`: every path (files or folders) into the lake, with default reader options.
 pub async fn ingest_paths(
     lake: &Lake,
     paths: &[PathBuf],
     format: Option<Format>,
     progress: bool,
 ) -> anyhow::Result<IngestReport> {
-    let inputs = open_inputs(paths, format).context("opening the inputs")?;
+    ingest_paths_with(lake, paths, format, &InputOptions::default(), progress).await
+}
+
+/// [`ingest_paths`] with reader options.
+pub async fn ingest_paths_with(
+    lake: &Lake,
+    paths: &[PathBuf],
+    format: Option<Format>,
+    options: &InputOptions,
+    progress: bool,
+) -> anyhow::Result<IngestReport> {
+    let inputs = open_inputs_with(paths, format, options).context("opening the inputs")?;
     if inputs.is_empty() {
         anyhow::bail!(
             "no market data files found in {}",

@@ -95,6 +95,54 @@ fn ingest_then_sql_in_every_format_and_the_prompt() {
 }
 
 #[test]
+fn lobster_times_shift_by_the_utc_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir
+        .path()
+        .join("ABC_2024-01-02_34200000_57600000_message_1.csv");
+    std::fs::write(
+        &input,
+        "34200.5,1,1,100,1000000,1\n34201.0,4,1,40,1000000,1\n",
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    let out = flowsense()
+        .args([
+            "ingest",
+            "-q",
+            "--lake",
+            lake,
+            "--lobster-utc-offset-seconds",
+            "18000",
+            input.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = flowsense()
+        .args([
+            "sql",
+            "--lake",
+            lake,
+            "--format",
+            "csv",
+            "SELECT ts, side FROM trades",
+        ])
+        .output()
+        .unwrap();
+    // 2024-01-02 09:30:01 New York (UTC-5) is 14:30:01 UTC.
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "ts,side\n1704205801000000000,sell\n"
+    );
+}
+
+#[test]
 fn ingest_of_a_missing_path_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let out = flowsense()

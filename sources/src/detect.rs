@@ -73,12 +73,30 @@ pub fn detect(path: &Path) -> Result<Option<Format>> {
 /// A boxed reader.
 pub type Reader = Box<dyn Iterator<Item = Result<Record>> + Send>;
 
-/// Expands directories (recursively, sorted), then opens readers: Binance files of one market
-/// and symbol (same folder, same name before the date) chain into one reader in name order, so a
-/// day's file continues the previous day's book; each LOBSTER or DBN file is its own reader.
+/// Options of every reader, for [`open_inputs_with`].
+#[derive(Clone, Debug, Default)]
+pub struct InputOptions {
+    /// Binance reader options.
+    pub binance: BinanceOptions,
+    /// LOBSTER reader options.
+    pub lobster: LobsterOptions,
+}
+
+/// [`open_inputs_with`] with default options.
 pub fn open_inputs(
     paths: &[PathBuf],
     format: Option<Format>,
+) -> Result<Vec<(Format, Vec<PathBuf>, Reader)>> {
+    open_inputs_with(paths, format, &InputOptions::default())
+}
+
+/// Expands directories (recursively, sorted), then opens readers: Binance files of one market
+/// and symbol (same folder, same name before the date) chain into one reader in name order, so a
+/// day's file continues the previous day's book; each LOBSTER or DBN file is its own reader.
+pub fn open_inputs_with(
+    paths: &[PathBuf],
+    format: Option<Format>,
+    options: &InputOptions,
 ) -> Result<Vec<(Format, Vec<PathBuf>, Reader)>> {
     let mut files = Vec::new();
     for p in paths {
@@ -110,14 +128,14 @@ pub fn open_inputs(
             Format::Lobster => out.push((
                 fmt,
                 vec![f.clone()],
-                Box::new(LobsterReader::open(&f, LobsterOptions::default())?),
+                Box::new(LobsterReader::open(&f, options.lobster.clone())?),
             )),
             Format::Dbn => out.push((fmt, vec![f.clone()], Box::new(DbnReader::open(&f)?))),
         }
     }
     for (_, mut group) in binance {
         group.sort();
-        let reader = BinanceReader::open(group.clone(), BinanceOptions::default())?;
+        let reader = BinanceReader::open(group.clone(), options.binance.clone())?;
         out.push((Format::Binance, group, Box::new(reader)));
     }
     Ok(out)
