@@ -103,6 +103,41 @@ fn measure<F: FnMut() -> anyhow::Result<()>>(
     })
 }
 
+/// Like [`measure`] for a run that writes a lake: each run gets a fresh, empty lake (in memory, or
+/// `file://` in a temporary folder), made before the clock starts.
+async fn measure_writes<F>(
+    name: &'static str,
+    repeat: usize,
+    in_memory: bool,
+    mut f: F,
+) -> anyhow::Result<Stage>
+where
+    F: AsyncFnMut(&Lake) -> anyhow::Result<()>,
+{
+    let mut walls = Vec::with_capacity(repeat);
+    let cpu0 = cpu_seconds();
+    for _ in 0..repeat.max(1) {
+        let dir = tempfile::tempdir()?;
+        let lake = if in_memory {
+            Lake::memory()
+        } else {
+            Lake::open(
+                dir.path().to_str().context("temp path")?,
+                &Default::default(),
+            )?
+        };
+        let t = Instant::now();
+        f(&lake).await?;
+        walls.push(t.elapsed());
+    }
+    let cpu = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
+    Ok(Stage {
+        name,
+        wall: median(walls),
+        cpu,
+    })
+}
+
 fn print_stages(unit: &str, n: u64, stages: &[Stage]) {
     let base = stages[0].wall.as_secs_f64();
     println!(
@@ -220,30 +255,18 @@ async fn bench_ingest(inputs: Vec<PathBuf>, repeat: usize) -> anyhow::Result<()>
         }
         Ok(())
     })?;
-    let mut lake_secs = Vec::new();
-    let cpu0 = cpu_seconds();
-    for _ in 0..repeat.max(1) {
-        let dir = tempfile::tempdir()?;
-        let lake = Lake::open(
-            dir.path().to_str().context("temp path")?,
-            &Default::default(),
-        )?;
-        let t = Instant::now();
-        crate::ingest::ingest_paths(
-            &lake,
-            &inputs,
-            Some(flowsense_sources::detect::Format::Binance),
-            false,
-        )
-        .await?;
-        lake_secs.push(t.elapsed());
-    }
-    let cpu = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
-    let end = Stage {
-        name: "4 flowsense ingest end to end (file:// lake)",
-        wall: median(lake_secs),
-        cpu,
-    };
+    let end = measure_writes(
+        "4 flowsense ingest end to end (file:// lake)",
+        repeat,
+        false,
+        async |lake: &Lake| {
+            let binance = Some(flowsense_sources::detect::Format::Binance);
+            crate::ingest::ingest_paths(lake, &inputs, binance, false)
+                .await
+                .map(drop)
+        },
+    )
+    .await?;
     print_stages("lines", lines, &[gzip, json, read, end]);
     Ok(())
 }
@@ -291,45 +314,21 @@ async fn bench_synth(symbols: usize, events_per_day: u64, repeat: usize) -> anyh
         }
         Ok(())
     })?;
-    let mut mem = Vec::new();
-    let mut disk = Vec::new();
-    let cpu0 = cpu_seconds();
-    for _ in 0..repeat.max(1) {
-        let t = Instant::now();
-        crate::synth::synth(&Lake::memory(), &cfg, None, false).await?;
-        mem.push(t.elapsed());
-    }
-    let cpu_mem = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
-    let cpu0 = cpu_seconds();
-    for _ in 0..repeat.max(1) {
-        let dir = tempfile::tempdir()?;
-        let lake = Lake::open(
-            dir.path().to_str().context("temp path")?,
-            &Default::default(),
-        )?;
-        let t = Instant::now();
-        crate::synth::synth(&lake, &cfg, None, false).await?;
-        disk.push(t.elapsed());
-    }
-    let cpu_disk = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
-    print_stages(
-        "events",
-        messages,
-        &[
-            gen_only,
-            with_book,
-            Stage {
-                name: "3 + Parquet encode, in-memory store",
-                wall: median(mem),
-                cpu: cpu_mem,
-            },
-            Stage {
-                name: "4 + file:// lake writes (flowsense synth)",
-                wall: median(disk),
-                cpu: cpu_disk,
-            },
-        ],
-    );
+    let mem = measure_writes(
+        "3 + Parquet encode, in-memory store",
+        repeat,
+        true,
+        async |lake: &Lake| crate::synth::synth(lake, &cfg, None, false).await.map(drop),
+    )
+    .await?;
+    let disk = measure_writes(
+        "4 + file:// lake writes (flowsense synth)",
+        repeat,
+        false,
+        async |lake: &Lake| crate::synth::synth(lake, &cfg, None, false).await.map(drop),
+    )
+    .await?;
+    print_stages("events", messages, &[gen_only, with_book, mem, disk]);
     Ok(())
 }
 

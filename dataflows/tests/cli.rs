@@ -1,10 +1,28 @@
 //! The `flowsense` binary as users call it: exit codes, output formats, the prompt.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 fn flowsense() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flowsense"))
+}
+
+/// Runs `flowsense ARGS`, asserts it succeeded, and returns its output.
+fn run_ok(args: &[&str]) -> Output {
+    let out = flowsense().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "flowsense {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `flowsense ARGS`, asserts it failed, and returns its stderr.
+fn run_err(args: &[&str]) -> String {
+    let out = flowsense().args(args).output().unwrap();
+    assert!(!out.status.success(), "flowsense {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -12,26 +30,18 @@ fn ingest_then_sql_in_every_format_and_the_prompt() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let lake = lake.to_str().unwrap();
-    let out = flowsense()
-        .args([
-            "synth",
-            "--lake",
-            lake,
-            "--symbols",
-            "1",
-            "--days",
-            "1",
-            "--events-per-day",
-            "3000",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&[
+        "synth",
+        "--lake",
+        lake,
+        "--symbols",
+        "1",
+        "--days",
+        "1",
+        "--events-per-day",
+        "3000",
+        "--quiet",
+    ]);
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(
         summary.contains("book_events") && summary.contains("dead letters: none"),
@@ -39,18 +49,7 @@ fn ingest_then_sql_in_every_format_and_the_prompt() {
     );
 
     let q = "SELECT symbol, count(*) AS n FROM trades GROUP BY symbol";
-    let run = |fmt: &str| {
-        let out = flowsense()
-            .args(["sql", "--lake", lake, "--format", fmt, q])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run = |fmt: &str| run_ok(&["sql", "--lake", lake, "--format", fmt, q]).stdout;
     let csv = String::from_utf8(run("csv")).unwrap();
     assert!(csv.starts_with("symbol,n\nSYN000,"), "{csv}");
     let json = String::from_utf8(run("json")).unwrap();
@@ -68,12 +67,8 @@ fn ingest_then_sql_in_every_format_and_the_prompt() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), csv);
 
     // Refused statements fail with a message and a non-zero exit.
-    let out = flowsense()
-        .args(["sql", "--lake", lake, "DROP TABLE trades"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not allowed"));
+    let err = run_err(&["sql", "--lake", lake, "DROP TABLE trades"]);
+    assert!(err.contains("not allowed"), "{err}");
 
     // The interactive prompt reads statements ending in ';', reports errors and goes on.
     let mut child = flowsense()
@@ -107,34 +102,23 @@ fn lobster_times_shift_by_the_utc_offset() {
     .unwrap();
     let lake = dir.path().join("lake");
     let lake = lake.to_str().unwrap();
-    let out = flowsense()
-        .args([
-            "ingest",
-            "-q",
-            "--lake",
-            lake,
-            "--lobster-utc-offset-seconds",
-            "18000",
-            input.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = flowsense()
-        .args([
-            "sql",
-            "--lake",
-            lake,
-            "--format",
-            "csv",
-            "SELECT ts, side FROM trades",
-        ])
-        .output()
-        .unwrap();
+    run_ok(&[
+        "ingest",
+        "-q",
+        "--lake",
+        lake,
+        "--lobster-utc-offset-seconds",
+        "18000",
+        input.to_str().unwrap(),
+    ]);
+    let out = run_ok(&[
+        "sql",
+        "--lake",
+        lake,
+        "--format",
+        "csv",
+        "SELECT ts, side FROM trades",
+    ]);
     // 2024-01-02 09:30:01 New York (UTC-5) is 14:30:01 UTC.
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -145,19 +129,11 @@ fn lobster_times_shift_by_the_utc_offset() {
 #[test]
 fn ingest_of_a_missing_path_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let out = flowsense()
-        .args([
-            "ingest",
-            "--lake",
-            dir.path().to_str().unwrap(),
-            "/no/such/file.gz",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no such file"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = run_err(&[
+        "ingest",
+        "--lake",
+        dir.path().to_str().unwrap(),
+        "/no/such/file.gz",
+    ]);
+    assert!(err.contains("no such file"), "{err}");
 }

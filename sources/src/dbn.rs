@@ -359,17 +359,21 @@ impl DbnReader {
     }
 }
 
+impl crate::StepReader for DbnReader {
+    fn step(&mut self) -> Result<()> {
+        DbnReader::step(self)
+    }
+
+    fn queue(&mut self) -> (&mut VecDeque<Record>, &mut bool) {
+        (&mut self.out, &mut self.done)
+    }
+}
+
 impl Iterator for DbnReader {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.out.is_empty() && !self.done {
-            if let Err(e) = self.step() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
-        self.out.pop_front().map(Ok)
+        crate::StepReader::next_record(self)
     }
 }
 

@@ -41,6 +41,30 @@ pub enum Record {
     SourceDone(SourceId),
 }
 
+/// A reader that makes records a step at a time into a queue (the LOBSTER and DBN readers):
+/// its iterator drains the queue, steps while it is empty, and stops after the first error.
+pub(crate) trait StepReader {
+    /// Reads one input row, queueing what it produced; marks the reader done at the end.
+    fn step(&mut self) -> Result<()>;
+
+    /// The output queue and the done flag.
+    fn queue(&mut self) -> (&mut std::collections::VecDeque<Record>, &mut bool);
+
+    /// The next record, stepping as needed.
+    fn next_record(&mut self) -> Option<Result<Record>> {
+        loop {
+            let (out, done) = self.queue();
+            if !out.is_empty() || *done {
+                return out.pop_front().map(Ok);
+            }
+            if let Err(e) = self.step() {
+                *self.queue().1 = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
 /// A stable name for one unit of input, used in the lake's file names so that ingesting the same
 /// input again replaces its files instead of adding rows.
 ///

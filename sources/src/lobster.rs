@@ -366,24 +366,26 @@ impl LobsterReader {
             return Ok(());
         }
         self.line_no += 1;
-        let line = std::mem::take(&mut self.line);
-        let raw = line.trim_end();
         let row = self.read_book_row()?;
         if self.line_no == 1 {
             self.out.push_back(Record::SourceStart(self.source.clone()));
         }
-        if raw.is_empty() {
-            self.line = line;
-            return Ok(());
+        // The line is moved out while it is handled, so `handle` can borrow `self` mutably.
+        let line = std::mem::take(&mut self.line);
+        let raw = line.trim_end();
+        if !raw.is_empty() {
+            self.handle(raw, row);
         }
+        self.line = line;
+        Ok(())
+    }
+
+    /// Validates one message row and applies it to the book, or dead-letters it.
+    fn handle(&mut self, raw: &str, row: Option<(Levels, Levels)>) {
         let offset = self.opts.utc_offset_seconds * 1_000_000_000;
         let msg = match parse_message(raw, self.name.date, offset) {
             Ok(m) => m,
-            Err((reason, detail)) => {
-                self.dead(reason, detail, raw);
-                self.line = line;
-                return Ok(());
-            }
+            Err((reason, detail)) => return self.dead(reason, detail, raw),
         };
         if !self.started {
             self.started = true;
@@ -392,13 +394,8 @@ impl LobsterReader {
             }
         }
         if msg.ts.0 < self.last_ts.saturating_sub(self.opts.time_tolerance_ns) {
-            self.dead(
-                DeadLetterReason::TimeWentBack,
-                format!("ts {} after {}", msg.ts.0, self.last_ts),
-                raw,
-            );
-            self.line = line;
-            return Ok(());
+            let detail = format!("ts {} after {}", msg.ts.0, self.last_ts);
+            return self.dead(DeadLetterReason::TimeWentBack, detail, raw);
         }
         self.last_ts = self.last_ts.max(msg.ts.0);
         let action = match msg.kind {
@@ -412,22 +409,18 @@ impl LobsterReader {
         };
         if action != L3Action::Halt {
             if msg.price <= 0 {
-                self.dead(
+                return self.dead(
                     DeadLetterReason::NonPositivePrice,
                     format!("price {}", msg.price),
                     raw,
                 );
-                self.line = line;
-                return Ok(());
             }
             if msg.size <= 0 {
-                self.dead(
+                return self.dead(
                     DeadLetterReason::NonPositiveSize,
                     format!("size {}", msg.size),
                     raw,
                 );
-                self.line = line;
-                return Ok(());
             }
         }
         let ev = OrderEvent {
@@ -440,8 +433,8 @@ impl LobsterReader {
             size: Size::from_units(msg.size.max(0)),
         };
         let worst = self.worst_visible();
-        self.events.clear();
         let mut events = std::mem::take(&mut self.events);
+        events.clear();
         match self.replay.apply(ev, &mut events) {
             Ok(()) => {
                 if let Some(r) = &row {
@@ -456,8 +449,16 @@ impl LobsterReader {
             Err(rej) => self.dead(rej.reason, rej.detail, raw),
         }
         self.events = events;
-        self.line = line;
-        Ok(())
+    }
+}
+
+impl crate::StepReader for LobsterReader {
+    fn step(&mut self) -> Result<()> {
+        LobsterReader::step(self)
+    }
+
+    fn queue(&mut self) -> (&mut VecDeque<Record>, &mut bool) {
+        (&mut self.out, &mut self.done)
     }
 }
 
@@ -465,13 +466,7 @@ impl Iterator for LobsterReader {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.out.is_empty() && !self.done {
-            if let Err(e) = self.step() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
-        self.out.pop_front().map(Ok)
+        crate::StepReader::next_record(self)
     }
 }
 
