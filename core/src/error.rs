@@ -1,7 +1,7 @@
 //! The error type of `flowsense-core`.
 
-/// Errors raised by the core vocabulary: parsing identifiers and numbers.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+/// Errors raised by the core vocabulary: parsing identifiers, numbers and job specs, opening the lake.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A decimal number could not be read as a fixed-point price or size.
@@ -18,6 +18,23 @@ pub enum Error {
     /// An identifier was empty or held characters a lake path cannot carry.
     #[error("invalid identifier {0:?}")]
     InvalidIdentifier(String),
+    /// The lake URL could not be understood.
+    #[error("invalid lake URL {url:?}: {why}")]
+    InvalidLakeUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Local I/O failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A job spec is not valid.
+    #[error("job spec: {0}")]
+    InvalidJob(String),
 }
 
 /// `Result` with [`Error`] as the default error.

@@ -21,9 +21,12 @@
 
 #![forbid(missing_docs)]
 
+pub mod book;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod job;
+pub mod lake;
 pub mod num;
 pub mod schema;
 
@@ -33,5 +36,6 @@ pub use event::{
     Trade,
 };
 pub use ids::{OrderId, Symbol, UnixNanos, Venue};
+pub use lake::{Lake, S3Options};
 pub use num::{Price, Size};
 pub use schema::{Partitioning, Table};

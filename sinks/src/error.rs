@@ -4,14 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The lake URL could not be understood.
-    #[error("invalid lake URL {url:?}: {why}")]
-    InvalidUrl {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        why: String,
-    },
+    /// Opening the lake failed.
+    #[error(transparent)]
+    Core(#[from] flowsense_core::Error),
     /// The object store failed.
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),

@@ -16,9 +16,8 @@
 #![forbid(missing_docs)]
 
 pub mod error;
-pub mod lake;
 pub mod writer;
 
 pub use error::{Error, Result};
-pub use lake::{Lake, S3Options};
+pub use flowsense_core::{Lake, S3Options};
 pub use writer::{LakeWriter, WriteStats};

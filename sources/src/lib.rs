@@ -15,7 +15,7 @@
 #![forbid(missing_docs)]
 
 pub mod binance;
-pub mod book;
+pub use flowsense_core::book;
 pub mod dbn;
 pub mod detect;
 pub mod error;

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn f() -> flowsense_sql::Result<()> {
-//! use flowsense_sinks::Lake;
+//! use flowsense_core::Lake;
 //! use flowsense_sql::LakeSession;
 //! let lake = Lake::open("./lake", &Default::default())?;
 //! let session = LakeSession::open(&lake).await?;
@@ -26,7 +26,7 @@ use datafusion::datasource::listing::{
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
 use flowsense_core::Table;
-use flowsense_sinks::Lake;
+use flowsense_core::Lake;
 
 pub use guard::check_read_only;
 
@@ -45,7 +45,7 @@ pub enum Error {
     DataFusion(#[from] datafusion::error::DataFusionError),
     /// Opening the lake failed.
     #[error(transparent)]
-    Lake(#[from] flowsense_sinks::Error),
+    Lake(#[from] flowsense_core::Error),
 }
 
 /// `Result` with [`Error`] as the default error.

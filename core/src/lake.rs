@@ -3,14 +3,13 @@
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use flowsense_core::Table;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use url::Url;
 
-use crate::{Error, Result};
+use crate::{Error, Result, Table};
 
 /// S3 settings that may come from flags; anything unset falls back to the standard `AWS_*`
 /// environment variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -30,7 +29,7 @@ pub struct S3Options {
 /// An opened lake.
 ///
 /// ```
-/// use flowsense_sinks::Lake;
+/// use flowsense_core::Lake;
 /// let dir = tempfile::tempdir().unwrap();
 /// let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
 /// assert!(lake.url().as_str().starts_with("file:///"));
@@ -51,7 +50,7 @@ impl Lake {
     /// Opens a lake: `s3://bucket[/prefix]`, `file:///abs/path`, or a local path (created if
     /// missing).
     pub fn open(location: &str, s3: &S3Options) -> Result<Lake> {
-        let bad = |why: &str| Error::InvalidUrl {
+        let bad = |why: &str| Error::InvalidLakeUrl {
             url: location.to_string(),
             why: why.to_string(),
         };
@@ -115,7 +114,7 @@ impl Lake {
     }
 
     fn local(abs: &FsPath) -> Result<Lake> {
-        let bad = |why: String| Error::InvalidUrl {
+        let bad = |why: String| Error::InvalidLakeUrl {
             url: abs.display().to_string(),
             why,
         };

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use flowsense_core::{DeadLetterReason, L3Action, OrderEvent, OrderId, Price, Side, Size};
+use crate::{DeadLetterReason, L3Action, OrderEvent, OrderId, Price, Side, Size};
 
 /// Why the book refused an update.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ fn positive_price_and_size(ev: &OrderEvent) -> Result<(), Reject> {
 ///
 /// ```
 /// use flowsense_core::{Price, Side, Size};
-/// use flowsense_sources::book::L2Book;
+/// use flowsense_core::book::L2Book;
 /// let mut book = L2Book::default();
 /// book.set_level(Side::Buy, Price::from_units(100), Size::from_units(5));
 /// book.set_level(Side::Sell, Price::from_units(101), Size::from_units(2));
@@ -183,7 +183,7 @@ pub struct Applied {
 ///
 /// ```
 /// use flowsense_core::{L3Action, OrderEvent, OrderId, Price, Side, Size, UnixNanos};
-/// use flowsense_sources::book::L3Book;
+/// use flowsense_core::book::L3Book;
 /// let ev = |action, id, side, px, sz| OrderEvent {
 ///     ts: UnixNanos(0), seq: 0, action, order_id: OrderId(id), side,
 ///     price: Price::from_units(px), size: Size::from_units(sz),
@@ -378,7 +378,7 @@ impl L3Book {
 ///
 /// ```
 /// use flowsense_core::{L3Action, MarketEvent, OrderEvent, OrderId, Price, Side, Size, Symbol, UnixNanos};
-/// use flowsense_sources::book::L3Replay;
+/// use flowsense_core::book::L3Replay;
 /// let mut replay = L3Replay::new(Symbol::new("ABC").unwrap());
 /// let mut out = Vec::new();
 /// let add = OrderEvent { ts: UnixNanos(1), seq: 0, action: L3Action::Add, order_id: OrderId(1),
@@ -390,14 +390,14 @@ impl L3Book {
 /// assert!(matches!(&out[3], MarketEvent::Trade(_, t) if t.aggressor == Side::Buy));
 /// ```
 pub struct L3Replay {
-    symbol: flowsense_core::Symbol,
+    symbol: crate::Symbol,
     book: L3Book,
     gap: bool,
 }
 
 impl L3Replay {
     /// An empty book for one symbol.
-    pub fn new(symbol: flowsense_core::Symbol) -> Self {
+    pub fn new(symbol: crate::Symbol) -> Self {
         L3Replay {
             symbol,
             book: L3Book::default(),
@@ -421,8 +421,8 @@ impl L3Replay {
     }
 
     /// The current top of book as a `bbo` row.
-    pub fn bbo(&self, ts: flowsense_core::UnixNanos) -> flowsense_core::BboUpdate {
-        flowsense_core::BboUpdate {
+    pub fn bbo(&self, ts: crate::UnixNanos) -> crate::BboUpdate {
+        crate::BboUpdate {
             ts: Some(ts),
             local_ts: None,
             update_id: None,
@@ -436,9 +436,9 @@ impl L3Replay {
     pub fn apply(
         &mut self,
         ev: OrderEvent,
-        out: &mut Vec<flowsense_core::MarketEvent>,
+        out: &mut Vec<crate::MarketEvent>,
     ) -> Result<(), Reject> {
-        use flowsense_core::{MarketEvent, Trade};
+        use crate::{MarketEvent, Trade};
         let applied = self.book.apply(&ev)?;
         let ts = ev.ts;
         // Auction crosses have no aggressor; they stay in `book_events` only.
@@ -465,7 +465,7 @@ impl L3Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowsense_core::UnixNanos;
+    use crate::UnixNanos;
     use proptest::prelude::*;
 
     fn ev(action: L3Action, id: u64, side: Side, px: i64, sz: i64) -> OrderEvent {

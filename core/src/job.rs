@@ -1,0 +1,477 @@
+//! The job spec: what a dataflow job reads, which features it computes, and where results go.
+//!
+//! A job is written in TOML and read with [`JobSpec::from_toml`]. Every table rejects unknown
+//! keys, so a typo is an error rather than a silently ignored setting. The same spec drives a
+//! one-shot local run (`flowsense run JOB.toml`), a paced replay, and (later) a job installed in a
+//! long-running cluster worker.
+//!
+//! ```
+//! use flowsense_core::job::{JobSpec, Source};
+//! let spec = JobSpec::from_toml(r#"
+//!     name = "ofi-demo"
+//!     [source.synthetic]
+//!     symbols = 2
+//!     events_per_day = 10000
+//!     [features]
+//!     buckets = ["1s", "10s"]
+//! "#).unwrap();
+//! assert_eq!(spec.name, "ofi-demo");
+//! assert!(matches!(spec.source, Source::Synthetic(_)));
+//! assert_eq!(spec.features.buckets[1].to_string(), "10s");
+//! assert!(JobSpec::from_toml("name = \"x\"\n[source.synthetic]\nsymbol = 2").is_err()); // typo
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Error, Result, UnixNanos};
+
+/// A whole job.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's name: it labels the job's rows (`job` column) and names its output files, so
+    /// re-running a job replaces its earlier output. Letters, digits, `-`, `_` and `.`.
+    pub name: String,
+    /// Where the events come from.
+    pub source: Source,
+    /// Pace the source as a live feed would arrive; absent means batch, as fast as possible.
+    #[serde(default)]
+    pub replay: Option<Replay>,
+    /// Only these symbols (as the lake names them, e.g. `BTCUSDT-PERP`); empty means all.
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    /// Width of a timely epoch: event times are batched into epochs of this width (default 1 ms).
+    #[serde(default = "default_epoch")]
+    pub epoch: Span,
+    /// The features and their parameters.
+    #[serde(default)]
+    pub features: FeatureSpec,
+    /// Where results go.
+    #[serde(default)]
+    pub sinks: SinkSpec,
+}
+
+fn default_epoch() -> Span {
+    Span::from_millis(1)
+}
+
+/// The source of a job's events: one of `[source.lake]`, `[source.capture]` or `[source.synthetic]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// Book events, depth updates and trades already in the lake.
+    Lake(LakeSource),
+    /// Raw capture files (Binance, LOBSTER, DBN), read as `flowsense ingest` reads them.
+    Capture(CaptureSource),
+    /// The seeded synthetic market, generated on the fly.
+    Synthetic(SyntheticSource),
+}
+
+/// Reading from the lake.
+#[derive(Clone, Debug, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSource {
+    /// The lake URL; absent means the run's `--lake` (then `$FLOWSENSE_LAKE`, then `./lake`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// First instant read, inclusive: `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.fff]` (UTC).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Last instant, exclusive, in the same forms. A bare date means that day's midnight.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+impl LakeSource {
+    /// The `[from, to)` range in nanoseconds; open ends are `None`.
+    pub fn range(&self) -> Result<(Option<UnixNanos>, Option<UnixNanos>)> {
+        let parse = |s: &Option<String>| s.as_deref().map(parse_instant).transpose();
+        Ok((parse(&self.from)?, parse(&self.to)?))
+    }
+}
+
+/// Reading raw capture files.
+#[derive(Clone, Debug, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSource {
+    /// Files or folders, relative to the working directory.
+    pub paths: Vec<String>,
+    /// `auto`, `binance`, `lobster` or `dbn` (default `auto`).
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_format() -> String {
+    "auto".into()
+}
+
+/// Generating the synthetic market.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSource {
+    /// Number of symbols.
+    #[serde(default = "default_symbols")]
+    pub symbols: usize,
+    /// Number of days.
+    #[serde(default = "default_days")]
+    pub days: usize,
+    /// The seed: the same seed gives the same market.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Order messages per symbol-day (approximately).
+    #[serde(default = "default_events_per_day")]
+    pub events_per_day: u64,
+}
+
+fn default_symbols() -> usize {
+    3
+}
+fn default_days() -> usize {
+    1
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_events_per_day() -> u64 {
+    200_000
+}
+
+impl Default for SyntheticSource {
+    fn default() -> Self {
+        SyntheticSource {
+            symbols: default_symbols(),
+            days: default_days(),
+            seed: default_seed(),
+            events_per_day: default_events_per_day(),
+        }
+    }
+}
+
+/// Pacing for replay mode.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// Multiple of real time: 1.0 is as the events happened, 60.0 plays an hour in a minute.
+    pub speed: f64,
+}
+
+/// Which features, over which buckets, with which parameters.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Bucket widths; each gives one row per symbol per bucket that holds at least one event.
+    pub buckets: Vec<Span>,
+    /// Also emit one row per event (`bucket = 'event'`).
+    pub per_event: bool,
+    /// Book depth for multi-level features (1 to 10).
+    pub levels: usize,
+    /// Volume per VPIN bucket, in size units; absent means 20 times the mean size of the
+    /// symbol's first 100 trades, fixed from then on.
+    pub vpin_bucket_volume: Option<f64>,
+    /// VPIN averages over this many volume buckets.
+    pub vpin_window: usize,
+    /// Kyle's lambda regresses mid changes on signed volume over this many buckets.
+    pub kyle_window: usize,
+}
+
+impl Default for FeatureSpec {
+    fn default() -> Self {
+        FeatureSpec {
+            buckets: ["100ms", "1s", "10s", "60s"]
+                .iter()
+                .map(|s| s.parse().expect("static spans parse"))
+                .collect(),
+            per_event: false,
+            levels: 10,
+            vpin_bucket_volume: None,
+            vpin_window: 50,
+            kyle_window: 100,
+        }
+    }
+}
+
+/// Where a job's results go.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkSpec {
+    /// Write the `features` table into the lake.
+    pub lake: bool,
+    /// Print feature rows as JSON lines on stdout, for piping.
+    pub stdout: bool,
+}
+
+impl Default for SinkSpec {
+    fn default() -> Self {
+        SinkSpec {
+            lake: true,
+            stdout: false,
+        }
+    }
+}
+
+impl JobSpec {
+    /// Reads and checks a spec.
+    pub fn from_toml(text: &str) -> Result<JobSpec> {
+        let spec: JobSpec = toml::from_str(text).map_err(|e| Error::InvalidJob(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Reads a spec file.
+    pub fn from_file(path: &std::path::Path) -> Result<JobSpec> {
+        let text = std::fs::read_to_string(path)?;
+        JobSpec::from_toml(&text)
+            .map_err(|e| Error::InvalidJob(format!("{}: {e}", path.display())))
+    }
+
+    /// The spec as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a job spec always serializes")
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::InvalidJob(why));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad(format!(
+                "name {:?}: use letters, digits, '-', '_' and '.'",
+                self.name
+            ));
+        }
+        if self.epoch.0 == 0 {
+            return bad("epoch must be positive".into());
+        }
+        let f = &self.features;
+        if f.buckets.is_empty() && !f.per_event {
+            return bad("features: give at least one bucket or per_event = true".into());
+        }
+        if let Some(b) = f.buckets.iter().find(|b| b.0 == 0) {
+            return bad(format!("features: bucket {b} must be positive"));
+        }
+        if !(1..=10).contains(&f.levels) {
+            return bad(format!("features.levels = {}: use 1 to 10", f.levels));
+        }
+        if f.vpin_window == 0 || f.kyle_window < 2 {
+            return bad("features: vpin_window >= 1 and kyle_window >= 2".into());
+        }
+        if f.vpin_bucket_volume.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+            return bad("features.vpin_bucket_volume must be positive".into());
+        }
+        if let Some(r) = &self.replay
+            && !(r.speed > 0.0 && r.speed.is_finite())
+        {
+            return bad(format!("replay.speed = {}: must be positive", r.speed));
+        }
+        match &self.source {
+            Source::Lake(l) => {
+                l.range()?;
+            }
+            Source::Capture(c) if c.paths.is_empty() => {
+                return bad("source.capture.paths is empty".into());
+            }
+            Source::Synthetic(s) if s.symbols == 0 || s.days == 0 => {
+                return bad("source.synthetic: symbols and days must be at least 1".into());
+            }
+            _ => {}
+        }
+        if !self.sinks.lake && !self.sinks.stdout {
+            return bad("sinks: enable lake, stdout or both".into());
+        }
+        Ok(())
+    }
+}
+
+/// A span of time in nanoseconds, written `500us`, `100ms`, `1s`, `1m` or `1h`.
+///
+/// ```
+/// use flowsense_core::job::Span;
+/// let s: Span = "100ms".parse().unwrap();
+/// assert_eq!(s.nanos(), 100_000_000);
+/// assert_eq!("60s".parse::<Span>().unwrap().to_string(), "1m");
+/// assert!("10 parsecs".parse::<Span>().is_err());
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct Span(pub u64);
+
+impl Span {
+    /// A span of whole milliseconds.
+    pub const fn from_millis(ms: u64) -> Span {
+        Span(ms * 1_000_000)
+    }
+
+    /// The span in nanoseconds.
+    pub const fn nanos(self) -> u64 {
+        self.0
+    }
+
+    /// The span in seconds.
+    pub fn seconds(self) -> f64 {
+        self.0 as f64 * 1e-9
+    }
+}
+
+const UNITS: [(&str, u64); 6] = [
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+    ("ns", 1),
+];
+
+impl FromStr for Span {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Span> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let bad = || Error::InvalidJob(format!("span {s:?}: write e.g. 100ms, 1s, 10s, 1m"));
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let scale = UNITS
+            .iter()
+            .find(|(u, _)| *u == unit.trim())
+            .map(|(_, k)| *k)
+            .ok_or_else(bad)?;
+        n.checked_mul(scale).map(Span).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("0s");
+        }
+        let (unit, scale) = UNITS
+            .iter()
+            .find(|(_, k)| self.0 % k == 0)
+            .expect("ns divides everything");
+        write!(f, "{}{unit}", self.0 / scale)
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Span, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.fraction]` (UTC) into nanoseconds.
+pub fn parse_instant(s: &str) -> Result<UnixNanos> {
+    let bad = || Error::InvalidJob(format!("instant {s:?}: write YYYY-MM-DD[THH:MM:SS[.fff]]"));
+    let (date, time) = match s.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t.trim_end_matches('Z'))),
+        None => (s, None),
+    };
+    let mut d = date.split('-');
+    let (Some(y), Some(m), Some(day), None) = (d.next(), d.next(), d.next(), d.next()) else {
+        return Err(bad());
+    };
+    let (y, m, day): (i64, u32, u32) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        day.parse().map_err(|_| bad())?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    let mut ns = UnixNanos::from_ymd(y, m, day).0;
+    if let Some(t) = time {
+        let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+        let parts: Vec<&str> = hms.split(':').collect();
+        if parts.len() != 3 || frac.len() > 9 || !frac.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let mut secs = 0i64;
+        for (p, max) in parts.iter().zip([24, 60, 61]) {
+            let v: i64 = p.parse().map_err(|_| bad())?;
+            if !(0..max).contains(&v) {
+                return Err(bad());
+            }
+            secs = secs * 60 + v;
+        }
+        let frac_ns = if frac.is_empty() {
+            0
+        } else {
+            frac.parse::<i64>().map_err(|_| bad())? * 10i64.pow(9 - frac.len() as u32)
+        };
+        ns += secs * 1_000_000_000 + frac_ns;
+    }
+    Ok(UnixNanos(ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_round_trip_their_canonical_text() {
+        for (text, ns, canon) in [
+            ("100ms", 100_000_000, "100ms"),
+            ("1s", 1_000_000_000, "1s"),
+            ("60s", 60_000_000_000, "1m"),
+            ("1500ms", 1_500_000_000, "1500ms"),
+            ("250us", 250_000, "250us"),
+        ] {
+            let s: Span = text.parse().unwrap();
+            assert_eq!(s.nanos(), ns);
+            assert_eq!(s.to_string(), canon);
+        }
+        for bad in ["", "1", "ms", "-1s", "1.5s", "1 fortnight"] {
+            assert!(bad.parse::<Span>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn instants_parse_dates_and_times() {
+        let d = parse_instant("2024-08-08").unwrap();
+        assert_eq!(d.date_string(), "2024-08-08");
+        let t = parse_instant("2024-08-08T01:02:03.5").unwrap();
+        assert_eq!(t.0 - d.0, 3_723_500_000_000);
+        assert!(parse_instant("2024-13-01").is_err());
+        assert!(parse_instant("2024-08-08T25:00:00").is_err());
+    }
+
+    #[test]
+    fn a_spec_round_trips_through_toml_and_defaults_fill_in() {
+        let spec = JobSpec::from_toml(
+            "name = \"j\"\n[source.lake]\nfrom = \"2024-08-08\"\n[sinks]\nstdout = true\n",
+        )
+        .unwrap();
+        assert_eq!(spec.epoch, Span::from_millis(1));
+        assert_eq!(spec.features.levels, 10);
+        assert!(spec.sinks.lake && spec.sinks.stdout);
+        let again = JobSpec::from_toml(&spec.to_toml()).unwrap();
+        assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        for (text, needle) in [
+            ("name = \"a b\"\n[source.synthetic]\n", "name"),
+            ("name = \"a\"\n[source.synthetic]\n[features]\nlevels = 11\n", "levels"),
+            ("name = \"a\"\n[source.capture]\npaths = []\n", "paths"),
+            ("name = \"a\"\n[source.synthetic]\n[features]\nbukets = []\n", "bukets"),
+            ("name = \"a\"\n[source.lake]\nfrom = \"yesterday\"\n", "instant"),
+            ("name = \"a\"\n[source.synthetic]\n[replay]\nspeed = 0.0\n", "speed"),
+        ] {
+            let e = JobSpec::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e} should mention {needle}");
+        }
+    }
+}
