@@ -135,6 +135,16 @@ impl L2Book {
         }
     }
 
+    /// Bid levels from the best outwards, without allocating.
+    pub fn bids(&self) -> impl Iterator<Item = (Price, Size)> + '_ {
+        self.bids.iter().rev().map(|(p, s)| (*p, *s))
+    }
+
+    /// Ask levels from the best outwards, without allocating.
+    pub fn asks(&self) -> impl Iterator<Item = (Price, Size)> + '_ {
+        self.asks.iter().map(|(p, s)| (*p, *s))
+    }
+
     /// Number of levels on a side.
     pub fn len(&self, side: Side) -> usize {
         self.side(side).len()

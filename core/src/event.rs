@@ -5,7 +5,7 @@ use std::fmt;
 use crate::{Error, OrderId, Price, Result, Size, Symbol, UnixNanos};
 
 /// Side of the book (`Buy` = bid) or of a trade's aggressor.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Side {
     /// Bid side; for a trade, a buyer-initiated trade.
     Buy,
@@ -47,7 +47,7 @@ impl Side {
 }
 
 /// What an L3 (market-by-order) message does to one order.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub enum L3Action {
     /// A new resting limit order.
     Add,
@@ -92,7 +92,7 @@ impl L3Action {
 }
 
 /// One L3 order message.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct OrderEvent {
     /// Exchange time.
     pub ts: UnixNanos,
@@ -111,7 +111,7 @@ pub struct OrderEvent {
 }
 
 /// One L2 diff message: levels whose aggregate size is now `size` (zero removes the level).
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct DepthUpdate {
     /// Exchange time.
     pub ts: UnixNanos,
@@ -132,7 +132,7 @@ pub struct DepthUpdate {
 }
 
 /// A trade print.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Trade {
     /// Exchange time.
     pub ts: UnixNanos,
@@ -149,7 +149,7 @@ pub struct Trade {
 }
 
 /// A top of book: best bid and ask with their sizes (either side may be empty).
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BboUpdate {
     /// Exchange time; `None` when the source sends none (Binance spot bookTicker).
     pub ts: Option<UnixNanos>,
@@ -166,7 +166,7 @@ pub struct BboUpdate {
 }
 
 /// Every event a reader emits, tagged with its symbol.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub enum MarketEvent {
     /// An L3 order message (`book_events`).
     Order(Symbol, OrderEvent),
@@ -181,6 +181,18 @@ pub enum MarketEvent {
 }
 
 impl MarketEvent {
+    /// Exchange time of the event (receive time for a quote without one).
+    pub fn ts(&self) -> UnixNanos {
+        match self {
+            MarketEvent::Order(_, o) => o.ts,
+            MarketEvent::Depth(_, d) => d.ts,
+            MarketEvent::Trade(_, t) => t.ts,
+            MarketEvent::Bbo(_, b) | MarketEvent::Quote(_, b) => {
+                b.ts.or(b.local_ts).unwrap_or_default()
+            }
+        }
+    }
+
     /// The symbol the event belongs to.
     pub fn symbol(&self) -> &Symbol {
         match self {
@@ -194,7 +206,7 @@ impl MarketEvent {
 }
 
 /// Why a row was refused.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum DeadLetterReason {
     /// The row could not be parsed.
     Unparsable,
@@ -257,7 +269,7 @@ impl fmt::Display for DeadLetterReason {
 }
 
 /// A refused row: where it came from, why, and its raw text, so nothing is lost.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     /// The source, usually the file name.
     pub source: String,

@@ -16,7 +16,8 @@ use crate::{Error, Result};
 /// assert_eq!(s.as_str(), "BTCUSDT");
 /// assert!(Symbol::new("a/b").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Symbol(Arc<str>);
 
 impl Symbol {
@@ -40,6 +41,19 @@ impl Symbol {
     /// The symbol's text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A hash that is the same in every process and run (FNV-1a of the text): dataflows route a
+    /// symbol's events to worker `route() % peers`, and sources read only their own symbols.
+    ///
+    /// ```
+    /// use flowsense_core::Symbol;
+    /// assert_eq!(Symbol::new("ABC").unwrap().route(), Symbol::new("abc").unwrap().route());
+    /// ```
+    pub fn route(&self) -> u64 {
+        self.0.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
     }
 }
 
@@ -83,7 +97,7 @@ impl fmt::Display for Venue {
 }
 
 /// A venue's order reference, unique per symbol and day.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct OrderId(pub u64);
 
 /// Nanoseconds since the Unix epoch, UTC. Exchange time unless a field says otherwise.
@@ -94,7 +108,7 @@ pub struct OrderId(pub u64);
 /// assert_eq!(t.0, 1_723_161_256_299_000_000);
 /// assert_eq!(t.date_string(), "2024-08-08");
 /// ```
-#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct UnixNanos(pub i64);
 
 impl UnixNanos {

@@ -24,6 +24,7 @@
 pub mod book;
 pub mod error;
 pub mod event;
+pub mod features;
 pub mod ids;
 pub mod job;
 pub mod lake;
@@ -36,6 +37,7 @@ pub use event::{
     Trade,
 };
 pub use ids::{OrderId, Symbol, UnixNanos, Venue};
+pub use features::FeatureRow;
 pub use lake::{Lake, S3Options};
 pub use num::{Price, Size};
 pub use schema::{Partitioning, Table};

@@ -86,7 +86,7 @@ fn fmt_fixed(raw: i64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 macro_rules! fixed_point {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
         pub struct $name(i64);
 
         impl $name {

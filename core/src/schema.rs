@@ -44,19 +44,22 @@ pub enum Table {
     Quotes,
     /// OHLCV bars.
     Bars,
+    /// Order-flow features per symbol per bucket (and per event), written by jobs.
+    Features,
     /// Refused rows.
     DeadLetters,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::BookEvents,
         Table::DepthUpdates,
         Table::Trades,
         Table::Bbo,
         Table::Quotes,
         Table::Bars,
+        Table::Features,
         Table::DeadLetters,
     ];
 
@@ -74,6 +77,7 @@ impl Table {
             Table::Bbo => "bbo",
             Table::Quotes => "quotes",
             Table::Bars => "bars",
+            Table::Features => "features",
             Table::DeadLetters => "dead_letters",
         }
     }
@@ -169,6 +173,7 @@ impl Table {
                 price("volume", false),
                 Field::new("trades", DataType::UInt64, true),
             ],
+            Table::Features => crate::features::schema_fields(),
             Table::DeadLetters => vec![
                 Field::new("source", DataType::Utf8, false),
                 Field::new("position", DataType::Utf8, false),

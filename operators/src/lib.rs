@@ -1,8 +1,20 @@
-//! FlowSense's timely operators: book, features, models, risk and the exchange simulator.
+//! FlowSense's timely operators. This issue's share: order-flow features.
 //!
-//! This crate is empty until the dataflow issue: the foundation issue only places it in the
-//! workspace so the dependency arrows of the architecture (core <- operators <- dataflows) exist
-//! from the start. Operators will be extension traits on timely streams, named for what they
-//! compute (`Ofi`, `Microprice`, ...), with one file per family.
+//! The hot path is one operator per family of per-symbol state, so an event crosses one operator
+//! boundary, not one per feature. Each operator is a thin timely shell around a plain engine
+//! ([`engine::FeatureEngine`]) that owns the per-symbol state: the same engine runs inside the
+//! dataflow and in the benchmark's plain loop, and is what the recompute tests check.
+//!
+//! - [`OrderFlowFeatures`]: market events in, one [`flowsense_core::FeatureRow`] per symbol per
+//!   bucket (and per event when asked) out: OFI (best level and multi-level), mid, spread,
+//!   microprice, weighted mid, depth imbalance, book slope, trade-flow imbalance, signed volume,
+//!   VPIN, Kyle's lambda, realized volatility, trade intensity, returns, add and cancel rates,
+//!   OHLCV and VWAP.
 
 #![forbid(missing_docs)]
+
+pub mod engine;
+pub mod order_flow;
+pub mod vpin;
+
+pub use order_flow::OrderFlowFeatures;

@@ -1,0 +1,581 @@
+//! The incremental feature engine of one symbol: a book, the features' running state, and the
+//! buckets it closes. The timely operators hold one engine per symbol; the plain-loop baseline of
+//! the benchmark drives the same engine without timely.
+//!
+//! Every feature is updated in O(levels) per event and closed in O(window) per bucket; nothing
+//! looks at more than the event in hand, the book, and small fixed-size windows.
+
+use std::collections::VecDeque;
+
+use flowsense_core::book::{L2Book, L3Book};
+use flowsense_core::features::{EVENT_BUCKET, MAX_LEVELS, RETURN_HORIZONS};
+use flowsense_core::job::FeatureSpec;
+use flowsense_core::{FeatureRow, L3Action, MarketEvent, Side, Symbol};
+
+use crate::vpin::Vpin;
+
+/// The best `n` levels of one side, as `f64`, best first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Levels {
+    /// Prices.
+    pub px: [f64; MAX_LEVELS],
+    /// Sizes.
+    pub sz: [f64; MAX_LEVELS],
+    /// Levels present.
+    pub n: usize,
+}
+
+impl Default for Levels {
+    fn default() -> Self {
+        Levels {
+            px: [0.0; MAX_LEVELS],
+            sz: [0.0; MAX_LEVELS],
+            n: 0,
+        }
+    }
+}
+
+impl Levels {
+    /// Reads the best `depth` levels from an iterator of (price, size), best first.
+    pub fn read(&mut self, levels: impl Iterator<Item = (flowsense_core::Price, flowsense_core::Size)>, depth: usize) {
+        self.n = 0;
+        for (i, (p, q)) in levels.take(depth).enumerate() {
+            self.px[i] = p.as_f64();
+            self.sz[i] = q.as_f64();
+            self.n = i + 1;
+        }
+    }
+}
+
+/// Order-flow imbalance of level `m` between two books (Cont, Kukanov and Stoikov 2014; Xu, Ke
+/// et al. for deeper levels). A side without level `m` counts as price -inf (bids) or +inf (asks)
+/// with size zero, so a level appearing adds its size and one vanishing removes it.
+///
+/// ```
+/// use flowsense_operators::engine::{ofi_level, Levels};
+/// let mut b0 = Levels::default();
+/// b0.px[0] = 100.0; b0.sz[0] = 5.0; b0.n = 1;
+/// let mut b1 = b0;
+/// b1.sz[0] = 7.0; // two more bid at the same price: +2
+/// let a = Levels::default();
+/// assert_eq!(ofi_level(&b1, &a, &b0, &a, 0), 2.0);
+/// ```
+pub fn ofi_level(bids: &Levels, asks: &Levels, prev_bids: &Levels, prev_asks: &Levels, m: usize) -> f64 {
+    let side = |l: &Levels, missing: f64| {
+        if m < l.n {
+            (l.px[m], l.sz[m])
+        } else {
+            (missing, 0.0)
+        }
+    };
+    let (pb, qb) = side(bids, f64::NEG_INFINITY);
+    let (pb0, qb0) = side(prev_bids, f64::NEG_INFINITY);
+    let (pa, qa) = side(asks, f64::INFINITY);
+    let (pa0, qa0) = side(prev_asks, f64::INFINITY);
+    let mut e = 0.0;
+    if pb >= pb0 {
+        e += qb;
+    }
+    if pb <= pb0 {
+        e -= qb0;
+    }
+    if pa <= pa0 {
+        e -= qa;
+    }
+    if pa >= pa0 {
+        e += qa0;
+    }
+    e
+}
+
+/// The book of one symbol: L2 from depth updates, or L3 from order messages.
+#[derive(Debug, Default)]
+enum SymbolBook {
+    #[default]
+    Empty,
+    L2(L2Book),
+    L3(Box<L3Book>),
+}
+
+/// Flow sums of one bucket (or one event).
+#[derive(Clone, Debug, Default)]
+struct Flow {
+    events: u64,
+    ofi: [f64; MAX_LEVELS],
+    trades: u64,
+    volume: f64,
+    buy: f64,
+    sell: f64,
+    notional: f64,
+    open: Option<f64>,
+    high: f64,
+    low: f64,
+    close: f64,
+    rv: f64,
+    adds: u64,
+    cancels: u64,
+}
+
+/// What one event did to the symbol.
+#[derive(Clone, Debug, Default)]
+struct Effect {
+    book_changed: bool,
+    ofi: [f64; MAX_LEVELS],
+    /// Squared log mid change, when the mid moved.
+    rv: f64,
+    adds: u64,
+    cancels: u64,
+    trade: Option<(f64, f64, bool)>,
+}
+
+impl Flow {
+    fn add(&mut self, e: &Effect, levels: usize) {
+        self.events += 1;
+        if e.book_changed {
+            for m in 0..levels {
+                self.ofi[m] += e.ofi[m];
+            }
+            self.rv += e.rv;
+        }
+        self.adds += e.adds;
+        self.cancels += e.cancels;
+        if let Some((px, sz, buy)) = e.trade {
+            self.trades += 1;
+            self.volume += sz;
+            self.notional += px * sz;
+            if buy {
+                self.buy += sz;
+            } else {
+                self.sell += sz;
+            }
+            if self.open.is_none() {
+                self.open = Some(px);
+                self.high = px;
+                self.low = px;
+            }
+            self.high = self.high.max(px);
+            self.low = self.low.min(px);
+            self.close = px;
+        }
+    }
+}
+
+/// One bucket width's running state.
+#[derive(Debug)]
+struct Bucket {
+    width: i64,
+    label: String,
+    start: i64,
+    end: i64,
+    active: bool,
+    flow: Flow,
+    /// Mid at the end of the previous emitted bucket.
+    prev_mid: Option<f64>,
+    /// (signed volume, mid change) of the last `kyle_window` buckets.
+    kyle: VecDeque<(f64, f64)>,
+    /// (bucket end, mid) of emitted buckets, far enough back for the longest return.
+    history: VecDeque<(i64, f64)>,
+}
+
+/// The incremental features of one symbol.
+///
+/// ```
+/// use flowsense_core::job::FeatureSpec;
+/// use flowsense_core::{MarketEvent, Price, Side, Size, Symbol, Trade, UnixNanos};
+/// use flowsense_operators::engine::FeatureEngine;
+/// let spec = FeatureSpec { buckets: vec!["1s".parse().unwrap()], ..Default::default() };
+/// let sym = Symbol::new("ABC").unwrap();
+/// let mut engine = FeatureEngine::new(sym.clone(), &spec);
+/// let trade = |ms, px, aggressor| MarketEvent::Trade(sym.clone(), Trade {
+///     ts: UnixNanos::from_millis(ms), local_ts: None, trade_id: None,
+///     price: Price::from_units(px), size: Size::from_units(1), aggressor });
+/// let mut rows = Vec::new();
+/// engine.on_event(&trade(100, 10, Side::Buy), &mut rows);
+/// engine.on_event(&trade(900, 12, Side::Sell), &mut rows);
+/// engine.on_event(&trade(1_500, 11, Side::Buy), &mut rows); // closes [0 s, 1 s)
+/// assert_eq!(rows.len(), 1);
+/// assert_eq!(rows[0].ts, 1_000_000_000);
+/// assert_eq!(rows[0].vwap, Some(11.0));
+/// assert_eq!(rows[0].signed_volume, 0.0);
+/// engine.finish(&mut rows);
+/// assert_eq!(rows.len(), 2);
+/// ```
+#[derive(Debug)]
+pub struct FeatureEngine {
+    symbol: Symbol,
+    levels: usize,
+    per_event: bool,
+    kyle_window: usize,
+    book: SymbolBook,
+    bids: Levels,
+    asks: Levels,
+    prev_bids: Levels,
+    prev_asks: Levels,
+    mid: Option<f64>,
+    last_ts: i64,
+    vpin: Vpin,
+    buckets: Vec<Bucket>,
+    rejects: u64,
+    late: u64,
+}
+
+impl FeatureEngine {
+    /// An engine for one symbol.
+    pub fn new(symbol: Symbol, spec: &FeatureSpec) -> Self {
+        let buckets = spec
+            .buckets
+            .iter()
+            .map(|w| Bucket {
+                width: w.nanos() as i64,
+                label: w.to_string(),
+                start: 0,
+                end: 0,
+                active: false,
+                flow: Flow::default(),
+                prev_mid: None,
+                kyle: VecDeque::with_capacity(spec.kyle_window + 1),
+                history: VecDeque::new(),
+            })
+            .collect();
+        FeatureEngine {
+            symbol,
+            levels: spec.levels.clamp(1, MAX_LEVELS),
+            per_event: spec.per_event,
+            kyle_window: spec.kyle_window,
+            book: SymbolBook::Empty,
+            bids: Levels::default(),
+            asks: Levels::default(),
+            prev_bids: Levels::default(),
+            prev_asks: Levels::default(),
+            mid: None,
+            last_ts: i64::MIN,
+            vpin: Vpin::new(spec.vpin_bucket_volume, spec.vpin_window),
+            buckets,
+            rejects: 0,
+            late: 0,
+        }
+    }
+
+    /// The symbol.
+    pub fn symbol(&self) -> &Symbol {
+        &self.symbol
+    }
+
+    /// Book updates the engine's book refused (an L3 message for an unknown order, say).
+    pub fn rejects(&self) -> u64 {
+        self.rejects
+    }
+
+    /// Events that came with a time before an already closed bucket's end (treated as at that end).
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// The earliest end among open buckets: the time after which the engine has a row to give.
+    pub fn next_close(&self) -> Option<i64> {
+        self.buckets.iter().filter(|b| b.active).map(|b| b.end).min()
+    }
+
+    /// Applies one event, first emitting every bucket that ends at or before its time.
+    /// Top-of-book rows (`bbo`, `quotes`) are derived data and are skipped.
+    pub fn on_event(&mut self, ev: &MarketEvent, out: &mut Vec<FeatureRow>) {
+        if matches!(ev, MarketEvent::Bbo(..) | MarketEvent::Quote(..)) {
+            return;
+        }
+        let mut ts = ev.ts().0;
+        if ts < self.last_ts {
+            ts = self.last_ts;
+        }
+        // A bucket closed by the frontier cannot take this event: fold it into the next one.
+        if let Some(closed) = self.buckets.iter().filter(|b| !b.active && b.end > 0).map(|b| b.end).max()
+            && ts < closed
+        {
+            self.late += 1;
+            ts = closed;
+        }
+        self.last_ts = ts;
+        self.close_until(ts, out);
+        let Some(effect) = self.apply(ev) else {
+            return;
+        };
+        for b in &mut self.buckets {
+            if !b.active {
+                b.start = ts - ts.rem_euclid(b.width);
+                b.end = b.start + b.width;
+                b.active = true;
+            }
+            b.flow.add(&effect, self.levels);
+        }
+        if self.per_event {
+            let mut flow = Flow::default();
+            flow.add(&effect, self.levels);
+            let mut row = FeatureRow::empty(self.symbol.clone(), ts, EVENT_BUCKET.to_string());
+            self.fill_state(&mut row);
+            fill_flow(&mut row, &flow, None);
+            row.vpin = self.vpin.value();
+            out.push(row);
+        }
+    }
+
+    /// Emits every open bucket that ends at or before `t` (the input frontier has passed it, or an
+    /// event at `t` arrived).
+    pub fn close_until(&mut self, t: i64, out: &mut Vec<FeatureRow>) {
+        for i in 0..self.buckets.len() {
+            if self.buckets[i].active && self.buckets[i].end <= t {
+                self.emit(i, out);
+            }
+        }
+    }
+
+    /// Emits every open bucket (the input ended).
+    pub fn finish(&mut self, out: &mut Vec<FeatureRow>) {
+        for i in 0..self.buckets.len() {
+            if self.buckets[i].active {
+                self.emit(i, out);
+            }
+        }
+    }
+
+    fn apply(&mut self, ev: &MarketEvent) -> Option<Effect> {
+        let mut e = Effect::default();
+        match ev {
+            MarketEvent::Order(_, o) => {
+                if !matches!(self.book, SymbolBook::L3(_)) {
+                    self.book = SymbolBook::L3(Box::default());
+                }
+                let SymbolBook::L3(book) = &mut self.book else {
+                    unreachable!("set above")
+                };
+                match book.apply(o) {
+                    Ok(applied) => e.book_changed = applied.touched_book,
+                    Err(_) => {
+                        self.rejects += 1;
+                        return None;
+                    }
+                }
+                match o.action {
+                    L3Action::Add => e.adds = 1,
+                    L3Action::Cancel | L3Action::Delete => e.cancels = 1,
+                    L3Action::Modify => {
+                        e.adds = 1;
+                        e.cancels = 1;
+                    }
+                    _ => {}
+                }
+                if !e.book_changed && e.adds + e.cancels == 0 {
+                    return None;
+                }
+            }
+            MarketEvent::Depth(_, d) => {
+                if !matches!(self.book, SymbolBook::L2(_)) {
+                    self.book = SymbolBook::L2(L2Book::default());
+                }
+                let SymbolBook::L2(book) = &mut self.book else {
+                    unreachable!("set above")
+                };
+                if d.is_snapshot {
+                    book.clear();
+                }
+                for (side, levels) in [(Side::Buy, &d.bids), (Side::Sell, &d.asks)] {
+                    for &(p, q) in levels {
+                        let old = book.replace_level(side, p, q);
+                        if !d.is_snapshot {
+                            if q > old {
+                                e.adds += 1;
+                            } else if q < old {
+                                e.cancels += 1;
+                            }
+                        }
+                    }
+                }
+                e.book_changed = true;
+            }
+            MarketEvent::Trade(_, t) => {
+                let buy = t.aggressor == Side::Buy;
+                let (px, sz) = (t.price.as_f64(), t.size.as_f64());
+                e.trade = Some((px, sz, buy));
+                self.vpin.trade(sz, buy);
+            }
+            MarketEvent::Bbo(..) | MarketEvent::Quote(..) => return None,
+        }
+        if e.book_changed {
+            self.refresh_book(&mut e);
+        }
+        Some(e)
+    }
+
+    fn refresh_book(&mut self, e: &mut Effect) {
+        std::mem::swap(&mut self.prev_bids, &mut self.bids);
+        std::mem::swap(&mut self.prev_asks, &mut self.asks);
+        let l2 = match &self.book {
+            SymbolBook::L2(b) => b,
+            SymbolBook::L3(b) => b.l2(),
+            SymbolBook::Empty => return,
+        };
+        self.bids.read(l2.bids(), self.levels);
+        self.asks.read(l2.asks(), self.levels);
+        for m in 0..self.levels {
+            e.ofi[m] = ofi_level(&self.bids, &self.asks, &self.prev_bids, &self.prev_asks, m);
+        }
+        let mid = mid_of(&self.bids, &self.asks);
+        if let (Some(old), Some(new)) = (self.mid, mid)
+            && old != new
+        {
+            let r = (new / old).ln();
+            e.rv = r * r;
+        }
+        self.mid = mid;
+    }
+
+    /// Writes the book's state features into a row.
+    fn fill_state(&self, row: &mut FeatureRow) {
+        let (b, a, l) = (&self.bids, &self.asks, self.levels);
+        if b.n > 0 {
+            row.bid_price = Some(b.px[0]);
+            row.bid_size = Some(b.sz[0]);
+        }
+        if a.n > 0 {
+            row.ask_price = Some(a.px[0]);
+            row.ask_size = Some(a.sz[0]);
+        }
+        for m in 0..l {
+            if m < b.n && m < a.n {
+                row.depth_imbalance_levels[m] = (b.sz[m] - a.sz[m]) / (b.sz[m] + a.sz[m]);
+            }
+        }
+        let (nb, na) = (b.n.min(l), a.n.min(l));
+        let sum = |s: &[f64]| s.iter().sum::<f64>();
+        let (b5, a5) = (sum(&b.sz[..nb.min(5)]), sum(&a.sz[..na.min(5)]));
+        if b5 + a5 > 0.0 {
+            row.depth_imbalance_l5 = Some((b5 - a5) / (b5 + a5));
+        }
+        let Some(mid) = self.mid else {
+            return;
+        };
+        row.mid = Some(mid);
+        row.spread = Some(a.px[0] - b.px[0]);
+        row.depth_imbalance_l1 = Some(row.depth_imbalance_levels[0]);
+        row.microprice = Some((b.px[0] * a.sz[0] + a.px[0] * b.sz[0]) / (a.sz[0] + b.sz[0]));
+        let (bq, aq) = (sum(&b.sz[..nb]), sum(&a.sz[..na]));
+        let bvwap = (0..nb).map(|i| b.px[i] * b.sz[i]).sum::<f64>() / bq;
+        let avwap = (0..na).map(|i| a.px[i] * a.sz[i]).sum::<f64>() / aq;
+        row.weighted_mid = Some((bvwap * aq + avwap * bq) / (aq + bq));
+        let mut slopes = Vec::with_capacity(2);
+        if mid - b.px[nb - 1] > 0.0 {
+            slopes.push(bq / (mid - b.px[nb - 1]));
+        }
+        if a.px[na - 1] - mid > 0.0 {
+            slopes.push(aq / (a.px[na - 1] - mid));
+        }
+        if !slopes.is_empty() {
+            row.book_slope = Some(slopes.iter().sum::<f64>() / slopes.len() as f64);
+        }
+    }
+
+    fn emit(&mut self, i: usize, out: &mut Vec<FeatureRow>) {
+        let mut row = FeatureRow::empty(
+            self.symbol.clone(),
+            self.buckets[i].end,
+            self.buckets[i].label.clone(),
+        );
+        self.fill_state(&mut row);
+        row.vpin = self.vpin.value();
+        let mid = self.mid;
+        let kyle_window = self.kyle_window;
+        let levels = self.levels;
+        let b = &mut self.buckets[i];
+        let secs = b.width as f64 * 1e-9;
+        fill_flow(&mut row, &b.flow, Some(secs));
+        let _ = levels;
+        if mid.is_some() {
+            row.realized_vol = Some(b.flow.rv.sqrt());
+        }
+        // Kyle's lambda over the last `kyle_window` buckets.
+        if let (Some(m), Some(pm)) = (mid, b.prev_mid) {
+            b.kyle.push_back((b.flow.buy - b.flow.sell, m - pm));
+            if b.kyle.len() > kyle_window {
+                b.kyle.pop_front();
+            }
+        }
+        row.kyle_lambda = ols_slope(b.kyle.iter().copied());
+        b.prev_mid = mid;
+        // Returns over horizons: the mid at `end - h * width` is the mid at the end of the last
+        // emitted bucket ending at or before it (no events in between, bucket edges align).
+        if let Some(m) = mid {
+            for (h, slot) in RETURN_HORIZONS
+                .iter()
+                .zip([&mut row.ret_1b, &mut row.ret_10b, &mut row.ret_100b])
+            {
+                let target = b.end - *h as i64 * b.width;
+                let then = b
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|(end, _)| *end <= target)
+                    .map(|(_, mid)| *mid);
+                *slot = then.map(|p| (m / p).ln());
+            }
+            b.history.push_back((b.end, m));
+            let horizon = b.end - RETURN_HORIZONS[RETURN_HORIZONS.len() - 1] as i64 * b.width;
+            while b.history.len() >= 2 && b.history[1].0 <= horizon {
+                b.history.pop_front();
+            }
+        }
+        b.active = false;
+        b.flow = Flow::default();
+        out.push(row);
+    }
+}
+
+fn mid_of(b: &Levels, a: &Levels) -> Option<f64> {
+    (b.n > 0 && a.n > 0).then(|| (b.px[0] + a.px[0]) / 2.0)
+}
+
+/// Writes a flow's sums into a row; `secs` is the bucket width for the rates.
+fn fill_flow(row: &mut FeatureRow, f: &Flow, secs: Option<f64>) {
+    row.events = f.events;
+    row.ofi_levels = f.ofi;
+    row.ofi_l1 = f.ofi[0];
+    row.ofi_l5 = f.ofi[..5].iter().sum();
+    row.ofi_l10 = f.ofi.iter().sum();
+    row.trade_count = f.trades;
+    row.volume = f.volume;
+    row.buy_volume = f.buy;
+    row.sell_volume = f.sell;
+    row.signed_volume = f.buy - f.sell;
+    if f.volume > 0.0 {
+        row.trade_imbalance = Some((f.buy - f.sell) / f.volume);
+        row.vwap = Some(f.notional / f.volume);
+    }
+    if f.open.is_some() {
+        row.open = f.open;
+        row.high = Some(f.high);
+        row.low = Some(f.low);
+        row.close = Some(f.close);
+    }
+    if let Some(s) = secs {
+        row.trade_intensity = f.trades as f64 / s;
+        row.add_rate = f.adds as f64 / s;
+        row.cancel_rate = f.cancels as f64 / s;
+    }
+}
+
+/// Ordinary least squares slope of y on x, or `None` with fewer than two points or no spread in x.
+pub fn ols_slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> Option<f64> {
+    let (mut n, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    for (x, y) in points.clone() {
+        n += 1.0;
+        sx += x;
+        sy += y;
+    }
+    if n < 2.0 {
+        return None;
+    }
+    let (mx, my) = (sx / n, sy / n);
+    let (mut sxx, mut sxy) = (0.0, 0.0);
+    for (x, y) in points {
+        sxx += (x - mx) * (x - mx);
+        sxy += (x - mx) * (y - my);
+    }
+    (sxx > 0.0).then(|| sxy / sxx)
+}

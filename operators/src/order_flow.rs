@@ -1,0 +1,104 @@
+//! The `OrderFlowFeatures` operator: market events in, feature rows out, one engine per symbol.
+
+use std::collections::BTreeMap;
+
+use flowsense_core::job::FeatureSpec;
+use flowsense_core::{FeatureRow, MarketEvent, Symbol};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::engine::FeatureEngine;
+
+/// Computes order-flow features per symbol, per event and per time bucket.
+///
+/// Events are exchanged by symbol ([`Symbol::route`]), so each symbol's events meet one engine in
+/// the order their source sent them; results do not depend on the number of workers. A bucket's
+/// row leaves as soon as an event past its end arrives or the input frontier passes its end, at
+/// the time of that event or frontier. When the input closes, every open bucket is emitted.
+///
+/// Timestamps are event time in nanoseconds (batched into epochs by the source): the operator
+/// reads time only from events and the frontier, never from a clock.
+///
+/// ```
+/// use flowsense_core::job::FeatureSpec;
+/// use flowsense_core::{MarketEvent, Price, Side, Size, Symbol, Trade, UnixNanos};
+/// use flowsense_operators::OrderFlowFeatures;
+/// use timely::dataflow::operators::capture::{Capture, Event};
+/// use timely::dataflow::operators::vec::ToStream;
+///
+/// let sym = Symbol::new("ABC").unwrap();
+/// let trades: Vec<MarketEvent> = (0..30).map(|i| MarketEvent::Trade(sym.clone(), Trade {
+///     ts: UnixNanos::from_millis(i * 100), local_ts: None, trade_id: None,
+///     price: Price::from_units(10), size: Size::from_units(1), aggressor: Side::Buy })).collect();
+/// let spec = FeatureSpec { buckets: vec!["1s".parse().unwrap()], ..Default::default() };
+/// let rows = timely::example(move |scope| {
+///     trades.to_stream(scope).order_flow_features(&spec).capture()
+/// });
+/// let rows: Vec<_> = rows.try_iter().flat_map(|e| match e {
+///     Event::Messages(_, r) => r,
+///     Event::Progress(_) => vec![],
+/// }).collect();
+/// assert_eq!(rows.len(), 3); // [0 s, 1 s), [1 s, 2 s), [2 s, 3 s)
+/// assert!(rows.iter().all(|r| r.trade_count == 10 && r.trade_intensity == 10.0));
+/// ```
+pub trait OrderFlowFeatures<'scope> {
+    /// The feature rows of the job's [`FeatureSpec`].
+    fn order_flow_features(self, spec: &FeatureSpec) -> StreamVec<'scope, u64, FeatureRow>;
+}
+
+impl<'scope> OrderFlowFeatures<'scope> for StreamVec<'scope, u64, MarketEvent> {
+    fn order_flow_features(self, spec: &FeatureSpec) -> StreamVec<'scope, u64, FeatureRow> {
+        let spec = spec.clone();
+        let route = Exchange::new(|e: &MarketEvent| e.symbol().route());
+        self.unary_frontier(route, "OrderFlowFeatures", move |cap, _info| {
+            let mut held = Some(cap);
+            let mut engines: BTreeMap<Symbol, FeatureEngine> = BTreeMap::new();
+            let mut rows: Vec<FeatureRow> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|time, data| {
+                    for ev in data.drain(..) {
+                        let engine = match engines.get_mut(ev.symbol()) {
+                            Some(e) => e,
+                            None => engines
+                                .entry(ev.symbol().clone())
+                                .or_insert_with(|| FeatureEngine::new(ev.symbol().clone(), &spec)),
+                        };
+                        engine.on_event(&ev, &mut rows);
+                    }
+                    if !rows.is_empty() {
+                        output.session(&time).give_iterator(rows.drain(..));
+                    }
+                });
+                let Some(cap) = held.as_mut() else {
+                    return;
+                };
+                match frontier.frontier().iter().min().copied() {
+                    Some(t) => {
+                        let t_ns = i64::try_from(t).unwrap_or(i64::MAX);
+                        for e in engines.values_mut() {
+                            if e.next_close().is_some_and(|end| end <= t_ns) {
+                                e.close_until(t_ns, &mut rows);
+                            }
+                        }
+                        if *cap.time() < t {
+                            cap.downgrade(&t);
+                        }
+                        if !rows.is_empty() {
+                            output.session(&*cap).give_iterator(rows.drain(..));
+                        }
+                    }
+                    None => {
+                        for e in engines.values_mut() {
+                            e.finish(&mut rows);
+                        }
+                        if !rows.is_empty() {
+                            output.session(&*cap).give_iterator(rows.drain(..));
+                        }
+                        held = None;
+                    }
+                }
+            }
+        })
+    }
+}
