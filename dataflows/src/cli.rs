@@ -149,6 +149,35 @@ pub enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Run a dataflow job: features from the lake, capture files or the synthetic market, on
+    /// timely workers (`-w`) and processes (`-n`, `-p`, `-h` as timely takes them).
+    #[command(disable_help_flag = true)]
+    Run {
+        /// The job spec (TOML); see `examples/`.
+        job: PathBuf,
+        /// Lake location and credentials (the source when the job reads the lake, and where
+        /// the `features` table goes).
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Worker threads per process.
+        #[arg(short = 'w', long, default_value_t = 1)]
+        workers: usize,
+        /// Number of processes.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        processes: usize,
+        /// This process's index.
+        #[arg(short = 'p', long, default_value_t = 0)]
+        process: usize,
+        /// Hostfile: one `host:port` line per process.
+        #[arg(short = 'h', long)]
+        hostfile: Option<PathBuf>,
+        /// No summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
     /// Measure ingest, generation, lake writes and SQL against same-run baselines.
     Bench {
         /// Which benchmark.
@@ -227,6 +256,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { lake, data } => {
             let lake = lake.open()?;
             rt.block_on(crate::demo::run(&lake, data))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            job,
+            lake,
+            workers,
+            processes,
+            process,
+            hostfile,
+            quiet,
+            help: _,
+        } => {
+            let spec = flowsense_core::job::JobSpec::from_file(&job)?;
+            let lake = lake.open()?;
+            let opts = crate::run::RunOptions {
+                workers,
+                processes,
+                process,
+                hostfile,
+                ..Default::default()
+            };
+            let sinks = crate::run::spec_sinks(&spec, &lake);
+            let report = crate::run::run_job(&spec, &lake, &opts, sinks)?;
+            if !quiet {
+                eprint!("{}", report.summary(&spec));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { which } => rt

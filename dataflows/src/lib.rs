@@ -1,7 +1,7 @@
-//! FlowSense's runtime and command line: for now, moving market data into the lake
-//! ([`ingest`]), making a synthetic market ([`synth`]), querying the lake ([`sql`]) and
-//! measuring all three ([`bench`]). The job builder and the timely graph arrive with the graph
-//! issue; the binary's `main.rs` only parses arguments and dispatches here.
+//! FlowSense's runtime and command line: moving market data into the lake ([`ingest`]), making
+//! a synthetic market ([`synth`]), querying the lake ([`sql`]), building and running a job's
+//! timely dataflow ([`job`], [`run`]) and measuring all of it ([`bench`]). The binary's
+//! `main.rs` only parses arguments and dispatches here.
 
 #![forbid(missing_docs)]
 
@@ -9,6 +9,8 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod ingest;
+pub mod job;
+pub mod run;
 pub mod sql;
 pub mod synth;
 

@@ -3,5 +3,6 @@
 mod cli;
 mod common;
 mod dead_letters;
+mod graph;
 mod lake;
 mod s3;

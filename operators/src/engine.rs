@@ -14,9 +14,14 @@ use flowsense_core::{FeatureRow, L3Action, MarketEvent, Side, Symbol};
 
 use crate::vpin::Vpin;
 
-/// The best `n` levels of one side, as `f64`, best first.
+/// The best `n` levels of one side, best first: exact fixed-point values (billionths, as
+/// [`flowsense_core::Price::raw`]) for sums and comparisons, and `f64` copies for ratios.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Levels {
+    /// Prices, fixed point.
+    pub px_raw: [i64; MAX_LEVELS],
+    /// Sizes, fixed point.
+    pub sz_raw: [i64; MAX_LEVELS],
     /// Prices.
     pub px: [f64; MAX_LEVELS],
     /// Sizes.
@@ -28,6 +33,8 @@ pub struct Levels {
 impl Default for Levels {
     fn default() -> Self {
         Levels {
+            px_raw: [0; MAX_LEVELS],
+            sz_raw: [0; MAX_LEVELS],
             px: [0.0; MAX_LEVELS],
             sz: [0.0; MAX_LEVELS],
             n: 0,
@@ -35,11 +42,20 @@ impl Default for Levels {
     }
 }
 
+/// Fixed-point units per whole unit.
+const SCALE: f64 = 1e9;
+
+fn to_f64(raw: i128) -> f64 {
+    raw as f64 / SCALE
+}
+
 impl Levels {
     /// Reads the best `depth` levels from an iterator of (price, size), best first.
     pub fn read(&mut self, levels: impl Iterator<Item = (flowsense_core::Price, flowsense_core::Size)>, depth: usize) {
         self.n = 0;
         for (i, (p, q)) in levels.take(depth).enumerate() {
+            self.px_raw[i] = p.raw();
+            self.sz_raw[i] = q.raw();
             self.px[i] = p.as_f64();
             self.sz[i] = q.as_f64();
             self.n = i + 1;
@@ -51,28 +67,30 @@ impl Levels {
 /// et al. for deeper levels). A side without level `m` counts as price -inf (bids) or +inf (asks)
 /// with size zero, so a level appearing adds its size and one vanishing removes it.
 ///
+/// The result is exact, in fixed-point size units (billionths).
+///
 /// ```
 /// use flowsense_operators::engine::{ofi_level, Levels};
 /// let mut b0 = Levels::default();
-/// b0.px[0] = 100.0; b0.sz[0] = 5.0; b0.n = 1;
+/// b0.px_raw[0] = 100; b0.sz_raw[0] = 5; b0.n = 1;
 /// let mut b1 = b0;
-/// b1.sz[0] = 7.0; // two more bid at the same price: +2
+/// b1.sz_raw[0] = 7; // two more bid at the same price: +2
 /// let a = Levels::default();
-/// assert_eq!(ofi_level(&b1, &a, &b0, &a, 0), 2.0);
+/// assert_eq!(ofi_level(&b1, &a, &b0, &a, 0), 2);
 /// ```
-pub fn ofi_level(bids: &Levels, asks: &Levels, prev_bids: &Levels, prev_asks: &Levels, m: usize) -> f64 {
-    let side = |l: &Levels, missing: f64| {
+pub fn ofi_level(bids: &Levels, asks: &Levels, prev_bids: &Levels, prev_asks: &Levels, m: usize) -> i64 {
+    let side = |l: &Levels, missing: i64| {
         if m < l.n {
-            (l.px[m], l.sz[m])
+            (l.px_raw[m], l.sz_raw[m])
         } else {
-            (missing, 0.0)
+            (missing, 0)
         }
     };
-    let (pb, qb) = side(bids, f64::NEG_INFINITY);
-    let (pb0, qb0) = side(prev_bids, f64::NEG_INFINITY);
-    let (pa, qa) = side(asks, f64::INFINITY);
-    let (pa0, qa0) = side(prev_asks, f64::INFINITY);
-    let mut e = 0.0;
+    let (pb, qb) = side(bids, i64::MIN);
+    let (pb0, qb0) = side(prev_bids, i64::MIN);
+    let (pa, qa) = side(asks, i64::MAX);
+    let (pa0, qa0) = side(prev_asks, i64::MAX);
+    let mut e = 0;
     if pb >= pb0 {
         e += qb;
     }
@@ -101,11 +119,10 @@ enum SymbolBook {
 #[derive(Clone, Debug, Default)]
 struct Flow {
     events: u64,
-    ofi: [f64; MAX_LEVELS],
+    ofi: [i128; MAX_LEVELS],
     trades: u64,
-    volume: f64,
-    buy: f64,
-    sell: f64,
+    buy: i128,
+    sell: i128,
     notional: f64,
     open: Option<f64>,
     high: f64,
@@ -120,12 +137,13 @@ struct Flow {
 #[derive(Clone, Debug, Default)]
 struct Effect {
     book_changed: bool,
-    ofi: [f64; MAX_LEVELS],
+    ofi: [i64; MAX_LEVELS],
     /// Squared log mid change, when the mid moved.
     rv: f64,
     adds: u64,
     cancels: u64,
-    trade: Option<(f64, f64, bool)>,
+    /// (price, size, size fixed point, aggressor bought).
+    trade: Option<(f64, f64, i64, bool)>,
 }
 
 impl Flow {
@@ -133,20 +151,19 @@ impl Flow {
         self.events += 1;
         if e.book_changed {
             for m in 0..levels {
-                self.ofi[m] += e.ofi[m];
+                self.ofi[m] += e.ofi[m] as i128;
             }
             self.rv += e.rv;
         }
         self.adds += e.adds;
         self.cancels += e.cancels;
-        if let Some((px, sz, buy)) = e.trade {
+        if let Some((px, sz, raw, buy)) = e.trade {
             self.trades += 1;
-            self.volume += sz;
             self.notional += px * sz;
             if buy {
-                self.buy += sz;
+                self.buy += raw as i128;
             } else {
-                self.sell += sz;
+                self.sell += raw as i128;
             }
             if self.open.is_none() {
                 self.open = Some(px);
@@ -393,7 +410,7 @@ impl FeatureEngine {
             MarketEvent::Trade(_, t) => {
                 let buy = t.aggressor == Side::Buy;
                 let (px, sz) = (t.price.as_f64(), t.size.as_f64());
-                e.trade = Some((px, sz, buy));
+                e.trade = Some((px, sz, t.size.raw(), buy));
                 self.vpin.trade(sz, buy);
             }
             MarketEvent::Bbo(..) | MarketEvent::Quote(..) => return None,
@@ -453,7 +470,7 @@ impl FeatureEngine {
             return;
         };
         row.mid = Some(mid);
-        row.spread = Some(a.px[0] - b.px[0]);
+        row.spread = Some(to_f64(a.px_raw[0] as i128 - b.px_raw[0] as i128));
         row.depth_imbalance_l1 = Some(row.depth_imbalance_levels[0]);
         row.microprice = Some((b.px[0] * a.sz[0] + a.px[0] * b.sz[0]) / (a.sz[0] + b.sz[0]));
         let (bq, aq) = (sum(&b.sz[..nb]), sum(&a.sz[..na]));
@@ -492,7 +509,7 @@ impl FeatureEngine {
         }
         // Kyle's lambda over the last `kyle_window` buckets.
         if let (Some(m), Some(pm)) = (mid, b.prev_mid) {
-            b.kyle.push_back((b.flow.buy - b.flow.sell, m - pm));
+            b.kyle.push_back((to_f64(b.flow.buy - b.flow.sell), m - pm));
             if b.kyle.len() > kyle_window {
                 b.kyle.pop_front();
             }
@@ -528,24 +545,25 @@ impl FeatureEngine {
 }
 
 fn mid_of(b: &Levels, a: &Levels) -> Option<f64> {
-    (b.n > 0 && a.n > 0).then(|| (b.px[0] + a.px[0]) / 2.0)
+    (b.n > 0 && a.n > 0).then(|| to_f64(b.px_raw[0] as i128 + a.px_raw[0] as i128) / 2.0)
 }
 
 /// Writes a flow's sums into a row; `secs` is the bucket width for the rates.
 fn fill_flow(row: &mut FeatureRow, f: &Flow, secs: Option<f64>) {
     row.events = f.events;
-    row.ofi_levels = f.ofi;
-    row.ofi_l1 = f.ofi[0];
-    row.ofi_l5 = f.ofi[..5].iter().sum();
-    row.ofi_l10 = f.ofi.iter().sum();
+    row.ofi_levels = f.ofi.map(to_f64);
+    row.ofi_l1 = to_f64(f.ofi[0]);
+    row.ofi_l5 = to_f64(f.ofi[..5].iter().sum());
+    row.ofi_l10 = to_f64(f.ofi.iter().sum());
     row.trade_count = f.trades;
-    row.volume = f.volume;
-    row.buy_volume = f.buy;
-    row.sell_volume = f.sell;
-    row.signed_volume = f.buy - f.sell;
-    if f.volume > 0.0 {
-        row.trade_imbalance = Some((f.buy - f.sell) / f.volume);
-        row.vwap = Some(f.notional / f.volume);
+    let volume = f.buy + f.sell;
+    row.volume = to_f64(volume);
+    row.buy_volume = to_f64(f.buy);
+    row.sell_volume = to_f64(f.sell);
+    row.signed_volume = to_f64(f.buy - f.sell);
+    if volume > 0 {
+        row.trade_imbalance = Some((f.buy - f.sell) as f64 / volume as f64);
+        row.vwap = Some(f.notional / row.volume);
     }
     if f.open.is_some() {
         row.open = f.open;

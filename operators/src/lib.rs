@@ -15,6 +15,8 @@
 
 pub mod engine;
 pub mod order_flow;
+#[cfg(test)]
+mod reference;
 pub mod vpin;
 
 pub use order_flow::OrderFlowFeatures;

@@ -16,8 +16,10 @@
 #![forbid(missing_docs)]
 
 pub mod error;
+pub mod features;
 pub mod writer;
 
 pub use error::{Error, Result};
 pub use flowsense_core::{Lake, S3Options};
+pub use features::FeatureWriter;
 pub use writer::{LakeWriter, WriteStats};

@@ -26,6 +26,17 @@ pub enum Error {
     /// A core value was invalid (a symbol in a file name, say).
     #[error(transparent)]
     Core(#[from] flowsense_core::Error),
+    /// Reading the lake's object store failed.
+    #[error("lake: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// A lake file is not Parquet of the table's schema.
+    #[error("lake file {path}: {why}")]
+    LakeFile {
+        /// The object's path.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// `Result` with [`Error`] as the default error.

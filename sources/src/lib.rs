@@ -17,6 +17,8 @@
 pub mod binance;
 pub use flowsense_core::book;
 pub mod dbn;
+pub mod lake;
+pub mod merge;
 pub mod detect;
 pub mod error;
 pub mod lobster;

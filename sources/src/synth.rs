@@ -429,6 +429,7 @@ pub struct SyntheticMarket {
     symbols: Vec<Symbol>,
     dates: Vec<UnixNanos>,
     next: usize,
+    only: Option<usize>,
     day: Option<(DayGenerator, L3Replay, SourceId)>,
     pending: VecDeque<Record>,
     orders: Vec<OrderEvent>,
@@ -443,11 +444,20 @@ impl SyntheticMarket {
             dates: cfg.dates(),
             cfg,
             next: 0,
+            only: None,
             day: None,
             pending: VecDeque::new(),
             orders: Vec::new(),
             events: Vec::new(),
         }
+    }
+
+    /// The market of one symbol (its index among the configuration's symbols), day after day:
+    /// the same events as that symbol's share of [`SyntheticMarket::new`].
+    pub fn for_symbol(cfg: SynthConfig, symbol: usize) -> Self {
+        let mut m = SyntheticMarket::new(cfg);
+        m.only = Some(symbol);
+        m
     }
 
     /// The source id of a symbol-day.
@@ -471,6 +481,9 @@ impl SyntheticMarket {
             self.next % self.symbols.len(),
         );
         self.next += 1;
+        if self.only.is_some_and(|o| o != s) {
+            return self.start_next();
+        }
         let sym = self.symbols[s].clone();
         let date = self.dates[d];
         let g = DayGenerator::new(&self.cfg, s, d, date);

@@ -1,0 +1,244 @@
+//! Running a job: timely workers (threads, and processes with `-n/-p/-h`), each building the
+//! job's dataflow with [`crate::job::build_job`] and feeding it from its own source, in batch
+//! (as fast as possible) or paced replay.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flowsense_core::job::JobSpec;
+use flowsense_core::{Lake, Symbol};
+use flowsense_sinks::FeatureWriter;
+
+use crate::job::{
+    FanOut, FeatureSink, JsonLinesSink, LakeFeatureSink, SharedSink, SourceCounts, build_job,
+    worker_source,
+};
+
+/// How to run: timely's workers and processes.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Worker threads per process (`-w`).
+    pub workers: usize,
+    /// Processes (`-n`); more than one needs `process` and `hostfile`.
+    pub processes: usize,
+    /// This process's index (`-p`).
+    pub process: usize,
+    /// File with one `host:port` per line, one line per process (`-h`).
+    pub hostfile: Option<PathBuf>,
+    /// Events sent between two input advances in batch mode.
+    pub batch: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+            batch: 4096,
+        }
+    }
+}
+
+impl RunOptions {
+    /// The timely configuration.
+    pub fn timely_config(&self) -> anyhow::Result<timely::Config> {
+        let mut args = vec![
+            "flowsense".to_string(),
+            "-w".into(),
+            self.workers.max(1).to_string(),
+        ];
+        if self.processes > 1 {
+            let hosts = self
+                .hostfile
+                .as_ref()
+                .context("more than one process needs a hostfile (-h)")?;
+            args.extend([
+                "-n".into(),
+                self.processes.to_string(),
+                "-p".into(),
+                self.process.to_string(),
+                "-h".into(),
+                hosts.display().to_string(),
+            ]);
+        }
+        timely::Config::from_args(args.into_iter().skip(1))
+            .map_err(|e| anyhow::anyhow!("timely configuration: {e}"))
+    }
+}
+
+/// What one worker did.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerReport {
+    /// Global worker index.
+    pub index: usize,
+    /// Events this worker's source fed into the graph.
+    pub events: u64,
+    /// Feature rows this worker's sinks received.
+    pub rows: u64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// Per worker of this process.
+    pub workers: Vec<WorkerReport>,
+    /// Wall time.
+    pub seconds: f64,
+    /// Rows capture readers refused.
+    pub dead_letters: u64,
+}
+
+impl RunReport {
+    /// Events fed in by this process's workers.
+    pub fn events(&self) -> u64 {
+        self.workers.iter().map(|w| w.events).sum()
+    }
+    /// Feature rows out of this process's workers.
+    pub fn rows(&self) -> u64 {
+        self.workers.iter().map(|w| w.rows).sum()
+    }
+
+    /// A few lines for people.
+    pub fn summary(&self, spec: &JobSpec) -> String {
+        let events = self.events();
+        let mut out = format!(
+            "job {}: {} events -> {} feature rows on {} worker(s) in {:.2} s ({:.0} events/s)\n",
+            spec.name,
+            events,
+            self.rows(),
+            self.workers.len(),
+            self.seconds,
+            events as f64 / self.seconds.max(1e-9)
+        );
+        if self.dead_letters > 0 {
+            out.push_str(&format!(
+                "{} input rows refused by the readers (ingest the files to see them in dead_letters)\n",
+                self.dead_letters
+            ));
+        }
+        if spec.sinks.lake {
+            out.push_str("features written to the lake: flowsense sql \"SELECT * FROM features LIMIT 10\"\n");
+        }
+        out
+    }
+}
+
+/// Makes each worker's sink: called once per worker with (index, peers).
+pub type SinkFactory = Arc<dyn Fn(usize, usize) -> anyhow::Result<Box<dyn FeatureSink>> + Send + Sync>;
+
+/// The sinks a job's spec asks for: the lake's `features` table (after removing the job's
+/// earlier files of the worker's symbols) and JSON lines on stdout.
+pub fn spec_sinks(spec: &JobSpec, lake: &Lake) -> SinkFactory {
+    let (spec, lake) = (spec.clone(), lake.clone());
+    Arc::new(move |index, peers| {
+        let mut sinks: Vec<Box<dyn FeatureSink>> = Vec::new();
+        if spec.sinks.lake {
+            let mut w = FeatureWriter::new(lake.clone(), &spec.name, spec.features.levels)?;
+            w.clear(|s: &Symbol| (s.route() % peers as u64) as usize == index)?;
+            sinks.push(Box::new(LakeFeatureSink(w)));
+        }
+        if spec.sinks.stdout {
+            sinks.push(Box::new(JsonLinesSink::new(&spec.name)));
+        }
+        Ok(Box::new(FanOut(sinks)) as Box<dyn FeatureSink>)
+    })
+}
+
+/// Runs a job to the end of its source.
+pub fn run_job(
+    spec: &JobSpec,
+    lake: &Lake,
+    opts: &RunOptions,
+    sinks: SinkFactory,
+) -> anyhow::Result<RunReport> {
+    let config = opts.timely_config()?;
+    let counts = Arc::new(Mutex::new(SourceCounts::default()));
+    let (spec, lake, batch) = (spec.clone(), lake.clone(), opts.batch.max(1));
+    let counts_w = counts.clone();
+    let start = Instant::now();
+    let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerReport> {
+        let (index, peers) = (worker.index(), worker.peers());
+        let sink = SharedSink::new(sinks(index, peers)?);
+        let sink_w = sink.clone();
+        let spec_w = spec.clone();
+        let mut h = worker.dataflow::<u64, _, _>(move |scope| build_job(scope, &spec_w, sink_w));
+        let source = worker_source(&spec, &lake, index, peers, counts_w.clone())?;
+        let epoch = spec.epoch.nanos();
+        let mut events = 0u64;
+        match &spec.replay {
+            None => {
+                // Batch: send `batch` events per input advance. An event's timely time is the
+                // epoch of the first event of its batch, never later than its own: the frontier
+                // still promises that nothing earlier than it will come.
+                let mut in_batch = 0;
+                let mut since_wait = 0;
+                for ev in source {
+                    if in_batch == batch {
+                        let t = ev.ts().0.max(0) as u64;
+                        let t = t - t % epoch;
+                        if t > *h.input.time() {
+                            h.input.advance_to(t);
+                        }
+                        in_batch = 0;
+                        since_wait += 1;
+                        worker.step();
+                        if since_wait == 16 {
+                            // Bound what is in flight: let the graph catch up.
+                            let now = *h.input.time();
+                            worker.step_while(|| h.probe.less_than(&now));
+                            since_wait = 0;
+                        }
+                    }
+                    h.input.send(ev);
+                    in_batch += 1;
+                    events += 1;
+                }
+            }
+            Some(replay) => {
+                // Replay: events leave when their time comes at `speed` x real time, and the
+                // input advances every epoch, as a live feed would.
+                let speed = replay.speed;
+                let mut origin: Option<(i64, Instant)> = None;
+                for ev in source {
+                    let ts = ev.ts().0;
+                    let (t0, w0) = *origin.get_or_insert((ts, Instant::now()));
+                    let due = w0 + Duration::from_secs_f64(((ts - t0).max(0) as f64 * 1e-9) / speed);
+                    let t = (ts.max(0) as u64) - (ts.max(0) as u64) % epoch;
+                    if t > *h.input.time() {
+                        h.input.advance_to(t);
+                    }
+                    while Instant::now() < due {
+                        worker.step_or_park(Some(due.saturating_duration_since(Instant::now())));
+                    }
+                    h.input.send(ev);
+                    events += 1;
+                    worker.step();
+                }
+            }
+        }
+        drop(h.input);
+        worker.step_while(|| !h.probe.done());
+        let mut s = sink.borrow_mut();
+        let rows = s.rows;
+        s.finish()
+            .with_context(|| format!("worker {index}: writing features"))?;
+        Ok(WorkerReport {
+            index,
+            events,
+            rows,
+        })
+    })
+    .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
+    let mut report = RunReport::default();
+    for r in guards.join() {
+        let r = r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))??;
+        report.workers.push(r);
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    report.dead_letters = counts.lock().map(|c| c.dead_letters).unwrap_or(0);
+    Ok(report)
+}

@@ -1,0 +1,159 @@
+//! The `features` table writer: feature rows of one job in, Hive-partitioned Parquet out.
+//!
+//! Files are `features/date=D/symbol=S/<job>-<bucket>-<chunk>.parquet`. Each file holds one
+//! bucket width of one symbol-day, in time order, so a file's contents depend only on the job and
+//! its input, never on how many workers computed it or when a frontier moved. Re-running a job
+//! first removes the job's earlier files for the symbols the writer owns ([`FeatureWriter::clear`]),
+//! so a re-run replaces its output instead of adding to it.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use flowsense_core::{FeatureRow, Lake, Symbol, Table, UnixNanos};
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::Result;
+
+type Key = (i64, Symbol, String);
+
+/// Writes one job's feature rows (from one worker) into the lake.
+///
+/// ```
+/// use flowsense_core::{FeatureRow, Lake, Symbol};
+/// use flowsense_sinks::FeatureWriter;
+/// let dir = tempfile::tempdir().unwrap();
+/// let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+/// let mut w = FeatureWriter::new(lake, "demo", 10).unwrap();
+/// w.push(FeatureRow::empty(Symbol::new("ABC").unwrap(), 1_723_161_256_000_000_000, "1s".into()));
+/// w.finish().unwrap();
+/// assert!(dir.path().join("features/date=2024-08-09/symbol=ABC/demo-1s-00000.parquet").exists());
+/// ```
+pub struct FeatureWriter {
+    lake: Lake,
+    job: String,
+    levels: usize,
+    rt: tokio::runtime::Runtime,
+    parts: HashMap<Key, (Vec<FeatureRow>, u32)>,
+    max_rows: usize,
+    props: WriterProperties,
+    rows: u64,
+    files: u64,
+}
+
+impl FeatureWriter {
+    /// A writer for job `job`, keeping `levels` entries of the per-level columns.
+    pub fn new(lake: Lake, job: &str, levels: usize) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(FeatureWriter {
+            lake,
+            job: job.to_string(),
+            levels,
+            rt,
+            parts: HashMap::new(),
+            max_rows: 256 * 1024,
+            props: WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build(),
+            rows: 0,
+            files: 0,
+        })
+    }
+
+    /// Removes this job's files of every symbol `owns` accepts (run it before writing).
+    pub fn clear(&mut self, owns: impl Fn(&Symbol) -> bool) -> Result<u64> {
+        let store = self.lake.store();
+        let prefix = format!("{}-", self.job);
+        let listing: Vec<_> = match self.rt.block_on(
+            store
+                .list(Some(&self.lake.table_path(Table::Features)))
+                .try_collect::<Vec<_>>(),
+        ) {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = 0;
+        for meta in listing {
+            let name = meta.location.filename().unwrap_or_default();
+            let symbol = meta
+                .location
+                .parts()
+                .find_map(|p| p.as_ref().strip_prefix("symbol=").map(str::to_string))
+                .and_then(|s| Symbol::new(&s).ok());
+            if name.starts_with(&prefix) && symbol.as_ref().is_some_and(&owns) {
+                self.rt.block_on(store.delete(&meta.location))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Adds a row; a partition that reaches the file size is written out.
+    pub fn push(&mut self, row: FeatureRow) -> Result<()> {
+        // A bucket's row carries its end: file it under the day the bucket starts in.
+        let at = if row.bucket == flowsense_core::features::EVENT_BUCKET {
+            row.ts
+        } else {
+            row.ts - 1
+        };
+        let key = (
+            UnixNanos(at).day(),
+            row.symbol.clone(),
+            row.bucket.clone(),
+        );
+        let part = self.parts.entry(key.clone()).or_default();
+        part.0.push(row);
+        if part.0.len() >= self.max_rows {
+            self.cut(&key)?;
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self, key: &Key) -> Result<()> {
+        let Some((rows, chunk)) = self.parts.get_mut(key) else {
+            return Ok(());
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = flowsense_core::features::to_record_batch(&self.job, rows, self.levels)?;
+        let n = rows.len() as u64;
+        rows.clear();
+        let c = *chunk;
+        *chunk += 1;
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(self.props.clone()))?;
+        w.write(&batch)?;
+        w.close()?;
+        let (day, symbol, bucket) = key;
+        let path = self.lake.path(&[
+            Table::Features.name(),
+            &format!("date={}", UnixNanos(day * UnixNanos::DAY).date_string()),
+            &format!("symbol={symbol}"),
+            &format!("{}-{bucket}-{c:05}.parquet", self.job),
+        ]);
+        let store = self.lake.store();
+        self.rt
+            .block_on(store.put(&path, PutPayload::from(Bytes::from(buf))))?;
+        self.rows += n;
+        self.files += 1;
+        Ok(())
+    }
+
+    /// Writes every partition still in memory; returns (rows, files) written in all.
+    pub fn finish(&mut self) -> Result<(u64, u64)> {
+        let mut keys: Vec<Key> = self.parts.keys().cloned().collect();
+        keys.sort();
+        for k in &keys {
+            self.cut(k)?;
+        }
+        self.parts.clear();
+        Ok((self.rows, self.files))
+    }
+}

@@ -1,0 +1,536 @@
+//! Replaying the lake: book events, depth updates and trades read back from Parquet as market
+//! events, per symbol in the order they were ingested, and across symbols merged by time.
+//!
+//! Each `(date, symbol)` partition is one stream: its book rows (`book_events` for L3 data,
+//! `depth_updates` for L2, grouped back into one update per exchange message) merged with its
+//! `trades` by time, book first on ties (an L3 execution precedes the trade it makes). Files are
+//! fetched one at a time and decoded a batch at a time, so memory holds one file per stream, not
+//! a day.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array,
+};
+use arrow::datatypes::{Int64Type, UInt64Type};
+use flowsense_core::{
+    DepthUpdate, L3Action, Lake, MarketEvent, OrderEvent, OrderId, Price, Side, Size, Symbol,
+    Table, Trade, UnixNanos,
+};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use crate::merge::{EventStream, MergeByTime};
+use crate::{Error, Result};
+
+/// What to read from the lake.
+#[derive(Clone, Debug, Default)]
+pub struct LakeSelection {
+    /// Only these symbols; empty means all.
+    pub symbols: Vec<Symbol>,
+    /// First instant, inclusive.
+    pub from: Option<UnixNanos>,
+    /// Last instant, exclusive.
+    pub to: Option<UnixNanos>,
+}
+
+/// The files of one `(date, symbol)` partition.
+#[derive(Clone, Debug, Default)]
+pub struct Partition {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// The symbol.
+    pub symbol: Option<Symbol>,
+    /// `book_events` files, in name order.
+    pub book: Vec<Path>,
+    /// `depth_updates` files.
+    pub depth: Vec<Path>,
+    /// `trades` files.
+    pub trades: Vec<Path>,
+}
+
+/// Lists the lake's partitions that hold book data and pass the selection, by date then symbol.
+pub fn list_partitions(lake: &Lake, sel: &LakeSelection) -> Result<Vec<Partition>> {
+    let rt = runtime()?;
+    let mut parts: BTreeMap<(String, Symbol), Partition> = BTreeMap::new();
+    for table in [Table::BookEvents, Table::DepthUpdates, Table::Trades] {
+        let listing: Vec<_> = match rt.block_on(
+            lake.store()
+                .list(Some(&lake.table_path(table)))
+                .try_collect::<Vec<_>>(),
+        ) {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for meta in listing {
+            let loc = meta.location;
+            let text = loc.as_ref().to_string();
+            if !text.ends_with(".parquet") {
+                continue;
+            }
+            let (mut date, mut symbol) = (None, None);
+            for seg in text.split('/') {
+                if let Some(d) = seg.strip_prefix("date=") {
+                    date = Some(d.to_string());
+                } else if let Some(s) = seg.strip_prefix("symbol=") {
+                    symbol = Symbol::new(s).ok();
+                }
+            }
+            let (Some(date), Some(symbol)) = (date, symbol) else {
+                continue;
+            };
+            if !sel.symbols.is_empty() && !sel.symbols.contains(&symbol) {
+                continue;
+            }
+            let Ok(day) = flowsense_core::job::parse_instant(&date) else {
+                continue;
+            };
+            if sel.to.is_some_and(|to| day.0 >= to.0)
+                || sel.from.is_some_and(|from| day.0 + UnixNanos::DAY <= from.0)
+            {
+                continue;
+            }
+            let p = parts
+                .entry((date.clone(), symbol.clone()))
+                .or_insert_with(|| Partition {
+                    date,
+                    symbol: Some(symbol),
+                    ..Default::default()
+                });
+            match table {
+                Table::BookEvents => p.book.push(loc),
+                Table::DepthUpdates => p.depth.push(loc),
+                _ => p.trades.push(loc),
+            }
+        }
+    }
+    let mut out: Vec<Partition> = parts.into_values().collect();
+    for p in &mut out {
+        p.book.sort();
+        p.depth.sort();
+        p.trades.sort();
+    }
+    Ok(out)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::LakeFile {
+            path: String::new(),
+            why: format!("cannot start an I/O runtime: {e}"),
+        })
+}
+
+/// Replays the selected partitions: dates in order, and within a date the symbols merged by time.
+///
+/// `keep` chooses the symbols this reader owns (a dataflow worker keeps `route() % peers ==
+/// index`). Errors reading a file end the replay; [`LakeReplay::error`] tells what happened.
+pub struct LakeReplay {
+    lake: Lake,
+    rt: Arc<tokio::runtime::Runtime>,
+    sel: LakeSelection,
+    dates: VecDeque<Vec<Partition>>,
+    current: Option<MergeByTime>,
+    error: Arc<std::sync::Mutex<Option<Error>>>,
+}
+
+impl LakeReplay {
+    /// A replay of the selection, keeping the symbols for which `keep` is true.
+    pub fn open(lake: Lake, sel: LakeSelection, keep: impl Fn(&Symbol) -> bool) -> Result<Self> {
+        let mut dates: BTreeMap<String, Vec<Partition>> = BTreeMap::new();
+        for p in list_partitions(&lake, &sel)? {
+            if p.symbol.as_ref().is_some_and(&keep) {
+                dates.entry(p.date.clone()).or_default().push(p);
+            }
+        }
+        Ok(LakeReplay {
+            lake,
+            rt: Arc::new(runtime()?),
+            sel,
+            dates: dates.into_values().collect(),
+            current: None,
+            error: Arc::default(),
+        })
+    }
+
+    /// The error that ended the replay early, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|e| e.to_string()))
+    }
+}
+
+impl Iterator for LakeReplay {
+    type Item = MarketEvent;
+
+    fn next(&mut self) -> Option<MarketEvent> {
+        loop {
+            if let Some(m) = self.current.as_mut() {
+                if let Some(e) = m.next() {
+                    return Some(e);
+                }
+                self.current = None;
+            }
+            let day = self.dates.pop_front()?;
+            let streams: Vec<EventStream> = day
+                .into_iter()
+                .map(|p| {
+                    Box::new(PartitionStream::new(
+                        &self.lake,
+                        self.rt.clone(),
+                        p,
+                        &self.sel,
+                        self.error.clone(),
+                    )) as EventStream
+                })
+                .collect();
+            self.current = Some(MergeByTime::new(streams));
+        }
+    }
+}
+
+/// Decoded batches of a list of files, fetched one file at a time.
+struct Files {
+    lake: Lake,
+    rt: Arc<tokio::runtime::Runtime>,
+    files: VecDeque<Path>,
+    reader: Option<(String, ParquetRecordBatchReader)>,
+}
+
+impl Files {
+    fn next_batch(&mut self) -> Result<Option<(String, RecordBatch)>> {
+        loop {
+            if let Some((path, r)) = self.reader.as_mut() {
+                match r.next() {
+                    Some(Ok(b)) => return Ok(Some((path.clone(), b))),
+                    Some(Err(e)) => {
+                        return Err(Error::LakeFile {
+                            path: path.clone(),
+                            why: e.to_string(),
+                        });
+                    }
+                    None => self.reader = None,
+                }
+            }
+            let Some(path) = self.files.pop_front() else {
+                return Ok(None);
+            };
+            let store = self.lake.store();
+            let bytes = self
+                .rt
+                .block_on(async { store.get(&path).await?.bytes().await })?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.with_batch_size(16 * 1024).build())
+                .map_err(|e| Error::LakeFile {
+                    path: path.to_string(),
+                    why: e.to_string(),
+                })?;
+            self.reader = Some((path.to_string(), reader));
+        }
+    }
+}
+
+/// Column accessors of one batch.
+struct Cols {
+    batch: RecordBatch,
+    row: usize,
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, path: &str, name: &str) -> Result<&'a T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::LakeFile {
+            path: path.to_string(),
+            why: format!("column {name} is missing or of the wrong type"),
+        })
+}
+
+fn text(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
+    let c = b.column_by_name(name)?;
+    if let Some(s) = c.as_string_opt::<i32>() {
+        return Some(s.value(i).to_string());
+    }
+    c.as_string_view_opt().map(|s| s.value(i).to_string())
+}
+
+fn side_of(b: &RecordBatch, i: usize) -> Side {
+    match b.column_by_name("side") {
+        Some(c) => {
+            let v = c
+                .as_string_opt::<i32>()
+                .map(|s| s.value(i) == "buy")
+                .or_else(|| c.as_string_view_opt().map(|s| s.value(i) == "buy"))
+                .unwrap_or(true);
+            if v { Side::Buy } else { Side::Sell }
+        }
+        None => Side::Buy,
+    }
+}
+
+fn action_of(s: &str) -> L3Action {
+    match s {
+        "add" => L3Action::Add,
+        "modify" => L3Action::Modify,
+        "cancel" => L3Action::Cancel,
+        "delete" => L3Action::Delete,
+        "execute" => L3Action::Execute,
+        "execute_hidden" => L3Action::ExecuteHidden,
+        "cross" => L3Action::Cross,
+        _ => L3Action::Halt,
+    }
+}
+
+/// One partition as a stream: its book rows merged with its trades.
+struct PartitionStream {
+    symbol: Symbol,
+    book: Files,
+    book_kind: Table,
+    trades: Files,
+    book_batch: Option<(String, Cols)>,
+    trade_batch: Option<(String, Cols)>,
+    book_head: Option<MarketEvent>,
+    trade_head: Option<MarketEvent>,
+    from: i64,
+    to: i64,
+    error: Arc<std::sync::Mutex<Option<Error>>>,
+    failed: bool,
+}
+
+impl PartitionStream {
+    fn new(
+        lake: &Lake,
+        rt: Arc<tokio::runtime::Runtime>,
+        p: Partition,
+        sel: &LakeSelection,
+        error: Arc<std::sync::Mutex<Option<Error>>>,
+    ) -> Self {
+        let files = |f: Vec<Path>| Files {
+            lake: lake.clone(),
+            rt: rt.clone(),
+            files: f.into(),
+            reader: None,
+        };
+        let (book_kind, book_files) = if p.book.is_empty() {
+            (Table::DepthUpdates, p.depth)
+        } else {
+            (Table::BookEvents, p.book)
+        };
+        let mut s = PartitionStream {
+            symbol: p.symbol.expect("partitions carry a symbol"),
+            book: files(book_files),
+            book_kind,
+            trades: files(p.trades),
+            book_batch: None,
+            trade_batch: None,
+            book_head: None,
+            trade_head: None,
+            from: sel.from.map_or(i64::MIN, |t| t.0),
+            to: sel.to.map_or(i64::MAX, |t| t.0),
+            error,
+            failed: false,
+        };
+        s.book_head = s.next_book();
+        s.trade_head = s.next_trade();
+        s
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.failed = true;
+        if let Ok(mut slot) = self.error.lock()
+            && slot.is_none()
+        {
+            *slot = Some(e);
+        }
+    }
+
+    /// The current book batch, refilled as needed; `None` at the end.
+    fn book_cols(&mut self) -> Option<&mut (String, Cols)> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if let Some((_, c)) = &self.book_batch
+                && c.row < c.batch.num_rows()
+            {
+                return self.book_batch.as_mut();
+            }
+            match self.book.next_batch() {
+                Ok(Some((path, batch))) => self.book_batch = Some((path, Cols { batch, row: 0 })),
+                Ok(None) => return None,
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn next_book(&mut self) -> Option<MarketEvent> {
+        let (from, to, symbol, kind) = (self.from, self.to, self.symbol.clone(), self.book_kind);
+        loop {
+            let (path, c) = self.book_cols()?;
+            let b = &c.batch;
+            let r = (|| -> Result<Option<MarketEvent>> {
+                let ts = col::<Int64Array>(b, path, "ts")?;
+                let i = c.row;
+                let t = ts.value(i);
+                if kind == Table::BookEvents {
+                    c.row += 1;
+                    if t < from || t >= to {
+                        return Ok(None);
+                    }
+                    let seq = col::<UInt64Array>(b, path, "seq")?.value(i);
+                    let oid = col::<UInt64Array>(b, path, "order_id")?.value(i);
+                    let px = col::<Float64Array>(b, path, "price")?.value(i);
+                    let sz = col::<Float64Array>(b, path, "size")?.value(i);
+                    let action = text(b, "action", i).unwrap_or_default();
+                    return Ok(Some(MarketEvent::Order(
+                        symbol.clone(),
+                        OrderEvent {
+                            ts: UnixNanos(t),
+                            seq,
+                            action: action_of(&action),
+                            order_id: OrderId(oid),
+                            side: side_of(b, i),
+                            price: Price::from_f64(px).unwrap_or_default(),
+                            size: Size::from_f64(sz).unwrap_or_default(),
+                        },
+                    )));
+                }
+                // Depth rows: one update per (ts, final_update_id, is_snapshot) run of rows.
+                let fin = col::<UInt64Array>(b, path, "final_update_id")?;
+                let first = col::<UInt64Array>(b, path, "first_update_id")?;
+                let snap = col::<BooleanArray>(b, path, "is_snapshot")?;
+                let px = col::<Float64Array>(b, path, "price")?;
+                let sz = col::<Float64Array>(b, path, "size")?;
+                let local = b.column_by_name("local_ts").and_then(|c| c.as_primitive_opt::<Int64Type>());
+                let key = (t, fin.value(i), snap.value(i));
+                let mut d = DepthUpdate {
+                    ts: UnixNanos(t),
+                    local_ts: local.and_then(|l| l.is_valid(i).then(|| UnixNanos(l.value(i)))),
+                    first_update_id: first.value(i),
+                    final_update_id: fin.value(i),
+                    prev_final_update_id: None,
+                    bids: Vec::new(),
+                    asks: Vec::new(),
+                    is_snapshot: snap.value(i),
+                };
+                let mut j = i;
+                while j < b.num_rows() && (ts.value(j), fin.value(j), snap.value(j)) == key {
+                    let level = (
+                        Price::from_f64(px.value(j)).unwrap_or_default(),
+                        Size::from_f64(sz.value(j)).unwrap_or_default(),
+                    );
+                    match side_of(b, j) {
+                        Side::Buy => d.bids.push(level),
+                        Side::Sell => d.asks.push(level),
+                    }
+                    j += 1;
+                }
+                c.row = j;
+                if t < from || t >= to {
+                    return Ok(None);
+                }
+                Ok(Some(MarketEvent::Depth(symbol.clone(), d)))
+            })();
+            match r {
+                Ok(Some(e)) => return Some(e),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn next_trade(&mut self) -> Option<MarketEvent> {
+        let (from, to, symbol) = (self.from, self.to, self.symbol.clone());
+        loop {
+            if self.failed {
+                return None;
+            }
+            let need = !matches!(&self.trade_batch, Some((_, c)) if c.row < c.batch.num_rows());
+            if need {
+                match self.trades.next_batch() {
+                    Ok(Some((path, batch))) => {
+                        self.trade_batch = Some((path, Cols { batch, row: 0 }))
+                    }
+                    Ok(None) => return None,
+                    Err(e) => {
+                        self.fail(e);
+                        return None;
+                    }
+                }
+                continue;
+            }
+            let (path, c) = self.trade_batch.as_mut().expect("checked above");
+            let b = &c.batch;
+            let i = c.row;
+            c.row += 1;
+            let r = (|| -> Result<Option<MarketEvent>> {
+                let t = col::<Int64Array>(b, path, "ts")?.value(i);
+                if t < from || t >= to {
+                    return Ok(None);
+                }
+                let px = col::<Float64Array>(b, path, "price")?.value(i);
+                let sz = col::<Float64Array>(b, path, "size")?.value(i);
+                let id = b
+                    .column_by_name("trade_id")
+                    .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+                    .and_then(|c| c.is_valid(i).then(|| c.value(i)));
+                let local = b
+                    .column_by_name("local_ts")
+                    .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                    .and_then(|c| c.is_valid(i).then(|| UnixNanos(c.value(i))));
+                Ok(Some(MarketEvent::Trade(
+                    symbol.clone(),
+                    Trade {
+                        ts: UnixNanos(t),
+                        local_ts: local,
+                        trade_id: id,
+                        price: Price::from_f64(px).unwrap_or_default(),
+                        size: Size::from_f64(sz).unwrap_or_default(),
+                        aggressor: side_of(b, i),
+                    },
+                )))
+            })();
+            match r {
+                Ok(Some(e)) => return Some(e),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for PartitionStream {
+    type Item = MarketEvent;
+
+    fn next(&mut self) -> Option<MarketEvent> {
+        let take_book = match (&self.book_head, &self.trade_head) {
+            (Some(b), Some(t)) => b.ts() <= t.ts(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        if take_book {
+            let next = self.next_book();
+            std::mem::replace(&mut self.book_head, next)
+        } else {
+            let next = self.next_trade();
+            std::mem::replace(&mut self.trade_head, next)
+        }
+    }
+}
