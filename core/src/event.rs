@@ -193,6 +193,22 @@ impl MarketEvent {
         }
     }
 
+    /// Local receive time, where the source recorded one.
+    pub fn local_ts(&self) -> Option<UnixNanos> {
+        match self {
+            MarketEvent::Order(..) => None,
+            MarketEvent::Depth(_, d) => d.local_ts,
+            MarketEvent::Trade(_, t) => t.local_ts,
+            MarketEvent::Bbo(_, b) | MarketEvent::Quote(_, b) => b.local_ts,
+        }
+    }
+
+    /// The key events are ordered by within a feed: exchange time, then receive time (exchange
+    /// clocks often tick in milliseconds, so many events share one).
+    pub fn order_key(&self) -> (i64, i64) {
+        (self.ts().0, self.local_ts().map_or(i64::MIN, |t| t.0))
+    }
+
     /// The symbol the event belongs to.
     pub fn symbol(&self) -> &Symbol {
         match self {

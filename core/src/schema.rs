@@ -48,11 +48,15 @@ pub enum Table {
     Features,
     /// Refused rows.
     DeadLetters,
+    /// Per-operator figures of each job's graph (one file per job and worker).
+    Operators,
+    /// Per-channel figures of each job's graph.
+    Channels,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 10] = [
         Table::BookEvents,
         Table::DepthUpdates,
         Table::Trades,
@@ -61,6 +65,8 @@ impl Table {
         Table::Bars,
         Table::Features,
         Table::DeadLetters,
+        Table::Operators,
+        Table::Channels,
     ];
 
     /// The table's name, also its folder in the lake.
@@ -79,6 +85,8 @@ impl Table {
             Table::Bars => "bars",
             Table::Features => "features",
             Table::DeadLetters => "dead_letters",
+            Table::Operators => "flowsense_operators",
+            Table::Channels => "flowsense_channels",
         }
     }
 
@@ -90,7 +98,7 @@ impl Table {
     /// How its files are laid out.
     pub const fn partitioning(self) -> Partitioning {
         match self {
-            Table::DeadLetters => Partitioning::None,
+            Table::DeadLetters | Table::Operators | Table::Channels => Partitioning::None,
             _ => Partitioning::DateSymbol,
         }
     }
@@ -174,6 +182,40 @@ impl Table {
                 Field::new("trades", DataType::UInt64, true),
             ],
             Table::Features => crate::features::schema_fields(),
+            Table::Operators => {
+                let u = |n: &str| Field::new(n, DataType::UInt64, false);
+                let s = |n: &str| Field::new(n, DataType::Utf8, false);
+                vec![
+                    s("job"),
+                    u("worker"),
+                    u("id"),
+                    s("addr"),
+                    s("name"),
+                    u("schedules"),
+                    u("busy_ns"),
+                    u("records_in"),
+                    u("records_out"),
+                    u("messages_in"),
+                    u("messages_out"),
+                    Field::new("frontier_lag_ns", DataType::Int64, true),
+                ]
+            }
+            Table::Channels => {
+                let u = |n: &str| Field::new(n, DataType::UInt64, false);
+                let s = |n: &str| Field::new(n, DataType::Utf8, false);
+                vec![
+                    s("job"),
+                    u("worker"),
+                    u("id"),
+                    s("source"),
+                    s("target"),
+                    s("type"),
+                    u("messages_sent"),
+                    u("records_sent"),
+                    u("messages_received"),
+                    u("records_received"),
+                ]
+            }
             Table::DeadLetters => vec![
                 Field::new("source", DataType::Utf8, false),
                 Field::new("position", DataType::Utf8, false),

@@ -174,6 +174,10 @@ pub enum Command {
         /// No summary on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// Print per-operator and per-channel figures at the end (also in the lake as
+        /// `flowsense_operators` and `flowsense_channels`).
+        #[arg(long)]
+        stats: bool,
         /// Print help.
         #[arg(long, action = clap::ArgAction::Help)]
         help: Option<bool>,
@@ -266,6 +270,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             process,
             hostfile,
             quiet,
+            stats,
             help: _,
         } => {
             let spec = flowsense_core::job::JobSpec::from_file(&job)?;
@@ -279,6 +284,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let sinks = crate::run::spec_sinks(&spec, &lake);
             let report = crate::run::run_job(&spec, &lake, &opts, sinks)?;
+            if stats {
+                eprint!("{}", report.stats());
+            }
             if !quiet {
                 eprint!("{}", report.summary(&spec));
             }

@@ -21,8 +21,8 @@ use flowsense_core::job::{JobSpec, Source};
 use flowsense_core::{FeatureRow, Lake, MarketEvent, Symbol};
 use flowsense_operators::OrderFlowFeatures;
 use flowsense_sinks::FeatureWriter;
-use flowsense_sources::lake::{LakeReplay, LakeSelection};
-use flowsense_sources::merge::{EventStream, MergeByTime};
+use flowsense_sources::lake::{LakeReplay, LakeSelection, REORDER_NS};
+use flowsense_sources::merge::{EventStream, MergeByTime, TimeOrdered};
 use flowsense_sources::synth::{SynthConfig, SyntheticMarket};
 use flowsense_sources::{Record, detect};
 use timely::container::CapacityContainerBuilder;
@@ -37,6 +37,8 @@ pub struct JobHandles {
     pub input: InputHandleVec<u64, MarketEvent>,
     /// Passes a time once every output at or before it has reached the sinks.
     pub probe: ProbeHandle<u64>,
+    /// A probe on each stage's output, by operator name, for frontier lag.
+    pub stages: Vec<(&'static str, ProbeHandle<u64>)>,
 }
 
 /// Where a worker's feature rows go.
@@ -214,16 +216,25 @@ pub fn build_job<'scope>(
 ) -> JobHandles {
     let mut input = InputHandleVec::new();
     let probe = ProbeHandle::new();
+    let features_probe = ProbeHandle::new();
     scope
         .input_from(&mut input)
         .order_flow_features(&spec.features)
+        .probe_with(&features_probe)
         .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "FeatureSink", move |_, _| {
             move |data, _output| {
                 data.for_each(|_time, batch| sink.borrow_mut().write(batch));
             }
         })
         .probe_with(&probe);
-    JobHandles { input, probe }
+    JobHandles {
+        input,
+        stages: vec![
+            ("OrderFlowFeatures", features_probe),
+            ("FeatureSink", probe.clone()),
+        ],
+        probe,
+    }
 }
 
 /// The job's symbols filter, parsed.
@@ -245,8 +256,22 @@ pub struct SourceCounts {
 ///
 /// Lake and synthetic sources are split by symbol ([`Symbol::route`]), so every worker reads
 /// only what it will compute and the exchange moves nothing; capture files are read by worker 0
-/// and exchanged.
+/// and exchanged. Top-of-book rows (`bbo`, `quotes`) are derived from the book the graph
+/// rebuilds itself, so they are not sent.
 pub fn worker_source(
+    spec: &JobSpec,
+    lake: &Lake,
+    index: usize,
+    peers: usize,
+    counts: std::sync::Arc<std::sync::Mutex<SourceCounts>>,
+) -> anyhow::Result<EventStream> {
+    let s = all_events(spec, lake, index, peers, counts)?;
+    Ok(Box::new(s.filter(|e| {
+        !matches!(e, MarketEvent::Bbo(..) | MarketEvent::Quote(..))
+    })))
+}
+
+fn all_events(
     spec: &JobSpec,
     lake: &Lake,
     index: usize,
@@ -312,7 +337,7 @@ pub fn worker_source(
                 .map(|(_, _, reader)| {
                     let counts = counts.clone();
                     let only = only.clone();
-                    Box::new(reader.filter_map(move |r| match r {
+                    let events = Box::new(reader.filter_map(move |r| match r {
                         Ok(Record::Event(e)) if only.is_empty() || only.contains(e.symbol()) => {
                             Some(e)
                         }
@@ -327,7 +352,8 @@ pub fn worker_source(
                             eprintln!("warning: a capture reader stopped: {e}");
                             None
                         }
-                    })) as EventStream
+                    }));
+                    Box::new(TimeOrdered::new(events, REORDER_NS)) as EventStream
                 })
                 .collect();
             Ok(Box::new(MergeByTime::new(streams)))

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod demo;
 pub mod ingest;
 pub mod job;
+pub mod monitor;
 pub mod run;
 pub mod sql;
 pub mod synth;

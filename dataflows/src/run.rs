@@ -79,6 +79,10 @@ pub struct WorkerReport {
     pub events: u64,
     /// Feature rows this worker's sinks received.
     pub rows: u64,
+    /// The graph's operators on this worker.
+    pub operators: Vec<crate::monitor::OperatorStats>,
+    /// The graph's channels on this worker.
+    pub channels: Vec<crate::monitor::ChannelStats>,
 }
 
 /// What a run did.
@@ -100,6 +104,13 @@ impl RunReport {
     /// Feature rows out of this process's workers.
     pub fn rows(&self) -> u64 {
         self.workers.iter().map(|w| w.rows).sum()
+    }
+
+    /// The graph figures of every worker of this process, as tables.
+    pub fn stats(&self) -> String {
+        let ops: Vec<_> = self.workers.iter().flat_map(|w| w.operators.clone()).collect();
+        let chans: Vec<_> = self.workers.iter().flat_map(|w| w.channels.clone()).collect();
+        crate::monitor::render(&ops, &chans)
     }
 
     /// A few lines for people.
@@ -124,6 +135,17 @@ impl RunReport {
             out.push_str("features written to the lake: flowsense sql \"SELECT * FROM features LIMIT 10\"\n");
         }
         out
+    }
+}
+
+/// Samples each stage's frontier lag: the input's time minus the stage's output frontier.
+fn sample_lag(monitor: &crate::monitor::WorkerMonitor, h: &crate::job::JobHandles) {
+    let now = *h.input.time() as i64;
+    for (name, probe) in &h.stages {
+        let f = probe.with_frontier(|f| f.iter().min().copied());
+        if let Some(f) = f {
+            monitor.lag(name, (now - f as i64).max(0));
+        }
     }
 }
 
@@ -162,6 +184,7 @@ pub fn run_job(
     let start = Instant::now();
     let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerReport> {
         let (index, peers) = (worker.index(), worker.peers());
+        let monitor = crate::monitor::WorkerMonitor::register(worker);
         let sink = SharedSink::new(sinks(index, peers)?);
         let sink_w = sink.clone();
         let spec_w = spec.clone();
@@ -186,6 +209,7 @@ pub fn run_job(
                         in_batch = 0;
                         since_wait += 1;
                         worker.step();
+                        sample_lag(&monitor, &h);
                         if since_wait == 16 {
                             // Bound what is in flight: let the graph catch up.
                             let now = *h.input.time();
@@ -217,6 +241,7 @@ pub fn run_job(
                     h.input.send(ev);
                     events += 1;
                     worker.step();
+                    sample_lag(&monitor, &h);
                 }
             }
         }
@@ -226,10 +251,20 @@ pub fn run_job(
         let rows = s.rows;
         s.finish()
             .with_context(|| format!("worker {index}: writing features"))?;
+        if let Some(mut reg) = worker.log_register() {
+            reg.flush();
+        }
+        let (operators, channels) = monitor.snapshot();
+        if spec.sinks.lake {
+            crate::monitor::write_stats(&lake, &spec.name, index, &operators, &channels)
+                .with_context(|| format!("worker {index}: writing graph figures"))?;
+        }
         Ok(WorkerReport {
             index,
             events,
             rows,
+            operators,
+            channels,
         })
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;

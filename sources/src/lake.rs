@@ -23,7 +23,11 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use crate::merge::{EventStream, MergeByTime};
+use crate::merge::{EventStream, MergeByTime, TimeOrdered};
+
+/// How far a partition's rows may go back in exchange time (the readers refuse more than a
+/// second by default), and so how far replay reorders them.
+pub const REORDER_NS: i64 = 1_000_000_000;
 use crate::{Error, Result};
 
 /// What to read from the lake.
@@ -183,12 +187,9 @@ impl Iterator for LakeReplay {
             let streams: Vec<EventStream> = day
                 .into_iter()
                 .map(|p| {
-                    Box::new(PartitionStream::new(
-                        &self.lake,
-                        self.rt.clone(),
-                        p,
-                        &self.sel,
-                        self.error.clone(),
+                    Box::new(TimeOrdered::new(
+                        PartitionStream::new(&self.lake, self.rt.clone(), p, &self.sel, self.error.clone()),
+                        REORDER_NS,
                     )) as EventStream
                 })
                 .collect();
@@ -288,6 +289,18 @@ fn action_of(s: &str) -> L3Action {
     }
 }
 
+/// What reading one book row led to.
+enum Step {
+    /// A whole event.
+    Event(MarketEvent),
+    /// A row outside the time range.
+    Skip,
+    /// The pending depth update is complete.
+    Done,
+    /// The pending depth update may go on in the next batch.
+    More,
+}
+
 /// One partition as a stream: its book rows merged with its trades.
 struct PartitionStream {
     symbol: Symbol,
@@ -375,24 +388,32 @@ impl PartitionStream {
 
     fn next_book(&mut self) -> Option<MarketEvent> {
         let (from, to, symbol, kind) = (self.from, self.to, self.symbol.clone(), self.book_kind);
+        let in_range = |t: i64| t >= from && t < to;
+        // A depth update's rows may straddle a batch (or file) boundary: keep it pending until a
+        // row with another key, or the end, closes it.
+        let mut pending: Option<DepthUpdate> = None;
         loop {
-            let (path, c) = self.book_cols()?;
+            let Some((path, c)) = self.book_cols() else {
+                return pending
+                    .filter(|d| in_range(d.ts.0))
+                    .map(|d| MarketEvent::Depth(symbol, d));
+            };
             let b = &c.batch;
-            let r = (|| -> Result<Option<MarketEvent>> {
+            let r = (|| -> Result<Step> {
                 let ts = col::<Int64Array>(b, path, "ts")?;
                 let i = c.row;
                 let t = ts.value(i);
                 if kind == Table::BookEvents {
                     c.row += 1;
-                    if t < from || t >= to {
-                        return Ok(None);
+                    if !in_range(t) {
+                        return Ok(Step::Skip);
                     }
                     let seq = col::<UInt64Array>(b, path, "seq")?.value(i);
                     let oid = col::<UInt64Array>(b, path, "order_id")?.value(i);
                     let px = col::<Float64Array>(b, path, "price")?.value(i);
                     let sz = col::<Float64Array>(b, path, "size")?.value(i);
                     let action = text(b, "action", i).unwrap_or_default();
-                    return Ok(Some(MarketEvent::Order(
+                    return Ok(Step::Event(MarketEvent::Order(
                         symbol.clone(),
                         OrderEvent {
                             ts: UnixNanos(t),
@@ -411,20 +432,30 @@ impl PartitionStream {
                 let snap = col::<BooleanArray>(b, path, "is_snapshot")?;
                 let px = col::<Float64Array>(b, path, "price")?;
                 let sz = col::<Float64Array>(b, path, "size")?;
-                let local = b.column_by_name("local_ts").and_then(|c| c.as_primitive_opt::<Int64Type>());
-                let key = (t, fin.value(i), snap.value(i));
-                let mut d = DepthUpdate {
-                    ts: UnixNanos(t),
-                    local_ts: local.and_then(|l| l.is_valid(i).then(|| UnixNanos(l.value(i)))),
-                    first_update_id: first.value(i),
-                    final_update_id: fin.value(i),
-                    prev_final_update_id: None,
-                    bids: Vec::new(),
-                    asks: Vec::new(),
-                    is_snapshot: snap.value(i),
-                };
+                let key_at = |j: usize| (ts.value(j), fin.value(j), snap.value(j));
+                if let Some(d) = &pending {
+                    if key_at(i) != (d.ts.0, d.final_update_id, d.is_snapshot) {
+                        return Ok(Step::Done);
+                    }
+                } else {
+                    let local = b
+                        .column_by_name("local_ts")
+                        .and_then(|c| c.as_primitive_opt::<Int64Type>());
+                    pending = Some(DepthUpdate {
+                        ts: UnixNanos(t),
+                        local_ts: local.and_then(|l| l.is_valid(i).then(|| UnixNanos(l.value(i)))),
+                        first_update_id: first.value(i),
+                        final_update_id: fin.value(i),
+                        prev_final_update_id: None,
+                        bids: Vec::new(),
+                        asks: Vec::new(),
+                        is_snapshot: snap.value(i),
+                    });
+                }
+                let d = pending.as_mut().expect("set above");
+                let key = (d.ts.0, d.final_update_id, d.is_snapshot);
                 let mut j = i;
-                while j < b.num_rows() && (ts.value(j), fin.value(j), snap.value(j)) == key {
+                while j < b.num_rows() && key_at(j) == key {
                     let level = (
                         Price::from_f64(px.value(j)).unwrap_or_default(),
                         Size::from_f64(sz.value(j)).unwrap_or_default(),
@@ -436,14 +467,16 @@ impl PartitionStream {
                     j += 1;
                 }
                 c.row = j;
-                if t < from || t >= to {
-                    return Ok(None);
-                }
-                Ok(Some(MarketEvent::Depth(symbol.clone(), d)))
+                Ok(if j < b.num_rows() { Step::Done } else { Step::More })
             })();
             match r {
-                Ok(Some(e)) => return Some(e),
-                Ok(None) => continue,
+                Ok(Step::Event(e)) => return Some(e),
+                Ok(Step::Skip | Step::More) => continue,
+                Ok(Step::Done) => {
+                    if let Some(d) = pending.take().filter(|d| in_range(d.ts.0)) {
+                        return Some(MarketEvent::Depth(symbol, d));
+                    }
+                }
                 Err(e) => {
                     self.fail(e);
                     return None;
@@ -520,7 +553,7 @@ impl Iterator for PartitionStream {
 
     fn next(&mut self) -> Option<MarketEvent> {
         let take_book = match (&self.book_head, &self.trade_head) {
-            (Some(b), Some(t)) => b.ts() <= t.ts(),
+            (Some(b), Some(t)) => b.order_key() <= t.order_key(),
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => return None,
