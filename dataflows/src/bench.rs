@@ -37,6 +37,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// The feature graph: batch throughput from a lake with 1 and 2 workers, and per-event
+    /// latency in replay, each beside a plain single-threaded loop over the same engine.
+    Graph {
+        /// The lake to read (make one with `flowsense synth`).
+        #[arg(long, env = "FLOWSENSE_LAKE", default_value = "./lake")]
+        lake: String,
+        /// Runs per stage; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Events held in memory for the in-memory stages and the latency run.
+        #[arg(long, default_value_t = 5_000_000)]
+        memory_events: usize,
+        /// Bucket widths, comma-separated.
+        #[arg(long, default_value = "100ms,1s,10s,1m", value_delimiter = ',')]
+        buckets: Vec<String>,
+    },
     /// Runs named queries (a JSON object `{"name": "SQL", ...}`) over a lake; prints one JSON line
     /// per query with the median time. `scripts/bench_sql.py` runs it beside DuckDB.
     Sql {
@@ -62,7 +78,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 /// Process CPU time (user + system) from /proc, in seconds; 0 where unavailable.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
@@ -200,6 +216,9 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
             repeat,
             options,
         } => bench_sql(&lake, &queries, repeat, &options).await,
+        BenchCommand::Graph { .. } => {
+            anyhow::bail!("the graph benchmark runs outside an async runtime (see cli::run)")
+        }
     }
 }
 

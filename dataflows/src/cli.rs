@@ -292,6 +292,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench {
+            which:
+                crate::bench::BenchCommand::Graph {
+                    lake,
+                    repeat,
+                    memory_events,
+                    buckets,
+                },
+        } => {
+            // Timely workers and the lake reader run their own threads and runtimes.
+            drop(rt);
+            let lake = Lake::open(&lake, &S3Options::default())?;
+            crate::bench_graph::run(crate::bench_graph::GraphBench {
+                lake,
+                repeat,
+                memory_events,
+                buckets,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { which } => rt
             .block_on(crate::bench::run(which))
             .map(|_| ExitCode::SUCCESS),

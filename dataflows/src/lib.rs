@@ -6,6 +6,7 @@
 #![forbid(missing_docs)]
 
 pub mod bench;
+pub mod bench_graph;
 pub mod cli;
 pub mod demo;
 pub mod ingest;

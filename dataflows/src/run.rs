@@ -138,6 +138,50 @@ impl RunReport {
     }
 }
 
+/// Feeds a source into a job's input as fast as the graph takes it (batch mode) and returns
+/// the events sent. `batch` events go in per input advance: an event's timely time is the epoch
+/// of the first event of its batch, never later than its own, so the frontier still promises
+/// that nothing earlier will come.
+pub fn feed_batch(
+    worker: &mut timely::worker::Worker,
+    h: &mut crate::job::JobHandles,
+    source: impl Iterator<Item = flowsense_core::MarketEvent>,
+    batch: usize,
+    epoch: u64,
+    monitor: Option<&crate::monitor::WorkerMonitor>,
+) -> u64 {
+    let mut events = 0u64;
+    let mut in_batch = 0;
+    let mut since_wait = 0;
+    for ev in source {
+        if in_batch == batch {
+            let t = ev.ts().0.max(0) as u64;
+            let t = t - t % epoch;
+            if t > *h.input.time() {
+                h.input.advance_to(t);
+            }
+            in_batch = 0;
+            since_wait += 1;
+            worker.step();
+            if let Some(m) = monitor {
+                sample_lag(m, h);
+            }
+            if since_wait == 16 {
+                // Bound what is in flight: let the graph catch up.
+                let now = *h.input.time();
+                while h.probe.less_than(&now) {
+                    worker.step_or_park(None);
+                }
+                since_wait = 0;
+            }
+        }
+        h.input.send(ev);
+        in_batch += 1;
+        events += 1;
+    }
+    events
+}
+
 /// Samples each stage's frontier lag: the input's time minus the stage's output frontier.
 fn sample_lag(monitor: &crate::monitor::WorkerMonitor, h: &crate::job::JobHandles) {
     let now = *h.input.time() as i64;
@@ -194,33 +238,7 @@ pub fn run_job(
         let mut events = 0u64;
         match &spec.replay {
             None => {
-                // Batch: send `batch` events per input advance. An event's timely time is the
-                // epoch of the first event of its batch, never later than its own: the frontier
-                // still promises that nothing earlier than it will come.
-                let mut in_batch = 0;
-                let mut since_wait = 0;
-                for ev in source {
-                    if in_batch == batch {
-                        let t = ev.ts().0.max(0) as u64;
-                        let t = t - t % epoch;
-                        if t > *h.input.time() {
-                            h.input.advance_to(t);
-                        }
-                        in_batch = 0;
-                        since_wait += 1;
-                        worker.step();
-                        sample_lag(&monitor, &h);
-                        if since_wait == 16 {
-                            // Bound what is in flight: let the graph catch up.
-                            let now = *h.input.time();
-                            worker.step_while(|| h.probe.less_than(&now));
-                            since_wait = 0;
-                        }
-                    }
-                    h.input.send(ev);
-                    in_batch += 1;
-                    events += 1;
-                }
+                events = feed_batch(worker, &mut h, source, batch, epoch, Some(&monitor));
             }
             Some(replay) => {
                 // Replay: events leave when their time comes at `speed` x real time, and the
