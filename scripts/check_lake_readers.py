@@ -33,7 +33,26 @@ for table in ["trades", "bbo", "quotes", "depth_updates", "book_events"]:
     # Prices and sizes are plain numbers to DuckDB.
     kind = con.execute(f"SELECT typeof(ts) FROM read_parquet('{glob}', hive_partitioning = true) LIMIT 1").fetchone()[0]
     assert kind in ("BIGINT",), kind
+# The features table: both read the same rows, lists included.
+fglob = f"{lake}/features/*/*/*.parquet"
+d = con.execute(
+    f"SELECT symbol, bucket, count(*), sum(ofi_l1), sum(len(ofi_levels)) FROM read_parquet('{fglob}', hive_partitioning = true) GROUP BY ALL ORDER BY ALL"
+).fetchall()
+p = (
+    pl.scan_parquet(fglob, hive_partitioning=True)
+    .group_by("symbol", "bucket")
+    .agg(pl.len(), pl.col("ofi_l1").sum(), pl.col("ofi_levels").list.len().sum())
+    .sort("symbol", "bucket")
+    .collect()
+)
+assert len(d) == p.height and len(d) > 0, (d, p)
+for a, b in zip(d, p.iter_rows()):
+    assert a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[4] == b[3], (a, b)
+    assert abs(a[3] - b[2]) <= 1e-9 * max(1.0, abs(a[3])), (a, b)
+ops = con.execute(f"SELECT count(DISTINCT name) FROM read_parquet('{lake}/flowsense_operators/*.parquet')").fetchone()[0]
+assert ops >= 3, ops
+checked += len(d)
 side = con.execute(f"SELECT DISTINCT side FROM read_parquet('{lake}/trades/*/*/*.parquet', hive_partitioning = true) ORDER BY 1").fetchall()
 assert side == [("buy",), ("sell",)], side
 dead = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/dead_letters/*.parquet')").fetchone()[0] if __import__("glob").glob(f"{lake}/dead_letters/*.parquet") else 0
-print(f"DuckDB {duckdb.__version__} and Polars {pl.__version__} agree on {checked} symbol-days across 5 tables; {dead} dead letters")
+print(f"DuckDB {duckdb.__version__} and Polars {pl.__version__} agree on {checked} symbol-days and symbol-buckets across 6 tables; {dead} dead letters")

@@ -9,6 +9,12 @@ use flowsense_sql::LakeSession;
 
 use crate::cli::OutputFormat;
 
+/// Where the demo's job spec lives (it is compiled in, so the demo runs from anywhere).
+pub const DEMO_JOB_PATH: &str = "examples/demo-features.toml";
+
+/// The demo's job: features of everything in the lake, 1 s and 10 s buckets.
+pub const DEMO_JOB: &str = include_str!("../../examples/demo-features.toml");
+
 /// Queries the demo prints, with what each shows.
 pub const QUERIES: &[(&str, &str)] = &[
     (
@@ -37,6 +43,22 @@ pub const QUERIES: &[(&str, &str)] = &[
          FROM trades WHERE symbol = 'BTCUSDT-PERP' GROUP BY ts - ts % 60000000000 ORDER BY minute",
     ),
     (
+        "order-flow features from the timely graph: how well best-level OFI tracks 1 s mid changes",
+        "SELECT symbol, count(*) AS buckets, round(corr(ofi_l1, dmid), 3) AS corr_ofi_l1, \
+         round(corr(ofi_l10, dmid), 3) AS corr_ofi_l10, round(avg(spread), 4) AS mean_spread, \
+         round(avg(trade_imbalance), 3) AS mean_trade_imbalance, round(max(vpin), 3) AS max_vpin \
+         FROM (SELECT symbol, ofi_l1, ofi_l10, spread, trade_imbalance, vpin, \
+               mid - lag(mid) OVER (PARTITION BY symbol, date ORDER BY ts) AS dmid \
+               FROM features WHERE job = 'demo-features' AND bucket = '1s') \
+         GROUP BY symbol ORDER BY symbol",
+    ),
+    (
+        "the graph's operators, from timely's logging (flowsense run --stats prints the same)",
+        "SELECT name, sum(records_in) AS records_in, sum(records_out) AS records_out, \
+         round(sum(busy_ns) / 1e6, 1) AS busy_ms FROM flowsense_operators \
+         WHERE job = 'demo-features' GROUP BY name, id ORDER BY id",
+    ),
+    (
         "rows refused by validation (kept in dead_letters with their reason)",
         "SELECT count(*) AS dead_letters FROM dead_letters",
     ),
@@ -61,7 +83,7 @@ fn bundled_data(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 pub async fn run(lake: &Lake, data: Option<PathBuf>) -> anyhow::Result<()> {
     let data = bundled_data(data)?;
     eprintln!(
-        "1/3 ingesting the real Binance captures in {}",
+        "1/4 ingesting the real Binance captures in {}",
         data.display()
     );
     let report = crate::ingest::ingest_paths(lake, &[data], None, true)
@@ -76,13 +98,28 @@ pub async fn run(lake: &Lake, data: Option<PathBuf>) -> anyhow::Result<()> {
         ..Default::default()
     };
     eprintln!(
-        "2/3 generating a synthetic market: {} symbols x {} days, seed {}",
+        "2/4 generating a synthetic market: {} symbols x {} days, seed {}",
         cfg.symbols, cfg.days, cfg.seed
     );
     let report = crate::synth::synth(lake, &cfg, None, true).await?;
     eprint!("{}", report.summary(lake.url().as_str()));
+    eprintln!("3/4 running the feature graph over the lake ({DEMO_JOB_PATH})");
+    let spec = flowsense_core::job::JobSpec::from_toml(DEMO_JOB)?;
+    let run = tokio::task::block_in_place(|| {
+        crate::run::run_job(
+            &spec,
+            lake,
+            &crate::run::RunOptions {
+                workers: 2,
+                ..Default::default()
+            },
+            crate::run::spec_sinks(&spec, lake),
+        )
+    })
+    .context("running the feature job")?;
+    eprint!("{}", run.summary(&spec));
     eprintln!(
-        "3/3 querying the lake (try: flowsense sql --lake {} \"SHOW TABLES\")",
+        "4/4 querying the lake (try: flowsense sql --lake {} \"SHOW TABLES\")",
         lake.url()
     );
     let session = LakeSession::open(lake).await?;
