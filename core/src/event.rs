@@ -5,7 +5,9 @@ use std::fmt;
 use crate::{Error, OrderId, Price, Result, Size, Symbol, UnixNanos};
 
 /// Side of the book (`Buy` = bid) or of a trade's aggressor.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Side {
     /// Bid side; for a trade, a buyer-initiated trade.
     Buy,
@@ -222,7 +224,9 @@ impl MarketEvent {
 }
 
 /// Why a row was refused.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum DeadLetterReason {
     /// The row could not be parsed.
     Unparsable,

@@ -195,7 +195,13 @@ float_columns!(float_names);
 /// the path).
 pub(crate) fn schema_fields() -> Vec<arrow::datatypes::Field> {
     use arrow::datatypes::{DataType, Field};
-    let list = || DataType::List(std::sync::Arc::new(Field::new("item", DataType::Float64, true)));
+    let list = || {
+        DataType::List(std::sync::Arc::new(Field::new(
+            "item",
+            DataType::Float64,
+            true,
+        )))
+    };
     let mut f = vec![
         Field::new("job", DataType::Utf8, false),
         Field::new("ts", DataType::Int64, false),

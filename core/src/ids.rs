@@ -97,7 +97,19 @@ impl fmt::Display for Venue {
 }
 
 /// A venue's order reference, unique per symbol and day.
-#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Debug,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct OrderId(pub u64);
 
 /// Nanoseconds since the Unix epoch, UTC. Exchange time unless a field says otherwise.
@@ -108,7 +120,19 @@ pub struct OrderId(pub u64);
 /// assert_eq!(t.0, 1_723_161_256_299_000_000);
 /// assert_eq!(t.date_string(), "2024-08-08");
 /// ```
-#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Debug,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct UnixNanos(pub i64);
 
 impl UnixNanos {

@@ -223,8 +223,7 @@ impl JobSpec {
     /// Reads a spec file.
     pub fn from_file(path: &std::path::Path) -> Result<JobSpec> {
         let text = std::fs::read_to_string(path)?;
-        JobSpec::from_toml(&text)
-            .map_err(|e| Error::InvalidJob(format!("{}: {e}", path.display())))
+        JobSpec::from_toml(&text).map_err(|e| Error::InvalidJob(format!("{}: {e}", path.display())))
     }
 
     /// The spec as TOML.
@@ -262,7 +261,9 @@ impl JobSpec {
         if f.vpin_window == 0 || f.kyle_window < 2 {
             return bad("features: vpin_window >= 1 and kyle_window >= 2".into());
         }
-        if f.vpin_bucket_volume.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+        if f.vpin_bucket_volume
+            .is_some_and(|v| !(v > 0.0 && v.is_finite()))
+        {
             return bad("features.vpin_bucket_volume must be positive".into());
         }
         if let Some(r) = &self.replay
@@ -352,7 +353,7 @@ impl fmt::Display for Span {
         }
         let (unit, scale) = UNITS
             .iter()
-            .find(|(_, k)| self.0 % k == 0)
+            .find(|(_, k)| self.0.is_multiple_of(*k))
             .expect("ns divides everything");
         write!(f, "{}{unit}", self.0 / scale)
     }
@@ -464,11 +465,23 @@ mod tests {
     fn bad_specs_say_what_is_wrong() {
         for (text, needle) in [
             ("name = \"a b\"\n[source.synthetic]\n", "name"),
-            ("name = \"a\"\n[source.synthetic]\n[features]\nlevels = 11\n", "levels"),
+            (
+                "name = \"a\"\n[source.synthetic]\n[features]\nlevels = 11\n",
+                "levels",
+            ),
             ("name = \"a\"\n[source.capture]\npaths = []\n", "paths"),
-            ("name = \"a\"\n[source.synthetic]\n[features]\nbukets = []\n", "bukets"),
-            ("name = \"a\"\n[source.lake]\nfrom = \"yesterday\"\n", "instant"),
-            ("name = \"a\"\n[source.synthetic]\n[replay]\nspeed = 0.0\n", "speed"),
+            (
+                "name = \"a\"\n[source.synthetic]\n[features]\nbukets = []\n",
+                "bukets",
+            ),
+            (
+                "name = \"a\"\n[source.lake]\nfrom = \"yesterday\"\n",
+                "instant",
+            ),
+            (
+                "name = \"a\"\n[source.synthetic]\n[replay]\nspeed = 0.0\n",
+                "speed",
+            ),
         ] {
             let e = JobSpec::from_toml(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{e} should mention {needle}");

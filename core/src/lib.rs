@@ -36,8 +36,8 @@ pub use event::{
     BboUpdate, DeadLetter, DeadLetterReason, DepthUpdate, L3Action, MarketEvent, OrderEvent, Side,
     Trade,
 };
-pub use ids::{OrderId, Symbol, UnixNanos, Venue};
 pub use features::FeatureRow;
+pub use ids::{OrderId, Symbol, UnixNanos, Venue};
 pub use lake::{Lake, S3Options};
 pub use num::{Price, Size};
 pub use schema::{Partitioning, Table};

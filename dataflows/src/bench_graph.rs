@@ -68,7 +68,11 @@ struct Row {
     events: u64,
 }
 
-fn timed(name: String, repeat: usize, mut f: impl FnMut() -> anyhow::Result<u64>) -> anyhow::Result<Row> {
+fn timed(
+    name: String,
+    repeat: usize,
+    mut f: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<Row> {
     let mut walls = Vec::new();
     let mut events = 0;
     let cpu0 = crate::bench::cpu_seconds();
@@ -121,22 +125,34 @@ pub fn run(b: GraphBench) -> anyhow::Result<()> {
     );
 
     // Batch from the lake.
-    let mut rows = vec![timed("plain loop, 1 thread (baseline)".into(), b.repeat, || {
-        Ok(plain_loop(LakeReplay::open(b.lake.clone(), sel.clone(), all)?, &spec.features).0)
-    })?];
+    let mut rows = vec![timed(
+        "plain loop, 1 thread (baseline)".into(),
+        b.repeat,
+        || {
+            Ok(plain_loop(
+                LakeReplay::open(b.lake.clone(), sel.clone(), all)?,
+                &spec.features,
+            )
+            .0)
+        },
+    )?];
     rows.push(timed("lake read alone, 1 thread".into(), b.repeat, || {
         Ok(LakeReplay::open(b.lake.clone(), sel.clone(), all)?.count() as u64)
     })?);
     for w in [1, 2] {
-        rows.push(timed(format!("timely graph, {w} worker(s)"), b.repeat, || {
-            let opts = RunOptions {
-                workers: w,
-                ..Default::default()
-            };
-            let sinks: crate::run::SinkFactory =
-                Arc::new(|_, _| Ok(Box::new(CountSink::default()) as Box<dyn FeatureSink>));
-            Ok(run_job(&spec, &b.lake, &opts, sinks)?.events())
-        })?);
+        rows.push(timed(
+            format!("timely graph, {w} worker(s)"),
+            b.repeat,
+            || {
+                let opts = RunOptions {
+                    workers: w,
+                    ..Default::default()
+                };
+                let sinks: crate::run::SinkFactory =
+                    Arc::new(|_, _| Ok(Box::new(CountSink::default()) as Box<dyn FeatureSink>));
+                Ok(run_job(&spec, &b.lake, &opts, sinks)?.events())
+            },
+        )?);
     }
     print_rows("batch from the lake (reading Parquet included)", &rows);
 
@@ -144,13 +160,17 @@ pub fn run(b: GraphBench) -> anyhow::Result<()> {
     let events: Vec<MarketEvent> = LakeReplay::open(b.lake.clone(), sel.clone(), all)?
         .take(b.memory_events)
         .collect();
-    let mut mem = vec![timed("plain loop, 1 thread (baseline)".into(), b.repeat, || {
-        Ok(plain_loop(events.iter().cloned(), &spec.features).0)
-    })?];
+    let mut mem = vec![timed(
+        "plain loop, 1 thread (baseline)".into(),
+        b.repeat,
+        || Ok(plain_loop(events.iter().cloned(), &spec.features).0),
+    )?];
     for w in [1usize, 2] {
-        mem.push(timed(format!("timely graph, {w} worker(s)"), b.repeat, || {
-            memory_graph(&events, &spec, w)
-        })?);
+        mem.push(timed(
+            format!("timely graph, {w} worker(s)"),
+            b.repeat,
+            || memory_graph(&events, &spec, w),
+        )?);
     }
     print_rows("in memory (events decoded beforehand)", &mem);
 
@@ -175,7 +195,14 @@ fn memory_graph(events: &[MarketEvent], spec: &JobSpec, workers: usize) -> anyho
         let s2 = spec.clone();
         let sink2 = sink.clone();
         let mut h = worker.dataflow::<u64, _, _>(move |scope| build_job(scope, &s2, sink2));
-        let n = feed_batch(worker, &mut h, mine.into_iter(), 4096, spec.epoch.nanos(), None);
+        let n = feed_batch(
+            worker,
+            &mut h,
+            mine.into_iter(),
+            4096,
+            spec.epoch.nanos(),
+            None,
+        );
         drop(h.input);
         worker.step_while(|| !h.probe.done());
         n
@@ -245,10 +272,21 @@ fn latency(events: &[MarketEvent], b: &GraphBench) -> anyhow::Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("timely: {e}"))?;
     drop(guards);
-    let graph = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    println!("\nper-event latency, replay mode ({n} events, per-event rows, 1 worker), microseconds");
-    println!("{:<40} {:>10} {:>10} {:>10} {:>10}", "", "p50", "p99", "p999", "max");
-    for (name, h) in [("plain engine call (baseline)", &plain), ("event in -> row at the sink (timely)", &graph)] {
+    let graph = hist
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    println!(
+        "\nper-event latency, replay mode ({n} events, per-event rows, 1 worker), microseconds"
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>10}",
+        "", "p50", "p99", "p999", "max"
+    );
+    for (name, h) in [
+        ("plain engine call (baseline)", &plain),
+        ("event in -> row at the sink (timely)", &graph),
+    ] {
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
         println!(
             "{name:<40} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",

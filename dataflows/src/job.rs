@@ -221,11 +221,15 @@ pub fn build_job<'scope>(
         .input_from(&mut input)
         .order_flow_features(&spec.features)
         .probe_with(&features_probe)
-        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "FeatureSink", move |_, _| {
-            move |data, _output| {
-                data.for_each(|_time, batch| sink.borrow_mut().write(batch));
-            }
-        })
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            "FeatureSink",
+            move |_, _| {
+                move |data, _output| {
+                    data.for_each(|_time, batch| sink.borrow_mut().write(batch));
+                }
+            },
+        )
         .probe_with(&probe);
     JobHandles {
         input,
@@ -308,12 +312,12 @@ fn all_events(
             let streams: Vec<EventStream> = (0..s.symbols)
                 .filter(|&i| mine(&names[i]))
                 .map(|i| {
-                    Box::new(SyntheticMarket::for_symbol(cfg.clone(), i).filter_map(
-                        |r| match r {
+                    Box::new(
+                        SyntheticMarket::for_symbol(cfg.clone(), i).filter_map(|r| match r {
                             Record::Event(e) => Some(e),
                             _ => None,
-                        },
-                    )) as EventStream
+                        }),
+                    ) as EventStream
                 })
                 .collect();
             Ok(Box::new(MergeByTime::new(streams)))
@@ -327,7 +331,9 @@ fn all_events(
                 "binance" => Some(detect::Format::Binance),
                 "lobster" => Some(detect::Format::Lobster),
                 "dbn" => Some(detect::Format::Dbn),
-                other => anyhow::bail!("source.capture.format {other:?}: use auto, binance, lobster or dbn"),
+                other => anyhow::bail!(
+                    "source.capture.format {other:?}: use auto, binance, lobster or dbn"
+                ),
             };
             let paths: Vec<std::path::PathBuf> = c.paths.iter().map(Into::into).collect();
             let inputs = detect::open_inputs_with(&paths, format, &Default::default())?;

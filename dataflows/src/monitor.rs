@@ -69,8 +69,12 @@ pub struct ChannelStats {
 struct Raw {
     ops: BTreeMap<usize, (Vec<usize>, String, u64, Duration)>,
     running: HashMap<usize, Duration>,
-    channels: BTreeMap<usize, (Vec<usize>, (usize, usize), (usize, usize), String, [u64; 4])>,
+    channels: BTreeMap<usize, RawChannel>,
 }
+
+/// A channel as logged: scope address, source and target (operator index, port), data type, and
+/// counts (messages sent, records sent, messages received, records received).
+type RawChannel = (Vec<usize>, (usize, usize), (usize, usize), String, [u64; 4]);
 
 /// Figures of one worker, filled by timely's logging as the worker runs.
 #[derive(Clone, Default)]
@@ -97,12 +101,19 @@ impl WorkerMonitor {
                 for (t, ev) in data.iter() {
                     match ev {
                         TimelyEvent::Operates(o) => {
-                            r.ops.insert(o.id, (o.addr.clone(), o.name.clone(), 0, Duration::ZERO));
+                            r.ops
+                                .insert(o.id, (o.addr.clone(), o.name.clone(), 0, Duration::ZERO));
                         }
                         TimelyEvent::Channels(c) => {
                             r.channels.insert(
                                 c.id,
-                                (c.scope_addr.clone(), c.source, c.target, c.typ.clone(), [0; 4]),
+                                (
+                                    c.scope_addr.clone(),
+                                    c.source,
+                                    c.target,
+                                    c.typ.clone(),
+                                    [0; 4],
+                                ),
                             );
                         }
                         TimelyEvent::Messages(m) => {
@@ -144,7 +155,12 @@ impl WorkerMonitor {
     pub fn snapshot(&self) -> (Vec<OperatorStats>, Vec<ChannelStats>) {
         let r = self.raw.borrow();
         let lag = self.lag.borrow();
-        let dotted = |a: &[usize]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(".");
+        let dotted = |a: &[usize]| {
+            a.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(".")
+        };
         let mut by_addr: HashMap<Vec<usize>, OperatorStats> = r
             .ops
             .iter()
@@ -194,6 +210,39 @@ impl WorkerMonitor {
         ops.sort_by_key(|o| o.id);
         (ops, channels)
     }
+}
+
+/// Removes a job's figures of an earlier run (worker 0 does it before its input starts; no
+/// worker writes its figures before every input has ended, so none is removed by mistake).
+pub fn clear_stats(lake: &Lake, job: &str) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = lake.store();
+    let prefix = format!("{job}-w");
+    for table in [Table::Operators, Table::Channels] {
+        let listing: Vec<_> = match rt.block_on(
+            store
+                .list(Some(&lake.table_path(table)))
+                .try_collect::<Vec<_>>(),
+        ) {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for meta in listing {
+            if meta
+                .location
+                .filename()
+                .is_some_and(|f| f.starts_with(&prefix))
+            {
+                rt.block_on(store.delete(&meta.location))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a job's figures as `flowsense_operators/<job>-w<worker>.parquet` and
@@ -266,7 +315,13 @@ pub fn render(ops: &[OperatorStats], channels: &[ChannelStats]) -> String {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header([
-        "worker", "operator", "addr", "records in", "records out", "schedules", "busy ms",
+        "worker",
+        "operator",
+        "addr",
+        "records in",
+        "records out",
+        "schedules",
+        "busy ms",
         "frontier lag ms",
     ]);
     for o in ops {
@@ -284,7 +339,15 @@ pub fn render(ops: &[OperatorStats], channels: &[ChannelStats]) -> String {
     }
     let mut c = comfy_table::Table::new();
     c.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    c.set_header(["worker", "channel", "from", "to", "records sent", "records received", "messages sent"]);
+    c.set_header([
+        "worker",
+        "channel",
+        "from",
+        "to",
+        "records sent",
+        "records received",
+        "messages sent",
+    ]);
     for ch in channels {
         c.add_row([
             ch.worker.to_string(),

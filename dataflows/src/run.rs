@@ -108,8 +108,16 @@ impl RunReport {
 
     /// The graph figures of every worker of this process, as tables.
     pub fn stats(&self) -> String {
-        let ops: Vec<_> = self.workers.iter().flat_map(|w| w.operators.clone()).collect();
-        let chans: Vec<_> = self.workers.iter().flat_map(|w| w.channels.clone()).collect();
+        let ops: Vec<_> = self
+            .workers
+            .iter()
+            .flat_map(|w| w.operators.clone())
+            .collect();
+        let chans: Vec<_> = self
+            .workers
+            .iter()
+            .flat_map(|w| w.channels.clone())
+            .collect();
         crate::monitor::render(&ops, &chans)
     }
 
@@ -132,7 +140,9 @@ impl RunReport {
             ));
         }
         if spec.sinks.lake {
-            out.push_str("features written to the lake: flowsense sql \"SELECT * FROM features LIMIT 10\"\n");
+            out.push_str(
+                "features written to the lake: flowsense sql \"SELECT * FROM features LIMIT 10\"\n",
+            );
         }
         out
     }
@@ -194,7 +204,8 @@ fn sample_lag(monitor: &crate::monitor::WorkerMonitor, h: &crate::job::JobHandle
 }
 
 /// Makes each worker's sink: called once per worker with (index, peers).
-pub type SinkFactory = Arc<dyn Fn(usize, usize) -> anyhow::Result<Box<dyn FeatureSink>> + Send + Sync>;
+pub type SinkFactory =
+    Arc<dyn Fn(usize, usize) -> anyhow::Result<Box<dyn FeatureSink>> + Send + Sync>;
 
 /// The sinks a job's spec asks for: the lake's `features` table (after removing the job's
 /// earlier files of the worker's symbols) and JSON lines on stdout.
@@ -233,6 +244,10 @@ pub fn run_job(
         let sink_w = sink.clone();
         let spec_w = spec.clone();
         let mut h = worker.dataflow::<u64, _, _>(move |scope| build_job(scope, &spec_w, sink_w));
+        if index == 0 && spec.sinks.lake {
+            crate::monitor::clear_stats(&lake, &spec.name)
+                .context("removing the job's earlier graph figures")?;
+        }
         let source = worker_source(&spec, &lake, index, peers, counts_w.clone())?;
         let epoch = spec.epoch.nanos();
         let mut events = 0u64;
@@ -248,7 +263,8 @@ pub fn run_job(
                 for ev in source {
                     let ts = ev.ts().0;
                     let (t0, w0) = *origin.get_or_insert((ts, Instant::now()));
-                    let due = w0 + Duration::from_secs_f64(((ts - t0).max(0) as f64 * 1e-9) / speed);
+                    let due =
+                        w0 + Duration::from_secs_f64(((ts - t0).max(0) as f64 * 1e-9) / speed);
                     let t = (ts.max(0) as u64) - (ts.max(0) as u64) % epoch;
                     if t > *h.input.time() {
                         h.input.advance_to(t);

@@ -51,7 +51,11 @@ fn to_f64(raw: i128) -> f64 {
 
 impl Levels {
     /// Reads the best `depth` levels from an iterator of (price, size), best first.
-    pub fn read(&mut self, levels: impl Iterator<Item = (flowsense_core::Price, flowsense_core::Size)>, depth: usize) {
+    pub fn read(
+        &mut self,
+        levels: impl Iterator<Item = (flowsense_core::Price, flowsense_core::Size)>,
+        depth: usize,
+    ) {
         self.n = 0;
         for (i, (p, q)) in levels.take(depth).enumerate() {
             self.px_raw[i] = p.raw();
@@ -78,7 +82,13 @@ impl Levels {
 /// let a = Levels::default();
 /// assert_eq!(ofi_level(&b1, &a, &b0, &a, 0), 2);
 /// ```
-pub fn ofi_level(bids: &Levels, asks: &Levels, prev_bids: &Levels, prev_asks: &Levels, m: usize) -> i64 {
+pub fn ofi_level(
+    bids: &Levels,
+    asks: &Levels,
+    prev_bids: &Levels,
+    prev_asks: &Levels,
+    m: usize,
+) -> i64 {
     let side = |l: &Levels, missing: i64| {
         if m < l.n {
             (l.px_raw[m], l.sz_raw[m])
@@ -290,7 +300,11 @@ impl FeatureEngine {
 
     /// The earliest end among open buckets: the time after which the engine has a row to give.
     pub fn next_close(&self) -> Option<i64> {
-        self.buckets.iter().filter(|b| b.active).map(|b| b.end).min()
+        self.buckets
+            .iter()
+            .filter(|b| b.active)
+            .map(|b| b.end)
+            .min()
     }
 
     /// Applies one event, first emitting every bucket that ends at or before its time.
@@ -304,7 +318,12 @@ impl FeatureEngine {
             ts = self.last_ts;
         }
         // A bucket closed by the frontier cannot take this event: fold it into the next one.
-        if let Some(closed) = self.buckets.iter().filter(|b| !b.active && b.end > 0).map(|b| b.end).max()
+        if let Some(closed) = self
+            .buckets
+            .iter()
+            .filter(|b| !b.active && b.end > 0)
+            .map(|b| b.end)
+            .max()
             && ts < closed
         {
             self.late += 1;
@@ -519,9 +538,10 @@ impl FeatureEngine {
         // Returns over horizons: the mid at `end - h * width` is the mid at the end of the last
         // emitted bucket ending at or before it (no events in between, bucket edges align).
         if let Some(m) = mid {
-            for (h, slot) in RETURN_HORIZONS
-                .iter()
-                .zip([&mut row.ret_1b, &mut row.ret_10b, &mut row.ret_100b])
+            for (h, slot) in
+                RETURN_HORIZONS
+                    .iter()
+                    .zip([&mut row.ret_1b, &mut row.ret_10b, &mut row.ret_100b])
             {
                 let target = b.end - *h as i64 * b.width;
                 let then = b

@@ -79,9 +79,14 @@ pub fn recompute(
             r.ofi_l5 = f(ofi[..5].iter().sum());
             r.ofi_l10 = f(ofi.iter().sum());
             // Trades.
-            let trades: Vec<(i64, i64, bool)> = inside.iter().filter_map(|&i| snaps[i].trade).collect();
+            let trades: Vec<(i64, i64, bool)> =
+                inside.iter().filter_map(|&i| snaps[i].trade).collect();
             let (buy, sell): (i128, i128) = trades.iter().fold((0, 0), |(b, s), t| {
-                if t.2 { (b + t.1 as i128, s) } else { (b, s + t.1 as i128) }
+                if t.2 {
+                    (b + t.1 as i128, s)
+                } else {
+                    (b, s + t.1 as i128)
+                }
             });
             r.trade_count = trades.len() as u64;
             r.buy_volume = f(buy);
@@ -245,7 +250,10 @@ fn vpin(trades: &[(f64, bool)], size: Option<f64>, window: usize) -> Option<f64>
         Some(v) => v,
         None if trades.len() >= crate::vpin::WARMUP_TRADES => {
             crate::vpin::AUTO_MULTIPLE
-                * trades[..crate::vpin::WARMUP_TRADES].iter().map(|t| t.0).sum::<f64>()
+                * trades[..crate::vpin::WARMUP_TRADES]
+                    .iter()
+                    .map(|t| t.0)
+                    .sum::<f64>()
                 / crate::vpin::WARMUP_TRADES as f64
         }
         None => return None,
@@ -255,7 +263,11 @@ fn vpin(trades: &[(f64, bool)], size: Option<f64>, window: usize) -> Option<f64>
     for &(mut q, buy) in trades {
         while q > v * 1e-12 {
             let take = q.min(v - b - s);
-            if buy { b += take } else { s += take }
+            if buy {
+                b += take
+            } else {
+                s += take
+            }
             q -= take;
             if b + s >= v * (1.0 - 1e-12) {
                 full.push((b - s).abs() / v);
@@ -267,6 +279,9 @@ fn vpin(trades: &[(f64, bool)], size: Option<f64>, window: usize) -> Option<f64>
     let last = &full[full.len().saturating_sub(window)..];
     (!last.is_empty()).then(|| last.iter().sum::<f64>() / last.len() as f64)
 }
+
+/// One side's levels, (price, size) fixed point.
+type Side2 = Vec<(i64, i64)>;
 
 /// Rebuilds the book after every counted event with plain maps.
 fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
@@ -303,7 +318,11 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
                         let Some(rest) = orders.get_mut(&o.order_id.0) else {
                             continue;
                         };
-                        let take = if o.action == L3Action::Delete { rest.2 } else { sz };
+                        let take = if o.action == L3Action::Delete {
+                            rest.2
+                        } else {
+                            sz
+                        };
                         if take > rest.2 || (take <= 0 && o.action != L3Action::Delete) {
                             continue;
                         }
@@ -358,7 +377,7 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
             _ => continue,
         }
         // The book, aggregated from scratch.
-        let (mut bids, mut asks): (Vec<(i64, i64)>, Vec<(i64, i64)>) = if is_l3 {
+        let (mut bids, mut asks): (Side2, Side2) = if is_l3 {
             let mut agg: [HashMap<i64, i64>; 2] = [HashMap::new(), HashMap::new()];
             for (side, px, sz) in orders.values() {
                 *agg[(*side == Side::Sell) as usize].entry(*px).or_default() += sz;
@@ -371,8 +390,8 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
                 l2[1].iter().map(|(p, q)| (*p, *q)).collect(),
             )
         };
-        bids.sort_by(|x, y| y.0.cmp(&x.0));
-        asks.sort_by(|x, y| x.0.cmp(&y.0));
+        bids.sort_by_key(|x| std::cmp::Reverse(x.0));
+        asks.sort_by_key(|x| x.0);
         bids.truncate(levels);
         asks.truncate(levels);
         s.bids = bids;
@@ -389,14 +408,19 @@ mod tests {
     use flowsense_core::{DepthUpdate, FeatureRow, Price, Size, Symbol, Trade, UnixNanos};
     use proptest::prelude::*;
 
-    fn engine_rows(events: &[MarketEvent], spec: &FeatureSpec) -> BTreeMap<(String, i64), FeatureRow> {
+    fn engine_rows(
+        events: &[MarketEvent],
+        spec: &FeatureSpec,
+    ) -> BTreeMap<(String, i64), FeatureRow> {
         let mut e = FeatureEngine::new(events[0].symbol().clone(), spec);
         let mut rows = Vec::new();
         for ev in events {
             e.on_event(ev, &mut rows);
         }
         e.finish(&mut rows);
-        rows.into_iter().map(|r| ((r.bucket.clone(), r.ts), r)).collect()
+        rows.into_iter()
+            .map(|r| ((r.bucket.clone(), r.ts), r))
+            .collect()
     }
 
     fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
@@ -422,7 +446,10 @@ mod tests {
             "the same buckets"
         );
         for (k, g) in &got {
-            let (g, w) = (serde_json::to_value(g).unwrap(), serde_json::to_value(&want[k]).unwrap());
+            let (g, w) = (
+                serde_json::to_value(g).unwrap(),
+                serde_json::to_value(&want[k]).unwrap(),
+            );
             for (field, gv) in g.as_object().unwrap() {
                 let wv = &w[field];
                 assert!(close(gv, wv), "{k:?} {field}: engine {gv} recompute {wv}");
@@ -448,7 +475,8 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
-        let reader = flowsense_sources::binance::BinanceReader::open(files, Default::default()).unwrap();
+        let reader =
+            flowsense_sources::binance::BinanceReader::open(files, Default::default()).unwrap();
         let events: Vec<MarketEvent> = reader
             .filter_map(|r| match r.unwrap() {
                 flowsense_sources::Record::Event(e)
@@ -500,24 +528,34 @@ mod tests {
                     let px = Price::from_units(100 + tick);
                     let sz = Size::from_units(size);
                     match kind {
-                        0 => MarketEvent::Trade(sym.clone(), Trade {
-                            ts: UnixNanos(ts),
-                            local_ts: None,
-                            trade_id: None,
-                            price: px,
-                            size: Size::from_units(size + 1),
-                            aggressor: if flag { Side::Buy } else { Side::Sell },
-                        }),
+                        0 => MarketEvent::Trade(
+                            sym.clone(),
+                            Trade {
+                                ts: UnixNanos(ts),
+                                local_ts: None,
+                                trade_id: None,
+                                price: px,
+                                size: Size::from_units(size + 1),
+                                aggressor: if flag { Side::Buy } else { Side::Sell },
+                            },
+                        ),
                         _ => {
                             // Bids below 106, asks from 106 up: a side's grid never crosses.
-                            let level = if flag { (Price::from_units(94 + tick / 2), sz) } else { (Price::from_units(106 + tick / 2), sz) };
-                            MarketEvent::Depth(sym.clone(), DepthUpdate {
-                                ts: UnixNanos(ts),
-                                bids: if flag { vec![level] } else { vec![] },
-                                asks: if flag { vec![] } else { vec![level] },
-                                is_snapshot: kind == 3 && tick == 0,
-                                ..Default::default()
-                            })
+                            let level = if flag {
+                                (Price::from_units(94 + tick / 2), sz)
+                            } else {
+                                (Price::from_units(106 + tick / 2), sz)
+                            };
+                            MarketEvent::Depth(
+                                sym.clone(),
+                                DepthUpdate {
+                                    ts: UnixNanos(ts),
+                                    bids: if flag { vec![level] } else { vec![] },
+                                    asks: if flag { vec![] } else { vec![level] },
+                                    is_snapshot: kind == 3 && tick == 0,
+                                    ..Default::default()
+                                },
+                            )
                         }
                     }
                 })

@@ -102,11 +102,7 @@ impl FeatureWriter {
         } else {
             row.ts - 1
         };
-        let key = (
-            UnixNanos(at).day(),
-            row.symbol.clone(),
-            row.bucket.clone(),
-        );
+        let key = (UnixNanos(at).day(), row.symbol.clone(), row.bucket.clone());
         let part = self.parts.entry(key.clone()).or_default();
         part.0.push(row);
         if part.0.len() >= self.max_rows {

@@ -20,6 +20,6 @@ pub mod features;
 pub mod writer;
 
 pub use error::{Error, Result};
-pub use flowsense_core::{Lake, S3Options};
 pub use features::FeatureWriter;
+pub use flowsense_core::{Lake, S3Options};
 pub use writer::{LakeWriter, WriteStats};

@@ -94,7 +94,9 @@ pub fn list_partitions(lake: &Lake, sel: &LakeSelection) -> Result<Vec<Partition
                 continue;
             };
             if sel.to.is_some_and(|to| day.0 >= to.0)
-                || sel.from.is_some_and(|from| day.0 + UnixNanos::DAY <= from.0)
+                || sel
+                    .from
+                    .is_some_and(|from| day.0 + UnixNanos::DAY <= from.0)
             {
                 continue;
             }
@@ -188,7 +190,13 @@ impl Iterator for LakeReplay {
                 .into_iter()
                 .map(|p| {
                     Box::new(TimeOrdered::new(
-                        PartitionStream::new(&self.lake, self.rt.clone(), p, &self.sel, self.error.clone()),
+                        PartitionStream::new(
+                            &self.lake,
+                            self.rt.clone(),
+                            p,
+                            &self.sel,
+                            self.error.clone(),
+                        ),
                         REORDER_NS,
                     )) as EventStream
                 })
@@ -467,7 +475,11 @@ impl PartitionStream {
                     j += 1;
                 }
                 c.row = j;
-                Ok(if j < b.num_rows() { Step::Done } else { Step::More })
+                Ok(if j < b.num_rows() {
+                    Step::Done
+                } else {
+                    Step::More
+                })
             })();
             match r {
                 Ok(Step::Event(e)) => return Some(e),

@@ -17,11 +17,11 @@
 pub mod binance;
 pub use flowsense_core::book;
 pub mod dbn;
-pub mod lake;
-pub mod merge;
 pub mod detect;
 pub mod error;
+pub mod lake;
 pub mod lobster;
+pub mod merge;
 pub mod synth;
 
 use flowsense_core::{DeadLetter, MarketEvent};

@@ -25,8 +25,8 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
-use flowsense_core::Table;
 use flowsense_core::Lake;
+use flowsense_core::Table;
 
 pub use guard::check_read_only;
 
