@@ -434,10 +434,37 @@ impl FeatureEngine {
             }
             MarketEvent::Bbo(..) | MarketEvent::Quote(..) => return None,
         }
-        if e.book_changed {
+        if e.book_changed && self.may_change_top(ev) {
             self.refresh_book(&mut e);
         }
         Some(e)
+    }
+
+    /// False when every price the event touched lies beyond the `levels` best of a full side: the
+    /// top of the book, and so every feature of it, is then unchanged and is not re-read.
+    fn may_change_top(&self, ev: &MarketEvent) -> bool {
+        let beyond = |side: Side, price: i64| {
+            let l = match side {
+                Side::Buy => &self.bids,
+                Side::Sell => &self.asks,
+            };
+            l.n == self.levels
+                && match side {
+                    Side::Buy => price < l.px_raw[l.n - 1],
+                    Side::Sell => price > l.px_raw[l.n - 1],
+                }
+        };
+        match ev {
+            MarketEvent::Order(_, o) => {
+                o.action == L3Action::Modify || !beyond(o.side, o.price.raw())
+            }
+            MarketEvent::Depth(_, d) => {
+                d.is_snapshot
+                    || d.bids.iter().any(|(p, _)| !beyond(Side::Buy, p.raw()))
+                    || d.asks.iter().any(|(p, _)| !beyond(Side::Sell, p.raw()))
+            }
+            _ => true,
+        }
     }
 
     fn refresh_book(&mut self, e: &mut Effect) {

@@ -30,7 +30,7 @@ type Key = (i64, Symbol, String);
 /// let mut w = FeatureWriter::new(lake, "demo", 10).unwrap();
 /// w.push(FeatureRow::empty(Symbol::new("ABC").unwrap(), 1_723_161_256_000_000_000, "1s".into()));
 /// w.finish().unwrap();
-/// assert!(dir.path().join("features/date=2024-08-09/symbol=ABC/demo-1s-00000.parquet").exists());
+/// assert!(dir.path().join("features/date=2024-08-08/symbol=ABC/demo-1s-00000.parquet").exists());
 /// ```
 pub struct FeatureWriter {
     lake: Lake,

@@ -247,41 +247,117 @@ impl Files {
     }
 }
 
-/// Column accessors of one batch.
-struct Cols {
-    batch: RecordBatch,
-    row: usize,
+/// A string column as written (`Utf8`) or as some readers give it back (`Utf8View`).
+enum Strings {
+    Utf8(arrow::array::StringArray),
+    View(arrow::array::StringViewArray),
+    Missing,
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, path: &str, name: &str) -> Result<&'a T> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::LakeFile {
-            path: path.to_string(),
-            why: format!("column {name} is missing or of the wrong type"),
-        })
-}
-
-fn text(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
-    let c = b.column_by_name(name)?;
-    if let Some(s) = c.as_string_opt::<i32>() {
-        return Some(s.value(i).to_string());
-    }
-    c.as_string_view_opt().map(|s| s.value(i).to_string())
-}
-
-fn side_of(b: &RecordBatch, i: usize) -> Side {
-    match b.column_by_name("side") {
-        Some(c) => {
-            let v = c
-                .as_string_opt::<i32>()
-                .map(|s| s.value(i) == "buy")
-                .or_else(|| c.as_string_view_opt().map(|s| s.value(i) == "buy"))
-                .unwrap_or(true);
-            if v { Side::Buy } else { Side::Sell }
+impl Strings {
+    fn of(b: &RecordBatch, name: &str) -> Strings {
+        match b.column_by_name(name) {
+            Some(c) => match (c.as_string_opt::<i32>(), c.as_string_view_opt()) {
+                (Some(s), _) => Strings::Utf8(s.clone()),
+                (None, Some(v)) => Strings::View(v.clone()),
+                _ => Strings::Missing,
+            },
+            None => Strings::Missing,
         }
-        None => Side::Buy,
     }
+
+    fn get(&self, i: usize) -> &str {
+        match self {
+            Strings::Utf8(s) => s.value(i),
+            Strings::View(v) => v.value(i),
+            Strings::Missing => "",
+        }
+    }
+}
+
+/// One batch's columns, resolved by name and type once (not per row).
+struct Decoded {
+    rows: usize,
+    ts: Int64Array,
+    local: Option<Int64Array>,
+    price: Float64Array,
+    size: Float64Array,
+    side: Strings,
+    action: Strings,
+    seq: Option<UInt64Array>,
+    order_id: Option<UInt64Array>,
+    first: Option<UInt64Array>,
+    fin: Option<UInt64Array>,
+    snap: Option<BooleanArray>,
+    trade_id: Option<UInt64Array>,
+}
+
+impl Decoded {
+    fn new(b: &RecordBatch, path: &str, table: Table) -> Result<Decoded> {
+        fn req<T: Clone + 'static>(b: &RecordBatch, path: &str, name: &str) -> Result<T> {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<T>())
+                .cloned()
+                .ok_or_else(|| Error::LakeFile {
+                    path: path.to_string(),
+                    why: format!("column {name} is missing or of the wrong type"),
+                })
+        }
+        fn opt<T: Clone + 'static>(b: &RecordBatch, name: &str) -> Option<T> {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<T>())
+                .cloned()
+        }
+        let d = Decoded {
+            rows: b.num_rows(),
+            ts: req(b, path, "ts")?,
+            local: opt(b, "local_ts"),
+            price: req(b, path, "price")?,
+            size: req(b, path, "size")?,
+            side: Strings::of(b, "side"),
+            action: Strings::of(b, "action"),
+            seq: opt(b, "seq"),
+            order_id: opt(b, "order_id"),
+            first: opt(b, "first_update_id"),
+            fin: opt(b, "final_update_id"),
+            snap: opt(b, "is_snapshot"),
+            trade_id: opt(b, "trade_id"),
+        };
+        let missing = match table {
+            Table::BookEvents if d.seq.is_none() || d.order_id.is_none() => Some("seq, order_id"),
+            Table::DepthUpdates if d.first.is_none() || d.fin.is_none() || d.snap.is_none() => {
+                Some("first_update_id, final_update_id, is_snapshot")
+            }
+            _ => None,
+        };
+        if let Some(m) = missing {
+            return Err(Error::LakeFile {
+                path: path.to_string(),
+                why: format!("columns {m} are missing or of the wrong type"),
+            });
+        }
+        Ok(d)
+    }
+
+    fn side(&self, i: usize) -> Side {
+        if self.side.get(i) == "sell" {
+            Side::Sell
+        } else {
+            Side::Buy
+        }
+    }
+
+    fn local_ts(&self, i: usize) -> Option<UnixNanos> {
+        self.local
+            .as_ref()
+            .and_then(|l| l.is_valid(i).then(|| UnixNanos(l.value(i))))
+    }
+}
+
+/// A decoded batch and the next row to read.
+struct Cols {
+    d: Decoded,
+    row: usize,
 }
 
 fn action_of(s: &str) -> L3Action {
@@ -379,12 +455,18 @@ impl PartitionStream {
                 return None;
             }
             if let Some((_, c)) = &self.book_batch
-                && c.row < c.batch.num_rows()
+                && c.row < c.d.rows
             {
                 return self.book_batch.as_mut();
             }
             match self.book.next_batch() {
-                Ok(Some((path, batch))) => self.book_batch = Some((path, Cols { batch, row: 0 })),
+                Ok(Some((path, batch))) => match Decoded::new(&batch, &path, self.book_kind) {
+                    Ok(d) => self.book_batch = Some((path, Cols { d, row: 0 })),
+                    Err(e) => {
+                        self.fail(e);
+                        return None;
+                    }
+                },
                 Ok(None) => return None,
                 Err(e) => {
                     self.fail(e);
@@ -401,57 +483,52 @@ impl PartitionStream {
         // row with another key, or the end, closes it.
         let mut pending: Option<DepthUpdate> = None;
         loop {
-            let Some((path, c)) = self.book_cols() else {
+            let Some((_path, c)) = self.book_cols() else {
                 return pending
                     .filter(|d| in_range(d.ts.0))
                     .map(|d| MarketEvent::Depth(symbol, d));
             };
-            let b = &c.batch;
+            let d = &c.d;
             let r = (|| -> Result<Step> {
-                let ts = col::<Int64Array>(b, path, "ts")?;
                 let i = c.row;
-                let t = ts.value(i);
+                let t = d.ts.value(i);
                 if kind == Table::BookEvents {
                     c.row += 1;
                     if !in_range(t) {
                         return Ok(Step::Skip);
                     }
-                    let seq = col::<UInt64Array>(b, path, "seq")?.value(i);
-                    let oid = col::<UInt64Array>(b, path, "order_id")?.value(i);
-                    let px = col::<Float64Array>(b, path, "price")?.value(i);
-                    let sz = col::<Float64Array>(b, path, "size")?.value(i);
-                    let action = text(b, "action", i).unwrap_or_default();
+                    let (seq, oid) = (
+                        d.seq.as_ref().map_or(0, |a| a.value(i)),
+                        d.order_id.as_ref().map_or(0, |a| a.value(i)),
+                    );
                     return Ok(Step::Event(MarketEvent::Order(
                         symbol.clone(),
                         OrderEvent {
                             ts: UnixNanos(t),
                             seq,
-                            action: action_of(&action),
+                            action: action_of(d.action.get(i)),
                             order_id: OrderId(oid),
-                            side: side_of(b, i),
-                            price: Price::from_f64(px).unwrap_or_default(),
-                            size: Size::from_f64(sz).unwrap_or_default(),
+                            side: d.side(i),
+                            price: Price::from_f64(d.price.value(i)).unwrap_or_default(),
+                            size: Size::from_f64(d.size.value(i)).unwrap_or_default(),
                         },
                     )));
                 }
                 // Depth rows: one update per (ts, final_update_id, is_snapshot) run of rows.
-                let fin = col::<UInt64Array>(b, path, "final_update_id")?;
-                let first = col::<UInt64Array>(b, path, "first_update_id")?;
-                let snap = col::<BooleanArray>(b, path, "is_snapshot")?;
-                let px = col::<Float64Array>(b, path, "price")?;
-                let sz = col::<Float64Array>(b, path, "size")?;
-                let key_at = |j: usize| (ts.value(j), fin.value(j), snap.value(j));
-                if let Some(d) = &pending {
-                    if key_at(i) != (d.ts.0, d.final_update_id, d.is_snapshot) {
+                let (fin, first, snap) = (
+                    d.fin.as_ref().expect("checked when decoded"),
+                    d.first.as_ref().expect("checked when decoded"),
+                    d.snap.as_ref().expect("checked when decoded"),
+                );
+                let key_at = |j: usize| (d.ts.value(j), fin.value(j), snap.value(j));
+                if let Some(p) = &pending {
+                    if key_at(i) != (p.ts.0, p.final_update_id, p.is_snapshot) {
                         return Ok(Step::Done);
                     }
                 } else {
-                    let local = b
-                        .column_by_name("local_ts")
-                        .and_then(|c| c.as_primitive_opt::<Int64Type>());
                     pending = Some(DepthUpdate {
                         ts: UnixNanos(t),
-                        local_ts: local.and_then(|l| l.is_valid(i).then(|| UnixNanos(l.value(i)))),
+                        local_ts: d.local_ts(i),
                         first_update_id: first.value(i),
                         final_update_id: fin.value(i),
                         prev_final_update_id: None,
@@ -460,26 +537,22 @@ impl PartitionStream {
                         is_snapshot: snap.value(i),
                     });
                 }
-                let d = pending.as_mut().expect("set above");
-                let key = (d.ts.0, d.final_update_id, d.is_snapshot);
+                let p = pending.as_mut().expect("set above");
+                let key = (p.ts.0, p.final_update_id, p.is_snapshot);
                 let mut j = i;
-                while j < b.num_rows() && key_at(j) == key {
+                while j < d.rows && key_at(j) == key {
                     let level = (
-                        Price::from_f64(px.value(j)).unwrap_or_default(),
-                        Size::from_f64(sz.value(j)).unwrap_or_default(),
+                        Price::from_f64(d.price.value(j)).unwrap_or_default(),
+                        Size::from_f64(d.size.value(j)).unwrap_or_default(),
                     );
-                    match side_of(b, j) {
-                        Side::Buy => d.bids.push(level),
-                        Side::Sell => d.asks.push(level),
+                    match d.side(j) {
+                        Side::Buy => p.bids.push(level),
+                        Side::Sell => p.asks.push(level),
                     }
                     j += 1;
                 }
                 c.row = j;
-                Ok(if j < b.num_rows() {
-                    Step::Done
-                } else {
-                    Step::More
-                })
+                Ok(if j < d.rows { Step::Done } else { Step::More })
             })();
             match r {
                 Ok(Step::Event(e)) => return Some(e),
@@ -503,12 +576,16 @@ impl PartitionStream {
             if self.failed {
                 return None;
             }
-            let need = !matches!(&self.trade_batch, Some((_, c)) if c.row < c.batch.num_rows());
+            let need = !matches!(&self.trade_batch, Some((_, c)) if c.row < c.d.rows);
             if need {
                 match self.trades.next_batch() {
-                    Ok(Some((path, batch))) => {
-                        self.trade_batch = Some((path, Cols { batch, row: 0 }))
-                    }
+                    Ok(Some((path, batch))) => match Decoded::new(&batch, &path, Table::Trades) {
+                        Ok(d) => self.trade_batch = Some((path, Cols { d, row: 0 })),
+                        Err(e) => {
+                            self.fail(e);
+                            return None;
+                        }
+                    },
                     Ok(None) => return None,
                     Err(e) => {
                         self.fail(e);
@@ -517,45 +594,29 @@ impl PartitionStream {
                 }
                 continue;
             }
-            let (path, c) = self.trade_batch.as_mut().expect("checked above");
-            let b = &c.batch;
+            let (_, c) = self.trade_batch.as_mut().expect("checked above");
+            let d = &c.d;
             let i = c.row;
             c.row += 1;
-            let r = (|| -> Result<Option<MarketEvent>> {
-                let t = col::<Int64Array>(b, path, "ts")?.value(i);
-                if t < from || t >= to {
-                    return Ok(None);
-                }
-                let px = col::<Float64Array>(b, path, "price")?.value(i);
-                let sz = col::<Float64Array>(b, path, "size")?.value(i);
-                let id = b
-                    .column_by_name("trade_id")
-                    .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-                    .and_then(|c| c.is_valid(i).then(|| c.value(i)));
-                let local = b
-                    .column_by_name("local_ts")
-                    .and_then(|c| c.as_primitive_opt::<Int64Type>())
-                    .and_then(|c| c.is_valid(i).then(|| UnixNanos(c.value(i))));
-                Ok(Some(MarketEvent::Trade(
-                    symbol.clone(),
-                    Trade {
-                        ts: UnixNanos(t),
-                        local_ts: local,
-                        trade_id: id,
-                        price: Price::from_f64(px).unwrap_or_default(),
-                        size: Size::from_f64(sz).unwrap_or_default(),
-                        aggressor: side_of(b, i),
-                    },
-                )))
-            })();
-            match r {
-                Ok(Some(e)) => return Some(e),
-                Ok(None) => continue,
-                Err(e) => {
-                    self.fail(e);
-                    return None;
-                }
+            let t = d.ts.value(i);
+            if t < from || t >= to {
+                continue;
             }
+            let id = d
+                .trade_id
+                .as_ref()
+                .and_then(|c| c.is_valid(i).then(|| c.value(i)));
+            return Some(MarketEvent::Trade(
+                symbol,
+                Trade {
+                    ts: UnixNanos(t),
+                    local_ts: d.local_ts(i),
+                    trade_id: id,
+                    price: Price::from_f64(d.price.value(i)).unwrap_or_default(),
+                    size: Size::from_f64(d.size.value(i)).unwrap_or_default(),
+                    aggressor: d.side(i),
+                },
+            ));
         }
     }
 }
