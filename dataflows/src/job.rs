@@ -19,7 +19,7 @@ use std::rc::Rc;
 use anyhow::Context;
 use flowsense_core::job::{JobSpec, Source};
 use flowsense_core::{FeatureRow, Lake, MarketEvent, Symbol};
-use flowsense_operators::OrderFlowFeatures;
+use flowsense_operators::{FeatureCounters, OrderFlowFeatures};
 use flowsense_sinks::FeatureWriter;
 use flowsense_sources::lake::{LakeReplay, LakeSelection, REORDER_NS};
 use flowsense_sources::merge::{EventStream, MergeByTime, TimeOrdered};
@@ -39,6 +39,8 @@ pub struct JobHandles {
     pub probe: ProbeHandle<u64>,
     /// A probe on each stage's output, by operator name, for frontier lag.
     pub stages: Vec<(&'static str, ProbeHandle<u64>)>,
+    /// What the feature operator refused or adjusted on this worker (final after the input ends).
+    pub counters: Rc<RefCell<FeatureCounters>>,
 }
 
 /// Where a worker's feature rows go.
@@ -217,9 +219,10 @@ pub fn build_job<'scope>(
     let mut input = InputHandleVec::new();
     let probe = ProbeHandle::new();
     let features_probe = ProbeHandle::new();
+    let counters = Rc::new(RefCell::new(FeatureCounters::default()));
     scope
         .input_from(&mut input)
-        .order_flow_features(&spec.features)
+        .order_flow_features_counted(&spec.features, counters.clone())
         .probe_with(&features_probe)
         .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Pipeline,
@@ -238,6 +241,7 @@ pub fn build_job<'scope>(
             ("FeatureSink", probe.clone()),
         ],
         probe,
+        counters,
     }
 }
 

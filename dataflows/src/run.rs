@@ -79,6 +79,8 @@ pub struct WorkerReport {
     pub events: u64,
     /// Feature rows this worker's sinks received.
     pub rows: u64,
+    /// Symbols, refused and late events of the feature operator on this worker.
+    pub counters: flowsense_operators::FeatureCounters,
     /// The graph's operators on this worker.
     pub operators: Vec<crate::monitor::OperatorStats>,
     /// The graph's channels on this worker.
@@ -133,6 +135,16 @@ impl RunReport {
             self.seconds,
             events as f64 / self.seconds.max(1e-9)
         );
+        let (rejected, late): (u64, u64) = self
+            .workers
+            .iter()
+            .map(|w| (w.counters.rejected, w.counters.late))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        if rejected + late > 0 {
+            out.push_str(&format!(
+                "{rejected} events refused by the books (not applied), {late} late events (counted in the next bucket)\n"
+            ));
+        }
         if self.dead_letters > 0 {
             out.push_str(&format!(
                 "{} input rows refused by the readers (ingest the files to see them in dead_letters)\n",
@@ -293,10 +305,12 @@ pub fn run_job(
             crate::monitor::write_stats(&lake, &spec.name, index, &operators, &channels)
                 .with_context(|| format!("worker {index}: writing graph figures"))?;
         }
+        let counters = h.counters.borrow().clone();
         Ok(WorkerReport {
             index,
             events,
             rows,
+            counters,
             operators,
             channels,
         })

@@ -19,4 +19,4 @@ pub mod order_flow;
 mod reference;
 pub mod vpin;
 
-pub use order_flow::OrderFlowFeatures;
+pub use order_flow::{FeatureCounters, OrderFlowFeatures};

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use arrow::array::{
     Array, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array,
 };
-use arrow::datatypes::{Int64Type, UInt64Type};
 use flowsense_core::{
     DepthUpdate, L3Action, Lake, MarketEvent, OrderEvent, OrderId, Price, Side, Size, Symbol,
     Table, Trade, UnixNanos,
