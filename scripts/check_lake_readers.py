@@ -47,8 +47,8 @@ p = (
 )
 assert len(d) == p.height and len(d) > 0, (d, p)
 for a, b in zip(d, p.iter_rows()):
-    assert a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[4] == b[3], (a, b)
-    assert abs(a[3] - b[2]) <= 1e-9 * max(1.0, abs(a[3])), (a, b)
+    assert a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[4] == b[4], (a, b)
+    assert abs(a[3] - b[3]) <= 1e-9 * max(1.0, abs(a[3])), (a, b)
 ops = con.execute(f"SELECT count(DISTINCT name) FROM read_parquet('{lake}/flowsense_operators/*.parquet')").fetchone()[0]
 assert ops >= 3, ops
 checked += len(d)

@@ -234,6 +234,8 @@ pub struct FeatureEngine {
     per_event: bool,
     kyle_window: usize,
     book: SymbolBook,
+    /// UTC day of the L3 book's session.
+    book_day: i64,
     bids: Levels,
     asks: Levels,
     prev_bids: Levels,
@@ -270,6 +272,7 @@ impl FeatureEngine {
             per_event: spec.per_event,
             kyle_window: spec.kyle_window,
             book: SymbolBook::Empty,
+            book_day: i64::MIN,
             bids: Levels::default(),
             asks: Levels::default(),
             prev_bids: Levels::default(),
@@ -376,8 +379,12 @@ impl FeatureEngine {
         let mut e = Effect::default();
         match ev {
             MarketEvent::Order(_, o) => {
-                if !matches!(self.book, SymbolBook::L3(_)) {
+                // L3 sources are sessions of one symbol-day (LOBSTER files, DBN days, the
+                // synthetic market): order ids start over, so each UTC day gets a fresh book.
+                let day = o.ts.day();
+                if !matches!(self.book, SymbolBook::L3(_)) || self.book_day != day {
                     self.book = SymbolBook::L3(Box::default());
+                    self.book_day = day;
                 }
                 let SymbolBook::L3(book) = &mut self.book else {
                     unreachable!("set above")

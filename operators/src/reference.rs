@@ -288,6 +288,7 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
     let mut orders: HashMap<u64, (Side, i64, i64)> = HashMap::new();
     let mut l2: [BTreeMap<i64, i64>; 2] = [BTreeMap::new(), BTreeMap::new()];
     let mut is_l3 = false;
+    let mut l3_day = i64::MIN;
     let mut out = Vec::new();
     let mut last_ts = i64::MIN;
     for ev in events {
@@ -305,6 +306,10 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
         match ev {
             MarketEvent::Order(_, o) => {
                 is_l3 = true;
+                if o.ts.day() != l3_day {
+                    orders.clear();
+                    l3_day = o.ts.day();
+                }
                 let (side, px, sz) = (o.side, o.price.raw(), o.size.raw());
                 match o.action {
                     L3Action::Add => {
@@ -418,6 +423,7 @@ mod tests {
             e.on_event(ev, &mut rows);
         }
         e.finish(&mut rows);
+        assert_eq!(e.rejects(), 0, "the book refused events of valid data");
         rows.into_iter()
             .map(|r| ((r.bucket.clone(), r.ts), r))
             .collect()
@@ -501,8 +507,8 @@ mod tests {
     fn incremental_equals_recompute_on_the_synthetic_l3_market() {
         let cfg = flowsense_sources::synth::SynthConfig {
             symbols: 1,
-            days: 1,
-            events_per_day: 6_000,
+            days: 2,
+            events_per_day: 4_000,
             seed: 11,
             ..Default::default()
         };
