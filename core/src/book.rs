@@ -4,7 +4,9 @@
 //! Both check what they are asked to apply and answer with a [`Reject`] instead of corrupting
 //! themselves, so readers can turn the reason into a dead letter and carry on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::{DeadLetterReason, L3Action, OrderEvent, OrderId, Price, Side, Size};
 

@@ -3,7 +3,6 @@
 //! feature engine without timely, so the dataflow's overhead shows as a ratio.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use flowsense_core::{FeatureRow, Lake, MarketEvent, Symbol};
 use flowsense_operators::engine::FeatureEngine;
 use flowsense_sources::lake::{LakeReplay, LakeSelection};
 use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::job::{CountSink, FeatureSink, SharedSink, build_job};
 use crate::run::{RunOptions, feed_batch, run_job};
@@ -40,7 +40,7 @@ fn spec_for(b: &GraphBench, name: &str) -> anyhow::Result<JobSpec> {
 
 /// The plain loop: one thread, one engine per symbol, no timely.
 fn plain_loop(events: impl Iterator<Item = MarketEvent>, spec: &FeatureSpec) -> (u64, u64) {
-    let mut engines: HashMap<Symbol, FeatureEngine> = HashMap::new();
+    let mut engines: HashMap<Symbol, FeatureEngine> = HashMap::default();
     let mut rows: Vec<FeatureRow> = Vec::new();
     let (mut n, mut out) = (0u64, 0u64);
     for ev in events {
@@ -199,7 +199,7 @@ fn memory_graph(events: &[MarketEvent], spec: &JobSpec, workers: usize) -> anyho
             worker,
             &mut h,
             mine.into_iter(),
-            4096,
+            RunOptions::default().batch,
             spec.epoch.nanos(),
             None,
         );
@@ -221,7 +221,7 @@ fn latency(events: &[MarketEvent], b: &GraphBench) -> anyhow::Result<()> {
     let events = &events[..n];
     // The plain engine: time per call.
     let mut plain = Histogram::<u64>::new(3)?;
-    let mut engines: HashMap<Symbol, FeatureEngine> = HashMap::new();
+    let mut engines: HashMap<Symbol, FeatureEngine> = HashMap::default();
     let mut rows = Vec::new();
     for ev in events {
         let e = engines

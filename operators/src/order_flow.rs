@@ -1,11 +1,11 @@
 //! The `OrderFlowFeatures` operator: market events in, feature rows out, one engine per symbol.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use flowsense_core::job::FeatureSpec;
 use flowsense_core::{FeatureRow, MarketEvent, Symbol};
+use rustc_hash::FxHashMap;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -80,18 +80,23 @@ impl<'scope> OrderFlowFeatures<'scope> for StreamVec<'scope, u64, MarketEvent> {
         let route = Exchange::new(|e: &MarketEvent| e.symbol().route());
         self.unary_frontier(route, "OrderFlowFeatures", move |cap, _info| {
             let mut held = Some(cap);
-            let mut engines: BTreeMap<Symbol, FeatureEngine> = BTreeMap::new();
+            // Symbol -> index into `engines` (a hash of a short string beats walking a tree of
+            // string comparisons on every event).
+            let mut index: FxHashMap<Symbol, usize> = FxHashMap::default();
+            let mut engines: Vec<FeatureEngine> = Vec::new();
             let mut rows: Vec<FeatureRow> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|time, data| {
                     for ev in data.drain(..) {
-                        let engine = match engines.get_mut(ev.symbol()) {
-                            Some(e) => e,
-                            None => engines
-                                .entry(ev.symbol().clone())
-                                .or_insert_with(|| FeatureEngine::new(ev.symbol().clone(), &spec)),
+                        let i = match index.get(ev.symbol()) {
+                            Some(&i) => i,
+                            None => {
+                                engines.push(FeatureEngine::new(ev.symbol().clone(), &spec));
+                                index.insert(ev.symbol().clone(), engines.len() - 1);
+                                engines.len() - 1
+                            }
                         };
-                        engine.on_event(&ev, &mut rows);
+                        engines[i].on_event(&ev, &mut rows);
                     }
                     if !rows.is_empty() {
                         output.session(&time).give_iterator(rows.drain(..));
@@ -103,7 +108,7 @@ impl<'scope> OrderFlowFeatures<'scope> for StreamVec<'scope, u64, MarketEvent> {
                 match frontier.frontier().iter().min().copied() {
                     Some(t) => {
                         let t_ns = i64::try_from(t).unwrap_or(i64::MAX);
-                        for e in engines.values_mut() {
+                        for e in engines.iter_mut() {
                             if e.next_close().is_some_and(|end| end <= t_ns) {
                                 e.close_until(t_ns, &mut rows);
                             }
@@ -117,7 +122,7 @@ impl<'scope> OrderFlowFeatures<'scope> for StreamVec<'scope, u64, MarketEvent> {
                     }
                     None => {
                         let mut c = counters.borrow_mut();
-                        for e in engines.values_mut() {
+                        for e in engines.iter_mut() {
                             e.finish(&mut rows);
                             c.symbols += 1;
                             c.rejected += e.rejects();
