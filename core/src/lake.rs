@@ -171,6 +171,21 @@ impl Lake {
             .fold(self.root.clone(), |p, part| p.join(*part))
     }
 
+    /// Every object under a table's folder; a table that does not exist yet has none.
+    pub async fn list_table(&self, table: Table) -> Result<Vec<object_store::ObjectMeta>> {
+        use futures::TryStreamExt;
+        match self
+            .store
+            .list(Some(&self.table_path(table)))
+            .try_collect::<Vec<_>>()
+            .await
+        {
+            Ok(l) => Ok(l),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// True for `file://` lakes.
     pub fn is_local(&self) -> bool {
         self.url.scheme() == "file"

@@ -215,7 +215,6 @@ impl WorkerMonitor {
 /// Removes a job's figures of an earlier run (worker 0 does it before its input starts; no
 /// worker writes its figures before every input has ended, so none is removed by mistake).
 pub fn clear_stats(lake: &Lake, job: &str) -> anyhow::Result<()> {
-    use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,15 +222,7 @@ pub fn clear_stats(lake: &Lake, job: &str) -> anyhow::Result<()> {
     let store = lake.store();
     let prefix = format!("{job}-w");
     for table in [Table::Operators, Table::Channels] {
-        let listing: Vec<_> = match rt.block_on(
-            store
-                .list(Some(&lake.table_path(table)))
-                .try_collect::<Vec<_>>(),
-        ) {
-            Ok(l) => l,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let listing = rt.block_on(lake.list_table(table))?;
         for meta in listing {
             if meta
                 .location

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use flowsense_core::{FeatureRow, Lake, Symbol, Table, UnixNanos};
-use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -69,15 +68,7 @@ impl FeatureWriter {
     pub fn clear(&mut self, owns: impl Fn(&Symbol) -> bool) -> Result<u64> {
         let store = self.lake.store();
         let prefix = format!("{}-", self.job);
-        let listing: Vec<_> = match self.rt.block_on(
-            store
-                .list(Some(&self.lake.table_path(Table::Features)))
-                .try_collect::<Vec<_>>(),
-        ) {
-            Ok(l) => l,
-            Err(object_store::Error::NotFound { .. }) => return Ok(0),
-            Err(e) => return Err(e.into()),
-        };
+        let listing = self.rt.block_on(self.lake.list_table(Table::Features))?;
         let mut removed = 0;
         for meta in listing {
             let name = meta.location.filename().unwrap_or_default();

@@ -9,7 +9,6 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use flowsense_core::{BboUpdate, DeadLetter, MarketEvent, Symbol, Table, UnixNanos};
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
@@ -375,15 +374,7 @@ impl LakeWriter {
         let store = self.lake.store();
         let prefix = format!("{}-", self.source);
         for table in Table::ALL {
-            let listing: Vec<_> = match store
-                .list(Some(&self.lake.table_path(table)))
-                .try_collect()
-                .await
-            {
-                Ok(l) => l,
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
+            let listing = self.lake.list_table(table).await?;
             for meta in listing {
                 let name = meta.location.filename().unwrap_or_default();
                 if name.starts_with(&prefix)

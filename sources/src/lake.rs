@@ -17,7 +17,6 @@ use flowsense_core::{
     DepthUpdate, L3Action, Lake, MarketEvent, OrderEvent, OrderId, Price, Side, Size, Symbol,
     Table, Trade, UnixNanos,
 };
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -60,15 +59,7 @@ pub fn list_partitions(lake: &Lake, sel: &LakeSelection) -> Result<Vec<Partition
     let rt = runtime()?;
     let mut parts: BTreeMap<(String, Symbol), Partition> = BTreeMap::new();
     for table in [Table::BookEvents, Table::DepthUpdates, Table::Trades] {
-        let listing: Vec<_> = match rt.block_on(
-            lake.store()
-                .list(Some(&lake.table_path(table)))
-                .try_collect::<Vec<_>>(),
-        ) {
-            Ok(l) => l,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let listing = rt.block_on(lake.list_table(table))?;
         for meta in listing {
             let loc = meta.location;
             let text = loc.as_ref().to_string();
@@ -243,6 +234,17 @@ impl Files {
                 })?;
             self.reader = Some((path.to_string(), reader));
         }
+    }
+}
+
+impl Files {
+    /// The next batch, its columns resolved for `table`.
+    fn next_decoded(&mut self, table: Table) -> Result<Option<(String, Cols)>> {
+        let Some((path, batch)) = self.next_batch()? else {
+            return Ok(None);
+        };
+        let d = Decoded::new(&batch, &path, table)?;
+        Ok(Some((path, Cols { d, row: 0 })))
     }
 }
 
@@ -458,14 +460,8 @@ impl PartitionStream {
             {
                 return self.book_batch.as_mut();
             }
-            match self.book.next_batch() {
-                Ok(Some((path, batch))) => match Decoded::new(&batch, &path, self.book_kind) {
-                    Ok(d) => self.book_batch = Some((path, Cols { d, row: 0 })),
-                    Err(e) => {
-                        self.fail(e);
-                        return None;
-                    }
-                },
+            match self.book.next_decoded(self.book_kind) {
+                Ok(Some(c)) => self.book_batch = Some(c),
                 Ok(None) => return None,
                 Err(e) => {
                     self.fail(e);
@@ -577,14 +573,8 @@ impl PartitionStream {
             }
             let need = !matches!(&self.trade_batch, Some((_, c)) if c.row < c.d.rows);
             if need {
-                match self.trades.next_batch() {
-                    Ok(Some((path, batch))) => match Decoded::new(&batch, &path, Table::Trades) {
-                        Ok(d) => self.trade_batch = Some((path, Cols { d, row: 0 })),
-                        Err(e) => {
-                            self.fail(e);
-                            return None;
-                        }
-                    },
+                match self.trades.next_decoded(Table::Trades) {
+                    Ok(Some(c)) => self.trade_batch = Some(c),
                     Ok(None) => return None,
                     Err(e) => {
                         self.fail(e);
