@@ -205,10 +205,12 @@ impl MarketEvent {
         }
     }
 
-    /// The key events are ordered by within a feed: exchange time, then receive time (exchange
-    /// clocks often tick in milliseconds, so many events share one).
+    /// The key streams are merged by: feed time (receive time where the source recorded it,
+    /// else exchange time), then exchange time. A single stream keeps its own order, the order
+    /// its book was built in.
     pub fn order_key(&self) -> (i64, i64) {
-        (self.ts().0, self.local_ts().map_or(i64::MIN, |t| t.0))
+        let ts = self.ts().0;
+        (self.local_ts().map_or(ts, |t| t.0), ts)
     }
 
     /// The symbol the event belongs to.

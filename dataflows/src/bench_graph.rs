@@ -248,8 +248,10 @@ fn latency(events: &[MarketEvent], b: &GraphBench) -> anyhow::Result<()> {
         let mut h = worker.dataflow::<u64, _, _>(move |scope| build_job(scope, &s2, sink2));
         let epoch = spec.epoch.nanos();
         let mut local = Histogram::<u64>::new(3).expect("valid histogram");
+        let mut high = i64::MIN;
         for ev in evs.clone() {
-            let t = (ev.ts().0.max(0) as u64) / epoch * epoch;
+            high = high.max(ev.ts().0);
+            let t = crate::run::input_time(high, epoch);
             if t > *h.input.time() {
                 h.input.advance_to(t);
             }

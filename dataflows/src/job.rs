@@ -21,8 +21,8 @@ use flowsense_core::job::{JobSpec, Source};
 use flowsense_core::{FeatureRow, Lake, MarketEvent, Symbol};
 use flowsense_operators::{FeatureCounters, OrderFlowFeatures};
 use flowsense_sinks::FeatureWriter;
-use flowsense_sources::lake::{LakeReplay, LakeSelection, REORDER_NS};
-use flowsense_sources::merge::{EventStream, MergeByTime, TimeOrdered};
+use flowsense_sources::lake::{LakeReplay, LakeSelection};
+use flowsense_sources::merge::{EventStream, MergeByTime};
 use flowsense_sources::synth::{SynthConfig, SyntheticMarket};
 use flowsense_sources::{Record, detect};
 use timely::container::CapacityContainerBuilder;
@@ -363,7 +363,7 @@ fn all_events(
                             None
                         }
                     }));
-                    Box::new(TimeOrdered::new(events, REORDER_NS)) as EventStream
+                    events as EventStream
                 })
                 .collect();
             Ok(Box::new(MergeByTime::new(streams)))

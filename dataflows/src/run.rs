@@ -160,10 +160,22 @@ impl RunReport {
     }
 }
 
+/// How far exchange time may go back within a feed (readers refuse more; a trade stamped before
+/// a depth update received ahead of it goes back a few milliseconds). The input's timely time
+/// trails the latest event time by this much, so the frontier never passes an event still to
+/// come, and a bucket the frontier closes is complete whatever the worker count.
+pub const LATENESS_NS: i64 = 1_000_000_000;
+
+/// The input time for the latest event time seen: `LATENESS_NS` earlier, rounded down to an epoch.
+pub fn input_time(high_ts: i64, epoch: u64) -> u64 {
+    let t = high_ts.saturating_sub(LATENESS_NS).max(0) as u64;
+    t - t % epoch
+}
+
 /// Feeds a source into a job's input as fast as the graph takes it (batch mode) and returns
-/// the events sent. `batch` events go in per input advance: an event's timely time is the epoch
-/// of the first event of its batch, never later than its own, so the frontier still promises
-/// that nothing earlier will come.
+/// the events sent. `batch` events go in per input advance, stamped with the input's time, which
+/// trails the events (see [`LATENESS_NS`]): never later than an event's own time, so the
+/// frontier still promises that nothing earlier will come.
 pub fn feed_batch(
     worker: &mut timely::worker::Worker,
     h: &mut crate::job::JobHandles,
@@ -175,10 +187,11 @@ pub fn feed_batch(
     let mut events = 0u64;
     let mut in_batch = 0;
     let mut since_wait = 0;
+    let mut high = i64::MIN;
     for ev in source {
+        high = high.max(ev.ts().0);
         if in_batch == batch {
-            let t = ev.ts().0.max(0) as u64;
-            let t = t - t % epoch;
+            let t = input_time(high, epoch);
             if t > *h.input.time() {
                 h.input.advance_to(t);
             }
@@ -272,12 +285,14 @@ pub fn run_job(
                 // input advances every epoch, as a live feed would.
                 let speed = replay.speed;
                 let mut origin: Option<(i64, Instant)> = None;
+                let mut high = i64::MIN;
                 for ev in source {
                     let ts = ev.ts().0;
+                    high = high.max(ts);
                     let (t0, w0) = *origin.get_or_insert((ts, Instant::now()));
                     let due =
                         w0 + Duration::from_secs_f64(((ts - t0).max(0) as f64 * 1e-9) / speed);
-                    let t = (ts.max(0) as u64) - (ts.max(0) as u64) % epoch;
+                    let t = input_time(high, epoch);
                     if t > *h.input.time() {
                         h.input.advance_to(t);
                     }

@@ -197,6 +197,17 @@ fn lake_replay_gives_the_same_features_as_the_capture_files() {
     let b = run_collect(&from_lake, &lake, 2);
     let symbols: std::collections::BTreeSet<_> = a.iter().map(|r| r.symbol.to_string()).collect();
     assert_eq!(symbols.len(), 3, "{symbols:?}");
+    // The books the graph rebuilds are sound: never crossed or locked at a bucket's end.
+    let crossed: Vec<_> = a
+        .iter()
+        .filter(|r| r.spread.is_some_and(|s| s <= 0.0))
+        .map(|r| (r.symbol.to_string(), r.ts, r.spread))
+        .collect();
+    assert!(
+        crossed.is_empty(),
+        "crossed books: {:?}",
+        &crossed[..crossed.len().min(5)]
+    );
     common::assert_same_text(
         &as_json(&a).join("\n"),
         &as_json(&b).join("\n"),

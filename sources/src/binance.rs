@@ -649,18 +649,18 @@ impl BinanceReader {
             .get_mut(key)
             .expect("state exists for a live diff");
         match st.apply_diff(&diff, futures) {
-            Ok(applied) => {
-                let bbo = applied.then(|| {
-                    st.first_after_snapshot = false;
-                    st.last_final = diff.final_update_id;
-                    st.bbo(diff.ts, diff.local_ts, diff.final_update_id)
-                });
+            // A diff the snapshot already covers (u <= lastUpdateId) is part of the protocol,
+            // not bad data: it is skipped, and not emitted, so that replaying the emitted depth
+            // updates in order rebuilds exactly this book.
+            Ok(false) => {}
+            Ok(true) => {
+                st.first_after_snapshot = false;
+                st.last_final = diff.final_update_id;
+                let bbo = st.bbo(diff.ts, diff.local_ts, diff.final_update_id);
                 let sym = st.symbol.clone();
                 self.out
                     .push_back(Record::Event(MarketEvent::Depth(sym, diff)));
-                if let Some(b) = bbo {
-                    self.out.push_back(Record::Event(b));
-                }
+                self.out.push_back(Record::Event(bbo));
             }
             Err(bad) => {
                 // The book may now miss updates: mark it until a snapshot resyncs it, and chain

@@ -3,7 +3,8 @@
 //!
 //! Each `(date, symbol)` partition is one stream: its book rows (`book_events` for L3 data,
 //! `depth_updates` for L2, grouped back into one update per exchange message) merged with its
-//! `trades` by time, book first on ties (an L3 execution precedes the trade it makes). Files are
+//! `trades` by feed time (receive time where recorded, else exchange time), book first on ties
+//! (an L3 execution precedes the trade it makes). Each table keeps its stored order. Files are
 //! fetched one at a time and decoded a batch at a time, so memory holds one file per stream, not
 //! a day.
 
@@ -21,11 +22,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use crate::merge::{EventStream, MergeByTime, TimeOrdered};
-
-/// How far a partition's rows may go back in exchange time (the readers refuse more than a
-/// second by default), and so how far replay reorders them.
-pub const REORDER_NS: i64 = 1_000_000_000;
+use crate::merge::{EventStream, MergeByTime};
 use crate::{Error, Result};
 
 /// What to read from the lake.
@@ -179,15 +176,12 @@ impl Iterator for LakeReplay {
             let streams: Vec<EventStream> = day
                 .into_iter()
                 .map(|p| {
-                    Box::new(TimeOrdered::new(
-                        PartitionStream::new(
-                            &self.lake,
-                            self.rt.clone(),
-                            p,
-                            &self.sel,
-                            self.error.clone(),
-                        ),
-                        REORDER_NS,
+                    Box::new(PartitionStream::new(
+                        &self.lake,
+                        self.rt.clone(),
+                        p,
+                        &self.sel,
+                        self.error.clone(),
                     )) as EventStream
                 })
                 .collect();

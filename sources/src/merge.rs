@@ -1,11 +1,11 @@
-//! Putting events in time order: merging several streams (symbols, files) into one, and
-//! reordering a stream that arrives slightly out of order, by [`MarketEvent::order_key`]
-//! (exchange time, then receive time).
+//! Merging event streams (symbols, files, a partition's tables) into one, by
+//! [`MarketEvent::order_key`]: feed time (receive time where recorded, else exchange time).
 //!
-//! Captures arrive in receive order, in which exchange times go back a little (a trade stamped
-//! before the depth update received just ahead of it). The lake keeps each table in that order.
-//! Both become the same canonical order, exchange time first, so a job over the lake and a job
-//! over the capture files compute the same features.
+//! A stream is never reordered: its order is the order its book was built in (a depth snapshot,
+//! then the diffs it held, even where their exchange times are earlier). A reader's output is
+//! one stream in receive order; the lake keeps each table in that order; merging a partition's
+//! tables by receive time gives back the reader's order, so a job over the lake and a job over
+//! the capture files compute the same features.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -67,95 +67,5 @@ impl Iterator for MergeByTime {
             self.heads[i] = Some(e);
         }
         out
-    }
-}
-
-/// Reorders a stream whose times go back by at most `tolerance` nanoseconds into
-/// [`MarketEvent::order_key`] order; events equal in key keep their order. An event later than
-/// the tolerance leaves as soon as it arrives (downstream treats it as late).
-///
-/// ```
-/// use flowsense_core::{MarketEvent, Price, Side, Size, Symbol, Trade, UnixNanos};
-/// use flowsense_sources::merge::TimeOrdered;
-/// let t = |ms| MarketEvent::Trade(Symbol::new("A").unwrap(), Trade {
-///     ts: UnixNanos::from_millis(ms), local_ts: None, trade_id: None,
-///     price: Price::from_units(1), size: Size::from_units(1), aggressor: Side::Buy });
-/// let out: Vec<i64> = TimeOrdered::new(vec![t(5), t(3), t(9), t(8)].into_iter(), 2_000_000)
-///     .map(|e| e.ts().0 / 1_000_000).collect();
-/// assert_eq!(out, [3, 5, 8, 9]);
-/// ```
-pub struct TimeOrdered<I> {
-    inner: I,
-    tolerance: i64,
-    heap: BinaryHeap<Reverse<Pending>>,
-    seq: u64,
-    high: i64,
-    done: bool,
-}
-
-struct Pending {
-    key: (i64, i64),
-    seq: u64,
-    event: MarketEvent,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        (self.key, self.seq) == (other.key, other.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.key, self.seq).cmp(&(other.key, other.seq))
-    }
-}
-
-impl<I: Iterator<Item = MarketEvent>> TimeOrdered<I> {
-    /// Reorders `inner` within `tolerance` nanoseconds.
-    pub fn new(inner: I, tolerance: i64) -> Self {
-        TimeOrdered {
-            inner,
-            tolerance: tolerance.max(0),
-            heap: BinaryHeap::new(),
-            seq: 0,
-            high: i64::MIN,
-            done: false,
-        }
-    }
-}
-
-impl<I: Iterator<Item = MarketEvent>> Iterator for TimeOrdered<I> {
-    type Item = MarketEvent;
-
-    fn next(&mut self) -> Option<MarketEvent> {
-        loop {
-            if let Some(Reverse(top)) = self.heap.peek()
-                && (self.done || top.key.0 <= self.high.saturating_sub(self.tolerance))
-            {
-                return self.heap.pop().map(|Reverse(p)| p.event);
-            }
-            if self.done {
-                return None;
-            }
-            match self.inner.next() {
-                Some(e) => {
-                    let key = e.order_key();
-                    self.high = self.high.max(key.0);
-                    self.seq += 1;
-                    self.heap.push(Reverse(Pending {
-                        key,
-                        seq: self.seq,
-                        event: e,
-                    }));
-                }
-                None => self.done = true,
-            }
-        }
     }
 }
