@@ -135,6 +135,15 @@ impl RunReport {
             self.seconds,
             events as f64 / self.seconds.max(1e-9)
         );
+        if events == 0 {
+            out.push_str(match &spec.source {
+                flowsense_core::job::Source::Lake(_) => {
+                    "no book events or trades matched in the lake: ingest or synthesize some first \
+                     (flowsense ingest data/binance, flowsense synth), or check symbols and from/to\n"
+                }
+                _ => "the source gave no events: check its paths and the symbols filter\n",
+            });
+        }
         let (rejected, late): (u64, u64) = self
             .workers
             .iter()

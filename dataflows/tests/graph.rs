@@ -407,3 +407,34 @@ fn paced_replay_gives_the_same_rows_as_batch() {
     let b = as_json(&run_collect(&replay, &lake, 2));
     assert!(a == b, "replay differs from batch");
 }
+
+#[test]
+fn a_job_over_an_empty_lake_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, "name = \"empty\"\n[source.lake]\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowsense"))
+        .args(["run", job.to_str().unwrap(), "--lake"])
+        .arg(dir.path().join("lake"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("0 events") && stderr.contains("flowsense ingest"),
+        "{stderr}"
+    );
+    // A spec with a typo is refused with the key named.
+    std::fs::write(
+        &job,
+        "name = \"typo\"\n[source.lake]\nfrm = \"2024-08-08\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowsense"))
+        .args(["run", job.to_str().unwrap(), "--lake"])
+        .arg(dir.path().join("lake"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("frm"), "{stderr}");
+}
