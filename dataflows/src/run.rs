@@ -231,7 +231,8 @@ fn sample_lag(monitor: &crate::monitor::WorkerMonitor, h: &crate::job::JobHandle
     let now = *h.input.time() as i64;
     for (name, probe) in &h.stages {
         let f = probe.with_frontier(|f| f.iter().min().copied());
-        if let Some(f) = f {
+        // Time 0 is timely's start, before the first event's epoch: not a lag.
+        if let Some(f) = f.filter(|&f| f > 0) {
             monitor.lag(name, (now - f as i64).max(0));
         }
     }

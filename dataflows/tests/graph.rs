@@ -269,6 +269,14 @@ fn run_writes_a_features_table_that_sql_reads() {
             "name,r_in,r_out,workers,busy\nFeatureSink,{n},0,2,true\nOrderFlowFeatures,{events},{n},2,true"
         )
     );
+    // Frontier lag is event time between the input and each stage: in batch the input runs up
+    // to 16 batches ahead (hours of this sparse market), but never more than the day's span.
+    let lag = rt.block_on(common::query_u64(
+        &lake,
+        "SELECT count(*) FROM flowsense_operators WHERE job = 'tbl' \
+         AND frontier_lag_ns IS NOT NULL AND frontier_lag_ns BETWEEN 0 AND 86400000000000",
+    ));
+    assert_eq!(lag, 4, "OrderFlowFeatures and FeatureSink on 2 workers");
     let channels = rt.block_on(common::query_u64(
         &lake,
         "SELECT count(*) FROM flowsense_channels WHERE job = 'tbl' AND records_sent > 0",
