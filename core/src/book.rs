@@ -468,7 +468,10 @@ impl L3Replay {
             out.push(MarketEvent::Trade(self.symbol.clone(), t));
         }
         if applied.touched_book {
-            out.push(MarketEvent::Bbo(self.symbol.clone(), self.bbo(ts)));
+            out.push(MarketEvent::Bbo(
+                self.symbol.clone(),
+                Box::new(self.bbo(ts)),
+            ));
         }
         Ok(())
     }

@@ -172,14 +172,15 @@ pub struct BboUpdate {
 pub enum MarketEvent {
     /// An L3 order message (`book_events`).
     Order(Symbol, OrderEvent),
-    /// An L2 diff or snapshot (`depth_updates`).
-    Depth(Symbol, DepthUpdate),
+    /// An L2 diff or snapshot (`depth_updates`). Boxed, as are the top-of-book variants: the
+    /// enum then stays as small as a trade, which is what the dataflow copies per event.
+    Depth(Symbol, Box<DepthUpdate>),
     /// A trade (`trades`).
     Trade(Symbol, Trade),
     /// The top of the book as reconstructed by FlowSense after a book event (`bbo`).
-    Bbo(Symbol, BboUpdate),
+    Bbo(Symbol, Box<BboUpdate>),
     /// The top of the book as the venue published it (`quotes`).
-    Quote(Symbol, BboUpdate),
+    Quote(Symbol, Box<BboUpdate>),
 }
 
 impl MarketEvent {

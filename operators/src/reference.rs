@@ -554,13 +554,13 @@ mod tests {
                             };
                             MarketEvent::Depth(
                                 sym.clone(),
-                                DepthUpdate {
+                                Box::new(DepthUpdate {
                                     ts: UnixNanos(ts),
                                     bids: if flag { vec![level] } else { vec![] },
                                     asks: if flag { vec![] } else { vec![level] },
                                     is_snapshot: kind == 3 && tick == 0,
                                     ..Default::default()
-                                },
+                                }),
                             )
                         }
                     }

@@ -237,14 +237,14 @@ impl SymbolState {
     fn bbo(&self, ts: UnixNanos, local_ts: Option<UnixNanos>, update_id: u64) -> MarketEvent {
         MarketEvent::Bbo(
             self.symbol.clone(),
-            BboUpdate {
+            Box::new(BboUpdate {
                 ts: Some(ts),
                 local_ts,
                 update_id: Some(update_id),
                 bid: self.book.best_bid(),
                 ask: self.book.best_ask(),
                 gap: self.gap,
-            },
+            }),
         )
     }
 
@@ -565,7 +565,7 @@ impl BinanceReader {
                 ask: Some(ask),
                 gap: false,
             };
-            let ev = MarketEvent::Quote(st.symbol.clone(), q);
+            let ev = MarketEvent::Quote(st.symbol.clone(), Box::new(q));
             self.out.push_back(Record::Event(ev));
             Ok(())
         } else {
@@ -633,7 +633,7 @@ impl BinanceReader {
         let bbo = st.bbo(ts, local, m.lastUpdateId);
         let held: Vec<Held> = st.held.drain(..).collect();
         self.out
-            .push_back(Record::Event(MarketEvent::Depth(sym, snap)));
+            .push_back(Record::Event(MarketEvent::Depth(sym, Box::new(snap))));
         self.out.push_back(Record::Event(bbo));
         for h in held {
             self.apply_live(&key, h.diff, &h.position, &h.raw);
@@ -659,7 +659,7 @@ impl BinanceReader {
                 let bbo = st.bbo(diff.ts, diff.local_ts, diff.final_update_id);
                 let sym = st.symbol.clone();
                 self.out
-                    .push_back(Record::Event(MarketEvent::Depth(sym, diff)));
+                    .push_back(Record::Event(MarketEvent::Depth(sym, Box::new(diff))));
                 self.out.push_back(Record::Event(bbo));
             }
             Err(bad) => {

@@ -155,7 +155,8 @@ impl DbnReader {
             (b'R', _) => {
                 replay.book_mut().clear();
                 let b = replay.bbo(ts);
-                self.out.push_back(Record::Event(MarketEvent::Bbo(sym, b)));
+                self.out
+                    .push_back(Record::Event(MarketEvent::Bbo(sym, Box::new(b))));
                 return;
             }
             (b'T', Some(aggr)) => {
@@ -288,7 +289,7 @@ impl DbnReader {
                     is_snapshot: false,
                 };
                 self.out
-                    .push_back(Record::Event(MarketEvent::Depth(sym.clone(), d)));
+                    .push_back(Record::Event(MarketEvent::Depth(sym.clone(), Box::new(d))));
             }
             _ => {}
         }
@@ -300,7 +301,8 @@ impl DbnReader {
             ask: top.best_ask(),
             gap: false,
         };
-        self.out.push_back(Record::Event(MarketEvent::Bbo(sym, b)));
+        self.out
+            .push_back(Record::Event(MarketEvent::Bbo(sym, Box::new(b))));
     }
 
     fn trade(&mut self, m: &TradeMsg) {

@@ -475,7 +475,7 @@ impl PartitionStream {
             let Some((_path, c)) = self.book_cols() else {
                 return pending
                     .filter(|d| in_range(d.ts.0))
-                    .map(|d| MarketEvent::Depth(symbol, d));
+                    .map(|d| MarketEvent::Depth(symbol, Box::new(d)));
             };
             let d = &c.d;
             let r = (|| -> Result<Step> {
@@ -548,7 +548,7 @@ impl PartitionStream {
                 Ok(Step::Skip | Step::More) => continue,
                 Ok(Step::Done) => {
                     if let Some(d) = pending.take().filter(|d| in_range(d.ts.0)) {
-                        return Some(MarketEvent::Depth(symbol, d));
+                        return Some(MarketEvent::Depth(symbol, Box::new(d)));
                     }
                 }
                 Err(e) => {

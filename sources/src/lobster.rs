@@ -441,7 +441,7 @@ impl LobsterReader {
                     self.compare(r, worst);
                     // Revealed volume changes the top only when it is all there was on a side.
                     if let Some(flowsense_core::MarketEvent::Bbo(_, b)) = events.last_mut() {
-                        *b = self.replay.bbo(msg.ts);
+                        **b = self.replay.bbo(msg.ts);
                     }
                 }
                 self.out.extend(events.drain(..).map(Record::Event));
