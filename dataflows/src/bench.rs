@@ -88,10 +88,10 @@ pub(crate) fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-struct Stage {
-    name: &'static str,
-    wall: Duration,
-    cpu: f64,
+pub(crate) struct Stage {
+    pub(crate) name: &'static str,
+    pub(crate) wall: Duration,
+    pub(crate) cpu: f64,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -99,7 +99,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn measure<F: FnMut() -> anyhow::Result<()>>(
+pub(crate) fn measure<F: FnMut() -> anyhow::Result<()>>(
     name: &'static str,
     repeat: usize,
     mut f: F,

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use flowsense_core::job::{FeatureSpec, JobSpec};
 use flowsense_core::{FeatureRow, Lake, MarketEvent, Symbol};
@@ -61,34 +61,24 @@ fn plain_loop(events: impl Iterator<Item = MarketEvent>, spec: &FeatureSpec) -> 
     (n, out + rows.len() as u64)
 }
 
+/// A stage's timing and the events it went through.
 struct Row {
-    name: String,
-    wall: Duration,
-    cpu: f64,
+    stage: crate::bench::Stage,
     events: u64,
 }
 
+/// [`crate::bench::measure`] for a stage that reports how many events it handled.
 fn timed(
-    name: String,
+    name: &'static str,
     repeat: usize,
     mut f: impl FnMut() -> anyhow::Result<u64>,
 ) -> anyhow::Result<Row> {
-    let mut walls = Vec::new();
     let mut events = 0;
-    let cpu0 = crate::bench::cpu_seconds();
-    for _ in 0..repeat.max(1) {
-        let t = Instant::now();
+    let stage = crate::bench::measure(name, repeat, || {
         events = f()?;
-        walls.push(t.elapsed());
-    }
-    let cpu = (crate::bench::cpu_seconds() - cpu0) / repeat.max(1) as f64;
-    walls.sort();
-    Ok(Row {
-        name,
-        wall: walls[walls.len() / 2],
-        cpu,
-        events,
-    })
+        Ok(())
+    })?;
+    Ok(Row { stage, events })
 }
 
 fn print_rows(title: &str, rows: &[Row]) {
@@ -97,18 +87,26 @@ fn print_rows(title: &str, rows: &[Row]) {
         "{:<52} {:>12} {:>12} {:>14} {:>16} {:>9}",
         "stage", "events", "median ms", "events/s", "events/cpu-s", "x plain"
     );
-    let base = rows[0].wall.as_secs_f64();
+    let base = rows[0].stage.wall.as_secs_f64();
     for r in rows {
-        let s = r.wall.as_secs_f64();
+        let s = r.stage.wall.as_secs_f64();
         println!(
             "{:<52} {:>12} {:>12.1} {:>14.0} {:>16.0} {:>9.2}",
-            r.name,
+            r.stage.name,
             r.events,
             s * 1e3,
             r.events as f64 / s,
-            r.events as f64 / r.cpu.max(1e-9),
+            r.events as f64 / r.stage.cpu.max(1e-9),
             s / base
         );
+    }
+}
+
+fn graph_stage(workers: usize) -> &'static str {
+    if workers == 1 {
+        "timely graph, 1 worker"
+    } else {
+        "timely graph, 2 workers"
     }
 }
 
@@ -125,34 +123,26 @@ pub fn run(b: GraphBench) -> anyhow::Result<()> {
     );
 
     // Batch from the lake.
-    let mut rows = vec![timed(
-        "plain loop, 1 thread (baseline)".into(),
-        b.repeat,
-        || {
-            Ok(plain_loop(
-                LakeReplay::open(b.lake.clone(), sel.clone(), all)?,
-                &spec.features,
-            )
-            .0)
-        },
-    )?];
-    rows.push(timed("lake read alone, 1 thread".into(), b.repeat, || {
+    let mut rows = vec![timed("plain loop, 1 thread (baseline)", b.repeat, || {
+        Ok(plain_loop(
+            LakeReplay::open(b.lake.clone(), sel.clone(), all)?,
+            &spec.features,
+        )
+        .0)
+    })?];
+    rows.push(timed("lake read alone, 1 thread", b.repeat, || {
         Ok(LakeReplay::open(b.lake.clone(), sel.clone(), all)?.count() as u64)
     })?);
     for w in [1, 2] {
-        rows.push(timed(
-            format!("timely graph, {w} worker(s)"),
-            b.repeat,
-            || {
-                let opts = RunOptions {
-                    workers: w,
-                    ..Default::default()
-                };
-                let sinks: crate::run::SinkFactory =
-                    Arc::new(|_, _| Ok(Box::new(CountSink::default()) as Box<dyn FeatureSink>));
-                Ok(run_job(&spec, &b.lake, &opts, sinks)?.events())
-            },
-        )?);
+        rows.push(timed(graph_stage(w), b.repeat, || {
+            let opts = RunOptions {
+                workers: w,
+                ..Default::default()
+            };
+            let sinks: crate::run::SinkFactory =
+                Arc::new(|_, _| Ok(Box::new(CountSink::default()) as Box<dyn FeatureSink>));
+            Ok(run_job(&spec, &b.lake, &opts, sinks)?.events())
+        })?);
     }
     print_rows("batch from the lake (reading Parquet included)", &rows);
 
@@ -160,17 +150,13 @@ pub fn run(b: GraphBench) -> anyhow::Result<()> {
     let events: Vec<MarketEvent> = LakeReplay::open(b.lake.clone(), sel.clone(), all)?
         .take(b.memory_events)
         .collect();
-    let mut mem = vec![timed(
-        "plain loop, 1 thread (baseline)".into(),
-        b.repeat,
-        || Ok(plain_loop(events.iter().cloned(), &spec.features).0),
-    )?];
+    let mut mem = vec![timed("plain loop, 1 thread (baseline)", b.repeat, || {
+        Ok(plain_loop(events.iter().cloned(), &spec.features).0)
+    })?];
     for w in [1usize, 2] {
-        mem.push(timed(
-            format!("timely graph, {w} worker(s)"),
-            b.repeat,
-            || memory_graph(&events, &spec, w),
-        )?);
+        mem.push(timed(graph_stage(w), b.repeat, || {
+            memory_graph(&events, &spec, w)
+        })?);
     }
     print_rows("in memory (events decoded beforehand)", &mem);
 

@@ -287,6 +287,7 @@ fn all_events(
     counts: std::sync::Arc<std::sync::Mutex<SourceCounts>>,
 ) -> anyhow::Result<EventStream> {
     let only = symbols_of(spec)?;
+    let wanted = only.clone();
     let mine = move |s: &Symbol| {
         (s.route() % peers as u64) as usize == index && (only.is_empty() || only.contains(s))
     };
@@ -341,12 +342,11 @@ fn all_events(
             };
             let paths: Vec<std::path::PathBuf> = c.paths.iter().map(Into::into).collect();
             let inputs = detect::open_inputs_with(&paths, format, &Default::default())?;
-            let only = symbols_of(spec)?;
             let streams: Vec<EventStream> = inputs
                 .into_iter()
                 .map(|(_, _, reader)| {
                     let counts = counts.clone();
-                    let only = only.clone();
+                    let only = wanted.clone();
                     let events = Box::new(reader.filter_map(move |r| match r {
                         Ok(Record::Event(e)) if only.is_empty() || only.contains(e.symbol()) => {
                             Some(e)

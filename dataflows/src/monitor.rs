@@ -286,16 +286,13 @@ pub fn write_stats(
         .enable_all()
         .build()?;
     for (table, batch) in [(Table::Operators, op_batch), (Table::Channels, ch_batch)] {
-        let mut buf = Vec::new();
-        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None)?;
-        w.write(&batch)?;
-        w.close()?;
+        let buf = flowsense_sinks::encode_parquet(&batch, &Default::default())?;
         let path = lake.path(&[table.name(), &format!("{job}-w{worker:04}.parquet")]);
         let store = lake.store();
         rt.block_on(object_store::ObjectStoreExt::put(
             &*store,
             &path,
-            object_store::PutPayload::from(bytes::Bytes::from(buf)),
+            object_store::PutPayload::from(buf),
         ))?;
     }
     Ok(())

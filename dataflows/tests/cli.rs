@@ -1,29 +1,9 @@
 //! The `flowsense` binary as users call it: exit codes, output formats, the prompt.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-fn flowsense() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flowsense"))
-}
-
-/// Runs `flowsense ARGS`, asserts it succeeded, and returns its output.
-fn run_ok(args: &[&str]) -> Output {
-    let out = flowsense().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "flowsense {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Runs `flowsense ARGS`, asserts it failed, and returns its stderr.
-fn run_err(args: &[&str]) -> String {
-    let out = flowsense().args(args).output().unwrap();
-    assert!(!out.status.success(), "flowsense {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::common::{flowsense, run_err, run_ok};
 
 #[test]
 fn ingest_then_sql_in_every_format_and_the_prompt() {

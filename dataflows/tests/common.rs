@@ -75,3 +75,26 @@ pub fn assert_same_text(a: &str, b: &str, what: &str) {
         lb.get(i)
     );
 }
+
+/// The `flowsense` binary under test.
+pub fn flowsense() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flowsense"))
+}
+
+/// Runs `flowsense ARGS`, asserts it succeeded, and returns its output.
+pub fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = flowsense().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "flowsense {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `flowsense ARGS`, asserts it failed, and returns its stderr.
+pub fn run_err(args: &[&str]) -> String {
+    let out = flowsense().args(args).output().unwrap();
+    assert!(!out.status.success(), "flowsense {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

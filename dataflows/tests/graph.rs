@@ -107,9 +107,8 @@ fn two_processes_on_loopback_match_one_process() {
         format!("127.0.0.1:{}\n127.0.0.1:{}\n", port.0, port.1),
     )
     .unwrap();
-    let bin = env!("CARGO_BIN_EXE_flowsense");
     let spawn = |p: usize| {
-        std::process::Command::new(bin)
+        common::flowsense()
             .args([
                 "run",
                 job.to_str().unwrap(),
@@ -154,12 +153,14 @@ fn two_processes_on_loopback_match_one_process() {
     }
     lines.sort();
     // The same job in one process, through the same JSON lines sink.
-    let one = std::process::Command::new(bin)
-        .args(["run", job.to_str().unwrap(), "-q", "--lake"])
-        .arg(dir.path().join("lake"))
-        .output()
-        .unwrap();
-    assert!(one.status.success());
+    let lake_dir = dir.path().join("lake");
+    let one = common::run_ok(&[
+        "run",
+        job.to_str().unwrap(),
+        "-q",
+        "--lake",
+        lake_dir.to_str().unwrap(),
+    ]);
     let mut want: Vec<String> = String::from_utf8(one.stdout)
         .unwrap()
         .lines()
@@ -221,13 +222,16 @@ fn run_writes_a_features_table_that_sql_reads() {
     let job = dir.path().join("job.toml");
     std::fs::write(&job, synthetic_spec("tbl").to_toml()).unwrap();
     let lake_dir = dir.path().join("lake");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowsense"))
-        .args(["run", job.to_str().unwrap(), "-w", "2", "--stats", "--lake"])
-        .arg(&lake_dir)
-        .output()
-        .unwrap();
+    let out = common::run_ok(&[
+        "run",
+        job.to_str().unwrap(),
+        "-w",
+        "2",
+        "--stats",
+        "--lake",
+        lake_dir.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("feature rows"), "{stderr}");
     assert!(
         stderr.contains("OrderFlowFeatures") && stderr.contains("records in"),
@@ -287,12 +291,13 @@ fn run_writes_a_features_table_that_sql_reads() {
     let one = run_collect(&spec, &lake, 1);
     assert_eq!(n as usize, one.len());
     // Running again replaces the job's files rather than adding rows.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_flowsense"))
-        .args(["run", job.to_str().unwrap(), "-q", "--lake"])
-        .arg(&lake_dir)
-        .output()
-        .unwrap();
-    assert!(again.status.success());
+    common::run_ok(&[
+        "run",
+        job.to_str().unwrap(),
+        "-q",
+        "--lake",
+        lake_dir.to_str().unwrap(),
+    ]);
     let n2 = rt.block_on(common::query_u64(&lake, "SELECT count(*) FROM features"));
     assert_eq!(n, n2);
 }
@@ -420,14 +425,16 @@ fn paced_replay_gives_the_same_rows_as_batch() {
 fn a_job_over_an_empty_lake_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
+    let lake = dir.path().join("lake");
+    let args = [
+        "run",
+        job.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ];
     std::fs::write(&job, "name = \"empty\"\n[source.lake]\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowsense"))
-        .args(["run", job.to_str().unwrap(), "--lake"])
-        .arg(dir.path().join("lake"))
-        .output()
-        .unwrap();
+    let out = common::run_ok(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("0 events") && stderr.contains("flowsense ingest"),
         "{stderr}"
@@ -438,11 +445,6 @@ fn a_job_over_an_empty_lake_says_what_to_do() {
         "name = \"typo\"\n[source.lake]\nfrm = \"2024-08-08\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowsense"))
-        .args(["run", job.to_str().unwrap(), "--lake"])
-        .arg(dir.path().join("lake"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("frm"), "{stderr}");
+    let stderr = common::run_err(&args);
+    assert!(stderr.contains("frm"), "{stderr}");
 }

@@ -246,6 +246,8 @@ pub struct FeatureEngine {
     buckets: Vec<Bucket>,
     rejects: u64,
     late: u64,
+    /// The latest end of an emitted bucket: no later event may fall before it.
+    closed_until: i64,
 }
 
 impl FeatureEngine {
@@ -283,6 +285,7 @@ impl FeatureEngine {
             buckets,
             rejects: 0,
             late: 0,
+            closed_until: i64::MIN,
         }
     }
 
@@ -321,16 +324,9 @@ impl FeatureEngine {
             ts = self.last_ts;
         }
         // A bucket closed by the frontier cannot take this event: fold it into the next one.
-        if let Some(closed) = self
-            .buckets
-            .iter()
-            .filter(|b| !b.active && b.end > 0)
-            .map(|b| b.end)
-            .max()
-            && ts < closed
-        {
+        if ts < self.closed_until {
             self.late += 1;
-            ts = closed;
+            ts = self.closed_until;
         }
         self.last_ts = ts;
         self.close_until(ts, out);
@@ -552,11 +548,10 @@ impl FeatureEngine {
         row.vpin = self.vpin.value();
         let mid = self.mid;
         let kyle_window = self.kyle_window;
-        let levels = self.levels;
         let b = &mut self.buckets[i];
+        self.closed_until = self.closed_until.max(b.end);
         let secs = b.width as f64 * 1e-9;
         fill_flow(&mut row, &b.flow, Some(secs));
-        let _ = levels;
         if mid.is_some() {
             row.realized_vol = Some(b.flow.rv.sqrt());
         }

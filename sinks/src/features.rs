@@ -8,10 +8,8 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use flowsense_core::{FeatureRow, Lake, Symbol, Table, UnixNanos};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
@@ -114,10 +112,7 @@ impl FeatureWriter {
         rows.clear();
         let c = *chunk;
         *chunk += 1;
-        let mut buf = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(self.props.clone()))?;
-        w.write(&batch)?;
-        w.close()?;
+        let buf = crate::writer::encode_parquet(&batch, &self.props)?;
         let (day, symbol, bucket) = key;
         let path = self.lake.path(&[
             Table::Features.name(),
@@ -126,8 +121,7 @@ impl FeatureWriter {
             &format!("{}-{bucket}-{c:05}.parquet", self.job),
         ]);
         let store = self.lake.store();
-        self.rt
-            .block_on(store.put(&path, PutPayload::from(Bytes::from(buf))))?;
+        self.rt.block_on(store.put(&path, PutPayload::from(buf)))?;
         self.rows += n;
         self.files += 1;
         Ok(())

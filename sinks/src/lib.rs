@@ -22,4 +22,4 @@ pub mod writer;
 pub use error::{Error, Result};
 pub use features::FeatureWriter;
 pub use flowsense_core::{Lake, S3Options};
-pub use writer::{LakeWriter, WriteStats};
+pub use writer::{LakeWriter, WriteStats, encode_parquet};

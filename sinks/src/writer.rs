@@ -17,6 +17,15 @@ use parquet::file::properties::WriterProperties;
 
 use crate::{Lake, Result};
 
+/// Encodes one batch as a whole Parquet file, ready for one atomic `put`.
+pub fn encode_parquet(batch: &RecordBatch, props: &WriterProperties) -> Result<Bytes> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2);
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.clone()))?;
+    w.write(batch)?;
+    w.close()?;
+    Ok(Bytes::from(buf))
+}
+
 /// Column builders for one table, made from its schema.
 struct Rows {
     table: Table,
@@ -312,10 +321,7 @@ impl LakeWriter {
         let batch = part.rows.finish()?;
         let chunk = part.chunk;
         part.chunk += 1;
-        let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2);
-        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(self.props.clone()))?;
-        w.write(&batch)?;
-        w.close()?;
+        let buf = encode_parquet(&batch, &self.props)?;
         let file = format!("{}-{chunk:05}.parquet", self.source);
         let path = match &key.symbol {
             Some(sym) => {
@@ -335,7 +341,7 @@ impl LakeWriter {
         *self.stats.rows.entry(key.table).or_default() += batch.num_rows() as u64;
         self.stats.files += 1;
         self.stats.bytes += buf.len() as u64;
-        self.pending.push((path, Bytes::from(buf)));
+        self.pending.push((path, buf));
         Ok(())
     }
 

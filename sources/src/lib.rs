@@ -138,17 +138,5 @@ impl std::fmt::Display for SourceId {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a, 64-bit: a stable hash for fingerprints (never changes between versions or platforms).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    fnv1a_continue(FNV_OFFSET, bytes)
-}
-
-fn fnv1a_continue(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+pub use flowsense_core::ids::fnv1a;
+use flowsense_core::ids::fnv1a_continue;
