@@ -32,6 +32,14 @@ pub enum Error {
     /// Local I/O failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// An expression (a signal, a sizing input) could not be parsed.
+    #[error("expression {expr:?}: {why}")]
+    InvalidExpr {
+        /// The expression as written.
+        expr: String,
+        /// What is wrong with it, and where.
+        why: String,
+    },
     /// A job spec is not valid.
     #[error("job spec: {0}")]
     InvalidJob(String),

@@ -177,6 +177,9 @@ macro_rules! float_names {
         fn float_values(r: &FeatureRow) -> Vec<Option<f64>> {
             vec![$(float_values!(@get r $name $(= $v)?)),*]
         }
+        /// Readers of the `Float64` columns, in [`FLOAT_COLUMNS`] order.
+        const FLOAT_GETTERS: &[fn(&FeatureRow) -> Option<f64>] =
+            &[$(|r: &FeatureRow| float_values!(@get r $name $(= $v)?)),*];
     };
 }
 
@@ -190,6 +193,84 @@ macro_rules! float_values {
 }
 
 float_columns!(float_names);
+
+/// A numeric column of a [`FeatureRow`] that expressions (signals, sizing) can read: every
+/// `Float64` column of the table by its name, `events` and `trade_count`, and the per-level
+/// arrays as `ofi_level_1` .. `ofi_level_10` and `depth_imbalance_level_1` .. `_10`.
+///
+/// ```
+/// use flowsense_core::features::FeatureColumn;
+/// use flowsense_core::{FeatureRow, Symbol};
+/// let mut row = FeatureRow::empty(Symbol::new("ABC").unwrap(), 0, "1s".into());
+/// row.mid = Some(100.5);
+/// row.ofi_levels[2] = 4.0;
+/// assert_eq!(FeatureColumn::parse("mid").unwrap().read(&row), 100.5);
+/// assert_eq!(FeatureColumn::parse("ofi_level_3").unwrap().read(&row), 4.0);
+/// assert!(FeatureColumn::parse("vwap").unwrap().read(&row).is_nan()); // no trades: missing
+/// assert!(FeatureColumn::parse("fwd_ret").is_none());
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FeatureColumn {
+    /// A `Float64` column, by its index in [`FLOAT_COLUMNS`].
+    Float(usize),
+    /// `events`.
+    Events,
+    /// `trade_count`.
+    TradeCount,
+    /// `ofi_levels[i]`.
+    OfiLevel(usize),
+    /// `depth_imbalance_levels[i]`.
+    DepthImbalanceLevel(usize),
+}
+
+impl FeatureColumn {
+    /// The column called `name`, if there is one.
+    pub fn parse(name: &str) -> Option<FeatureColumn> {
+        if let Some(i) = FLOAT_COLUMNS.iter().position(|c| *c == name) {
+            return Some(FeatureColumn::Float(i));
+        }
+        let level = |rest: &str| {
+            rest.parse::<usize>()
+                .ok()
+                .filter(|l| (1..=MAX_LEVELS).contains(l))
+                .map(|l| l - 1)
+        };
+        match name {
+            "events" => Some(FeatureColumn::Events),
+            "trade_count" => Some(FeatureColumn::TradeCount),
+            _ => {
+                if let Some(rest) = name.strip_prefix("ofi_level_") {
+                    level(rest).map(FeatureColumn::OfiLevel)
+                } else if let Some(rest) = name.strip_prefix("depth_imbalance_level_") {
+                    level(rest).map(FeatureColumn::DepthImbalanceLevel)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Every column name [`FeatureColumn::parse`] accepts.
+    pub fn names() -> Vec<String> {
+        let mut v: Vec<String> = FLOAT_COLUMNS.iter().map(|s| s.to_string()).collect();
+        v.push("events".into());
+        v.push("trade_count".into());
+        v.extend((1..=MAX_LEVELS).map(|l| format!("ofi_level_{l}")));
+        v.extend((1..=MAX_LEVELS).map(|l| format!("depth_imbalance_level_{l}")));
+        v
+    }
+
+    /// The column's value in `row`; NaN where the row has none.
+    pub fn read(self, row: &FeatureRow) -> f64 {
+        match self {
+            FeatureColumn::Float(i) => FLOAT_GETTERS[i](row).unwrap_or(f64::NAN),
+            FeatureColumn::Events => row.events as f64,
+            FeatureColumn::TradeCount => row.trade_count as f64,
+            FeatureColumn::OfiLevel(i) => row.ofi_levels[i],
+            FeatureColumn::DepthImbalanceLevel(i) => row.depth_imbalance_levels[i],
+        }
+    }
+}
 
 /// The file schema of the `features` table (the partition columns `date` and `symbol` live in
 /// the path).

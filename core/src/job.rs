@@ -26,6 +26,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::strategy::{ExecutionSpec, RiskSpec, StrategySpec};
 use crate::{Error, Result, UnixNanos};
 
 /// A whole job.
@@ -52,6 +53,15 @@ pub struct JobSpec {
     /// Where results go.
     #[serde(default)]
     pub sinks: SinkSpec,
+    /// A strategy trading on the features (absent: the job computes features only).
+    #[serde(default)]
+    pub strategy: Option<StrategySpec>,
+    /// Risk limits of the strategy.
+    #[serde(default)]
+    pub risk: RiskSpec,
+    /// The simulated exchange the strategy trades against.
+    #[serde(default)]
+    pub execution: ExecutionSpec,
 }
 
 fn default_epoch() -> Span {
@@ -283,6 +293,11 @@ impl JobSpec {
             }
             _ => {}
         }
+        if let Some(st) = &self.strategy {
+            st.validate(&self.features.buckets).map_err(Error::InvalidJob)?;
+        }
+        self.risk.validate().map_err(Error::InvalidJob)?;
+        self.execution.validate().map_err(Error::InvalidJob)?;
         if !self.sinks.lake && !self.sinks.stdout {
             return bad("sinks: enable lake, stdout or both".into());
         }

@@ -24,12 +24,15 @@
 pub mod book;
 pub mod error;
 pub mod event;
+pub mod expr;
 pub mod features;
 pub mod ids;
 pub mod job;
 pub mod lake;
 pub mod num;
+pub mod order;
 pub mod schema;
+pub mod strategy;
 
 pub use error::{Error, Result};
 pub use event::{

@@ -1,0 +1,224 @@
+//! Orders, fills and execution reports, and the [`Broker`] trait every execution venue implements
+//! (the simulated exchange of backtests and paper trading, and later a real broker).
+//!
+//! The trait lives here, in the shared vocabulary, so that the strategy operators can drive any
+//! broker without depending on the crate that implements one (`flowsense-sinks`, which
+//! re-exports it as `flowsense_sinks::broker::Broker`).
+//!
+//! Two clocks meet here. A strategy decides on *feed time* (when the data reached it: the
+//! source's receive time where recorded, else exchange time); an exchange acts on *exchange
+//! time*. An order sent at feed time `t` reaches the exchange at `t + order latency`, and a
+//! report made at exchange time `x` reaches the strategy at `x + response latency`.
+//!
+//! ```
+//! use flowsense_core::order::{ClientOrderId, Order, OrderKind};
+//! use flowsense_core::{Side, Size, Symbol, UnixNanos};
+//! let sym = Symbol::new("BTCUSDT-PERP").unwrap();
+//! let id = ClientOrderId::new("mm", &sym, 7);
+//! assert_eq!(id, ClientOrderId::new("mm", &sym, 7)); // the same on every run and restart
+//! let o = Order::market(id, sym, Side::Buy, "0.01".parse::<Size>().unwrap(), UnixNanos(5));
+//! assert_eq!(o.kind, OrderKind::Market);
+//! ```
+
+use crate::{MarketEvent, Price, Side, Size, Symbol, UnixNanos};
+
+/// A client order id, derived from the job, the symbol and the order's sequence number within
+/// them, so a re-run or a restart names every order the same way and never sends one twice.
+#[derive(
+    Copy,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Debug,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct ClientOrderId(pub u64);
+
+impl ClientOrderId {
+    /// The id of the `seq`-th order of `job` on `symbol` (FNV-1a over the three).
+    pub fn new(job: &str, symbol: &Symbol, seq: u64) -> ClientOrderId {
+        let h = crate::ids::fnv1a(job.as_bytes());
+        let h = crate::ids::fnv1a_continue(h, b"/");
+        let h = crate::ids::fnv1a_continue(h, symbol.as_str().as_bytes());
+        ClientOrderId(crate::ids::fnv1a_continue(h, &seq.to_le_bytes()))
+    }
+}
+
+impl std::fmt::Display for ClientOrderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// How an order executes.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
+pub enum OrderKind {
+    /// Takes liquidity at any price: walks the book.
+    Market,
+    /// Rests at its limit price until filled or cancelled; the marketable part, if any, takes.
+    Limit,
+    /// Immediate or cancel: takes what it can up to its limit price, the rest is cancelled.
+    Ioc,
+}
+
+impl OrderKind {
+    /// `market`, `limit` or `ioc`, as stored in the lake.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::Market => "market",
+            OrderKind::Limit => "limit",
+            OrderKind::Ioc => "ioc",
+        }
+    }
+}
+
+/// An order as the strategy sends it.
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Order {
+    /// Its client id.
+    pub id: ClientOrderId,
+    /// The symbol.
+    pub symbol: Symbol,
+    /// Buy or sell.
+    pub side: Side,
+    /// How it executes.
+    pub kind: OrderKind,
+    /// Limit price (`None` for market orders).
+    pub price: Option<Price>,
+    /// Size.
+    pub size: Size,
+    /// Feed time at which the strategy sent it.
+    pub sent: UnixNanos,
+}
+
+impl Order {
+    /// A market order.
+    pub fn market(id: ClientOrderId, symbol: Symbol, side: Side, size: Size, sent: UnixNanos) -> Order {
+        Order {
+            id,
+            symbol,
+            side,
+            kind: OrderKind::Market,
+            price: None,
+            size,
+            sent,
+        }
+    }
+
+    /// A limit order (`kind` [`OrderKind::Limit`] or [`OrderKind::Ioc`]).
+    pub fn limit(
+        id: ClientOrderId,
+        symbol: Symbol,
+        side: Side,
+        kind: OrderKind,
+        price: Price,
+        size: Size,
+        sent: UnixNanos,
+    ) -> Order {
+        Order {
+            id,
+            symbol,
+            side,
+            kind,
+            price: Some(price),
+            size,
+            sent,
+        }
+    }
+}
+
+/// Whether a fill added liquidity (maker) or took it (taker).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Liquidity {
+    /// The order rested and was hit.
+    Maker,
+    /// The order crossed the spread.
+    Taker,
+}
+
+impl Liquidity {
+    /// `maker` or `taker`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Liquidity::Maker => "maker",
+            Liquidity::Taker => "taker",
+        }
+    }
+}
+
+/// One execution of (part of) an order.
+#[derive(Clone, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Fill {
+    /// The order.
+    pub order: ClientOrderId,
+    /// The symbol.
+    pub symbol: Symbol,
+    /// The order's side.
+    pub side: Side,
+    /// Execution price, slippage included.
+    pub price: Price,
+    /// Executed size.
+    pub size: Size,
+    /// Fee paid, in quote currency (negative for a rebate).
+    pub fee: f64,
+    /// Maker or taker.
+    pub liquidity: Liquidity,
+    /// Exchange time of the execution.
+    pub ts: UnixNanos,
+    /// For maker fills, how long the order had rested when this fill came, in nanoseconds.
+    pub queue_wait: Option<i64>,
+}
+
+/// What the exchange says about an order.
+#[derive(Clone, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+pub enum ReportKind {
+    /// The order reached the exchange and was accepted (it rests or executes).
+    Accepted,
+    /// (Part of) it executed.
+    Fill(Fill),
+    /// It was cancelled (by request, or the rest of an IOC); nothing more will fill.
+    Cancelled,
+    /// It was refused; nothing of it executed.
+    Rejected(String),
+}
+
+/// An execution report: what happened to an order, when at the exchange, and when the strategy
+/// learns of it.
+#[derive(Clone, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ExecReport {
+    /// The order.
+    pub order: ClientOrderId,
+    /// Exchange time of what happened.
+    pub ts: UnixNanos,
+    /// Feed time at which the strategy learns of it.
+    pub delivered: UnixNanos,
+    /// What happened.
+    pub kind: ReportKind,
+}
+
+/// An execution venue: orders and cancels in, execution reports out.
+///
+/// A simulated exchange also sees the market data (through [`Broker::on_market`]), which drives
+/// its matching; a real broker ignores it. Everything is in the order the strategy saw it, so a
+/// simulated run is a pure function of its inputs.
+pub trait Broker {
+    /// Sends an order at feed time `order.sent`.
+    fn submit(&mut self, order: Order);
+
+    /// Asks to cancel an order, sent at feed time `at`.
+    fn cancel(&mut self, id: ClientOrderId, at: UnixNanos);
+
+    /// One market event, in feed order.
+    fn on_market(&mut self, ev: &MarketEvent);
+
+    /// Moves the reports the strategy has received by feed time `now` into `out`, in the order
+    /// they were delivered.
+    fn reports(&mut self, now: UnixNanos, out: &mut Vec<ExecReport>);
+
+    /// Moves every remaining report into `out` (the run ended).
+    fn flush(&mut self, out: &mut Vec<ExecReport>);
+}
