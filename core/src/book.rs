@@ -225,6 +225,25 @@ impl L3Book {
         self.orders.len()
     }
 
+    /// The orders resting at one level, with their remaining sizes (in no particular order).
+    pub fn orders_at(&self, side: Side, price: Price) -> Vec<(OrderId, Size)> {
+        self.orders
+            .iter()
+            .filter(|(_, o)| o.side == side && o.price == price)
+            .map(|(id, o)| (*id, o.size))
+            .collect()
+    }
+
+    /// A resting order's side, price and remaining size.
+    pub fn order(&self, id: OrderId) -> Option<(Side, Price, Size)> {
+        self.orders.get(&id).map(|o| (o.side, o.price, o.size))
+    }
+
+    /// Anonymous volume (from before the data began) still resting at a level.
+    pub fn seeded_at(&self, side: Side, price: Price) -> Size {
+        self.seeded.get(&(side, price)).copied().unwrap_or(Size::ZERO)
+    }
+
     /// Adds anonymous resting volume at a level (orders from before the data began).
     pub fn seed_level(&mut self, side: Side, price: Price, size: Size) {
         if size.is_positive() {

@@ -15,10 +15,12 @@
 
 #![forbid(missing_docs)]
 
+pub mod broker;
 pub mod error;
 pub mod features;
 pub mod writer;
 
+pub use broker::{Broker, SimExchange};
 pub use error::{Error, Result};
 pub use features::FeatureWriter;
 pub use flowsense_core::{Lake, S3Options};
