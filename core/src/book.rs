@@ -241,7 +241,10 @@ impl L3Book {
 
     /// Anonymous volume (from before the data began) still resting at a level.
     pub fn seeded_at(&self, side: Side, price: Price) -> Size {
-        self.seeded.get(&(side, price)).copied().unwrap_or(Size::ZERO)
+        self.seeded
+            .get(&(side, price))
+            .copied()
+            .unwrap_or(Size::ZERO)
     }
 
     /// Adds anonymous resting volume at a level (orders from before the data began).

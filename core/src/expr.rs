@@ -147,7 +147,11 @@ fn eval_fn<'a>(n: &Node, row: &dyn Fn(usize) -> Option<&'a FeatureRow>, lag: usi
         Node::Neg(a) => -ev(a),
         Node::Not(a) => {
             let v = ev(a);
-            if v.is_nan() { f64::NAN } else { truth(v == 0.0) }
+            if v.is_nan() {
+                f64::NAN
+            } else {
+                truth(v == 0.0)
+            }
         }
         Node::Lag(a, k) => eval_fn(a, row, lag + k),
         Node::Bin(op, a, b) => {
@@ -174,7 +178,11 @@ fn eval_fn<'a>(n: &Node, row: &dyn Fn(usize) -> Option<&'a FeatureRow>, lag: usi
                 Func::Abs => a(0).abs(),
                 Func::Sign => {
                     let v = a(0);
-                    if v.is_nan() || v == 0.0 { v } else { v.signum() }
+                    if v.is_nan() || v == 0.0 {
+                        v
+                    } else {
+                        v.signum()
+                    }
                 }
                 Func::Sqrt => a(0).sqrt(),
                 Func::Ln => a(0).ln(),
@@ -206,7 +214,11 @@ fn eval_fn<'a>(n: &Node, row: &dyn Fn(usize) -> Option<&'a FeatureRow>, lag: usi
 
 /// `min`/`max` that propagate NaN (a missing input gives a missing result) instead of ignoring it.
 fn nan_aware(x: f64, y: f64, f: fn(f64, f64) -> f64) -> f64 {
-    if x.is_nan() || y.is_nan() { f64::NAN } else { f(x, y) }
+    if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else {
+        f(x, y)
+    }
 }
 
 impl fmt::Display for Expr {
@@ -268,8 +280,7 @@ impl fmt::Display for Tok {
 }
 
 const SYMBOLS: [&str; 18] = [
-    "<=", ">=", "==", "!=", "&&", "||", "<", ">", "+", "-", "*", "/", "^", "(", ")", ",", "!",
-    "=",
+    "<=", ">=", "==", "!=", "&&", "||", "<", ">", "+", "-", "*", "/", "^", "(", ")", ",", "!", "=",
 ];
 
 fn lex(s: &str) -> Result<Vec<(Tok, usize)>> {
@@ -575,7 +586,10 @@ mod tests {
         assert_eq!(eval("(1 + 2) * 3", &[0.0]), 9.0);
         assert_eq!(eval("clamp(mid, 0, 10)", &[12.0]), 10.0);
         assert_eq!(eval("if(mid > 1 && mid < 3, 7, 8)", &[2.0]), 7.0);
-        assert_eq!(eval("sign(-3) + abs(-2) + min(1, 2) + max(1, 2)", &[0.0]), 4.0);
+        assert_eq!(
+            eval("sign(-3) + abs(-2) + min(1, 2) + max(1, 2)", &[0.0]),
+            4.0
+        );
         assert_eq!(eval("nz(vwap, mid)", &[5.0]), 5.0);
         assert_eq!(eval("!(mid == 5) || 0", &[5.0]), 0.0);
         assert!(eval("mid > vwap", &[5.0]) == 0.0);
@@ -584,9 +598,14 @@ mod tests {
 
     #[test]
     fn lags_read_earlier_buckets_and_count_depth() {
-        let e: Expr = "mid / lag(mid, 2) - 1 + lag(lag(mid, 1) * 0, 3)".parse().unwrap();
+        let e: Expr = "mid / lag(mid, 2) - 1 + lag(lag(mid, 1) * 0, 3)"
+            .parse()
+            .unwrap();
         assert_eq!(e.max_lag(), 4);
-        assert_eq!(e.eval(&rows(&[0.0, 100.0, 0.0, 0.0, 0.0, 110.0])), 110.0 / 0.0 - 1.0);
+        assert_eq!(
+            e.eval(&rows(&[0.0, 100.0, 0.0, 0.0, 0.0, 110.0])),
+            110.0 / 0.0 - 1.0
+        );
         let e: Expr = "mid - lag(mid, 1)".parse().unwrap();
         assert_eq!(e.eval(&rows(&[3.0, 5.0])), 2.0);
         assert!(e.eval(&rows(&[5.0])).is_nan());

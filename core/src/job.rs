@@ -294,7 +294,8 @@ impl JobSpec {
             _ => {}
         }
         if let Some(st) = &self.strategy {
-            st.validate(&self.features.buckets).map_err(Error::InvalidJob)?;
+            st.validate(&self.features.buckets)
+                .map_err(Error::InvalidJob)?;
         }
         self.risk.validate().map_err(Error::InvalidJob)?;
         self.execution.validate().map_err(Error::InvalidJob)?;

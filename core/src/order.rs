@@ -25,16 +25,7 @@ use crate::{MarketEvent, Price, Side, Size, Symbol, UnixNanos};
 /// A client order id, derived from the job, the symbol and the order's sequence number within
 /// them, so a re-run or a restart names every order the same way and never sends one twice.
 #[derive(
-    Copy,
-    Clone,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Debug,
-    serde::Serialize,
-    serde::Deserialize,
+    Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
 )]
 pub struct ClientOrderId(pub u64);
 
@@ -97,7 +88,13 @@ pub struct Order {
 
 impl Order {
     /// A market order.
-    pub fn market(id: ClientOrderId, symbol: Symbol, side: Side, size: Size, sent: UnixNanos) -> Order {
+    pub fn market(
+        id: ClientOrderId,
+        symbol: Symbol,
+        side: Side,
+        size: Size,
+        sent: UnixNanos,
+    ) -> Order {
         Order {
             id,
             symbol,
@@ -221,4 +218,86 @@ pub trait Broker {
 
     /// Moves every remaining report into `out` (the run ended).
     fn flush(&mut self, out: &mut Vec<ExecReport>);
+}
+
+/// How an order ended (or stands at the end of a run).
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub enum OrderStatus {
+    /// Sent; no report yet.
+    Sent,
+    /// Resting (accepted, not or partly filled).
+    Open,
+    /// Completely filled.
+    Filled,
+    /// Cancelled (by request, or the unfilled rest of an IOC or market order).
+    Cancelled,
+    /// Refused by the exchange, with its reason.
+    Rejected(String),
+}
+
+impl OrderStatus {
+    /// `sent`, `open`, `filled`, `cancelled` or `rejected`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OrderStatus::Sent => "sent",
+            OrderStatus::Open => "open",
+            OrderStatus::Filled => "filled",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// An order with the decision that made it and what became of it (a row of the `orders` table).
+#[derive(Clone, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct OrderRecord {
+    /// The order as sent.
+    pub order: Order,
+    /// The signal's value at the decision.
+    pub signal: f64,
+    /// The target position the order works towards.
+    pub target: f64,
+    /// Why it was sent (`entry`, `exit`, `max_hold`, `replace`, `halt`).
+    pub reason: String,
+    /// How it ended.
+    pub status: OrderStatus,
+    /// Size filled.
+    pub filled: Size,
+}
+
+/// One mark of a strategy's account (a row of the `equity` table), taken at every close of the
+/// strategy's bucket.
+#[derive(Clone, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct EquityPoint {
+    /// The bucket's end (exchange time).
+    pub ts: UnixNanos,
+    /// The symbol (the account's sleeve).
+    pub symbol: Symbol,
+    /// Capital plus cash flows plus the position at the mid, fees paid.
+    pub equity: f64,
+    /// The position, in size units.
+    pub position: f64,
+    /// The mid the position was marked at.
+    pub mid: f64,
+    /// Fees paid so far.
+    pub fees: f64,
+    /// Fraction below the running peak of equity.
+    pub drawdown: f64,
+    /// The signal's value.
+    pub signal: f64,
+    /// The regime's name, when the strategy defines regimes.
+    pub regime: Option<String>,
+}
+
+/// Something the risk layer did or saw (a row of the `risk_events` table).
+#[derive(Clone, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RiskEvent {
+    /// Feed time.
+    pub ts: UnixNanos,
+    /// The symbol.
+    pub symbol: Symbol,
+    /// `drawdown_alert`, `halt`, `refused`, `clipped`.
+    pub kind: String,
+    /// What happened, in words.
+    pub detail: String,
 }

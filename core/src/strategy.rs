@@ -219,7 +219,11 @@ impl StrategySpec {
             return Err(format!(
                 "strategy.bucket = {}: not among features.buckets ({})",
                 self.bucket,
-                buckets.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+                buckets
+                    .iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if !(self.entry.is_finite() && self.entry > 0.0) {

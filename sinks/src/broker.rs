@@ -93,11 +93,7 @@ impl DataBook {
 enum Queue {
     /// L2: modelled volume ahead, the level's size at the last update, and trades at the price
     /// since that update.
-    Modelled {
-        ahead: f64,
-        level: f64,
-        traded: f64,
-    },
+    Modelled { ahead: f64, level: f64, traded: f64 },
     /// L3: the orders ahead with their remaining sizes, and anonymous volume ahead.
     Exact {
         ahead: FxHashMap<OrderId, Size>,
@@ -186,9 +182,7 @@ impl SimExchange {
     fn push(&mut self, arrival: i64, action: Action) {
         self.sent += 1;
         let key = (arrival, self.sent);
-        let at = self
-            .pending
-            .partition_point(|(a, s, _)| (*a, *s) <= key);
+        let at = self.pending.partition_point(|(a, s, _)| (*a, *s) <= key);
         self.pending.insert(at, (arrival, self.sent, action));
     }
 
@@ -247,7 +241,11 @@ impl SimExchange {
             return;
         }
         if order.kind != OrderKind::Market && order.price.is_none_or(|p| !p.is_positive()) {
-            self.report(id, at, ReportKind::Rejected("limit price must be positive".into()));
+            self.report(
+                id,
+                at,
+                ReportKind::Rejected("limit price must be positive".into()),
+            );
             return;
         }
         self.report(id, at, ReportKind::Accepted);
@@ -528,10 +526,7 @@ impl Broker for SimExchange {
                             Side::Sell => &d.asks,
                         };
                         if d.is_snapshot || levels.iter().any(|(p, _)| *p == price) {
-                            let size = self
-                                .book
-                                .l2()
-                                .map_or(Size::ZERO, |b| b.level(side, price));
+                            let size = self.book.l2().map_or(Size::ZERO, |b| b.level(side, price));
                             changed.push((side, price, size));
                         }
                     }

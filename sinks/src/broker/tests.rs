@@ -57,7 +57,15 @@ fn trade(t: i64, price: f64, size: f64, aggressor: Side) -> MarketEvent {
 }
 
 fn limit(id: u64, side: Side, price: f64, size: f64, t: i64) -> Order {
-    Order::limit(ClientOrderId(id), sym(), side, OrderKind::Limit, px(price), sz(size), us(t))
+    Order::limit(
+        ClientOrderId(id),
+        sym(),
+        side,
+        OrderKind::Limit,
+        px(price),
+        sz(size),
+        us(t),
+    )
 }
 
 fn market(id: u64, side: Side, size: f64, t: i64) -> Order {
@@ -98,7 +106,10 @@ fn l2_queue_trades_eat_ahead_first_then_fill_partially() {
     ex.on_market(&trade(400, 99.0, 3.0, Side::Sell)); // our last 1
     let f = fills(&mut ex);
     assert_eq!(f.len(), 2);
-    assert_eq!((f[0].size, f[0].ts, f[0].liquidity), (sz(1.0), us(300), Liquidity::Maker));
+    assert_eq!(
+        (f[0].size, f[0].ts, f[0].liquidity),
+        (sz(1.0), us(300), Liquidity::Maker)
+    );
     assert_eq!((f[1].size, f[1].ts), (sz(1.0), us(400)));
     assert_eq!(f[0].queue_wait, Some(200_000));
     assert_eq!(ex.resting(), 0);
@@ -149,8 +160,16 @@ fn a_book_change_alone_never_fills_only_a_trade_does() {
     let mut ex = SimExchange::new(sym(), &plain());
     ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 5.0)], true));
     ex.submit(limit(1, Side::Buy, 99.0, 1.0, 0));
-    ex.on_market(&book(200, &[(99.0, 0.0), (98.0, 3.0)], &[(100.0, 1.0)], false));
-    assert!(fills(&mut ex).is_empty(), "the level emptied without a trade");
+    ex.on_market(&book(
+        200,
+        &[(99.0, 0.0), (98.0, 3.0)],
+        &[(100.0, 1.0)],
+        false,
+    ));
+    assert!(
+        fills(&mut ex).is_empty(),
+        "the level emptied without a trade"
+    );
     ex.on_market(&trade(300, 98.0, 1.0, Side::Sell)); // through our price
     let f = fills(&mut ex);
     assert_eq!((f[0].size, f[0].price), (sz(1.0), px(99.0)));
@@ -176,7 +195,11 @@ fn latency_orders_see_the_book_at_arrival_and_miss_earlier_trades() {
             _ => None,
         })
         .unwrap();
-    assert_eq!((fill.price, fill.ts), (px(102.0), us(100)), "the book at arrival");
+    assert_eq!(
+        (fill.price, fill.ts),
+        (px(102.0), us(100)),
+        "the book at arrival"
+    );
     assert!(out.iter().all(|r| r.delivered.0 - r.ts.0 == 100_000));
     // Order 1 rests at 101 with nothing ahead; the print at 102 went through it.
     assert!(out.iter().any(|r| matches!(&r.kind,
@@ -191,7 +214,12 @@ fn market_orders_walk_the_book_with_slippage_and_fees() {
         ..plain()
     };
     let mut ex = SimExchange::new(sym(), &spec);
-    ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 1.0), (102.0, 2.0)], true));
+    ex.on_market(&book(
+        0,
+        &[(99.0, 5.0)],
+        &[(101.0, 1.0), (102.0, 2.0)],
+        true,
+    ));
     ex.submit(market(1, Side::Buy, 2.5, 0));
     ex.submit(market(2, Side::Buy, 9.0, 0)); // more than the book holds
     ex.on_market(&trade(200, 99.0, 1.0, Side::Sell));
@@ -205,20 +233,43 @@ fn market_orders_walk_the_book_with_slippage_and_fees() {
     assert!(f.iter().all(|f| f.liquidity == Liquidity::Taker));
     // Order 2 takes the book's 3 and the rest is cancelled (no impact: the replayed book keeps
     // its liquidity).
-    let kinds_2: Vec<_> = f.iter().filter(|f| f.order == ClientOrderId(2)).map(|f| f.size).collect();
+    let kinds_2: Vec<_> = f
+        .iter()
+        .filter(|f| f.order == ClientOrderId(2))
+        .map(|f| f.size)
+        .collect();
     assert_eq!(kinds_2, vec![sz(1.0), sz(2.0)]);
 }
 
 #[test]
 fn limit_orders_take_their_marketable_part_and_ioc_cancels_the_rest() {
     let mut ex = SimExchange::new(sym(), &plain());
-    ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 1.0), (102.0, 2.0)], true));
+    ex.on_market(&book(
+        0,
+        &[(99.0, 5.0)],
+        &[(101.0, 1.0), (102.0, 2.0)],
+        true,
+    ));
     ex.submit(limit(1, Side::Buy, 101.0, 3.0, 0));
-    ex.submit(Order::limit(ClientOrderId(2), sym(), Side::Buy, OrderKind::Ioc, px(101.0), sz(3.0), us(0)));
+    ex.submit(Order::limit(
+        ClientOrderId(2),
+        sym(),
+        Side::Buy,
+        OrderKind::Ioc,
+        px(101.0),
+        sz(3.0),
+        us(0),
+    ));
     ex.on_market(&book(200, &[(98.0, 1.0)], &[], false));
     assert_eq!(
         kinds(&mut ex),
-        ["accepted", "fill 1@101", "accepted", "fill 1@101", "cancelled"]
+        [
+            "accepted",
+            "fill 1@101",
+            "accepted",
+            "fill 1@101",
+            "cancelled"
+        ]
     );
     assert_eq!(ex.resting(), 1, "order 1's other 2 rest at 101");
     // A seller printing below 101 would have met our bid first.
@@ -245,10 +296,7 @@ fn cancels_take_latency_too() {
     ex.cancel(ClientOrderId(1), us(150)); // arrives at 250
     ex.on_market(&trade(200, 99.0, 0.4, Side::Sell)); // still resting: fills 0.4
     ex.on_market(&trade(300, 99.0, 0.4, Side::Sell)); // cancelled by now
-    assert_eq!(
-        kinds(&mut ex),
-        ["accepted", "fill 0.4@99", "cancelled"]
-    );
+    assert_eq!(kinds(&mut ex), ["accepted", "fill 0.4@99", "cancelled"]);
 }
 
 fn l3(t: i64, action: L3Action, id: u64, side: Side, price: f64, size: f64) -> MarketEvent {
@@ -311,11 +359,19 @@ fn sampled_latency_is_seeded_and_bounded() {
     };
     let arrivals = |spec: &ExecutionSpec| {
         let ex = SimExchange::new(sym(), spec);
-        (0..100).map(|i| ex.latency(ClientOrderId(i), 0)).collect::<Vec<_>>()
+        (0..100)
+            .map(|i| ex.latency(ClientOrderId(i), 0))
+            .collect::<Vec<_>>()
     };
     let a = arrivals(&spec);
     assert_eq!(a, arrivals(&spec));
     assert!(a.iter().all(|l| (100_000..=1_100_000).contains(l)));
     assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 50);
-    assert_ne!(a, arrivals(&ExecutionSpec { seed: 8, ..spec.clone() }));
+    assert_ne!(
+        a,
+        arrivals(&ExecutionSpec {
+            seed: 8,
+            ..spec.clone()
+        })
+    );
 }
