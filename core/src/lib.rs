@@ -31,6 +31,7 @@ pub mod job;
 pub mod lake;
 pub mod num;
 pub mod order;
+pub mod results;
 pub mod schema;
 pub mod strategy;
 

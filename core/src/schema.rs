@@ -52,11 +52,25 @@ pub enum Table {
     Operators,
     /// Per-channel figures of each job's graph.
     Channels,
+    /// Orders a backtest or paper run sent, with the decision behind each and how it ended.
+    Orders,
+    /// Executions of those orders.
+    Fills,
+    /// The account at every close of the strategy's bucket: equity, position, drawdown, signal.
+    Equity,
+    /// Drawdown alerts, halts, refused and clipped orders.
+    RiskEvents,
+    /// Completed round trips (flat to flat), with their profit or loss.
+    RoundTrips,
+    /// One row per backtest or paper run.
+    Runs,
+    /// A run's metrics: the portfolio, each symbol, each regime, each walk-forward fold.
+    Metrics,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 17] = [
         Table::BookEvents,
         Table::DepthUpdates,
         Table::Trades,
@@ -67,6 +81,13 @@ impl Table {
         Table::DeadLetters,
         Table::Operators,
         Table::Channels,
+        Table::Orders,
+        Table::Fills,
+        Table::Equity,
+        Table::RiskEvents,
+        Table::RoundTrips,
+        Table::Runs,
+        Table::Metrics,
     ];
 
     /// The table's name, also its folder in the lake.
@@ -87,6 +108,13 @@ impl Table {
             Table::DeadLetters => "dead_letters",
             Table::Operators => "flowsense_operators",
             Table::Channels => "flowsense_channels",
+            Table::Orders => "orders",
+            Table::Fills => "fills",
+            Table::Equity => "equity",
+            Table::RiskEvents => "risk_events",
+            Table::RoundTrips => "round_trips",
+            Table::Runs => "runs",
+            Table::Metrics => "metrics",
         }
     }
 
@@ -98,7 +126,11 @@ impl Table {
     /// How its files are laid out.
     pub const fn partitioning(self) -> Partitioning {
         match self {
-            Table::DeadLetters | Table::Operators | Table::Channels => Partitioning::None,
+            Table::DeadLetters
+            | Table::Operators
+            | Table::Channels
+            | Table::Runs
+            | Table::Metrics => Partitioning::None,
             _ => Partitioning::DateSymbol,
         }
     }
@@ -123,6 +155,8 @@ impl Table {
         let local_ts = || Field::new("local_ts", DataType::Int64, true);
         let price = |n: &str, null| Field::new(n, PRICE_TYPE, null);
         let side = || Field::new("side", DataType::Utf8, false);
+        let run_id = || Field::new("run_id", DataType::Utf8, false);
+        let f64n = |n: &str| Field::new(n, DataType::Float64, true);
         let fields = match self {
             Table::BookEvents => vec![
                 ts(),
@@ -222,6 +256,97 @@ impl Table {
                 Field::new("reason", DataType::Utf8, false),
                 Field::new("raw", DataType::Utf8, false),
             ],
+            Table::Orders => vec![
+                run_id(),
+                ts(),
+                Field::new("order_id", DataType::Utf8, false),
+                side(),
+                Field::new("kind", DataType::Utf8, false),
+                price("price", true),
+                price("size", false),
+                price("filled", false),
+                Field::new("status", DataType::Utf8, false),
+                Field::new("reject_reason", DataType::Utf8, true),
+                Field::new("reason", DataType::Utf8, false),
+                f64n("signal"),
+                f64n("target"),
+            ],
+            Table::Fills => vec![
+                run_id(),
+                ts(),
+                Field::new("order_id", DataType::Utf8, false),
+                side(),
+                price("price", false),
+                price("size", false),
+                f64n("fee"),
+                Field::new("liquidity", DataType::Utf8, false),
+                Field::new("queue_wait_ns", DataType::Int64, true),
+            ],
+            Table::Equity => vec![
+                run_id(),
+                ts(),
+                f64n("equity"),
+                f64n("position"),
+                f64n("mid"),
+                f64n("fees"),
+                f64n("drawdown"),
+                f64n("signal"),
+                Field::new("regime", DataType::Utf8, true),
+            ],
+            Table::RiskEvents => vec![
+                run_id(),
+                ts(),
+                Field::new("kind", DataType::Utf8, false),
+                Field::new("detail", DataType::Utf8, false),
+            ],
+            Table::RoundTrips => vec![
+                run_id(),
+                ts(),
+                Field::new("opened", DataType::Int64, false),
+                Field::new("direction", DataType::Int8, false),
+                f64n("pnl"),
+            ],
+            Table::Runs => vec![
+                run_id(),
+                Field::new("job", DataType::Utf8, false),
+                Field::new("mode", DataType::Utf8, false),
+                Field::new("started", DataType::Utf8, false),
+                Field::new("data_from", DataType::Int64, true),
+                Field::new("data_to", DataType::Int64, true),
+                Field::new("symbols", DataType::Utf8, false),
+                Field::new("events", DataType::UInt64, false),
+                f64n("seconds"),
+                Field::new("spec", DataType::Utf8, false),
+            ],
+            Table::Metrics => {
+                let n = |name: &str| Field::new(name, DataType::Float64, true);
+                let u = |name: &str| Field::new(name, DataType::UInt64, false);
+                vec![
+                    run_id(),
+                    Field::new("scope", DataType::Utf8, false),
+                    Field::new("regime", DataType::Utf8, true),
+                    Field::new("fold", DataType::UInt32, true),
+                    Field::new("ts_from", DataType::Int64, true),
+                    Field::new("ts_to", DataType::Int64, true),
+                    u("periods"),
+                    n("capital"),
+                    n("end_equity"),
+                    n("gross_pnl"),
+                    n("fees"),
+                    n("net_pnl"),
+                    n("total_return"),
+                    n("sharpe"),
+                    n("sortino"),
+                    n("max_drawdown"),
+                    n("max_drawdown_duration_s"),
+                    u("round_trips"),
+                    n("hit_rate"),
+                    n("turnover"),
+                    u("orders"),
+                    n("fill_ratio"),
+                    n("mean_queue_wait_ms"),
+                ]
+            }
         };
         Schema::new(fields)
     }

@@ -14,9 +14,12 @@
 #![forbid(missing_docs)]
 
 pub mod engine;
+pub mod metrics;
 pub mod order_flow;
 #[cfg(test)]
 mod reference;
+pub mod trader;
 pub mod vpin;
 
 pub use order_flow::{FeatureCounters, OrderFlowFeatures};
+pub use trader::Trader;

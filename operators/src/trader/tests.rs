@@ -1,0 +1,376 @@
+//! The trader against the simulated exchange on hand-built markets: the drawdown halt, the order
+//! styles and their cancel/replace policy, sizing and the risk gate.
+
+use super::*;
+use flowsense_core::job::JobSpec;
+use flowsense_core::{DepthUpdate, Trade};
+use flowsense_sinks::SimExchange;
+
+fn sym() -> Symbol {
+    Symbol::new("ABC").unwrap()
+}
+
+fn ms(t: i64) -> UnixNanos {
+    UnixNanos::from_millis(t)
+}
+
+fn book(t: i64, bid: f64, ask: f64, size: f64) -> MarketEvent {
+    let q = Size::from_f64(size).unwrap();
+    MarketEvent::Depth(
+        sym(),
+        Box::new(DepthUpdate {
+            ts: ms(t),
+            bids: vec![(Price::from_f64(bid).unwrap(), q)],
+            asks: vec![(Price::from_f64(ask).unwrap(), q)],
+            is_snapshot: true,
+            ..Default::default()
+        }),
+    )
+}
+
+fn trade(t: i64, price: f64, size: f64, aggressor: Side) -> MarketEvent {
+    MarketEvent::Trade(
+        sym(),
+        Trade {
+            ts: ms(t),
+            local_ts: None,
+            trade_id: None,
+            price: Price::from_f64(price).unwrap(),
+            size: Size::from_f64(size).unwrap(),
+            aggressor,
+        },
+    )
+}
+
+/// A trader on 1 s buckets with the given `[strategy]`, `[risk]` and `[execution]` sections.
+fn trader(sections: &str) -> Trader<SimExchange> {
+    let spec = JobSpec::from_toml(&format!(
+        "name = \"t\"\n[source.synthetic]\nsymbols = 1\n[features]\nbuckets = [\"1s\"]\n{sections}"
+    ))
+    .unwrap();
+    let ex = SimExchange::new(sym(), &spec.execution);
+    Trader::new(
+        sym(),
+        &spec.name,
+        &spec.features,
+        spec.strategy.as_ref().unwrap(),
+        &spec.risk,
+        ex,
+    )
+    .unwrap()
+}
+
+fn run(t: &mut Trader<SimExchange>, events: &[MarketEvent]) -> Vec<TradeRecord> {
+    let mut out = Vec::new();
+    for e in events {
+        t.on_event(e, &mut out);
+    }
+    t.finish(&mut out);
+    out
+}
+
+fn orders(out: &[TradeRecord]) -> Vec<&OrderRecord> {
+    let mut v: Vec<_> = out
+        .iter()
+        .filter_map(|r| match r {
+            TradeRecord::Order(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|o| o.order.sent);
+    v
+}
+
+fn risk(out: &[TradeRecord], kind: &str) -> Vec<RiskEvent> {
+    out.iter()
+        .filter_map(|r| match r {
+            TradeRecord::Risk(e) if e.kind == kind => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+const BUY_FLOW: &str = r#"
+[strategy]
+bucket = "1s"
+signal = "buy_volume - sell_volume"
+entry = 1
+[strategy.sizing]
+method = "fixed"
+size = 100
+"#;
+
+#[test]
+fn the_halt_fires_at_the_threshold_flattens_and_no_order_follows_it() {
+    let mut t = trader(&format!(
+        "{BUY_FLOW}[risk]\ncapital = 10000\n[execution]\nslippage_bps = 0\n"
+    ));
+    let mut events = vec![
+        book(0, 99.0, 101.0, 500.0),
+        trade(500, 101.0, 3.0, Side::Buy),
+    ];
+    // Bucket [0, 1 s) closes at 1.5 s: buy 100 at market; it fills at 101 on the next event.
+    events.push(trade(1500, 101.0, 3.0, Side::Buy));
+    events.push(book(1600, 99.0, 101.0, 500.0));
+    // The market falls 5 %: equity 10000 - 100 * (101 - 96) - fees is about 5.1 % down.
+    events.push(book(2200, 95.0, 97.0, 500.0));
+    events.push(trade(2500, 97.0, 3.0, Side::Buy));
+    // It falls to 85 (about 16 % down) during [3 s, 4 s): the close at 4.5 s halts.
+    events.push(book(3100, 84.0, 86.0, 500.0));
+    events.push(trade(3500, 86.0, 3.0, Side::Buy));
+    events.push(trade(4500, 86.0, 3.0, Side::Buy));
+    // The flatten fills at the bid; buying flow goes on, but nothing more is sent.
+    for s in 5..10 {
+        events.push(book(s * 1000 + 100, 84.0, 86.0, 500.0));
+        events.push(trade(s * 1000 + 500, 86.0, 3.0, Side::Buy));
+    }
+    let out = run(&mut t, &events);
+
+    let alerts = risk(&out, "drawdown_alert");
+    let halts = risk(&out, "halt");
+    assert_eq!(alerts.len(), 1, "{out:#?}");
+    assert_eq!(halts.len(), 1);
+    assert_eq!(
+        alerts[0].ts,
+        ms(4500),
+        "the 10 % alert comes with the same mark"
+    );
+    assert_eq!(halts[0].ts, ms(4500));
+    assert!(t.halted());
+    // The marks before the halt were above the threshold; the one that halted was below.
+    let marks: Vec<_> = out
+        .iter()
+        .filter_map(|r| match r {
+            TradeRecord::Equity(e) => Some((e.ts.0, e.drawdown)),
+            _ => None,
+        })
+        .collect();
+    let halt_mark = marks.iter().find(|m| m.0 == 4_000_000_000).unwrap();
+    assert!(halt_mark.1 >= 0.15, "{marks:?}");
+    assert!(
+        marks
+            .iter()
+            .filter(|m| m.0 < 4_000_000_000)
+            .all(|m| m.1 < 0.15)
+    );
+
+    let o = orders(&out);
+    assert_eq!(o.len(), 2, "{o:#?}");
+    assert_eq!(
+        (o[0].order.side, o[0].reason.as_str()),
+        (Side::Buy, "entry")
+    );
+    assert_eq!(o[0].status, OrderStatus::Filled);
+    assert_eq!(
+        (o[1].order.side, o[1].reason.as_str()),
+        (Side::Sell, "halt")
+    );
+    assert_eq!(o[1].order.sent, halts[0].ts);
+    assert_eq!(o[1].status, OrderStatus::Filled);
+    assert_eq!(t.position(), 0.0);
+    // The halting close and the six after it wanted to buy: refused, and said so.
+    let refused = risk(&out, "refused");
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].detail.starts_with("7 decisions"), "{refused:?}");
+    // One round trip, a loss of 100 * (101 - 84) plus fees.
+    let trips: Vec<_> = out
+        .iter()
+        .filter_map(|r| match r {
+            TradeRecord::Trip(t) => Some(t.pnl),
+            _ => None,
+        })
+        .collect();
+    let fees = 0.0008 * 100.0 * (101.0 + 84.0);
+    assert_eq!(trips.len(), 1);
+    assert!((trips[0] + 1700.0 + fees).abs() < 1e-6, "{trips:?}");
+}
+
+#[test]
+fn a_limit_order_joins_the_touch_and_is_replaced_when_the_touch_moves() {
+    let mut t = trader(&format!(
+        "{}order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 2\n",
+        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
+    ));
+    let events = vec![
+        book(0, 99.0, 101.0, 5.0),
+        trade(500, 101.0, 3.0, Side::Buy),
+        // Closes [0, 1 s): buy 2 at the bid, 99.
+        trade(1500, 101.0, 1.0, Side::Buy),
+        // The bid moves up to 100 during [1 s, 2 s).
+        book(1700, 100.0, 101.0, 5.0),
+        // Close at 2.5 s: the touch moved, cancel.
+        trade(2500, 101.0, 1.0, Side::Buy),
+        // Close at 3.5 s: the cancel is confirmed, join again at 100.
+        trade(3500, 101.0, 1.0, Side::Buy),
+        // A seller takes the 5 ahead and 2 of ours at 100.
+        trade(3600, 100.0, 7.0, Side::Sell),
+    ];
+    let out = run(&mut t, &events);
+    let o = orders(&out);
+    assert_eq!(o.len(), 2, "{o:#?}");
+    assert_eq!(o[0].order.price, Price::from_f64(99.0));
+    assert_eq!(o[0].status, OrderStatus::Cancelled);
+    assert_eq!(o[0].order.sent, ms(1500));
+    assert_eq!(o[1].order.price, Price::from_f64(100.0));
+    assert_eq!(o[1].order.sent, ms(3500));
+    assert_eq!(o[1].status, OrderStatus::Filled);
+    assert_eq!(o[1].reason, "replace");
+    assert_eq!(t.position(), 2.0);
+}
+
+#[test]
+fn improve_prices_one_tick_inside_and_the_band_refuses_far_prices() {
+    let strategy = BUY_FLOW.split("[strategy.sizing]").next().unwrap();
+    let mut t = trader(&format!(
+        "{strategy}order = \"limit_improve\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n"
+    ));
+    let events = vec![
+        book(0, 99.5, 101.0, 5.0),
+        trade(500, 101.0, 3.0, Side::Buy),
+        trade(1500, 101.0, 1.0, Side::Buy),
+    ];
+    let out = run(&mut t, &events);
+    // Prices seen: 99.5 and 101, so the tick is 0.5 and the improved bid 100.
+    assert_eq!(orders(&out)[0].order.price, Price::from_f64(100.0));
+
+    let mut t = trader(&format!(
+        "{strategy}order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n[risk]\nprice_band_bps = 50\n"
+    ));
+    let events = vec![
+        book(0, 90.0, 110.0, 5.0),
+        trade(500, 110.0, 3.0, Side::Buy),
+        trade(1500, 110.0, 1.0, Side::Buy),
+    ];
+    let out = run(&mut t, &events);
+    assert!(orders(&out).is_empty());
+    let refused = risk(&out, "refused");
+    // Refused at both closes (1.5 s, and the end of the data).
+    assert_eq!(refused.len(), 2);
+    assert!(
+        refused.iter().all(|r| r.detail.contains("1000.0 bp")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn kelly_sizing_with_a_regime_multiplier_is_clipped_by_the_limits() {
+    // edge 0.001, variance 0.0001: Kelly 10, a quarter is 2.5, capped at leverage 2. Equity
+    // 10000 at mid 100 gives 200; the high-vol regime halves it to 100; max_position clips to 80.
+    let mut t = trader(
+        r#"
+[strategy]
+bucket = "1s"
+signal = "buy_volume - sell_volume"
+entry = 1
+[strategy.sizing]
+method = "kelly"
+edge = "0.001"
+variance = "0.0001"
+max_leverage = 2
+[strategy.regime]
+expr = "if(spread > 1, 1, 0)"
+names = ["calm", "wide"]
+multipliers = [1.0, 0.5]
+[risk]
+capital = 10000
+max_position = 80
+"#,
+    );
+    let events = vec![
+        book(0, 99.0, 101.0, 500.0),
+        trade(500, 101.0, 3.0, Side::Buy),
+        trade(1500, 101.0, 1.0, Side::Buy),
+    ];
+    let mut out = Vec::new();
+    for e in &events {
+        t.on_event(e, &mut out);
+    }
+    assert_eq!(t.target(), 80.0);
+    let clipped = risk(&out, "clipped");
+    assert_eq!(clipped.len(), 1);
+    assert!(
+        clipped[0].detail.contains("100 clipped to 80"),
+        "{clipped:?}"
+    );
+    let regime = out.iter().find_map(|r| match r {
+        TradeRecord::Equity(e) => e.regime.clone(),
+        _ => None,
+    });
+    assert_eq!(regime.as_deref(), Some("wide"));
+}
+
+#[test]
+fn max_hold_exits_and_blocks_reentry_until_the_signal_fades() {
+    let mut t = trader(&format!(
+        "{}max_hold = \"2s\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n",
+        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
+    ));
+    let mut events = vec![book(0, 99.0, 101.0, 500.0)];
+    for s in 0..6 {
+        events.push(trade(s * 1000 + 500, 101.0, 3.0, Side::Buy));
+    }
+    // Flow fades in [6 s, 7 s), then comes back.
+    events.push(trade(6500, 101.0, 0.5, Side::Buy));
+    events.push(trade(7500, 101.0, 3.0, Side::Buy));
+    events.push(trade(8500, 101.0, 3.0, Side::Buy));
+    let out = run(&mut t, &events);
+    let o: Vec<_> = orders(&out)
+        .iter()
+        .map(|o| (o.order.sent.0 / 1_000_000, o.order.side, o.reason.clone()))
+        .collect();
+    assert_eq!(
+        o,
+        vec![
+            (1500, Side::Buy, "entry".to_string()),
+            (3500, Side::Sell, "max_hold".to_string()),
+            (8500, Side::Buy, "entry".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn a_signal_that_reads_the_future_is_refused_in_the_job_spec() {
+    for signal in [
+        "lead(mid, 1)",
+        "lag(mid, -1)",
+        "future_mid - mid",
+        "lag(mid, trade_count)",
+    ] {
+        let err = JobSpec::from_toml(&format!(
+            "name = \"t\"\n[source.synthetic]\nsymbols = 1\n[strategy]\nbucket = \"1s\"\n\
+             signal = \"{signal}\"\nentry = 1\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("future")
+                || err.contains("unknown column")
+                || err.contains("whole number"),
+            "{signal}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_rate_limit_refuses_orders_beyond_it() {
+    // Limit orders that never fill, and a reversal 200 ms after the first order.
+    let mut t = trader(&format!(
+        "{}order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n[risk]\nmax_orders_per_second = 1\n",
+        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
+    ));
+    let events = vec![
+        book(0, 99.0, 101.0, 5.0),
+        trade(500, 100.0, 3.0, Side::Buy),
+        // Closes [0, 1 s): buy at the bid.
+        trade(1900, 100.0, 3.0, Side::Sell),
+        // Closes [1, 2 s) 200 ms later: the target reverses, but the cancel would be a second
+        // message within one second.
+        trade(2100, 100.0, 3.0, Side::Buy),
+        trade(3500, 100.0, 0.0001, Side::Buy),
+    ];
+    let out = run(&mut t, &events);
+    assert!(!risk(&out, "refused").is_empty(), "{out:#?}");
+    // Never more than one order or cancel in any second: orders at least 1 s apart.
+    let sent: Vec<_> = orders(&out).iter().map(|o| o.order.sent.0).collect();
+    assert!(sent.windows(2).all(|w| w[1] - w[0] >= SECOND), "{sent:?}");
+}
