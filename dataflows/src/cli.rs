@@ -150,7 +150,9 @@ pub enum Command {
         data: Option<PathBuf>,
     },
     /// Run a dataflow job: features from the lake, capture files or the synthetic market, on
-    /// timely workers (`-w`) and processes (`-n`, `-p`, `-h` as timely takes them).
+    /// timely workers (`-w`) and processes (`-n`, `-p`, `-h` as timely takes them). A job with
+    /// a `[strategy]` trades it against the simulated exchange, paced as its `[replay]` says,
+    /// exactly as `flowsense backtest` does in batch.
     #[command(disable_help_flag = true)]
     Run {
         /// The job spec (TOML); see `examples/`.
@@ -181,6 +183,39 @@ pub enum Command {
         /// Print help.
         #[arg(long, action = clap::ArgAction::Help)]
         help: Option<bool>,
+        /// For a job with a `[strategy]`: the run's id in the lake (default `<job>-<UTC time>`).
+        #[arg(long)]
+        run_id: Option<String>,
+    },
+    /// Backtest a job's `[strategy]` over its source (usually the lake) as fast as it goes,
+    /// through the simulated exchange of its `[execution]`; results into the lake's `orders`,
+    /// `fills`, `equity`, `risk_events`, `round_trips`, `runs` and `metrics` tables.
+    Backtest {
+        /// The job spec (TOML) with a `[strategy]`; see `examples/`.
+        job: PathBuf,
+        /// Lake location and credentials.
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// First instant, inclusive (`YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS`, UTC); overrides
+        /// the job's `source.lake.from`.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last instant, exclusive; overrides `source.lake.to`.
+        #[arg(long)]
+        to: Option<String>,
+        /// The run's id in the lake (default `<job>-<UTC time>`); a second run with the same id
+        /// replaces the first.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Worker threads.
+        #[arg(short = 'w', long, default_value_t = 1)]
+        workers: usize,
+        /// Do not write results into the lake (print the metrics only).
+        #[arg(long)]
+        no_write: bool,
+        /// No summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Measure ingest, generation, lake writes and SQL against same-run baselines.
     Bench {
@@ -272,6 +307,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quiet,
             stats,
             help: _,
+            run_id,
         } => {
             let spec = flowsense_core::job::JobSpec::from_file(&job)?;
             let lake = lake.open()?;
@@ -282,6 +318,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 hostfile,
                 ..Default::default()
             };
+            if spec.strategy.is_some() {
+                drop(rt);
+                let opts = crate::backtest::TradingOptions {
+                    run: opts,
+                    run_id: run_id.unwrap_or_else(|| crate::backtest::new_run_id(&spec.name)),
+                    write: spec.sinks.lake,
+                    collect: false,
+                    paced: true,
+                };
+                let report = crate::backtest::run_trading(&spec, &lake, &opts)?;
+                if !quiet {
+                    eprint!("{}", report.summary());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let sinks = crate::run::spec_sinks(&spec, &lake);
             let report = crate::run::run_job(&spec, &lake, &opts, sinks)?;
             if stats {
@@ -289,6 +340,54 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if !quiet {
                 eprint!("{}", report.summary(&spec));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backtest {
+            job,
+            lake,
+            from,
+            to,
+            run_id,
+            workers,
+            no_write,
+            quiet,
+        } => {
+            drop(rt);
+            let mut spec = flowsense_core::job::JobSpec::from_file(&job)?;
+            if from.is_some() || to.is_some() {
+                let flowsense_core::job::Source::Lake(l) = &mut spec.source else {
+                    anyhow::bail!(
+                        "--from and --to select from the lake; this job reads another source"
+                    );
+                };
+                if from.is_some() {
+                    l.from = from;
+                }
+                if to.is_some() {
+                    l.to = to;
+                }
+            }
+            let lake = lake.open()?;
+            let opts = crate::backtest::TradingOptions {
+                run: crate::run::RunOptions {
+                    workers,
+                    ..Default::default()
+                },
+                run_id: run_id.unwrap_or_else(|| crate::backtest::new_run_id(&spec.name)),
+                write: !no_write,
+                collect: false,
+                paced: false,
+            };
+            let report = crate::backtest::run_trading(&spec, &lake, &opts)?;
+            if !quiet {
+                eprint!("{}", report.summary());
+                if !no_write {
+                    eprintln!(
+                        "results in the lake: flowsense sql \"SELECT * FROM metrics WHERE run_id = '{}'\"",
+                        report.run_id
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,10 +1,12 @@
 //! FlowSense's runtime and command line: moving market data into the lake ([`ingest`]), making
 //! a synthetic market ([`synth`]), querying the lake ([`sql`]), building and running a job's
-//! timely dataflow ([`job`], [`run`]) and measuring all of it ([`bench`]). The binary's
+//! timely dataflow ([`job`], [`run`]), trading a job's strategy in backtests and replays
+//! ([`backtest`]) and measuring all of it ([`bench`]). The binary's
 //! `main.rs` only parses arguments and dispatches here.
 
 #![forbid(missing_docs)]
 
+pub mod backtest;
 pub mod bench;
 pub mod bench_graph;
 pub mod cli;

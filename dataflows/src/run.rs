@@ -226,6 +226,41 @@ pub fn feed_batch(
     events
 }
 
+/// Feeds a source as a live feed would: each event leaves when its time comes at `speed` x real
+/// time, and the input advances with the events, epoch by epoch. Returns the events sent.
+pub fn feed_replay(
+    worker: &mut timely::worker::Worker,
+    h: &mut crate::job::JobHandles,
+    source: impl Iterator<Item = flowsense_core::MarketEvent>,
+    epoch: u64,
+    speed: f64,
+    monitor: Option<&crate::monitor::WorkerMonitor>,
+) -> u64 {
+    let mut events = 0u64;
+    let mut origin: Option<(i64, Instant)> = None;
+    let mut high = i64::MIN;
+    for ev in source {
+        let ts = ev.ts().0;
+        high = high.max(ts);
+        let (t0, w0) = *origin.get_or_insert((ts, Instant::now()));
+        let due = w0 + Duration::from_secs_f64(((ts - t0).max(0) as f64 * 1e-9) / speed);
+        let t = input_time(high, epoch);
+        if t > *h.input.time() {
+            h.input.advance_to(t);
+        }
+        while Instant::now() < due {
+            worker.step_or_park(Some(due.saturating_duration_since(Instant::now())));
+        }
+        h.input.send(ev);
+        events += 1;
+        worker.step();
+        if let Some(m) = monitor {
+            sample_lag(m, h);
+        }
+    }
+    events
+}
+
 /// Samples each stage's frontier lag: the input's time minus the stage's output frontier.
 fn sample_lag(monitor: &crate::monitor::WorkerMonitor, h: &crate::job::JobHandles) {
     let now = *h.input.time() as i64;
@@ -285,37 +320,12 @@ pub fn run_job(
         }
         let source = worker_source(&spec, &lake, index, peers, counts_w.clone())?;
         let epoch = spec.epoch.nanos();
-        let mut events = 0u64;
-        match &spec.replay {
-            None => {
-                events = feed_batch(worker, &mut h, source, batch, epoch, Some(&monitor));
-            }
+        let events = match &spec.replay {
+            None => feed_batch(worker, &mut h, source, batch, epoch, Some(&monitor)),
             Some(replay) => {
-                // Replay: events leave when their time comes at `speed` x real time, and the
-                // input advances every epoch, as a live feed would.
-                let speed = replay.speed;
-                let mut origin: Option<(i64, Instant)> = None;
-                let mut high = i64::MIN;
-                for ev in source {
-                    let ts = ev.ts().0;
-                    high = high.max(ts);
-                    let (t0, w0) = *origin.get_or_insert((ts, Instant::now()));
-                    let due =
-                        w0 + Duration::from_secs_f64(((ts - t0).max(0) as f64 * 1e-9) / speed);
-                    let t = input_time(high, epoch);
-                    if t > *h.input.time() {
-                        h.input.advance_to(t);
-                    }
-                    while Instant::now() < due {
-                        worker.step_or_park(Some(due.saturating_duration_since(Instant::now())));
-                    }
-                    h.input.send(ev);
-                    events += 1;
-                    worker.step();
-                    sample_lag(&monitor, &h);
-                }
+                feed_replay(worker, &mut h, source, epoch, replay.speed, Some(&monitor))
             }
-        }
+        };
         drop(h.input);
         worker.step_while(|| !h.probe.done());
         let mut s = sink.borrow_mut();

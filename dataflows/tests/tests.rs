@@ -1,5 +1,6 @@
 //! FlowSense integration tests, all in one binary (each test binary links DataFusion).
 
+mod backtest;
 mod cli;
 mod common;
 mod dead_letters;

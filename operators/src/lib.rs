@@ -22,4 +22,4 @@ pub mod trader;
 pub mod vpin;
 
 pub use order_flow::{FeatureCounters, OrderFlowFeatures};
-pub use trader::Trader;
+pub use trader::{TradeStrategy, Trader};

@@ -128,6 +128,20 @@ impl MetricsBuilder {
         }
     }
 
+    /// Adds another builder's order, fill and trip counts (not its marks): a portfolio's
+    /// counts from its symbols'.
+    pub fn absorb_counts(&mut self, other: &MetricsBuilder) {
+        self.fees += other.fees;
+        self.traded += other.traded;
+        self.trips += other.trips;
+        self.wins += other.wins;
+        self.orders += other.orders;
+        self.ordered += other.ordered;
+        self.filled += other.filled;
+        self.queue_wait_ns += other.queue_wait_ns;
+        self.queue_waits += other.queue_waits;
+    }
+
     /// Takes one record.
     pub fn record(&mut self, r: &TradeRecord) {
         match r {

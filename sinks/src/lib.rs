@@ -18,10 +18,12 @@
 pub mod broker;
 pub mod error;
 pub mod features;
+pub mod results;
 pub mod writer;
 
 pub use broker::{Broker, SimExchange};
 pub use error::{Error, Result};
 pub use features::FeatureWriter;
 pub use flowsense_core::{Lake, S3Options};
+pub use results::{RunRow, RunWriter};
 pub use writer::{LakeWriter, WriteStats, encode_parquet};

@@ -1,0 +1,421 @@
+//! Trading runs: the job's strategy over its source, through the simulated exchange, as a batch
+//! backtest (`flowsense backtest`) or a paced replay (`flowsense run` on a job with `[replay]`).
+//!
+//! ```text
+//!  worker source (its own symbols, merged by time)
+//!        | InputHandle<u64, MarketEvent>
+//!        v
+//!  Trade (exchange by symbol; per symbol: FeatureEngine -> strategy -> risk -> SimExchange)
+//!        | TradeRecord
+//!        v
+//!  TradeSink (lake tables orders/fills/equity/risk_events/round_trips, metrics) --> probe
+//! ```
+//!
+//! Both modes build this same graph and feed it the same events; they differ only in how fast
+//! the events go in and how often the input advances, which the trader never reads. The run's
+//! metrics are computed in the sinks as records pass (per symbol) and, for the portfolio, by the
+//! driver from the symbols' equity marks once every worker is done.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use flowsense_core::job::{JobSpec, Source};
+use flowsense_core::results::{Metrics, TradeRecord};
+use flowsense_core::{Lake, Symbol, UnixNanos};
+use flowsense_operators::metrics::MetricsBuilder;
+use flowsense_operators::{FeatureCounters, TradeStrategy};
+use flowsense_sinks::SimExchange;
+use flowsense_sinks::results::{RunRow, RunWriter, clear_run, write_run};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle, Scope};
+
+use crate::job::{JobHandles, SourceCounts, worker_source};
+use crate::run::{RunOptions, feed_batch, feed_replay};
+
+/// How a trading run goes.
+#[derive(Clone, Debug)]
+pub struct TradingOptions {
+    /// Workers and processes.
+    pub run: RunOptions,
+    /// The run's id in the lake's tables.
+    pub run_id: String,
+    /// Write the results into the lake.
+    pub write: bool,
+    /// Keep every record in memory and return it (tests, small runs).
+    pub collect: bool,
+    /// Pace the events as the job's `[replay]` says (`flowsense run`) instead of as fast as
+    /// possible (`flowsense backtest`).
+    pub paced: bool,
+}
+
+/// What a trading run did.
+#[derive(Clone, Debug, Default)]
+pub struct TradingReport {
+    /// The run's id.
+    pub run_id: String,
+    /// Market events read.
+    pub events: u64,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Records by table name.
+    pub counts: BTreeMap<&'static str, u64>,
+    /// The portfolio's metrics, then each symbol's (and each regime's).
+    pub metrics: Vec<Metrics>,
+    /// Every record, when collected, ordered by symbol then time.
+    pub records: Vec<TradeRecord>,
+}
+
+impl TradingReport {
+    /// A few lines for people.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "run {}: {} events in {:.2} s ({:.0} events/s)\n",
+            self.run_id,
+            self.events,
+            self.seconds,
+            self.events as f64 / self.seconds.max(1e-9)
+        );
+        let c = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "{} orders, {} fills, {} round trips, {} risk events\n",
+            c("orders"),
+            c("fills"),
+            c("round_trips"),
+            c("risk_events")
+        ));
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        table.set_header([
+            "scope",
+            "regime",
+            "net PnL",
+            "fees",
+            "return",
+            "Sharpe",
+            "Sortino",
+            "max DD",
+            "DD (s)",
+            "trips",
+            "hit",
+            "turnover",
+            "fill",
+            "queue (ms)",
+        ]);
+        let o = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+        for m in &self.metrics {
+            table.add_row([
+                m.scope.clone(),
+                m.regime.clone().unwrap_or_default(),
+                format!("{:.2}", m.net_pnl),
+                format!("{:.2}", m.fees),
+                format!("{:.3} %", m.total_return * 100.0),
+                o(m.sharpe, 2),
+                o(m.sortino, 2),
+                format!("{:.3} %", m.max_drawdown * 100.0),
+                format!("{:.0}", m.max_drawdown_duration_s),
+                m.round_trips.to_string(),
+                o(m.hit_rate, 2),
+                format!("{:.2}", m.turnover),
+                o(m.fill_ratio, 2),
+                o(m.mean_queue_wait_ms, 1),
+            ]);
+        }
+        out.push_str(&format!("{table}\n"));
+        out
+    }
+}
+
+/// A worker's end of the trading graph: writes records and accumulates metrics.
+pub struct TradeSink {
+    writer: Option<RunWriter>,
+    capital: f64,
+    bucket_seconds: f64,
+    symbols: BTreeMap<Symbol, MetricsBuilder>,
+    /// Orders, fills and trips of every symbol, for the portfolio's counts.
+    totals: MetricsBuilder,
+    /// Every equity mark: (time, symbol, equity).
+    marks: Vec<(i64, Symbol, f64)>,
+    counts: BTreeMap<&'static str, u64>,
+    collected: Option<Vec<TradeRecord>>,
+    error: Option<anyhow::Error>,
+}
+
+impl TradeSink {
+    fn new(spec: &JobSpec, writer: Option<RunWriter>, collect: bool) -> Self {
+        let bucket_seconds = spec.strategy.as_ref().map_or(1.0, |s| s.bucket.seconds());
+        TradeSink {
+            writer,
+            capital: spec.risk.capital,
+            bucket_seconds,
+            symbols: BTreeMap::new(),
+            totals: MetricsBuilder::portfolio(spec.risk.capital, bucket_seconds),
+            marks: Vec::new(),
+            counts: BTreeMap::new(),
+            collected: collect.then(Vec::new),
+            error: None,
+        }
+    }
+
+    fn write(&mut self, records: &mut Vec<TradeRecord>) {
+        for r in records.drain(..) {
+            let table = match &r {
+                TradeRecord::Order(_) => "orders",
+                TradeRecord::Fill(_) => "fills",
+                TradeRecord::Equity(e) => {
+                    self.marks.push((e.ts.0, e.symbol.clone(), e.equity));
+                    "equity"
+                }
+                TradeRecord::Risk(_) => "risk_events",
+                TradeRecord::Trip(_) => "round_trips",
+            };
+            *self.counts.entry(table).or_default() += 1;
+            let (capital, secs) = (self.capital, self.bucket_seconds);
+            self.symbols
+                .entry(r.symbol().clone())
+                .or_insert_with_key(|s| MetricsBuilder::new(s.as_str(), capital, secs))
+                .record(&r);
+            self.totals.record(&r);
+            if let Some(c) = &mut self.collected {
+                c.push(r.clone());
+            }
+            if self.error.is_none()
+                && let Some(w) = &mut self.writer
+                && let Err(e) = w.push(r)
+            {
+                self.error = Some(e.into());
+            }
+        }
+    }
+}
+
+/// What one worker hands back.
+struct WorkerResult {
+    events: u64,
+    sink: TradeSinkResult,
+}
+
+struct TradeSinkResult {
+    symbols: Vec<Metrics>,
+    totals: MetricsBuilder,
+    marks: Vec<(i64, Symbol, f64)>,
+    counts: BTreeMap<&'static str, u64>,
+    collected: Vec<TradeRecord>,
+}
+
+/// Builds the trading graph in `scope`: the input, the `Trade` operator, the sink and a probe.
+pub fn build_trading<'scope>(
+    scope: Scope<'scope, u64>,
+    spec: &JobSpec,
+    sink: Rc<RefCell<TradeSink>>,
+) -> anyhow::Result<JobHandles> {
+    let strategy = spec
+        .strategy
+        .as_ref()
+        .context("the job has no [strategy] to trade")?;
+    let mut input = InputHandleVec::new();
+    let probe = ProbeHandle::new();
+    let trade_probe = ProbeHandle::new();
+    let exec = spec.execution.clone();
+    scope
+        .input_from(&mut input)
+        .trade(
+            &spec.name,
+            &spec.features,
+            strategy,
+            &spec.risk,
+            move |s: &Symbol| SimExchange::new(s.clone(), &exec),
+        )
+        .map_err(|e| anyhow::anyhow!("job {}: {e}", spec.name))?
+        .probe_with(&trade_probe)
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "TradeSink", move |_, _| {
+            move |data, _output| {
+                data.for_each(|_time, batch| sink.borrow_mut().write(batch));
+            }
+        })
+        .probe_with(&probe);
+    Ok(JobHandles {
+        input,
+        stages: vec![("Trade", trade_probe), ("TradeSink", probe.clone())],
+        probe,
+        counters: Rc::new(RefCell::new(FeatureCounters::default())),
+    })
+}
+
+/// A run id for `job` started now: `<job>-<UTC yyyymmddThhmmss>`.
+pub fn new_run_id(job: &str) -> String {
+    format!("{job}-{}", chrono_like_now())
+}
+
+fn chrono_like_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (y, m, d) = flowsense_core::ids::civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn started_rfc3339() -> String {
+    let c = chrono_like_now();
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &c[0..4],
+        &c[4..6],
+        &c[6..8],
+        &c[9..11],
+        &c[11..13],
+        &c[13..15]
+    )
+}
+
+/// Runs the job's strategy over its source and returns what it did; with `opts.write`, its
+/// records, its row in `runs` and its metrics go into the lake under `opts.run_id`.
+pub fn run_trading(
+    spec: &JobSpec,
+    lake: &Lake,
+    opts: &TradingOptions,
+) -> anyhow::Result<TradingReport> {
+    spec.validate()?;
+    let strategy = spec
+        .strategy
+        .clone()
+        .context("the job has no [strategy]: add one to backtest it (see examples/)")?;
+    if opts.write && opts.run.process == 0 {
+        clear_run(lake, &opts.run_id).context("removing an earlier run with this id")?;
+    }
+    let config = opts.run.timely_config()?;
+    let counts = Arc::new(Mutex::new(SourceCounts::default()));
+    let (spec_c, lake_c, o) = (spec.clone(), lake.clone(), opts.clone());
+    let start = Instant::now();
+    let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerResult> {
+        let (index, peers) = (worker.index(), worker.peers());
+        let writer = if o.write {
+            Some(RunWriter::new(lake_c.clone(), &o.run_id)?)
+        } else {
+            None
+        };
+        let sink = Rc::new(RefCell::new(TradeSink::new(&spec_c, writer, o.collect)));
+        let sink_w = sink.clone();
+        let spec_w = spec_c.clone();
+        let mut h =
+            worker.dataflow::<u64, _, _>(move |scope| build_trading(scope, &spec_w, sink_w))?;
+        let source = worker_source(&spec_c, &lake_c, index, peers, counts.clone())?;
+        let epoch = spec_c.epoch.nanos();
+        let events = match (&spec_c.replay, o.paced) {
+            (Some(replay), true) => feed_replay(worker, &mut h, source, epoch, replay.speed, None),
+            _ => feed_batch(worker, &mut h, source, o.run.batch.max(1), epoch, None),
+        };
+        drop(h.input);
+        worker.step_while(|| !h.probe.done());
+        let mut s = sink.borrow_mut();
+        if let Some(e) = s.error.take() {
+            return Err(e.context(format!("worker {index}: writing the run's records")));
+        }
+        if let Some(w) = &mut s.writer {
+            w.finish()
+                .with_context(|| format!("worker {index}: writing the run's records"))?;
+        }
+        let symbols = s.symbols.values().flat_map(|m| m.finish()).collect();
+        Ok(WorkerResult {
+            events,
+            sink: TradeSinkResult {
+                symbols,
+                totals: s.totals.clone(),
+                marks: std::mem::take(&mut s.marks),
+                counts: std::mem::take(&mut s.counts),
+                collected: s.collected.take().unwrap_or_default(),
+            },
+        })
+    })
+    .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
+
+    let mut report = TradingReport {
+        run_id: opts.run_id.clone(),
+        ..Default::default()
+    };
+    let bucket_seconds = strategy.bucket.seconds();
+    let mut totals = MetricsBuilder::portfolio(spec.risk.capital, bucket_seconds);
+    let mut marks = Vec::new();
+    let mut per_symbol = Vec::new();
+    for r in guards.join() {
+        let r = r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))??;
+        report.events += r.events;
+        for (k, v) in r.sink.counts {
+            *report.counts.entry(k).or_default() += v;
+        }
+        totals.absorb_counts(&r.sink.totals);
+        marks.extend(r.sink.marks);
+        per_symbol.extend(r.sink.symbols);
+        report.records.extend(r.sink.collected);
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    report
+        .records
+        .sort_by(|a, b| (a.symbol(), a.ts()).cmp(&(b.symbol(), b.ts())));
+    per_symbol.sort_by(|a, b| (&a.scope, &a.regime).cmp(&(&b.scope, &b.regime)));
+
+    // The portfolio: every symbol's sleeve of `capital`, summed at each mark.
+    marks.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let names: Vec<Symbol> = {
+        let mut v: Vec<_> = marks.iter().map(|m| m.1.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let capital = spec.risk.capital * names.len().max(1) as f64;
+    let mut portfolio = MetricsBuilder::portfolio(capital, bucket_seconds);
+    portfolio.absorb_counts(&totals);
+    let mut last: BTreeMap<&Symbol, f64> = names.iter().map(|s| (s, spec.risk.capital)).collect();
+    let mut i = 0;
+    while i < marks.len() {
+        let ts = marks[i].0;
+        while i < marks.len() && marks[i].0 == ts {
+            last.insert(&marks[i].1, marks[i].2);
+            i += 1;
+        }
+        portfolio.mark(UnixNanos(ts), last.values().sum(), None);
+    }
+    report.metrics = portfolio.finish();
+    report.metrics.extend(per_symbol);
+
+    if opts.write && opts.run.process == 0 {
+        let (data_from, data_to) = match &spec.source {
+            Source::Lake(l) => l.range()?,
+            _ => (None, None),
+        };
+        let run = RunRow {
+            run_id: opts.run_id.clone(),
+            job: spec.name.clone(),
+            mode: if opts.paced && spec.replay.is_some() {
+                "replay".into()
+            } else {
+                "backtest".into()
+            },
+            started: started_rfc3339(),
+            data_from,
+            data_to,
+            symbols: names
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            events: report.events,
+            seconds: report.seconds,
+            spec: spec.to_toml(),
+        };
+        write_run(lake, &run, &report.metrics).context("writing the run's row and metrics")?;
+    }
+    Ok(report)
+}
