@@ -217,6 +217,22 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Write a run's report: one HTML page with its metrics, plots (equity, drawdown, position,
+    /// fills on the price), risk events and round trips, read from the lake; `--pdf` also
+    /// prints it to PDF with headless Chromium.
+    Report {
+        /// The run's id (see `flowsense sql "SELECT run_id, job, started FROM runs"`).
+        run_id: String,
+        /// Lake location and credentials.
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Where to write the HTML (default `reports/<run_id>.html`).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Also write a PDF beside it (needs Chromium: `$FLOWSENSE_CHROMIUM` or on `PATH`).
+        #[arg(long)]
+        pdf: bool,
+    },
     /// Measure ingest, generation, lake writes and SQL against same-run baselines.
     Bench {
         /// Which benchmark.
@@ -388,6 +404,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         report.run_id
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            run_id,
+            lake,
+            out,
+            pdf,
+        } => {
+            let lake = lake.open()?;
+            let html = rt.block_on(crate::report::build(&lake, &run_id))?;
+            let out =
+                out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{run_id}.html")));
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report: {}", out.display());
+            if pdf {
+                let chromium = crate::report::find_chromium().context(
+                    "--pdf needs Chromium or Chrome: install it (apt-get install chromium) or set FLOWSENSE_CHROMIUM",
+                )?;
+                let pdf_path = out.with_extension("pdf");
+                crate::report::print_pdf(&chromium, &out, &pdf_path)?;
+                eprintln!("report: {}", pdf_path.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -154,6 +154,50 @@ fn every_results_table_is_written_and_a_rerun_replaces_it() {
         "SELECT count(*) FROM orders WHERE run_id = 'r1' AND filled > size + 1e-9",
     ));
     assert_eq!(overfilled, 0);
+
+    // The report: HTML with the metrics and a plot per chart, and a PDF printed by Chromium.
+    let html = dir.path().join("out/r1.html");
+    let out = common::run_ok(&[
+        "report",
+        "r1",
+        "--lake",
+        lake_arg.to_str().unwrap(),
+        "--out",
+        html.to_str().unwrap(),
+        "--pdf",
+    ]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    for needle in [
+        "<h2>Metrics</h2>",
+        "<tr class=\"total\">",
+        "Equity (all symbols)",
+        "Drawdown",
+        "<h2>BTCUSDT-PERP</h2>",
+        "Mid and fills",
+        "Position",
+        "Round trips",
+    ] {
+        assert!(page.contains(needle), "report lacks {needle:?}");
+    }
+    // 3 portfolio charts, then 2 per symbol.
+    assert_eq!(
+        page.matches("<svg").count(),
+        3 + 2 * 3,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pdf = std::fs::read(html.with_extension("pdf")).unwrap();
+    assert!(
+        pdf.starts_with(b"%PDF") && pdf.len() > 20_000,
+        "{} bytes",
+        pdf.len()
+    );
+    // An unknown run says which runs there are.
+    let err = common::run_err(&["report", "nope", "--lake", lake_arg.to_str().unwrap()]);
+    assert!(
+        err.contains("no run \"nope\"") && err.contains("r1"),
+        "{err}"
+    );
 }
 
 #[test]
