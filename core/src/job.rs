@@ -306,7 +306,7 @@ impl JobSpec {
     }
 }
 
-/// A span of time in nanoseconds, written `500us`, `100ms`, `1s`, `1m` or `1h`.
+/// A span of time in nanoseconds, written `500us`, `100ms`, `1s`, `1m`, `1h` or `1d`.
 ///
 /// ```
 /// use flowsense_core::job::Span;
@@ -335,7 +335,8 @@ impl Span {
     }
 }
 
-const UNITS: [(&str, u64); 6] = [
+const UNITS: [(&str, u64); 7] = [
+    ("d", 86_400_000_000_000),
     ("h", 3_600_000_000_000),
     ("m", 60_000_000_000),
     ("s", 1_000_000_000),
@@ -386,6 +387,27 @@ impl<'de> Deserialize<'de> for Span {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// Writes an instant the way [`parse_instant`] reads it: `YYYY-MM-DDTHH:MM:SS.fffffffff` (UTC).
+///
+/// ```
+/// use flowsense_core::job::{format_instant, parse_instant};
+/// let t = parse_instant("2024-08-08T23:54:16.5").unwrap();
+/// assert_eq!(format_instant(t), "2024-08-08T23:54:16.500000000");
+/// assert_eq!(parse_instant(&format_instant(t)).unwrap(), t);
+/// ```
+pub fn format_instant(t: UnixNanos) -> String {
+    let secs = t.0.div_euclid(1_000_000_000);
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:09}",
+        t.date_string(),
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        t.0.rem_euclid(1_000_000_000)
+    )
 }
 
 /// Parses `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.fraction]` (UTC) into nanoseconds.

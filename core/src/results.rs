@@ -76,6 +76,9 @@ pub struct Metrics {
     pub regime: Option<String>,
     /// The walk-forward fold (test window), for per-fold rows.
     pub fold: Option<u32>,
+    /// Parameters chosen for this row (walk-forward: the value trained on the fold's train
+    /// window, and its train figures).
+    pub params: Option<String>,
     /// First mark.
     pub ts_from: Option<UnixNanos>,
     /// Last mark.

@@ -326,6 +326,7 @@ impl Table {
                     Field::new("scope", DataType::Utf8, false),
                     Field::new("regime", DataType::Utf8, true),
                     Field::new("fold", DataType::UInt32, true),
+                    Field::new("params", DataType::Utf8, true),
                     Field::new("ts_from", DataType::Int64, true),
                     Field::new("ts_to", DataType::Int64, true),
                     u("periods"),

@@ -53,6 +53,23 @@ pub struct TradingOptions {
     /// Pace the events as the job's `[replay]` says (`flowsense run`) instead of as fast as
     /// possible (`flowsense backtest`).
     pub paced: bool,
+    /// The walk-forward fold this run is the test window of (its files are named for it, and
+    /// the walk-forward driver writes the run's row and metrics once every fold is done).
+    pub fold: Option<u32>,
+}
+
+impl TradingOptions {
+    /// A batch backtest under `run_id` on one worker, written to the lake.
+    pub fn backtest(run_id: &str) -> Self {
+        TradingOptions {
+            run: RunOptions::default(),
+            run_id: run_id.to_string(),
+            write: true,
+            collect: false,
+            paced: false,
+            fold: None,
+        }
+    }
 }
 
 /// What a trading run did.
@@ -70,6 +87,14 @@ pub struct TradingReport {
     pub metrics: Vec<Metrics>,
     /// Every record, when collected, ordered by symbol then time.
     pub records: Vec<TradeRecord>,
+    /// The portfolio's equity at every mark: (time, equity).
+    pub portfolio: Vec<(i64, f64)>,
+    /// The portfolio's order, fill and trip counts (to combine runs).
+    pub totals: Option<MetricsBuilder>,
+    /// The portfolio's starting capital (one sleeve per symbol traded).
+    pub capital: f64,
+    /// The symbols traded.
+    pub symbols: Vec<String>,
 }
 
 impl TradingReport {
@@ -90,46 +115,64 @@ impl TradingReport {
             c("round_trips"),
             c("risk_events")
         ));
-        let mut table = comfy_table::Table::new();
-        table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-        table.set_header([
-            "scope",
-            "regime",
-            "net PnL",
-            "fees",
-            "return",
-            "Sharpe",
-            "Sortino",
-            "max DD",
-            "DD (s)",
-            "trips",
-            "hit",
-            "turnover",
-            "fill",
-            "queue (ms)",
-        ]);
-        let o = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
-        for m in &self.metrics {
-            table.add_row([
-                m.scope.clone(),
-                m.regime.clone().unwrap_or_default(),
-                format!("{:.2}", m.net_pnl),
-                format!("{:.2}", m.fees),
-                format!("{:.3} %", m.total_return * 100.0),
-                o(m.sharpe, 2),
-                o(m.sortino, 2),
-                format!("{:.3} %", m.max_drawdown * 100.0),
-                format!("{:.0}", m.max_drawdown_duration_s),
-                m.round_trips.to_string(),
-                o(m.hit_rate, 2),
-                format!("{:.2}", m.turnover),
-                o(m.fill_ratio, 2),
-                o(m.mean_queue_wait_ms, 1),
-            ]);
-        }
-        out.push_str(&format!("{table}\n"));
+        out.push_str(&metrics_table(&self.metrics));
         out
     }
+}
+
+/// Metrics as a table for people (fold and params columns when any row has them).
+pub fn metrics_table(metrics: &[Metrics]) -> String {
+    let folds = metrics.iter().any(|m| m.fold.is_some());
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut header = vec!["scope", "regime"];
+    if folds {
+        header.push("fold");
+    }
+    header.extend([
+        "net PnL",
+        "fees",
+        "return",
+        "Sharpe",
+        "Sortino",
+        "max DD",
+        "DD (s)",
+        "trips",
+        "hit",
+        "turnover",
+        "fill",
+        "queue (ms)",
+    ]);
+    if folds {
+        header.push("params");
+    }
+    table.set_header(header);
+    let o = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    for m in metrics {
+        let mut row = vec![m.scope.clone(), m.regime.clone().unwrap_or_default()];
+        if folds {
+            row.push(m.fold.map_or(String::new(), |f| f.to_string()));
+        }
+        row.extend([
+            format!("{:.2}", m.net_pnl),
+            format!("{:.2}", m.fees),
+            format!("{:.3} %", m.total_return * 100.0),
+            o(m.sharpe, 2),
+            o(m.sortino, 2),
+            format!("{:.3} %", m.max_drawdown * 100.0),
+            format!("{:.0}", m.max_drawdown_duration_s),
+            m.round_trips.to_string(),
+            o(m.hit_rate, 2),
+            format!("{:.2}", m.turnover),
+            o(m.fill_ratio, 2),
+            o(m.mean_queue_wait_ms, 1),
+        ]);
+        if folds {
+            row.push(m.params.clone().unwrap_or_default());
+        }
+        table.add_row(row);
+    }
+    format!("{table}\n")
 }
 
 /// A worker's end of the trading graph: writes records and accumulates metrics.
@@ -267,7 +310,8 @@ fn chrono_like_now() -> String {
     )
 }
 
-fn started_rfc3339() -> String {
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`, for the `runs` table.
+pub fn started_rfc3339() -> String {
     let c = chrono_like_now();
     format!(
         "{}-{}-{}T{}:{}:{}Z",
@@ -292,7 +336,7 @@ pub fn run_trading(
         .strategy
         .clone()
         .context("the job has no [strategy]: add one to backtest it (see examples/)")?;
-    if opts.write && opts.run.process == 0 {
+    if opts.write && opts.run.process == 0 && opts.fold.is_none() {
         clear_run(lake, &opts.run_id).context("removing an earlier run with this id")?;
     }
     let config = opts.run.timely_config()?;
@@ -302,7 +346,11 @@ pub fn run_trading(
     let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerResult> {
         let (index, peers) = (worker.index(), worker.peers());
         let writer = if o.write {
-            Some(RunWriter::new(lake_c.clone(), &o.run_id)?)
+            let w = RunWriter::new(lake_c.clone(), &o.run_id)?;
+            Some(match o.fold {
+                Some(k) => w.for_fold(k),
+                None => w,
+            })
         } else {
             None
         };
@@ -385,12 +433,17 @@ pub fn run_trading(
             last.insert(&marks[i].1, marks[i].2);
             i += 1;
         }
-        portfolio.mark(UnixNanos(ts), last.values().sum(), None);
+        let total = last.values().sum();
+        portfolio.mark(UnixNanos(ts), total, None);
+        report.portfolio.push((ts, total));
     }
     report.metrics = portfolio.finish();
     report.metrics.extend(per_symbol);
+    report.totals = Some(totals);
+    report.capital = capital;
+    report.symbols = names.iter().map(|s| s.to_string()).collect();
 
-    if opts.write && opts.run.process == 0 {
+    if opts.write && opts.run.process == 0 && opts.fold.is_none() {
         let (data_from, data_to) = match &spec.source {
             Source::Lake(l) => l.range()?,
             _ => (None, None),
@@ -406,11 +459,7 @@ pub fn run_trading(
             started: started_rfc3339(),
             data_from,
             data_to,
-            symbols: names
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            symbols: report.symbols.join(","),
             events: report.events,
             seconds: report.seconds,
             spec: spec.to_toml(),

@@ -213,6 +213,11 @@ pub enum Command {
         /// Do not write results into the lake (print the metrics only).
         #[arg(long)]
         no_write: bool,
+        /// Walk forward: `train=60d,test=7d` (scaled down on short data, e.g. `train=3m,test=1m`):
+        /// the strategy's `entry` is chosen on each train window from a grid around the spec's
+        /// value and traded on the test window after it; metrics per fold and chained.
+        #[arg(long)]
+        walk_forward: Option<crate::walk_forward::WalkForward>,
         /// No summary on stderr.
         #[arg(long, short)]
         quiet: bool,
@@ -342,6 +347,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     write: spec.sinks.lake,
                     collect: false,
                     paced: true,
+                    fold: None,
                 };
                 let report = crate::backtest::run_trading(&spec, &lake, &opts)?;
                 if !quiet {
@@ -367,9 +373,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_id,
             workers,
             no_write,
+            walk_forward,
             quiet,
         } => {
-            drop(rt);
             let mut spec = flowsense_core::job::JobSpec::from_file(&job)?;
             if from.is_some() || to.is_some() {
                 let flowsense_core::job::Source::Lake(l) = &mut spec.source else {
@@ -385,15 +391,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             let lake = lake.open()?;
+            let run_id = run_id.unwrap_or_else(|| crate::backtest::new_run_id(&spec.name));
+            if let Some(wf) = walk_forward {
+                if no_write {
+                    anyhow::bail!("--walk-forward writes its folds to the lake; drop --no-write");
+                }
+                let report = crate::walk_forward::run(&spec, &lake, wf, &run_id, workers, &rt)?;
+                if !quiet {
+                    eprintln!(
+                        "run {run_id}: walk-forward over {} folds, {} test events in {:.2} s",
+                        report.folds.len(),
+                        report.events,
+                        report.seconds
+                    );
+                    eprint!("{}", crate::backtest::metrics_table(&report.metrics));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            drop(rt);
             let opts = crate::backtest::TradingOptions {
                 run: crate::run::RunOptions {
                     workers,
                     ..Default::default()
                 },
-                run_id: run_id.unwrap_or_else(|| crate::backtest::new_run_id(&spec.name)),
+                run_id,
                 write: !no_write,
                 collect: false,
                 paced: false,
+                fold: None,
             };
             let report = crate::backtest::run_trading(&spec, &lake, &opts)?;
             if !quiet {

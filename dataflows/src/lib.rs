@@ -18,5 +18,6 @@ pub mod report;
 pub mod run;
 pub mod sql;
 pub mod synth;
+pub mod walk_forward;
 
 pub use ingest::{IngestReport, Ingestor};

@@ -213,6 +213,7 @@ fn the_halt_holds_inside_the_graph_on_real_data() {
         write: false,
         collect: true,
         paced: false,
+        fold: None,
     };
     let report = run_trading(&spec, &lake, &opts).unwrap();
     let halts: Vec<_> = report
@@ -250,4 +251,53 @@ fn the_halt_holds_inside_the_graph_on_real_data() {
             .next_back();
         assert_eq!(last, Some(0.0), "{symbol}");
     }
+}
+
+#[test]
+fn walk_forward_trains_on_each_fold_and_chains_the_tests() {
+    let (dir, lake) = binance_lake();
+    let lake_arg = dir.path().join("lake");
+    common::run_ok(&[
+        "backtest",
+        example().to_str().unwrap(),
+        "--lake",
+        lake_arg.to_str().unwrap(),
+        "--run-id",
+        "wf",
+        "--walk-forward",
+        "train=2m,test=30s",
+    ]);
+    let rt = common::rt();
+    // The bundled captures span about three minutes: two folds.
+    let folds = rt.block_on(common::query_csv(
+        &lake,
+        "SELECT fold, params LIKE 'entry=%' AS trained, ts_to - ts_from AS len FROM metrics \
+         WHERE run_id = 'wf' AND scope = 'portfolio' AND fold IS NOT NULL ORDER BY fold",
+    ));
+    assert_eq!(
+        folds,
+        "fold,trained,len\n0,true,30000000000\n1,true,30000000000"
+    );
+    // The whole run chains the folds: its net PnL and fees are the folds' sums.
+    let gap = rt.block_on(common::query_csv(
+        &lake,
+        "SELECT abs(round(w.net_pnl - f.net, 6)) AS net_gap, abs(round(w.fees - f.fees, 6)) AS fee_gap \
+         FROM (SELECT net_pnl, fees FROM metrics WHERE run_id = 'wf' AND scope = 'portfolio' \
+               AND fold IS NULL) w, \
+              (SELECT sum(net_pnl) AS net, sum(fees) AS fees FROM metrics WHERE run_id = 'wf' \
+               AND scope = 'portfolio' AND fold IS NOT NULL) f",
+    ));
+    assert_eq!(gap, "net_gap,fee_gap\n0.0,0.0");
+    // Test-window records only: no equity mark before the first test window.
+    let early = rt.block_on(common::query_u64(
+        &lake,
+        "SELECT count(*) FROM equity WHERE run_id = 'wf' AND ts < \
+         (SELECT min(ts_from) FROM metrics WHERE run_id = 'wf' AND fold IS NOT NULL)",
+    ));
+    assert_eq!(early, 0);
+    let mode = rt.block_on(common::query_csv(
+        &lake,
+        "SELECT mode FROM runs WHERE run_id = 'wf'",
+    ));
+    assert_eq!(mode, "mode\n\"walk-forward train=2m,test=30s\"");
 }

@@ -213,6 +213,7 @@ impl MetricsBuilder {
             scope: self.scope.clone(),
             regime: None,
             fold: None,
+            params: None,
             ts_from: self.first_ts.map(UnixNanos),
             ts_to: self.last_ts.map(UnixNanos),
             periods: self.returns.n,

@@ -42,6 +42,7 @@ type Key = (Table, i64, Symbol);
 pub struct RunWriter {
     lake: Lake,
     run_id: String,
+    prefix: String,
     rt: tokio::runtime::Runtime,
     parts: HashMap<Key, (Vec<TradeRecord>, u32)>,
     max_rows: usize,
@@ -81,12 +82,20 @@ impl RunWriter {
         Ok(RunWriter {
             lake,
             run_id: run_id.to_string(),
+            prefix: run_id.to_string(),
             rt,
             parts: HashMap::new(),
             max_rows: 256 * 1024,
             props: props(),
             rows: 0,
         })
+    }
+
+    /// Names files `<run_id>-f<fold>-<chunk>.parquet`, so the test windows of a walk-forward
+    /// run, written one after another, sit side by side under one run id.
+    pub fn for_fold(mut self, fold: u32) -> Self {
+        self.prefix = format!("{}-f{fold}", self.run_id);
+        self
     }
 
     /// Adds a record; a partition that reaches the file size is written out.
@@ -118,7 +127,7 @@ impl RunWriter {
             table.name(),
             &format!("date={}", UnixNanos(day * UnixNanos::DAY).date_string()),
             &format!("symbol={symbol}"),
-            &format!("{}-{c:05}.parquet", self.run_id),
+            &format!("{}-{c:05}.parquet", self.prefix),
         ]);
         self.rt
             .block_on(self.lake.store().put(&path, PutPayload::from(buf)))?;
@@ -279,6 +288,9 @@ pub fn write_run(lake: &Lake, run: &RunRow, metrics: &[Metrics]) -> Result<()> {
             Arc::new(UInt32Array::from(
                 m.iter().map(|x| x.fold).collect::<Vec<_>>(),
             )),
+            Arc::new(StringArray::from(
+                m.iter().map(|x| x.params.clone()).collect::<Vec<_>>(),
+            )),
             Arc::new(Int64Array::from(
                 m.iter().map(|x| x.ts_from.map(|t| t.0)).collect::<Vec<_>>(),
             )),
@@ -334,10 +346,18 @@ pub fn clear_run(lake: &Lake, run_id: &str) -> Result<u64> {
     ] {
         for meta in rt.block_on(lake.list_table(table))? {
             let name = meta.location.filename().unwrap_or_default();
+            let digits = |c: &str| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit());
             let chunk = name
                 .strip_prefix(&prefix)
                 .and_then(|r| r.strip_suffix(".parquet"))
-                .is_some_and(|c| c.len() == 5 && c.bytes().all(|b| b.is_ascii_digit()));
+                .map(|r| {
+                    // `<chunk>` or `f<fold>-<chunk>`
+                    r.strip_prefix('f')
+                        .and_then(|r| r.split_once('-'))
+                        .filter(|(f, _)| digits(f))
+                        .map_or(r, |(_, c)| c)
+                })
+                .is_some_and(|c| c.len() == 5 && digits(c));
             if name == whole || chunk {
                 rt.block_on(lake.store().delete(&meta.location))?;
                 removed += 1;
