@@ -150,6 +150,36 @@ pub struct Trade {
     pub aggressor: Side,
 }
 
+/// An OHLCV bar, as data vendors ship them: known only once it closes, so its event time is
+/// its close (`open_time + interval`), while the lake's `bars` table keeps the vendor's open
+/// time in `ts`.
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Bar {
+    /// When the bar opened.
+    pub open_time: UnixNanos,
+    /// Its length, in nanoseconds.
+    pub interval: i64,
+    /// First price.
+    pub open: Price,
+    /// Highest price.
+    pub high: Price,
+    /// Lowest price.
+    pub low: Price,
+    /// Last price.
+    pub close: Price,
+    /// Volume traded.
+    pub volume: Size,
+    /// Number of trades, where the vendor gives it.
+    pub trades: Option<u64>,
+}
+
+impl Bar {
+    /// When the bar closed (its event time).
+    pub fn close_time(&self) -> UnixNanos {
+        UnixNanos(self.open_time.0 + self.interval)
+    }
+}
+
 /// A top of book: best bid and ask with their sizes (either side may be empty).
 #[derive(Clone, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BboUpdate {
@@ -181,6 +211,8 @@ pub enum MarketEvent {
     Bbo(Symbol, Box<BboUpdate>),
     /// The top of the book as the venue published it (`quotes`).
     Quote(Symbol, Box<BboUpdate>),
+    /// An OHLCV bar (`bars`), at its close.
+    Bar(Symbol, Box<Bar>),
 }
 
 impl MarketEvent {
@@ -193,13 +225,14 @@ impl MarketEvent {
             MarketEvent::Bbo(_, b) | MarketEvent::Quote(_, b) => {
                 b.ts.or(b.local_ts).unwrap_or_default()
             }
+            MarketEvent::Bar(_, b) => b.close_time(),
         }
     }
 
     /// Local receive time, where the source recorded one.
     pub fn local_ts(&self) -> Option<UnixNanos> {
         match self {
-            MarketEvent::Order(..) => None,
+            MarketEvent::Order(..) | MarketEvent::Bar(..) => None,
             MarketEvent::Depth(_, d) => d.local_ts,
             MarketEvent::Trade(_, t) => t.local_ts,
             MarketEvent::Bbo(_, b) | MarketEvent::Quote(_, b) => b.local_ts,
@@ -221,7 +254,8 @@ impl MarketEvent {
             | MarketEvent::Depth(s, _)
             | MarketEvent::Trade(s, _)
             | MarketEvent::Bbo(s, _)
-            | MarketEvent::Quote(s, _) => s,
+            | MarketEvent::Quote(s, _)
+            | MarketEvent::Bar(s, _) => s,
         }
     }
 }
@@ -251,6 +285,8 @@ pub enum DeadLetterReason {
     UnknownMessage,
     /// A new order reused the id of an order that still rests.
     DuplicateOrder,
+    /// A bar whose high is below its open, close or low (or whose low is above them).
+    InconsistentBar,
 }
 
 impl DeadLetterReason {
@@ -267,11 +303,12 @@ impl DeadLetterReason {
             DeadLetterReason::UpdateIdGap => "update_id_gap",
             DeadLetterReason::UnknownMessage => "unknown_message",
             DeadLetterReason::DuplicateOrder => "duplicate_order",
+            DeadLetterReason::InconsistentBar => "inconsistent_bar",
         }
     }
 
     /// Every reason, for reports.
-    pub const ALL: [DeadLetterReason; 10] = [
+    pub const ALL: [DeadLetterReason; 11] = [
         DeadLetterReason::Unparsable,
         DeadLetterReason::NotFinite,
         DeadLetterReason::NonPositivePrice,
@@ -282,6 +319,7 @@ impl DeadLetterReason {
         DeadLetterReason::UpdateIdGap,
         DeadLetterReason::UnknownMessage,
         DeadLetterReason::DuplicateOrder,
+        DeadLetterReason::InconsistentBar,
     ];
 }
 

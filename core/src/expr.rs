@@ -8,7 +8,8 @@
 //! Grammar (usual precedence, lowest first): `||`, `&&`, comparisons (`< <= > >= == !=`), `+ -`,
 //! `* /`, unary `- !`, `^` (right associative), then numbers, column names, function calls and
 //! parentheses. Functions: `abs sign sqrt ln exp min max clamp(x, lo, hi) if(c, a, b) lag(x, k)
-//! nz(x, default)`. Booleans are `1.0` and `0.0`; a missing value (a VWAP without trades, a
+//! nz(x, default)`, and windows over the latest `n` buckets (this one included): `mean(x, n)`,
+//! `sum(x, n)`. Booleans are `1.0` and `0.0`; a missing value (a VWAP without trades, a
 //! return before the history reaches back) is NaN, comparisons with NaN are false, and a NaN
 //! signal means "no opinion".
 //!
@@ -55,6 +56,8 @@ enum Node {
     Bin(BinOp, Box<Node>, Box<Node>),
     Call(Func, Vec<Node>),
     Lag(Box<Node>, usize),
+    /// `mean(x, n)` (`true`) or `sum(x, n)` over the latest `n` buckets.
+    Window(bool, Box<Node>, usize),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -154,6 +157,10 @@ fn eval_fn<'a>(n: &Node, row: &dyn Fn(usize) -> Option<&'a FeatureRow>, lag: usi
             }
         }
         Node::Lag(a, k) => eval_fn(a, row, lag + k),
+        Node::Window(mean, a, n) => {
+            let total: f64 = (0..*n).map(|k| eval_fn(a, row, lag + k)).sum();
+            if *mean { total / *n as f64 } else { total }
+        }
         Node::Bin(op, a, b) => {
             let (x, y) = (ev(a), ev(b));
             match op {
@@ -494,16 +501,22 @@ impl Parser<'_> {
                 ),
             );
         }
-        if name == "lag" {
-            // lag(x, k): k must be a constant, non-negative whole number.
+        if matches!(name, "lag" | "mean" | "sum") {
+            // lag(x, k), mean(x, n), sum(x, n): k and n are constant whole numbers.
             let save_lag = self.max_lag;
             let start = self.pos;
             // Parse the inner expression once to find where it ends; the lag is known after it.
             let _ = self.or(lag)?;
             self.expect(",")?;
             let negative = self.eat("-");
+            let window = name != "lag";
             let k = match self.tokens.get(self.pos) {
-                Some((Tok::Num(v), _)) if !negative && v.fract() == 0.0 && *v <= MAX_LAG as f64 => {
+                Some((Tok::Num(v), _))
+                    if !negative
+                        && v.fract() == 0.0
+                        && *v <= MAX_LAG as f64
+                        && (!window || *v >= 1.0) =>
+                {
                     *v as usize
                 }
                 Some((Tok::Num(_), _)) if negative => {
@@ -511,6 +524,12 @@ impl Parser<'_> {
                         self,
                         "lag(x, k) with a negative k would read future data; k counts buckets back"
                             .into(),
+                    );
+                }
+                _ if window => {
+                    return fail(
+                        self,
+                        format!("{name}(x, n) needs n as a whole number from 1 to {MAX_LAG}"),
                     );
                 }
                 _ => {
@@ -526,6 +545,14 @@ impl Parser<'_> {
             // Re-parse the inner expression at the right depth so `max_lag` counts it.
             self.pos = start;
             self.max_lag = save_lag;
+            if window {
+                // The deepest read is n - 1 buckets back.
+                let _ = self.or(lag + k - 1)?;
+                self.pos = start;
+                let inner = self.or(lag)?;
+                self.pos = end;
+                return Ok(Node::Window(name == "mean", Box::new(inner), k));
+            }
             let inner = self.or(lag + k)?;
             self.pos = end;
             return Ok(Node::Lag(Box::new(inner), k));
@@ -535,7 +562,7 @@ impl Parser<'_> {
                 self,
                 format!(
                     "unknown function '{name}'; the functions are: abs, sign, sqrt, ln, exp, \
-                     min, max, clamp, if, nz, lag"
+                     min, max, clamp, if, nz, lag, mean, sum"
                 ),
             );
         };
@@ -609,6 +636,29 @@ mod tests {
         let e: Expr = "mid - lag(mid, 1)".parse().unwrap();
         assert_eq!(e.eval(&rows(&[3.0, 5.0])), 2.0);
         assert!(e.eval(&rows(&[5.0])).is_nan());
+    }
+
+    #[test]
+    fn windows_average_the_latest_buckets_and_count_their_depth() {
+        let rows: Vec<FeatureRow> = [1.0, 2.0, 3.0, 4.0]
+            .iter()
+            .map(|&c| {
+                let mut r = FeatureRow::empty(crate::Symbol::new("ABC").unwrap(), 0, "1m".into());
+                r.close = Some(c);
+                r
+            })
+            .collect();
+        let fast: Expr = "mean(close, 2) - mean(lag(close, 1), 3)".parse().unwrap();
+        assert_eq!(fast.max_lag(), 3);
+        assert_eq!(fast.eval(&rows), 3.5 - 2.0);
+        let s: Expr = "sum(close, 4)".parse().unwrap();
+        assert_eq!(s.eval(&rows), 10.0);
+        assert!(
+            s.eval(&rows[1..]).is_nan(),
+            "a window reaching before the data is NaN"
+        );
+        let err = "mean(close, 0)".parse::<Expr>().unwrap_err().to_string();
+        assert!(err.contains("from 1"), "{err}");
     }
 
     #[test]

@@ -37,8 +37,8 @@ pub mod strategy;
 
 pub use error::{Error, Result};
 pub use event::{
-    BboUpdate, DeadLetter, DeadLetterReason, DepthUpdate, L3Action, MarketEvent, OrderEvent, Side,
-    Trade,
+    Bar, BboUpdate, DeadLetter, DeadLetterReason, DepthUpdate, L3Action, MarketEvent, OrderEvent,
+    Side, Trade,
 };
 pub use features::FeatureRow;
 pub use ids::{OrderId, Symbol, UnixNanos, Venue};

@@ -53,6 +53,22 @@ pub enum BenchCommand {
         #[arg(long, default_value = "100ms,1s,10s,1m", value_delimiter = ',')]
         buckets: Vec<String>,
     },
+    /// Backtests over the synthetic market (generated on the fly), beside the source alone and
+    /// the feature graph alone; prints the peak memory.
+    Backtest {
+        /// Total events (ten symbols at 10 M a day is 100 M).
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Symbols.
+        #[arg(long, default_value_t = 10)]
+        symbols: usize,
+        /// Worker threads of the graph stages.
+        #[arg(short = 'w', long, default_value_t = 2)]
+        workers: usize,
+        /// Runs per stage; the median is reported.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
     /// Runs named queries (a JSON object `{"name": "SQL", ...}`) over a lake; prints one JSON line
     /// per query with the median time. `scripts/bench_sql.py` runs it beside DuckDB.
     Sql {
@@ -216,8 +232,8 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
             repeat,
             options,
         } => bench_sql(&lake, &queries, repeat, &options).await,
-        BenchCommand::Graph { .. } => {
-            anyhow::bail!("the graph benchmark runs outside an async runtime (see cli::run)")
+        BenchCommand::Graph { .. } | BenchCommand::Backtest { .. } => {
+            anyhow::bail!("the graph benchmarks run outside an async runtime (see cli::run)")
         }
     }
 }

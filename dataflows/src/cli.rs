@@ -60,6 +60,8 @@ pub enum FormatArg {
     Lobster,
     /// Databento DBN.
     Dbn,
+    /// OHLCV bars in CSV (with a header naming the columns, or Binance kline files).
+    Bars,
 }
 
 /// Output formats for `sql`.
@@ -97,6 +99,14 @@ pub enum Command {
         /// refused, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         time_tolerance_ms: i64,
+        /// Bars: the symbol of files without a symbol column (default: the file name up to its
+        /// first `-` or `_`).
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Bars: the bar length, e.g. `1m` (default: from the file name, else the gap between
+        /// the first two bars).
+        #[arg(long)]
+        interval: Option<flowsense_core::job::Span>,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -259,6 +269,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
             lobster_utc_offset_seconds,
             time_tolerance_ms,
+            symbol,
+            interval,
             quiet,
         } => {
             let lake = lake.open()?;
@@ -267,10 +279,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 FormatArg::Binance => Some(flowsense_sources::detect::Format::Binance),
                 FormatArg::Lobster => Some(flowsense_sources::detect::Format::Lobster),
                 FormatArg::Dbn => Some(flowsense_sources::detect::Format::Dbn),
+                FormatArg::Bars => Some(flowsense_sources::detect::Format::Bars),
             };
             let mut options = flowsense_sources::detect::InputOptions::default();
             options.lobster.utc_offset_seconds = lobster_utc_offset_seconds;
             options.binance.time_tolerance_ns = time_tolerance_ms.saturating_mul(1_000_000);
+            options.bars.symbol = symbol;
+            options.bars.interval = interval;
             let report = rt.block_on(crate::ingest::ingest_paths_with(
                 &lake, &paths, format, &options, !quiet,
             ))?;
@@ -456,6 +471,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::report::print_pdf(&chromium, &out, &pdf_path)?;
                 eprintln!("report: {}", pdf_path.display());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which:
+                crate::bench::BenchCommand::Backtest {
+                    events,
+                    symbols,
+                    workers,
+                    repeat,
+                },
+        } => {
+            drop(rt);
+            crate::bench_backtest::run(crate::bench_backtest::BacktestBench {
+                events,
+                symbols,
+                workers,
+                repeat,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -336,8 +336,9 @@ fn all_events(
                 "binance" => Some(detect::Format::Binance),
                 "lobster" => Some(detect::Format::Lobster),
                 "dbn" => Some(detect::Format::Dbn),
+                "bars" => Some(detect::Format::Bars),
                 other => anyhow::bail!(
-                    "source.capture.format {other:?}: use auto, binance, lobster or dbn"
+                    "source.capture.format {other:?}: use auto, binance, lobster, dbn or bars"
                 ),
             };
             let paths: Vec<std::path::PathBuf> = c.paths.iter().map(Into::into).collect();

@@ -68,6 +68,13 @@ abc,1,7,100,1000000,1
 34201.0,4,1,40,1000000,1
 ";
 
+const BAD_BARS: &str = "\
+timestamp,open,high,low,close,volume
+2024-08-08 00:00:00,10,11,9,10.5,100
+2024-08-08 00:01:00,10,9,9.5,10,100
+2024-08-08 00:02:00,10.5,10.6,10.1,10.2,50
+";
+
 #[test]
 fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
     rt().block_on(async {
@@ -80,6 +87,7 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
             BAD_LOBSTER,
         )
         .unwrap();
+        std::fs::write(input.join("TESTBAR-1m.csv"), BAD_BARS).unwrap();
         let lake = Lake::open(
             dir.path().join("lake").to_str().unwrap(),
             &Default::default(),
@@ -113,6 +121,12 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
         assert!(dead.contains("garbage without a timestamp"));
         assert!(dead.contains("TEST_2024-01-02_34200000_57600000_message_1.csv:3,unknown_order"));
 
+        assert!(
+            dead.contains("TESTBAR-1m.csv:3,inconsistent_bar: open 10 high 9"),
+            "{dead}"
+        );
+        let bars = query_u64(&lake, "SELECT count(*) FROM bars WHERE symbol = 'TESTBAR'").await;
+        assert_eq!(bars, 2, "the bars around the bad one");
         // The good rows around the bad ones were written.
         let trades = query_csv(&lake, "SELECT symbol, price, size, side FROM trades").await;
         assert!(trades.contains("TESTUSDT-PERP,100.5,0.25,sell"), "{trades}");

@@ -141,6 +141,8 @@ struct Flow {
     rv: f64,
     adds: u64,
     cancels: u64,
+    /// Volume without an aggressor side (from bars).
+    unsigned: i128,
 }
 
 /// What one event did to the symbol.
@@ -154,6 +156,8 @@ struct Effect {
     cancels: u64,
     /// (price, size, size fixed point, aggressor bought).
     trade: Option<(f64, f64, i64, bool)>,
+    /// A bar: (open, high, low, close, volume fixed point, notional, trades).
+    bar: Option<(f64, f64, f64, f64, i64, f64, u64)>,
 }
 
 impl Flow {
@@ -183,6 +187,20 @@ impl Flow {
             self.high = self.high.max(px);
             self.low = self.low.min(px);
             self.close = px;
+        }
+        if let Some((o, h, l, c, volume, notional, trades)) = e.bar {
+            self.rv += e.rv;
+            self.trades += trades;
+            self.unsigned += volume as i128;
+            self.notional += notional;
+            if self.open.is_none() {
+                self.open = Some(o);
+                self.high = h;
+                self.low = l;
+            }
+            self.high = self.high.max(h);
+            self.low = self.low.min(l);
+            self.close = c;
         }
     }
 }
@@ -333,13 +351,22 @@ impl FeatureEngine {
         let Some(effect) = self.apply(ev) else {
             return;
         };
+        // A bar belongs to the bucket it opened in, and is complete at its close: the bucket
+        // ending then closes with it, so a bar strategy decides on bar k at bar k's close.
+        let (at, bar_close) = match ev {
+            MarketEvent::Bar(_, b) => (b.open_time.0.max(self.closed_until), Some(ts)),
+            _ => (ts, None),
+        };
         for b in &mut self.buckets {
             if !b.active {
-                b.start = ts - ts.rem_euclid(b.width);
+                b.start = at - at.rem_euclid(b.width);
                 b.end = b.start + b.width;
                 b.active = true;
             }
             b.flow.add(&effect, self.levels);
+        }
+        if let Some(close) = bar_close {
+            self.close_until(close, out);
         }
         if self.per_event {
             let mut flow = Flow::default();
@@ -435,6 +462,29 @@ impl FeatureEngine {
                 e.trade = Some((px, sz, t.size.raw(), buy));
                 self.vpin.trade(sz, buy);
             }
+            MarketEvent::Bar(_, b) => {
+                // No book: the close stands in for the mid.
+                let c = b.close.as_f64();
+                if let Some(old) = self.mid
+                    && old > 0.0
+                    && old != c
+                {
+                    let r = (c / old).ln();
+                    e.rv = r * r;
+                }
+                self.mid = Some(c);
+                let volume = b.volume.as_f64();
+                let typical = (b.high.as_f64() + b.low.as_f64() + c) / 3.0;
+                e.bar = Some((
+                    b.open.as_f64(),
+                    b.high.as_f64(),
+                    b.low.as_f64(),
+                    c,
+                    b.volume.raw(),
+                    typical * volume,
+                    b.trades.unwrap_or(0),
+                ));
+            }
             MarketEvent::Bbo(..) | MarketEvent::Quote(..) => return None,
         }
         if e.book_changed && self.may_change_top(ev) {
@@ -519,6 +569,9 @@ impl FeatureEngine {
             return;
         };
         row.mid = Some(mid);
+        if b.n == 0 || a.n == 0 {
+            return; // bars, or a one-sided book: no spread or depth features
+        }
         row.spread = Some(to_f64(a.px_raw[0] as i128 - b.px_raw[0] as i128));
         row.depth_imbalance_l1 = Some(row.depth_imbalance_levels[0]);
         row.microprice = Some((b.px[0] * a.sz[0] + a.px[0] * b.sz[0]) / (a.sz[0] + b.sz[0]));
@@ -605,13 +658,15 @@ fn fill_flow(row: &mut FeatureRow, f: &Flow, secs: Option<f64>) {
     row.ofi_l5 = to_f64(f.ofi[..5].iter().sum());
     row.ofi_l10 = to_f64(f.ofi.iter().sum());
     row.trade_count = f.trades;
-    let volume = f.buy + f.sell;
+    let volume = f.buy + f.sell + f.unsigned;
     row.volume = to_f64(volume);
     row.buy_volume = to_f64(f.buy);
     row.sell_volume = to_f64(f.sell);
     row.signed_volume = to_f64(f.buy - f.sell);
     if volume > 0 {
-        row.trade_imbalance = Some((f.buy - f.sell) as f64 / volume as f64);
+        if f.buy + f.sell > 0 {
+            row.trade_imbalance = Some((f.buy - f.sell) as f64 / (f.buy + f.sell) as f64);
+        }
         row.vwap = Some(f.notional / row.volume);
     }
     if f.open.is_some() {

@@ -404,7 +404,11 @@ impl<B: Broker> Trader<B> {
             self.history.pop_front();
         }
         let ts = row.ts;
-        let (bid, ask) = (row.bid_price, row.ask_price);
+        // Bars have no book: limit orders are priced at the close.
+        let (bid, ask) = match (row.bid_price, row.ask_price) {
+            (None, None) => (row.mid, row.mid),
+            touch => touch,
+        };
         self.history.push_back(row);
         let Some(mid) = self.last_mid else {
             return; // no book yet: nothing to mark or price

@@ -17,6 +17,13 @@
 //!   is cancelled. Nothing fills against a crossed book: an order arriving while the data's book
 //!   is crossed is rejected. Taking does not remove the liquidity from the replayed book (the data
 //!   is what it is); sizes that are small against the touch keep this honest.
+//! - **Bars.** On bar data there is no book: an order meets the first bar that closes after it
+//!   arrives, as a whole (the "next bar's open" convention of bar backtesters). Market orders,
+//!   and limit or IOC orders the open already satisfies, fill at the open (slippage and taker
+//!   fee as above); a limit order the bar trades through (low below a buy's price, high above a
+//!   sell's) fills at its price as a maker at the bar's close time, and otherwise waits for
+//!   later bars; the rest of a market or IOC order is cancelled. Our fills in one bar never
+//!   exceed its volume.
 //! - **Resting.** A resting order fills only when the data prints a trade that would have reached
 //!   it, never on a book change alone, and pays `maker_fee`:
 //!   - on **L3** data the queue is exact (FIFO): the orders ahead are those resting at the price
@@ -75,13 +82,18 @@ use rustc_hash::FxHashMap;
 enum DataBook {
     Empty,
     L2(L2Book),
-    L3 { book: Box<L3Book>, day: i64 },
+    L3 {
+        book: Box<L3Book>,
+        day: i64,
+    },
+    /// Bars only: no book, orders meet the next bar.
+    Bars,
 }
 
 impl DataBook {
     fn l2(&self) -> Option<&L2Book> {
         match self {
-            DataBook::Empty => None,
+            DataBook::Empty | DataBook::Bars => None,
             DataBook::L2(b) => Some(b),
             DataBook::L3 { book, .. } => Some(book.l2()),
         }
@@ -99,6 +111,8 @@ enum Queue {
         ahead: FxHashMap<OrderId, Size>,
         seeded: Size,
     },
+    /// Bars: no queue; the order meets each bar whole.
+    Bar,
 }
 
 #[derive(Debug)]
@@ -209,6 +223,29 @@ impl SimExchange {
 
     fn accept(&mut self, order: Order, at: i64) {
         let id = order.id;
+        if matches!(self.book, DataBook::Bars) {
+            let why = if !order.size.is_positive() {
+                Some("size must be positive")
+            } else if order.kind != OrderKind::Market
+                && order.price.is_none_or(|p| !p.is_positive())
+            {
+                Some("limit price must be positive")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                self.report(id, at, ReportKind::Rejected(why.into()));
+                return;
+            }
+            self.report(id, at, ReportKind::Accepted);
+            self.resting.push(Resting {
+                left: order.size,
+                order,
+                since: UnixNanos(at),
+                queue: Queue::Bar,
+            });
+            return;
+        }
         let limit = order.price;
         let touch = self.book.l2().map(|book| {
             // The levels the order can take, best first.
@@ -315,7 +352,7 @@ impl SimExchange {
     fn on_print(&mut self, side: Side, price: Price, size: Size, exec_id: Option<OrderId>, t: i64) {
         let mut fills = Vec::new();
         for r in &mut self.resting {
-            if r.order.side != side || !r.left.is_positive() {
+            if r.order.side != side || !r.left.is_positive() || matches!(r.queue, Queue::Bar) {
                 continue;
             }
             let mine = r.order.price.expect("resting orders are limits");
@@ -338,6 +375,7 @@ impl SimExchange {
                             Size::ZERO
                         }
                     }
+                    Queue::Bar => Size::ZERO,
                     Queue::Exact { ahead, seeded } => match exec_id {
                         Some(id) if ahead.contains_key(&id) => {
                             let s = ahead.get_mut(&id).expect("checked");
@@ -377,6 +415,87 @@ impl SimExchange {
                 queue_wait: Some(wait),
             };
             self.report(id, t, ReportKind::Fill(fill));
+        }
+        self.resting.retain(|r| r.left.is_positive());
+    }
+
+    /// A bar: orders that arrived before its close meet it (see the module documentation).
+    fn on_bar(&mut self, b: &flowsense_core::Bar) {
+        let slip = self.spec.slippage_bps / 1e4;
+        let close = b.close_time().0;
+        let mut avail = b.volume;
+        let mut fills = Vec::new();
+        let mut cancels = Vec::new();
+        for r in &mut self.resting {
+            if !matches!(r.queue, Queue::Bar) || !r.left.is_positive() {
+                continue;
+            }
+            let side = r.order.side;
+            let at_open = r.since.0.max(b.open_time.0);
+            let hit = match (r.order.kind, r.order.price) {
+                (OrderKind::Market, _) => Some((b.open, Liquidity::Taker, at_open)),
+                (kind, Some(limit)) => {
+                    let at_open_ok = match side {
+                        Side::Buy => b.open <= limit,
+                        Side::Sell => b.open >= limit,
+                    };
+                    let through = match side {
+                        Side::Buy => b.low < limit,
+                        Side::Sell => b.high > limit,
+                    };
+                    if at_open_ok {
+                        Some((b.open, Liquidity::Taker, at_open))
+                    } else if kind == OrderKind::Limit && through {
+                        Some((limit, Liquidity::Maker, close))
+                    } else {
+                        None
+                    }
+                }
+                (_, None) => None,
+            };
+            if let Some((p, liquidity, t)) = hit {
+                let take = r.left.min(avail);
+                if take.is_positive() {
+                    avail -= take;
+                    r.left -= take;
+                    let price = if liquidity == Liquidity::Taker {
+                        let px = match side {
+                            Side::Buy => p.as_f64() * (1.0 + slip),
+                            Side::Sell => p.as_f64() * (1.0 - slip),
+                        };
+                        Price::from_f64(px).unwrap_or(p)
+                    } else {
+                        p
+                    };
+                    let wait = (liquidity == Liquidity::Maker).then(|| t - r.since.0);
+                    fills.push((r.order.id, side, price, take, liquidity, t, wait));
+                }
+            }
+            if r.order.kind != OrderKind::Limit && r.left.is_positive() {
+                r.left = Size::ZERO;
+                cancels.push((r.order.id, at_open));
+            }
+        }
+        for (id, side, price, size, liquidity, t, wait) in fills {
+            let rate = match liquidity {
+                Liquidity::Maker => self.spec.maker_fee,
+                Liquidity::Taker => self.spec.taker_fee,
+            };
+            let fill = Fill {
+                order: id,
+                symbol: self.symbol.clone(),
+                side,
+                price,
+                size,
+                fee: price.as_f64() * size.as_f64() * rate,
+                liquidity,
+                ts: UnixNanos(t),
+                queue_wait: wait,
+            };
+            self.report(id, t, ReportKind::Fill(fill));
+        }
+        for (id, t) in cancels {
+            self.report(id, t, ReportKind::Cancelled);
         }
         self.resting.retain(|r| r.left.is_positive());
     }
@@ -468,6 +587,9 @@ impl Broker for SimExchange {
         if matches!(ev, MarketEvent::Bbo(..) | MarketEvent::Quote(..)) {
             return;
         }
+        if matches!(ev, MarketEvent::Bar(..)) && !matches!(self.book, DataBook::Bars) {
+            self.book = DataBook::Bars;
+        }
         let t = ev.ts().0;
         self.arrive_until(t);
         self.clock = self.clock.max(t);
@@ -541,6 +663,7 @@ impl Broker for SimExchange {
                     self.on_print(tr.aggressor.opposite(), tr.price, tr.size, None, now);
                 }
             }
+            MarketEvent::Bar(_, b) => self.on_bar(b),
             MarketEvent::Bbo(..) | MarketEvent::Quote(..) => {}
         }
     }

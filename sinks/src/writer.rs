@@ -267,6 +267,21 @@ impl LakeWriter {
                 self.part(Table::Quotes, ts, Some(s)).bbo(b, true);
                 (Table::Quotes, ts, s)
             }
+            MarketEvent::Bar(s, b) => {
+                let r = self.part(Table::Bars, b.open_time, Some(s));
+                r.i64(0, Some(b.open_time.0));
+                r.str(
+                    1,
+                    &flowsense_core::job::Span(b.interval.max(0) as u64).to_string(),
+                );
+                r.dec(2, Some(b.open.raw()));
+                r.dec(3, Some(b.high.raw()));
+                r.dec(4, Some(b.low.raw()));
+                r.dec(5, Some(b.close.raw()));
+                r.dec(6, Some(b.volume.raw()));
+                r.u64(7, b.trades);
+                (Table::Bars, b.open_time, s)
+            }
         };
         let key = PartKey {
             table,

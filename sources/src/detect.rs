@@ -18,6 +18,8 @@ pub enum Format {
     Lobster,
     /// Databento DBN.
     Dbn,
+    /// OHLCV bars in CSV.
+    Bars,
 }
 
 impl std::str::FromStr for Format {
@@ -27,7 +29,10 @@ impl std::str::FromStr for Format {
             "binance" => Ok(Format::Binance),
             "lobster" => Ok(Format::Lobster),
             "dbn" => Ok(Format::Dbn),
-            _ => Err(format!("unknown format {s:?} (binance, lobster, dbn)")),
+            "bars" => Ok(Format::Bars),
+            _ => Err(format!(
+                "unknown format {s:?} (binance, lobster, dbn, bars)"
+            )),
         }
     }
 }
@@ -67,6 +72,14 @@ pub fn detect(path: &Path) -> Result<Option<Format>> {
     {
         return Ok(Some(Format::Binance));
     }
+    let header = line.to_ascii_lowercase();
+    if header.contains(',')
+        && ["open", "high", "low", "close"]
+            .iter()
+            .all(|c| header.contains(c))
+    {
+        return Ok(Some(Format::Bars));
+    }
     Err(Error::format(path, "cannot tell the format; pass --format"))
 }
 
@@ -80,6 +93,8 @@ pub struct InputOptions {
     pub binance: BinanceOptions,
     /// LOBSTER reader options.
     pub lobster: LobsterOptions,
+    /// Bars reader options.
+    pub bars: crate::bars::BarsOptions,
 }
 
 /// [`open_inputs_with`] with default options.
@@ -131,6 +146,11 @@ pub fn open_inputs_with(
                 Box::new(LobsterReader::open(&f, options.lobster.clone())?),
             )),
             Format::Dbn => out.push((fmt, vec![f.clone()], Box::new(DbnReader::open(&f)?))),
+            Format::Bars => out.push((
+                fmt,
+                vec![f.clone()],
+                Box::new(crate::bars::BarsReader::open(&f, options.bars.clone())?),
+            )),
         }
     }
     for (_, mut group) in binance {

@@ -1,4 +1,4 @@
-//! Replaying the lake: book events, depth updates and trades read back from Parquet as market
+//! Replaying the lake: book events, depth updates, trades and bars read back from Parquet as market
 //! events, per symbol in the order they were ingested, and across symbols merged by time.
 //!
 //! Each `(date, symbol)` partition is one stream: its book rows (`book_events` for L3 data,
@@ -49,13 +49,20 @@ pub struct Partition {
     pub depth: Vec<Path>,
     /// `trades` files.
     pub trades: Vec<Path>,
+    /// `bars` files.
+    pub bars: Vec<Path>,
 }
 
 /// Lists the lake's partitions that hold book data and pass the selection, by date then symbol.
 pub fn list_partitions(lake: &Lake, sel: &LakeSelection) -> Result<Vec<Partition>> {
     let rt = runtime()?;
     let mut parts: BTreeMap<(String, Symbol), Partition> = BTreeMap::new();
-    for table in [Table::BookEvents, Table::DepthUpdates, Table::Trades] {
+    for table in [
+        Table::BookEvents,
+        Table::DepthUpdates,
+        Table::Trades,
+        Table::Bars,
+    ] {
         let listing = rt.block_on(lake.list_table(table))?;
         for meta in listing {
             let loc = meta.location;
@@ -97,6 +104,7 @@ pub fn list_partitions(lake: &Lake, sel: &LakeSelection) -> Result<Vec<Partition
             match table {
                 Table::BookEvents => p.book.push(loc),
                 Table::DepthUpdates => p.depth.push(loc),
+                Table::Bars => p.bars.push(loc),
                 _ => p.trades.push(loc),
             }
         }
@@ -106,6 +114,7 @@ pub fn list_partitions(lake: &Lake, sel: &LakeSelection) -> Result<Vec<Partition
         p.book.sort();
         p.depth.sort();
         p.trades.sort();
+        p.bars.sort();
     }
     Ok(out)
 }
@@ -173,18 +182,35 @@ impl Iterator for LakeReplay {
                 self.current = None;
             }
             let day = self.dates.pop_front()?;
-            let streams: Vec<EventStream> = day
-                .into_iter()
-                .map(|p| {
-                    Box::new(PartitionStream::new(
+            let mut streams: Vec<EventStream> = Vec::new();
+            for mut p in day {
+                let bars = std::mem::take(&mut p.bars);
+                if !bars.is_empty() {
+                    streams.push(Box::new(BarStream {
+                        symbol: p.symbol.clone().expect("partitions carry a symbol"),
+                        files: Files {
+                            lake: self.lake.clone(),
+                            rt: self.rt.clone(),
+                            files: bars.into(),
+                            reader: None,
+                        },
+                        batch: None,
+                        from: self.sel.from.map_or(i64::MIN, |t| t.0),
+                        to: self.sel.to.map_or(i64::MAX, |t| t.0),
+                        error: self.error.clone(),
+                        failed: false,
+                    }));
+                }
+                if !(p.book.is_empty() && p.depth.is_empty() && p.trades.is_empty()) {
+                    streams.push(Box::new(PartitionStream::new(
                         &self.lake,
                         self.rt.clone(),
                         p,
                         &self.sel,
                         self.error.clone(),
-                    )) as EventStream
-                })
-                .collect();
+                    )));
+                }
+            }
             self.current = Some(MergeByTime::new(streams));
         }
     }
@@ -620,6 +646,132 @@ impl Iterator for PartitionStream {
         } else {
             let next = self.next_trade();
             std::mem::replace(&mut self.trade_head, next)
+        }
+    }
+}
+
+/// The bars of one partition, in stored order; a bar is in range when it opens at or after
+/// `from` and closes at or before `to`.
+struct BarStream {
+    symbol: Symbol,
+    files: Files,
+    batch: Option<(String, BarCols, usize)>,
+    from: i64,
+    to: i64,
+    error: Arc<std::sync::Mutex<Option<Error>>>,
+    failed: bool,
+}
+
+/// One batch of `bars` columns.
+struct BarCols {
+    ts: Int64Array,
+    interval: Strings,
+    open: Float64Array,
+    high: Float64Array,
+    low: Float64Array,
+    close: Float64Array,
+    volume: Float64Array,
+    trades: Option<UInt64Array>,
+}
+
+impl BarCols {
+    fn new(b: &RecordBatch, path: &str) -> Result<BarCols> {
+        fn req<T: Clone + 'static>(b: &RecordBatch, path: &str, name: &str) -> Result<T> {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<T>())
+                .cloned()
+                .ok_or_else(|| Error::LakeFile {
+                    path: path.to_string(),
+                    why: format!("column {name} is missing or of the wrong type"),
+                })
+        }
+        Ok(BarCols {
+            ts: req(b, path, "ts")?,
+            interval: Strings::of(b, "interval"),
+            open: req(b, path, "open")?,
+            high: req(b, path, "high")?,
+            low: req(b, path, "low")?,
+            close: req(b, path, "close")?,
+            volume: req(b, path, "volume")?,
+            trades: b
+                .column_by_name("trades")
+                .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+                .cloned(),
+        })
+    }
+}
+
+impl Iterator for BarStream {
+    type Item = MarketEvent;
+
+    fn next(&mut self) -> Option<MarketEvent> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if !matches!(&self.batch, Some((_, c, row)) if *row < c.ts.len()) {
+                match self.files.next_batch() {
+                    Ok(Some((path, b))) => match BarCols::new(&b, &path) {
+                        Ok(c) => self.batch = Some((path, c, 0)),
+                        Err(e) => {
+                            self.fail(e);
+                            return None;
+                        }
+                    },
+                    Ok(None) => return None,
+                    Err(e) => {
+                        self.fail(e);
+                        return None;
+                    }
+                }
+                continue;
+            }
+            let (path, c, row) = self.batch.as_mut().expect("checked above");
+            let i = *row;
+            *row += 1;
+            let interval = match c.interval.get(i).parse::<flowsense_core::job::Span>() {
+                Ok(s) if s.0 > 0 => s.0 as i64,
+                _ => {
+                    let e = Error::LakeFile {
+                        path: path.clone(),
+                        why: format!("bar interval {:?} is not a span", c.interval.get(i)),
+                    };
+                    self.fail(e);
+                    return None;
+                }
+            };
+            let open_time = c.ts.value(i);
+            if open_time < self.from || open_time + interval > self.to {
+                continue;
+            }
+            let px = |a: &Float64Array| Price::from_f64(a.value(i)).unwrap_or_default();
+            return Some(MarketEvent::Bar(
+                self.symbol.clone(),
+                Box::new(flowsense_core::Bar {
+                    open_time: UnixNanos(open_time),
+                    interval,
+                    open: px(&c.open),
+                    high: px(&c.high),
+                    low: px(&c.low),
+                    close: px(&c.close),
+                    volume: Size::from_f64(c.volume.value(i)).unwrap_or_default(),
+                    trades: c
+                        .trades
+                        .as_ref()
+                        .and_then(|t| t.is_valid(i).then(|| t.value(i))),
+                }),
+            ));
+        }
+    }
+}
+
+impl BarStream {
+    fn fail(&mut self, e: Error) {
+        self.failed = true;
+        if let Ok(mut slot) = self.error.lock()
+            && slot.is_none()
+        {
+            *slot = Some(e);
         }
     }
 }

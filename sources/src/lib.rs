@@ -10,10 +10,12 @@
 //! | [`binance::BinanceReader`] | raw websocket captures (`<local ns> <json>` lines, gzip) | depth diffs and snapshots, trades, venue quotes, reconstructed BBO |
 //! | [`lobster::LobsterReader`] | LOBSTER `message`/`orderbook` CSV | L3 order events, trades, reconstructed BBO |
 //! | [`dbn::DbnReader`] | Databento DBN (MBO, MBP-10, trades) | L3 or L2 events, trades, BBO |
+//! | [`bars::BarsReader`] | OHLCV CSV as vendors ship it (with a header, or Binance klines) | bars |
 //! | [`synth::SyntheticMarket`] | a seed | L3 order events, trades, BBO; can write LOBSTER files |
 
 #![forbid(missing_docs)]
 
+pub mod bars;
 pub mod binance;
 pub use flowsense_core::book;
 pub mod dbn;

@@ -44,8 +44,13 @@ fn trade(t: i64, price: f64, size: f64, aggressor: Side) -> MarketEvent {
 
 /// A trader on 1 s buckets with the given `[strategy]`, `[risk]` and `[execution]` sections.
 fn trader(sections: &str) -> Trader<SimExchange> {
+    let features = if sections.contains("[features]") {
+        ""
+    } else {
+        "[features]\nbuckets = [\"1s\"]\n"
+    };
     let spec = JobSpec::from_toml(&format!(
-        "name = \"t\"\n[source.synthetic]\nsymbols = 1\n[features]\nbuckets = [\"1s\"]\n{sections}"
+        "name = \"t\"\n[source.synthetic]\nsymbols = 1\n{features}{sections}"
     ))
     .unwrap();
     let ex = SimExchange::new(sym(), &spec.execution);
@@ -373,4 +378,70 @@ fn the_rate_limit_refuses_orders_beyond_it() {
     // Never more than one order or cancel in any second: orders at least 1 s apart.
     let sent: Vec<_> = orders(&out).iter().map(|o| o.order.sent.0).collect();
     assert!(sent.windows(2).all(|w| w[1] - w[0] >= SECOND), "{sent:?}");
+}
+
+fn bar(minute: i64, o: f64, h: f64, l: f64, c: f64) -> MarketEvent {
+    let p = |x: f64| Price::from_f64(x).unwrap();
+    MarketEvent::Bar(
+        sym(),
+        Box::new(flowsense_core::Bar {
+            open_time: ms(minute * 60_000),
+            interval: 60_000_000_000,
+            open: p(o),
+            high: p(h),
+            low: p(l),
+            close: p(c),
+            volume: Size::from_units(1000),
+            trades: None,
+        }),
+    )
+}
+
+#[test]
+fn on_bars_a_decision_at_a_close_fills_at_the_next_open() {
+    let mut t = trader(
+        r#"
+[features]
+buckets = ["1m"]
+[strategy]
+bucket = "1m"
+signal = "sign(close - lag(close, 1))"
+entry = 1
+[strategy.sizing]
+method = "fixed"
+size = 1
+[execution]
+slippage_bps = 0
+taker_fee = 0.001
+"#,
+    );
+    let events = vec![
+        bar(0, 100.0, 100.5, 99.5, 100.0),
+        bar(1, 100.0, 101.2, 99.8, 101.0), // up: buy 1 at the next open
+        bar(2, 101.5, 101.6, 100.1, 100.5), // down: sell 2 at the next open
+        bar(3, 100.2, 100.9, 100.0, 100.8), // up: buy 2 at the next open
+        bar(4, 100.7, 101.0, 100.3, 100.9),
+    ];
+    let out = run(&mut t, &events);
+    let fills: Vec<_> = out
+        .iter()
+        .filter_map(|r| match r {
+            TradeRecord::Fill(f) => Some((
+                f.ts.0 / 1_000_000,
+                f.side,
+                f.price.as_f64(),
+                f.size.as_f64(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fills,
+        vec![
+            (120_001, Side::Buy, 101.5, 1.0),
+            (180_001, Side::Sell, 100.2, 2.0),
+            (240_001, Side::Buy, 100.7, 2.0),
+        ]
+    );
+    assert_eq!(t.position(), 1.0);
 }
