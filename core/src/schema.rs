@@ -52,7 +52,9 @@ pub enum Table {
     Operators,
     /// Per-channel figures of each job's graph.
     Channels,
-    /// Orders a backtest or paper run sent, with the decision behind each and how it ended.
+    /// Orders a backtest or paper run sent, with the decision behind each and how it ended. The
+    /// tables of a run's records are not partitioned: a run writes one file per table and
+    /// worker (and walk-forward fold), named for its run id, and carries `symbol` in the file.
     Orders,
     /// Executions of those orders.
     Fills,
@@ -129,6 +131,11 @@ impl Table {
             Table::DeadLetters
             | Table::Operators
             | Table::Channels
+            | Table::Orders
+            | Table::Fills
+            | Table::Equity
+            | Table::RiskEvents
+            | Table::RoundTrips
             | Table::Runs
             | Table::Metrics => Partitioning::None,
             _ => Partitioning::DateSymbol,
@@ -258,6 +265,7 @@ impl Table {
             ],
             Table::Orders => vec![
                 run_id(),
+                Field::new("symbol", DataType::Utf8, false),
                 ts(),
                 Field::new("order_id", DataType::Utf8, false),
                 side(),
@@ -273,6 +281,7 @@ impl Table {
             ],
             Table::Fills => vec![
                 run_id(),
+                Field::new("symbol", DataType::Utf8, false),
                 ts(),
                 Field::new("order_id", DataType::Utf8, false),
                 side(),
@@ -284,6 +293,7 @@ impl Table {
             ],
             Table::Equity => vec![
                 run_id(),
+                Field::new("symbol", DataType::Utf8, false),
                 ts(),
                 f64n("equity"),
                 f64n("position"),
@@ -295,12 +305,14 @@ impl Table {
             ],
             Table::RiskEvents => vec![
                 run_id(),
+                Field::new("symbol", DataType::Utf8, false),
                 ts(),
                 Field::new("kind", DataType::Utf8, false),
                 Field::new("detail", DataType::Utf8, false),
             ],
             Table::RoundTrips => vec![
                 run_id(),
+                Field::new("symbol", DataType::Utf8, false),
                 ts(),
                 Field::new("opened", DataType::Int64, false),
                 Field::new("direction", DataType::Int8, false),

@@ -346,7 +346,7 @@ pub fn run_trading(
     let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerResult> {
         let (index, peers) = (worker.index(), worker.peers());
         let writer = if o.write {
-            let w = RunWriter::new(lake_c.clone(), &o.run_id)?;
+            let w = RunWriter::new(lake_c.clone(), &o.run_id, index)?;
             Some(match o.fold {
                 Some(k) => w.for_fold(k),
                 None => w,

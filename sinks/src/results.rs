@@ -2,9 +2,11 @@
 //! `equity`, `risk_events` and `round_trips` tables, and one row per run into `runs` and its
 //! metrics into `metrics`.
 //!
-//! Files are `<table>/date=D/symbol=S/<run_id>-<chunk>.parquet` and `runs/<run_id>.parquet`,
-//! `metrics/<run_id>.parquet`: every row carries its `run_id`, so runs sit side by side and
-//! `WHERE run_id = '...'` picks one; writing a run again under the same id replaces its files.
+//! Files are `<table>/<run_id>[-f<fold>]-w<worker>-<chunk>.parquet` (a run's records are few
+//! beside market data: one file per table and worker, cut every 256 Ki rows, not one per day and
+//! symbol) and `runs/<run_id>.parquet`, `metrics/<run_id>.parquet`. Every row carries its
+//! `run_id` and `symbol`, so runs sit side by side and `WHERE run_id = '...'` picks one; writing a
+//! run again under the same id replaces its files.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,14 +17,14 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use flowsense_core::order::OrderStatus;
 use flowsense_core::results::{Metrics, TradeRecord};
-use flowsense_core::{Lake, Side, Symbol, Table, UnixNanos};
+use flowsense_core::{Lake, Side, Table, UnixNanos};
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::Result;
 
-type Key = (Table, i64, Symbol);
+type Key = Table;
 
 /// Writes one run's records (from one worker) into the lake.
 ///
@@ -33,15 +35,16 @@ type Key = (Table, i64, Symbol);
 /// use flowsense_sinks::results::RunWriter;
 /// let dir = tempfile::tempdir().unwrap();
 /// let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-/// let mut w = RunWriter::new(lake, "r1").unwrap();
+/// let mut w = RunWriter::new(lake, "r1", 0).unwrap();
 /// w.push(TradeRecord::Risk(RiskEvent { ts: UnixNanos(1_723_161_256_000_000_000),
 ///     symbol: Symbol::new("ABC").unwrap(), kind: "halt".into(), detail: "down 15 %".into() })).unwrap();
 /// assert_eq!(w.finish().unwrap(), 1);
-/// assert!(dir.path().join("risk_events/date=2024-08-08/symbol=ABC/r1-00000.parquet").exists());
+/// assert!(dir.path().join("risk_events/r1-w000-00000.parquet").exists());
 /// ```
 pub struct RunWriter {
     lake: Lake,
     run_id: String,
+    worker: usize,
     prefix: String,
     rt: tokio::runtime::Runtime,
     parts: HashMap<Key, (Vec<TradeRecord>, u32)>,
@@ -74,14 +77,15 @@ fn props() -> WriterProperties {
 }
 
 impl RunWriter {
-    /// A writer for run `run_id`.
-    pub fn new(lake: Lake, run_id: &str) -> Result<Self> {
+    /// A writer for run `run_id` on worker `worker`.
+    pub fn new(lake: Lake, run_id: &str, worker: usize) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         Ok(RunWriter {
             lake,
             run_id: run_id.to_string(),
+            worker,
             prefix: run_id.to_string(),
             rt,
             parts: HashMap::new(),
@@ -91,7 +95,7 @@ impl RunWriter {
         })
     }
 
-    /// Names files `<run_id>-f<fold>-<chunk>.parquet`, so the test windows of a walk-forward
+    /// Names files `<run_id>-f<fold>-w<worker>-<chunk>.parquet`, so the test windows of a walk-forward
     /// run, written one after another, sit side by side under one run id.
     pub fn for_fold(mut self, fold: u32) -> Self {
         self.prefix = format!("{}-f{fold}", self.run_id);
@@ -100,8 +104,8 @@ impl RunWriter {
 
     /// Adds a record; a partition that reaches the file size is written out.
     pub fn push(&mut self, r: TradeRecord) -> Result<()> {
-        let key = (table_of(&r), r.ts().day(), r.symbol().clone());
-        let part = self.parts.entry(key.clone()).or_default();
+        let key = table_of(&r);
+        let part = self.parts.entry(key).or_default();
         part.0.push(r);
         if part.0.len() >= self.max_rows {
             self.cut(&key)?;
@@ -116,18 +120,15 @@ impl RunWriter {
         if rows.is_empty() {
             return Ok(());
         }
-        let batch = batch(key.0, &self.run_id, rows)?;
+        let batch = batch(*key, &self.run_id, rows)?;
         self.rows += rows.len() as u64;
         rows.clear();
         let c = *chunk;
         *chunk += 1;
         let buf = crate::writer::encode_parquet(&batch, &self.props)?;
-        let (table, day, symbol) = key;
         let path = self.lake.path(&[
-            table.name(),
-            &format!("date={}", UnixNanos(day * UnixNanos::DAY).date_string()),
-            &format!("symbol={symbol}"),
-            &format!("{}-{c:05}.parquet", self.prefix),
+            key.name(),
+            &format!("{}-w{:03}-{c:05}.parquet", self.prefix, self.worker),
         ]);
         self.rt
             .block_on(self.lake.store().put(&path, PutPayload::from(buf)))?;
@@ -155,6 +156,7 @@ fn batch(table: Table, run_id: &str, rows: &[TradeRecord]) -> Result<RecordBatch
     let fo = |v: Vec<Option<f64>>| Arc::new(Float64Array::from(v)) as ArrayRef;
     let i = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
     let run = s(vec![run_id.to_string(); n]);
+    let symbol = s(rows.iter().map(|r| r.symbol().to_string()).collect());
     macro_rules! each {
         ($variant:ident, $x:ident => $e:expr) => {
             rows.iter()
@@ -168,6 +170,7 @@ fn batch(table: Table, run_id: &str, rows: &[TradeRecord]) -> Result<RecordBatch
     let cols: Vec<ArrayRef> = match table {
         Table::Orders => vec![
             run,
+            symbol,
             i(each!(Order, o => o.order.sent.0)),
             s(each!(Order, o => o.order.id.to_string())),
             s(each!(Order, o => side(o.order.side))),
@@ -186,6 +189,7 @@ fn batch(table: Table, run_id: &str, rows: &[TradeRecord]) -> Result<RecordBatch
         ],
         Table::Fills => vec![
             run,
+            symbol,
             i(each!(Fill, x => x.ts.0)),
             s(each!(Fill, x => x.order.to_string())),
             s(each!(Fill, x => side(x.side))),
@@ -197,6 +201,7 @@ fn batch(table: Table, run_id: &str, rows: &[TradeRecord]) -> Result<RecordBatch
         ],
         Table::Equity => vec![
             run,
+            symbol,
             i(each!(Equity, e => e.ts.0)),
             f(each!(Equity, e => e.equity)),
             f(each!(Equity, e => e.position)),
@@ -208,12 +213,14 @@ fn batch(table: Table, run_id: &str, rows: &[TradeRecord]) -> Result<RecordBatch
         ],
         Table::RiskEvents => vec![
             run,
+            symbol,
             i(each!(Risk, e => e.ts.0)),
             s(each!(Risk, e => e.kind.clone())),
             s(each!(Risk, e => e.detail.clone())),
         ],
         Table::RoundTrips => vec![
             run,
+            symbol,
             i(each!(Trip, t => t.closed.0)),
             i(each!(Trip, t => t.opened.0)),
             Arc::new(Int8Array::from(each!(Trip, t => t.direction))),
@@ -347,17 +354,19 @@ pub fn clear_run(lake: &Lake, run_id: &str) -> Result<u64> {
         for meta in rt.block_on(lake.list_table(table))? {
             let name = meta.location.filename().unwrap_or_default();
             let digits = |c: &str| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit());
+            // `[f<fold>-]w<worker>-<chunk>`
             let chunk = name
                 .strip_prefix(&prefix)
                 .and_then(|r| r.strip_suffix(".parquet"))
                 .map(|r| {
-                    // `<chunk>` or `f<fold>-<chunk>`
                     r.strip_prefix('f')
                         .and_then(|r| r.split_once('-'))
                         .filter(|(f, _)| digits(f))
-                        .map_or(r, |(_, c)| c)
+                        .map_or(r, |(_, rest)| rest)
                 })
-                .is_some_and(|c| c.len() == 5 && digits(c));
+                .and_then(|r| r.strip_prefix('w'))
+                .and_then(|r| r.split_once('-'))
+                .is_some_and(|(w, c)| digits(w) && c.len() == 5 && digits(c));
             if name == whole || chunk {
                 rt.block_on(lake.store().delete(&meta.location))?;
                 removed += 1;
