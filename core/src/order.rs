@@ -54,15 +54,24 @@ pub enum OrderKind {
     Limit,
     /// Immediate or cancel: takes what it can up to its limit price, the rest is cancelled.
     Ioc,
+    /// Rests at its limit price; refused if it would take on arrival (a maker-only order:
+    /// Binance's GTX, "post only" elsewhere).
+    PostOnly,
 }
 
 impl OrderKind {
-    /// `market`, `limit` or `ioc`, as stored in the lake.
+    /// True for the kinds that rest in the book (limit and post-only).
+    pub const fn rests(self) -> bool {
+        matches!(self, OrderKind::Limit | OrderKind::PostOnly)
+    }
+
+    /// `market`, `limit`, `ioc` or `post_only`, as stored in the lake.
     pub const fn as_str(self) -> &'static str {
         match self {
             OrderKind::Market => "market",
             OrderKind::Limit => "limit",
             OrderKind::Ioc => "ioc",
+            OrderKind::PostOnly => "post_only",
         }
     }
 }
@@ -106,7 +115,7 @@ impl Order {
         }
     }
 
-    /// A limit order (`kind` [`OrderKind::Limit`] or [`OrderKind::Ioc`]).
+    /// A limit order (`kind` [`OrderKind::Limit`], [`OrderKind::Ioc`] or [`OrderKind::PostOnly`]).
     pub fn limit(
         id: ClientOrderId,
         symbol: Symbol,

@@ -69,6 +69,40 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         repeat: usize,
     },
+    /// A market maker on a capture through the simulated exchange (fills as CSV on stdout);
+    /// `scripts/compare_hftbacktest.py` runs it beside hftbacktest.
+    MarketMaking {
+        /// Capture files of one symbol.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The symbol (default: the first seen).
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Quote size.
+        #[arg(long, default_value_t = 0.01)]
+        qty: f64,
+        /// Largest position either way.
+        #[arg(long, default_value_t = 0.05)]
+        max_position: f64,
+        /// Re-quote interval.
+        #[arg(long, default_value = "100ms")]
+        interval: flowsense_core::job::Span,
+        /// Order entry latency.
+        #[arg(long, default_value = "1ms")]
+        order_latency: flowsense_core::job::Span,
+        /// Response latency.
+        #[arg(long, default_value = "1ms")]
+        response_latency: flowsense_core::job::Span,
+        /// The L2 queue model's power.
+        #[arg(long, default_value_t = 2.0)]
+        queue_power: f64,
+        /// Maker fee (fraction of notional).
+        #[arg(long, default_value_t = 0.0002)]
+        maker_fee: f64,
+        /// Taker fee.
+        #[arg(long, default_value_t = 0.0008)]
+        taker_fee: f64,
+    },
     /// Runs named queries (a JSON object `{"name": "SQL", ...}`) over a lake; prints one JSON line
     /// per query with the median time. `scripts/bench_sql.py` runs it beside DuckDB.
     Sql {
@@ -232,7 +266,9 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
             repeat,
             options,
         } => bench_sql(&lake, &queries, repeat, &options).await,
-        BenchCommand::Graph { .. } | BenchCommand::Backtest { .. } => {
+        BenchCommand::Graph { .. }
+        | BenchCommand::Backtest { .. }
+        | BenchCommand::MarketMaking { .. } => {
             anyhow::bail!("the graph benchmarks run outside an async runtime (see cli::run)")
         }
     }

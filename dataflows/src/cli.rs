@@ -475,6 +475,43 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench {
             which:
+                crate::bench::BenchCommand::MarketMaking {
+                    inputs,
+                    symbol,
+                    qty,
+                    max_position,
+                    interval,
+                    order_latency,
+                    response_latency,
+                    queue_power,
+                    maker_fee,
+                    taker_fee,
+                },
+        } => {
+            drop(rt);
+            let mm = crate::bench_mm::MarketMaking {
+                inputs,
+                symbol,
+                qty,
+                max_position,
+                interval,
+                execution: flowsense_core::strategy::ExecutionSpec {
+                    order_latency,
+                    response_latency,
+                    queue_power,
+                    maker_fee,
+                    taker_fee,
+                    slippage_bps: 0.0,
+                    ..Default::default()
+                },
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            crate::bench_mm::run(&mm, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            which:
                 crate::bench::BenchCommand::Backtest {
                     events,
                     symbols,

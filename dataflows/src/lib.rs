@@ -9,6 +9,7 @@
 pub mod backtest;
 pub mod bench;
 pub mod bench_backtest;
+pub mod bench_mm;
 pub mod bench_graph;
 pub mod cli;
 pub mod demo;

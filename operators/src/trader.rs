@@ -708,7 +708,7 @@ impl<B: Broker> Trader<B> {
             let mut why = None;
             if stale_target {
                 why = Some("target changed");
-            } else if o.kind == OrderKind::Limit {
+            } else if o.kind.rests() {
                 let touch = self.limit_price(o.side, bid, ask);
                 if self.strategy.replace_on_touch_move && touch.is_some() && touch != o.price {
                     why = Some("touch moved");

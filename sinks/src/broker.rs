@@ -11,6 +11,8 @@
 //!   `response_latency` after the exchange time they describe. Together with the strategy acting
 //!   on feed time (the data's receive clock, where recorded), this is the feed latency of the
 //!   data's two clocks plus the order round trip.
+//! - **Post-only** orders are refused when they would take on arrival; otherwise they rest like
+//!   limit orders.
 //! - **Taking.** Market orders, and the marketable part of limit and IOC orders, walk the
 //!   opposite side of the book level by level (one fill per level), each fill's price moved
 //!   `slippage_bps` against the order, paying `taker_fee` on notional. What the book cannot fill
@@ -285,6 +287,11 @@ impl SimExchange {
             );
             return;
         }
+        if order.kind == OrderKind::PostOnly && !levels.is_empty() {
+            let why = "post-only order would take liquidity";
+            self.report(id, at, ReportKind::Rejected(why.into()));
+            return;
+        }
         self.report(id, at, ReportKind::Accepted);
         let mut left = order.size;
         let slip = self.spec.slippage_bps / 1e4;
@@ -316,7 +323,7 @@ impl SimExchange {
         if !left.is_positive() {
             return;
         }
-        if order.kind != OrderKind::Limit {
+        if !order.kind.rests() {
             self.report(id, at, ReportKind::Cancelled);
             return;
         }
@@ -426,6 +433,7 @@ impl SimExchange {
         let mut avail = b.volume;
         let mut fills = Vec::new();
         let mut cancels = Vec::new();
+        let mut rejects = Vec::new();
         for r in &mut self.resting {
             if !matches!(r.queue, Queue::Bar) || !r.left.is_positive() {
                 continue;
@@ -443,9 +451,12 @@ impl SimExchange {
                         Side::Buy => b.low < limit,
                         Side::Sell => b.high > limit,
                     };
-                    if at_open_ok {
+                    if at_open_ok && kind == OrderKind::PostOnly {
+                        r.left = Size::ZERO; // would take at the open: refused below
+                        None
+                    } else if at_open_ok {
                         Some((b.open, Liquidity::Taker, at_open))
-                    } else if kind == OrderKind::Limit && through {
+                    } else if kind.rests() && through {
                         Some((limit, Liquidity::Maker, close))
                     } else {
                         None
@@ -471,7 +482,9 @@ impl SimExchange {
                     fills.push((r.order.id, side, price, take, liquidity, t, wait));
                 }
             }
-            if r.order.kind != OrderKind::Limit && r.left.is_positive() {
+            if r.order.kind == OrderKind::PostOnly && !r.left.is_positive() && hit.is_none() {
+                rejects.push((r.order.id, at_open));
+            } else if !r.order.kind.rests() && r.left.is_positive() {
                 r.left = Size::ZERO;
                 cancels.push((r.order.id, at_open));
             }
@@ -496,6 +509,10 @@ impl SimExchange {
         }
         for (id, t) in cancels {
             self.report(id, t, ReportKind::Cancelled);
+        }
+        for (id, t) in rejects {
+            let why = "post-only order would take liquidity at the open";
+            self.report(id, t, ReportKind::Rejected(why.into()));
         }
         self.resting.retain(|r| r.left.is_positive());
     }

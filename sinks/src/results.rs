@@ -174,7 +174,7 @@ fn batch(table: Table, run_id: &str, rows: &[TradeRecord]) -> Result<RecordBatch
             i(each!(Order, o => o.order.sent.0)),
             s(each!(Order, o => o.order.id.to_string())),
             s(each!(Order, o => side(o.order.side))),
-            s(each!(Order, o => format!("{:?}", o.order.kind).to_lowercase())),
+            s(each!(Order, o => o.order.kind.as_str().to_string())),
             fo(each!(Order, o => o.order.price.map(|p| p.as_f64()))),
             f(each!(Order, o => o.order.size.as_f64())),
             f(each!(Order, o => o.filled.as_f64())),

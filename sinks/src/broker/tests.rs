@@ -375,3 +375,69 @@ fn sampled_latency_is_seeded_and_bounded() {
         })
     );
 }
+
+#[test]
+fn post_only_is_refused_when_it_would_take_and_rests_otherwise() {
+    let mut ex = SimExchange::new(sym(), &plain());
+    ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 5.0)], true));
+    let post = |id, price| {
+        Order::limit(
+            ClientOrderId(id),
+            sym(),
+            Side::Buy,
+            OrderKind::PostOnly,
+            px(price),
+            sz(1.0),
+            us(0),
+        )
+    };
+    ex.submit(post(1, 101.0)); // would take the ask
+    ex.submit(post(2, 100.0)); // inside the spread: rests
+    ex.on_market(&trade(200, 100.0, 1.0, Side::Sell)); // a seller at 100 fills it
+    assert_eq!(
+        kinds(&mut ex),
+        [
+            "rejected: post-only order would take liquidity",
+            "accepted",
+            "fill 1@100"
+        ]
+    );
+}
+
+#[test]
+fn bars_fill_at_the_next_open_or_through_the_limit() {
+    let mut ex = SimExchange::new(sym(), &plain());
+    let bar = |minute: i64, o: f64, h: f64, l: f64, c: f64| {
+        MarketEvent::Bar(
+            sym(),
+            Box::new(flowsense_core::Bar {
+                open_time: UnixNanos(minute * 60_000_000_000),
+                interval: 60_000_000_000,
+                open: px(o),
+                high: px(h),
+                low: px(l),
+                close: px(c),
+                volume: sz(3.0),
+                trades: None,
+            }),
+        )
+    };
+    ex.on_market(&bar(0, 100.0, 101.0, 99.0, 100.5));
+    let at = UnixNanos(60_000_000_000); // the first bar's close
+    ex.submit(Order::market(ClientOrderId(1), sym(), Side::Buy, sz(5.0), at));
+    ex.submit(Order::limit(ClientOrderId(2), sym(), Side::Buy, OrderKind::Limit, px(99.5), sz(1.0), at));
+    // Opens at 100.2: the market order takes the bar's 3 at the open (the rest is cancelled);
+    // the bar's volume is gone, so the limit (low 99.0 < 99.5) waits for the next bar.
+    ex.on_market(&bar(1, 100.2, 100.4, 99.0, 100.0));
+    ex.on_market(&bar(2, 100.0, 100.1, 99.4, 99.8)); // through 99.5: fills at 99.5
+    assert_eq!(
+        kinds(&mut ex),
+        [
+            "accepted",
+            "accepted",
+            "fill 3@100.2",
+            "cancelled",
+            "fill 1@99.5"
+        ]
+    );
+}
