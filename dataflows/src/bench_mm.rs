@@ -14,9 +14,7 @@ use std::time::Instant;
 use anyhow::Context;
 use flowsense_core::book::L2Book;
 use flowsense_core::job::Span;
-use flowsense_core::order::{
-    Broker, ClientOrderId, ExecReport, Order, OrderKind, ReportKind,
-};
+use flowsense_core::order::{Broker, ClientOrderId, ExecReport, Order, OrderKind, ReportKind};
 use flowsense_core::strategy::ExecutionSpec;
 use flowsense_core::{MarketEvent, Price, Side, Size, Symbol, UnixNanos};
 use flowsense_sinks::SimExchange;
@@ -50,8 +48,8 @@ struct Quote {
 
 /// Runs it; fills go to `out` as CSV (`ts,side,price,qty,liquidity`).
 pub fn run(mm: &MarketMaking, out: &mut dyn Write) -> anyhow::Result<()> {
-    let inputs = flowsense_sources::detect::open_inputs(&mm.inputs, None)
-        .context("opening the capture")?;
+    let inputs =
+        flowsense_sources::detect::open_inputs(&mm.inputs, None).context("opening the capture")?;
     let mut events: Vec<MarketEvent> = Vec::new();
     for (_, _, reader) in inputs {
         for r in reader {
@@ -161,7 +159,15 @@ pub fn run(mm: &MarketMaking, out: &mut dyn Write) -> anyhow::Result<()> {
                 {
                     seq += 1;
                     let id = ClientOrderId(seq);
-                    ex.submit(Order::limit(id, symbol.clone(), side, OrderKind::PostOnly, p, qty, UnixNanos(t)));
+                    ex.submit(Order::limit(
+                        id,
+                        symbol.clone(),
+                        side,
+                        OrderKind::PostOnly,
+                        p,
+                        qty,
+                        UnixNanos(t),
+                    ));
                     *q = Quote {
                         id: Some(id),
                         price: Some(p),

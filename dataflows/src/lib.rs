@@ -9,8 +9,8 @@
 pub mod backtest;
 pub mod bench;
 pub mod bench_backtest;
-pub mod bench_mm;
 pub mod bench_graph;
+pub mod bench_mm;
 pub mod cli;
 pub mod demo;
 pub mod ingest;

@@ -424,8 +424,22 @@ fn bars_fill_at_the_next_open_or_through_the_limit() {
     };
     ex.on_market(&bar(0, 100.0, 101.0, 99.0, 100.5));
     let at = UnixNanos(60_000_000_000); // the first bar's close
-    ex.submit(Order::market(ClientOrderId(1), sym(), Side::Buy, sz(5.0), at));
-    ex.submit(Order::limit(ClientOrderId(2), sym(), Side::Buy, OrderKind::Limit, px(99.5), sz(1.0), at));
+    ex.submit(Order::market(
+        ClientOrderId(1),
+        sym(),
+        Side::Buy,
+        sz(5.0),
+        at,
+    ));
+    ex.submit(Order::limit(
+        ClientOrderId(2),
+        sym(),
+        Side::Buy,
+        OrderKind::Limit,
+        px(99.5),
+        sz(1.0),
+        at,
+    ));
     // Opens at 100.2: the market order takes the bar's 3 at the open (the rest is cancelled);
     // the bar's volume is gone, so the limit (low 99.0 < 99.5) waits for the next bar.
     ex.on_market(&bar(1, 100.2, 100.4, 99.0, 100.0));
