@@ -53,10 +53,10 @@ pub fn run(mm: &MarketMaking, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut events: Vec<MarketEvent> = Vec::new();
     for (_, _, reader) in inputs {
         for r in reader {
-            if let Record::Event(e) = r? {
-                if matches!(e, MarketEvent::Depth(..) | MarketEvent::Trade(..)) {
-                    events.push(e);
-                }
+            if let Record::Event(e) = r?
+                && matches!(e, MarketEvent::Depth(..) | MarketEvent::Trade(..))
+            {
+                events.push(e);
             }
         }
     }
