@@ -54,5 +54,23 @@ assert ops >= 3, ops
 checked += len(d)
 side = con.execute(f"SELECT DISTINCT side FROM read_parquet('{lake}/trades/*/*/*.parquet', hive_partitioning = true) ORDER BY 1").fetchall()
 assert side == [("buy",), ("sell",)], side
+# A backtest's results: unpartitioned, run_id and symbol in the files.
+for table, value in [("fills", "fee"), ("equity", "equity"), ("orders", "size")]:
+    d = con.execute(
+        f"SELECT run_id, symbol, count(*), sum({value}) FROM read_parquet('{lake}/{table}/*.parquet') GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    p = (
+        pl.scan_parquet(f"{lake}/{table}/*.parquet")
+        .group_by("run_id", "symbol")
+        .agg(pl.len(), pl.col(value).sum())
+        .sort("run_id", "symbol")
+        .collect()
+    )
+    assert len(d) == p.height and len(d) > 0, (table, d, p)
+    for a, b in zip(d, p.iter_rows()):
+        assert a[:3] == b[:3] and abs(a[3] - b[3]) <= 1e-9 * max(1.0, abs(a[3])), (table, a, b)
+    checked += len(d)
+m = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/metrics/*.parquet') WHERE scope = 'portfolio'").fetchone()[0]
+assert m >= 1, m
 dead = con.execute(f"SELECT count(*) FROM read_parquet('{lake}/dead_letters/*.parquet')").fetchone()[0] if __import__("glob").glob(f"{lake}/dead_letters/*.parquet") else 0
-print(f"DuckDB {duckdb.__version__} and Polars {pl.__version__} agree on {checked} symbol-days and symbol-buckets across 6 tables; {dead} dead letters")
+print(f"DuckDB {duckdb.__version__} and Polars {pl.__version__} agree on {checked} symbol-days, symbol-buckets and run-symbols across 9 tables; {dead} dead letters")

@@ -15,6 +15,15 @@ pub const DEMO_JOB_PATH: &str = "examples/demo-features.toml";
 /// The demo's job: features of everything in the lake, 1 s and 10 s buckets.
 pub const DEMO_JOB: &str = include_str!("../../examples/demo-features.toml");
 
+/// Where the demo's strategy lives (compiled in too).
+pub const DEMO_STRATEGY_PATH: &str = "examples/binance-ofi-backtest.toml";
+
+/// The demo's strategy: order-flow imbalance on the real captures, limit orders at the touch.
+pub const DEMO_STRATEGY: &str = include_str!("../../examples/binance-ofi-backtest.toml");
+
+/// The demo backtest's run id.
+pub const DEMO_RUN: &str = "demo-ofi";
+
 /// Queries the demo prints, with what each shows.
 pub const QUERIES: &[(&str, &str)] = &[
     (
@@ -59,6 +68,13 @@ pub const QUERIES: &[(&str, &str)] = &[
          WHERE job = 'demo-features' GROUP BY name, id ORDER BY id",
     ),
     (
+        "the backtest of the shipped strategy on the real captures, per symbol (flowsense report demo-ofi draws it)",
+        "SELECT scope, round(net_pnl, 2) AS net_pnl, round(fees, 2) AS fees, round_trips, \
+         orders, round(fill_ratio, 3) AS fill_ratio, round(mean_queue_wait_ms) AS queue_wait_ms \
+         FROM metrics WHERE run_id = 'demo-ofi' AND regime IS NULL \
+         ORDER BY scope <> 'portfolio', scope",
+    ),
+    (
         "rows refused by validation (kept in dead_letters with their reason)",
         "SELECT count(*) AS dead_letters FROM dead_letters",
     ),
@@ -83,7 +99,7 @@ fn bundled_data(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 pub async fn run(lake: &Lake, data: Option<PathBuf>) -> anyhow::Result<()> {
     let data = bundled_data(data)?;
     eprintln!(
-        "1/4 ingesting the real Binance captures in {}",
+        "1/5 ingesting the real Binance captures in {}",
         data.display()
     );
     let report = crate::ingest::ingest_paths(lake, &[data], None, true)
@@ -98,12 +114,12 @@ pub async fn run(lake: &Lake, data: Option<PathBuf>) -> anyhow::Result<()> {
         ..Default::default()
     };
     eprintln!(
-        "2/4 generating a synthetic market: {} symbols x {} days, seed {}",
+        "2/5 generating a synthetic market: {} symbols x {} days, seed {}",
         cfg.symbols, cfg.days, cfg.seed
     );
     let report = crate::synth::synth(lake, &cfg, None, true).await?;
     eprint!("{}", report.summary(lake.url().as_str()));
-    eprintln!("3/4 running the feature graph over the lake ({DEMO_JOB_PATH})");
+    eprintln!("3/5 running the feature graph over the lake ({DEMO_JOB_PATH})");
     let spec = flowsense_core::job::JobSpec::from_toml(DEMO_JOB)?;
     let run = tokio::task::block_in_place(|| {
         crate::run::run_job(
@@ -118,8 +134,27 @@ pub async fn run(lake: &Lake, data: Option<PathBuf>) -> anyhow::Result<()> {
     })
     .context("running the feature job")?;
     eprint!("{}", run.summary(&spec));
+    eprintln!("4/5 backtesting the shipped strategy ({DEMO_STRATEGY_PATH}) on the real captures");
+    let strategy = flowsense_core::job::JobSpec::from_toml(DEMO_STRATEGY)?;
+    let bt = tokio::task::block_in_place(|| {
+        crate::backtest::run_trading(
+            &strategy,
+            lake,
+            &crate::backtest::TradingOptions::backtest(DEMO_RUN),
+        )
+    })
+    .context("backtesting the shipped strategy")?;
+    eprint!("{}", bt.summary());
+    let html = crate::report::build(lake, DEMO_RUN).await?;
+    let out = std::path::Path::new("reports").join(format!("{DEMO_RUN}.html"));
+    if std::fs::create_dir_all("reports").is_ok() && std::fs::write(&out, html).is_ok() {
+        eprintln!(
+            "report: {} (flowsense report {DEMO_RUN} --pdf for a PDF)",
+            out.display()
+        );
+    }
     eprintln!(
-        "4/4 querying the lake (try: flowsense sql --lake {} \"SHOW TABLES\")",
+        "5/5 querying the lake (try: flowsense sql --lake {} \"SHOW TABLES\")",
         lake.url()
     );
     let session = LakeSession::open(lake).await?;
