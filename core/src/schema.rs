@@ -332,7 +332,7 @@ impl Table {
             ],
             Table::Metrics => {
                 let n = |name: &str| Field::new(name, DataType::Float64, true);
-                let u = |name: &str| Field::new(name, DataType::UInt64, false);
+                let u = |name: &str| Field::new(name, DataType::UInt64, true);
                 vec![
                     run_id(),
                     Field::new("scope", DataType::Utf8, false),

@@ -153,17 +153,25 @@ pub fn metrics_table(metrics: &[Metrics]) -> String {
         if folds {
             row.push(m.fold.map_or(String::new(), |f| f.to_string()));
         }
+        // Regime rows carry return figures only.
+        let whole = |v: String| {
+            if m.regime.is_some() {
+                "-".to_string()
+            } else {
+                v
+            }
+        };
         row.extend([
             format!("{:.2}", m.net_pnl),
-            format!("{:.2}", m.fees),
+            whole(format!("{:.2}", m.fees)),
             format!("{:.3} %", m.total_return * 100.0),
             o(m.sharpe, 2),
             o(m.sortino, 2),
-            format!("{:.3} %", m.max_drawdown * 100.0),
-            format!("{:.0}", m.max_drawdown_duration_s),
-            m.round_trips.to_string(),
+            whole(format!("{:.3} %", m.max_drawdown * 100.0)),
+            whole(format!("{:.0}", m.max_drawdown_duration_s)),
+            whole(m.round_trips.to_string()),
             o(m.hit_rate, 2),
-            format!("{:.2}", m.turnover),
+            whole(format!("{:.2}", m.turnover)),
             o(m.fill_ratio, 2),
             o(m.mean_queue_wait_ms, 1),
         ]);

@@ -506,6 +506,18 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
             let cell = match c {
                 "scope" | "regime" => esc(text_cols[c][r].as_deref().unwrap_or("")),
                 "fold" => fold[r].map_or(String::new(), |f| f.to_string()),
+                // Regime rows carry return figures only.
+                "gross_pnl"
+                | "fees"
+                | "max_drawdown"
+                | "max_drawdown_duration_s"
+                | "round_trips"
+                | "turnover"
+                | "orders"
+                    if text_cols["regime"][r].is_some() =>
+                {
+                    "–".into()
+                }
                 _ => match num[c][r] {
                     None => "–".into(),
                     Some(v) => match c {

@@ -284,6 +284,21 @@ pub fn write_run(lake: &Lake, run: &RunRow, metrics: &[Metrics]) -> Result<()> {
     let u = |f: &dyn Fn(&Metrics) -> u64| {
         Arc::new(UInt64Array::from(m.iter().map(f).collect::<Vec<_>>())) as ArrayRef
     };
+    // Regime rows carry return figures only: the rest is NULL there.
+    let whole = |f: &dyn Fn(&Metrics) -> f64| {
+        Arc::new(Float64Array::from(
+            m.iter()
+                .map(|x| x.regime.is_none().then(|| f(x)))
+                .collect::<Vec<_>>(),
+        )) as ArrayRef
+    };
+    let whole_u = |f: &dyn Fn(&Metrics) -> u64| {
+        Arc::new(UInt64Array::from(
+            m.iter()
+                .map(|x| x.regime.is_none().then(|| f(x)))
+                .collect::<Vec<_>>(),
+        )) as ArrayRef
+    };
     let metrics_batch = RecordBatch::try_new(
         Table::Metrics.file_schema(),
         vec![
@@ -306,19 +321,19 @@ pub fn write_run(lake: &Lake, run: &RunRow, metrics: &[Metrics]) -> Result<()> {
             )),
             u(&|x| x.periods),
             fv(&|x| x.capital),
-            fv(&|x| x.end_equity),
-            fv(&|x| x.gross_pnl),
-            fv(&|x| x.fees),
+            whole(&|x| x.end_equity),
+            whole(&|x| x.gross_pnl),
+            whole(&|x| x.fees),
             fv(&|x| x.net_pnl),
             fv(&|x| x.total_return),
             fo(&|x| x.sharpe),
             fo(&|x| x.sortino),
-            fv(&|x| x.max_drawdown),
-            fv(&|x| x.max_drawdown_duration_s),
-            u(&|x| x.round_trips),
+            whole(&|x| x.max_drawdown),
+            whole(&|x| x.max_drawdown_duration_s),
+            whole_u(&|x| x.round_trips),
             fo(&|x| x.hit_rate),
-            fv(&|x| x.turnover),
-            u(&|x| x.orders),
+            whole(&|x| x.turnover),
+            whole_u(&|x| x.orders),
             fo(&|x| x.fill_ratio),
             fo(&|x| x.mean_queue_wait_ms),
         ],
