@@ -476,8 +476,13 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
         ("fill_ratio", "fill ratio"),
         ("mean_queue_wait_ms", "queue wait"),
     ];
+    let params = metrics.str("params")?;
+    let with_params = params.iter().any(Option::is_some);
     for (_, label) in cols {
         write!(h, "<th>{label}</th>")?;
+    }
+    if with_params {
+        h.push_str("<th>params</th>");
     }
     h.push_str("</tr>");
     let text_cols: BTreeMap<&str, Vec<Option<String>>> = [
@@ -532,6 +537,10 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
                 },
             };
             write!(h, "<td>{cell}</td>")?;
+        }
+        if with_params {
+            let p = params[r].as_deref().unwrap_or("");
+            write!(h, "<td class=\"left\">{}</td>", esc(p))?;
         }
         h.push_str("</tr>");
     }

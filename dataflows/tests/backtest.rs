@@ -300,6 +300,12 @@ fn walk_forward_trains_on_each_fold_and_chains_the_tests() {
         "SELECT mode FROM runs WHERE run_id = 'wf'",
     ));
     assert_eq!(mode, "mode\n\"walk-forward train=2m,test=30s\"");
+    // The report shows what each fold chose.
+    let html = rt.block_on(flowsense::report::build(&lake, "wf")).unwrap();
+    assert!(
+        html.contains("<th>params</th>") && html.contains("entry="),
+        "no params in the report"
+    );
 }
 
 #[test]
