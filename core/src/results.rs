@@ -1,22 +1,31 @@
 //! What a trading run leaves behind: the records a trader emits ([`TradeRecord`]) and the metrics
 //! computed from them ([`Metrics`]), which the lake's `orders`, `fills`, `equity`, `risk_events`,
-//! `round_trips` and `metrics` tables hold.
+//! `positions` and `metrics` tables hold.
 
 use crate::order::{EquityPoint, Fill, OrderRecord, RiskEvent};
 use crate::{Symbol, UnixNanos};
 
-/// A completed round trip: from flat to flat (or to the other side).
+/// A position from flat to flat (or to the other side): a round trip once closed.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RoundTrip {
+pub struct Position {
     /// The symbol.
     pub symbol: Symbol,
     /// Exchange time of the fill that opened it.
     pub opened: UnixNanos,
-    /// Exchange time of the fill that closed it.
-    pub closed: UnixNanos,
+    /// Exchange time of the fill that closed it; `None` while still open at the end of the run.
+    pub closed: Option<UnixNanos>,
+    /// When the record was taken: the close, or the end of the run for an open position.
+    pub ts: UnixNanos,
     /// `1` long, `-1` short.
     pub direction: i8,
-    /// Equity change over the trip, fees included, in quote currency.
+    /// Largest absolute size it reached.
+    pub peak: f64,
+    /// Size-weighted price of the fills that opened or added to it.
+    pub avg_open: f64,
+    /// Size-weighted price of the fills that reduced or closed it.
+    pub avg_close: Option<f64>,
+    /// Equity change over its life, fees included, in quote currency (an open position is
+    /// marked at the last mid).
     pub pnl: f64,
 }
 
@@ -31,8 +40,8 @@ pub enum TradeRecord {
     Equity(EquityPoint),
     /// An alert, halt, refusal or clip.
     Risk(RiskEvent),
-    /// A round trip.
-    Trip(RoundTrip),
+    /// A position, when it closes (and, still open, at the end of the run).
+    Position(Position),
 }
 
 impl TradeRecord {
@@ -43,19 +52,19 @@ impl TradeRecord {
             TradeRecord::Fill(f) => &f.symbol,
             TradeRecord::Equity(e) => &e.symbol,
             TradeRecord::Risk(r) => &r.symbol,
-            TradeRecord::Trip(t) => &t.symbol,
+            TradeRecord::Position(p) => &p.symbol,
         }
     }
 
     /// The time the record files under: an order's sending, a fill's execution, a mark's
-    /// bucket end, a risk event's feed time, a trip's close.
+    /// bucket end, a risk event's feed time, a position's close (or the run's end).
     pub fn ts(&self) -> UnixNanos {
         match self {
             TradeRecord::Order(o) => o.order.sent,
             TradeRecord::Fill(f) => f.ts,
             TradeRecord::Equity(e) => e.ts,
             TradeRecord::Risk(r) => r.ts,
-            TradeRecord::Trip(t) => t.closed,
+            TradeRecord::Position(p) => p.ts,
         }
     }
 }
@@ -105,7 +114,7 @@ pub struct Metrics {
     pub max_drawdown: f64,
     /// Longest time below a previous peak, in seconds.
     pub max_drawdown_duration_s: f64,
-    /// Round trips completed.
+    /// Round trips completed (positions closed).
     pub round_trips: u64,
     /// Share of round trips with a profit after fees.
     pub hit_rate: Option<f64>,

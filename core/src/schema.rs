@@ -62,8 +62,8 @@ pub enum Table {
     Equity,
     /// Drawdown alerts, halts, refused and clipped orders.
     RiskEvents,
-    /// Completed round trips (flat to flat), with their profit or loss.
-    RoundTrips,
+    /// Positions from flat to flat (round trips), with their prices and profit or loss.
+    Positions,
     /// One row per backtest or paper run.
     Runs,
     /// A run's metrics: the portfolio, each symbol, each regime, each walk-forward fold.
@@ -87,7 +87,7 @@ impl Table {
         Table::Fills,
         Table::Equity,
         Table::RiskEvents,
-        Table::RoundTrips,
+        Table::Positions,
         Table::Runs,
         Table::Metrics,
     ];
@@ -114,7 +114,7 @@ impl Table {
             Table::Fills => "fills",
             Table::Equity => "equity",
             Table::RiskEvents => "risk_events",
-            Table::RoundTrips => "round_trips",
+            Table::Positions => "positions",
             Table::Runs => "runs",
             Table::Metrics => "metrics",
         }
@@ -135,7 +135,7 @@ impl Table {
             | Table::Fills
             | Table::Equity
             | Table::RiskEvents
-            | Table::RoundTrips
+            | Table::Positions
             | Table::Runs
             | Table::Metrics => Partitioning::None,
             _ => Partitioning::DateSymbol,
@@ -310,12 +310,17 @@ impl Table {
                 Field::new("kind", DataType::Utf8, false),
                 Field::new("detail", DataType::Utf8, false),
             ],
-            Table::RoundTrips => vec![
+            Table::Positions => vec![
                 run_id(),
                 Field::new("symbol", DataType::Utf8, false),
                 ts(),
                 Field::new("opened", DataType::Int64, false),
+                Field::new("closed", DataType::Int64, true),
+                Field::new("status", DataType::Utf8, false),
                 Field::new("direction", DataType::Int8, false),
+                f64n("peak_size"),
+                f64n("avg_open"),
+                f64n("avg_close"),
                 f64n("pnl"),
             ],
             Table::Runs => vec![

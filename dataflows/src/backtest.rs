@@ -8,7 +8,7 @@
 //!  Trade (exchange by symbol; per symbol: FeatureEngine -> strategy -> risk -> SimExchange)
 //!        | TradeRecord
 //!        v
-//!  TradeSink (lake tables orders/fills/equity/risk_events/round_trips, metrics) --> probe
+//!  TradeSink (lake tables orders/fills/equity/risk_events/positions, metrics) --> probe
 //! ```
 //!
 //! Both modes build this same graph and feed it the same events; they differ only in how fast
@@ -109,10 +109,10 @@ impl TradingReport {
         );
         let c = |k: &str| self.counts.get(k).copied().unwrap_or(0);
         out.push_str(&format!(
-            "{} orders, {} fills, {} round trips, {} risk events\n",
+            "{} orders, {} fills, {} positions, {} risk events\n",
             c("orders"),
             c("fills"),
-            c("round_trips"),
+            c("positions"),
             c("risk_events")
         ));
         out.push_str(&metrics_table(&self.metrics));
@@ -224,7 +224,7 @@ impl TradeSink {
                     "equity"
                 }
                 TradeRecord::Risk(_) => "risk_events",
-                TradeRecord::Trip(_) => "round_trips",
+                TradeRecord::Position(_) => "positions",
             };
             *self.counts.entry(table).or_default() += 1;
             let (capital, secs) = (self.capital, self.bucket_seconds);

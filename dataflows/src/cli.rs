@@ -199,7 +199,7 @@ pub enum Command {
     },
     /// Backtest a job's `[strategy]` over its source (usually the lake) as fast as it goes,
     /// through the simulated exchange of its `[execution]`; results into the lake's `orders`,
-    /// `fills`, `equity`, `risk_events`, `round_trips`, `runs` and `metrics` tables.
+    /// `fills`, `equity`, `risk_events`, `positions`, `runs` and `metrics` tables.
     Backtest {
         /// The job spec (TOML) with a `[strategy]`; see `examples/`.
         job: PathBuf,

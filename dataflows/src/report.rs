@@ -1,6 +1,6 @@
 //! `flowsense report RUN_ID [--pdf]`: a run's results, read back from the lake with SQL, as one
 //! self-contained HTML page (metrics, plots drawn as inline SVG with `plotters`, risk events,
-//! round trips, the job spec) and, with `--pdf`, printed to PDF by headless Chromium.
+//! positions, the job spec) and, with `--pdf`, printed to PDF by headless Chromium.
 //!
 //! Long series are thinned for drawing (the lowest and highest value of each of about 1,500
 //! slices of the time axis, so no spike disappears); the tables behind the plots stay whole in
@@ -338,8 +338,8 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     let trips = query(
         &session,
         &format!(
-            "SELECT symbol, opened, ts, direction, pnl FROM round_trips WHERE run_id = '{id}' \
-             ORDER BY ts, symbol"
+            "SELECT symbol, opened, closed, direction, peak_size, avg_open, avg_close, pnl \
+             FROM positions WHERE run_id = '{id}' ORDER BY opened, symbol"
         ),
     )
     .await?;
@@ -660,27 +660,38 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
         h.push_str("</table>");
     }
 
-    write!(h, "<h2>Round trips ({})</h2>", trips.len())?;
+    write!(h, "<h2>Positions ({})</h2>", trips.len())?;
     if trips.len() > 0 {
         h.push_str(
-            "<table><tr><th>symbol</th><th>opened</th><th>closed</th><th>side</th><th>PnL</th></tr>",
+            "<table><tr><th>symbol</th><th>opened</th><th>closed</th><th>side</th>\
+             <th>peak size</th><th>avg open</th><th>avg close</th><th>PnL</th></tr>",
         );
-        let (sym, opened, closed, dir, pnl) = (
+        let (sym, opened, closed, dir) = (
             trips.str("symbol")?,
             trips.i64("opened")?,
-            trips.i64("ts")?,
+            trips.i64("closed")?,
             trips.i64("direction")?,
+        );
+        let (peak, avg_open, avg_close, pnl) = (
+            trips.f64("peak_size")?,
+            trips.f64("avg_open")?,
+            trips.f64("avg_close")?,
             trips.f64("pnl")?,
         );
+        let num = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v}"));
         for i in 0..trips.len().min(200) {
             let p = pnl[i].unwrap_or(0.0);
             write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{p:.2}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"{}\">{p:.2}</td></tr>",
                 esc(sym[i].as_deref().unwrap_or("")),
                 opened[i].map_or("-".into(), |t| clock(t, false)),
-                closed[i].map_or("-".into(), |t| clock(t, false)),
+                closed[i].map_or("open".into(), |t| clock(t, false)),
                 if dir[i] == Some(1) { "long" } else { "short" },
+                num(peak[i]),
+                num(avg_open[i].map(|v| (v * 1e4).round() / 1e4)),
+                num(avg_close[i].map(|v| (v * 1e4).round() / 1e4)),
                 if p >= 0.0 { "pos" } else { "neg" },
             )?;
         }
@@ -688,7 +699,7 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
         if trips.len() > 200 {
             write!(
                 h,
-                "<p class=\"note\">First 200 of {}: SELECT * FROM round_trips WHERE run_id = '{}'</p>",
+                "<p class=\"note\">First 200 of {}: SELECT * FROM positions WHERE run_id = '{}'</p>",
                 trips.len(),
                 esc(&id)
             )?;
@@ -698,7 +709,7 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
         h,
         "<h2>Job</h2><pre>{}</pre><p class=\"note\">Every figure above comes from the lake: \
          <code>flowsense sql \"SELECT * FROM metrics WHERE run_id = '{}'\"</code> (and the \
-         orders, fills, equity, risk_events and round_trips tables).</p></body></html>",
+         orders, fills, equity, risk_events and positions tables).</p></body></html>",
         esc(&spec),
         esc(&id)
     )?;

@@ -115,14 +115,7 @@ fn every_results_table_is_written_and_a_rerun_replaces_it() {
             &format!("SELECT count(*) FROM {table} WHERE run_id = 'r1'"),
         ))
     };
-    let tables = [
-        "orders",
-        "fills",
-        "equity",
-        "round_trips",
-        "metrics",
-        "runs",
-    ];
+    let tables = ["orders", "fills", "equity", "positions", "metrics", "runs"];
     let first: Vec<u64> = tables.iter().map(|t| count(t)).collect();
     assert!(first.iter().all(|&n| n > 0), "{tables:?}: {first:?}");
     common::run_ok(&args);
@@ -154,6 +147,16 @@ fn every_results_table_is_written_and_a_rerun_replaces_it() {
         "SELECT count(*) FROM orders WHERE run_id = 'r1' AND filled > size + 1e-9",
     ));
     assert_eq!(overfilled, 0);
+    // Closed positions are the metrics' round trips; their PnL and prices are sane.
+    let trips = rt.block_on(common::query_csv(
+        &lake,
+        "SELECT (SELECT count(*) FROM positions WHERE run_id = 'r1' AND status = 'closed') \
+                = round_trips AS same, \
+                (SELECT count(*) FROM positions WHERE run_id = 'r1' AND (avg_open <= 0 OR \
+                 (status = 'closed' AND avg_close IS NULL))) AS bad \
+         FROM metrics WHERE run_id = 'r1' AND scope = 'portfolio'",
+    ));
+    assert_eq!(trips, "same,bad\ntrue,0");
 
     // The report: HTML with the metrics and a plot per chart, and a PDF printed by Chromium.
     let html = dir.path().join("out/r1.html");
@@ -175,7 +178,7 @@ fn every_results_table_is_written_and_a_rerun_replaces_it() {
         "<h2>BTCUSDT-PERP</h2>",
         "Mid and fills",
         "Position",
-        "Round trips",
+        "Positions",
     ] {
         assert!(page.contains(needle), "report lacks {needle:?}");
     }

@@ -165,10 +165,12 @@ impl MetricsBuilder {
                 self.ordered += o.order.size.as_f64();
                 self.filled += o.filled.as_f64();
             }
-            TradeRecord::Trip(t) => {
-                self.trips += 1;
-                if t.pnl > 0.0 {
-                    self.wins += 1;
+            TradeRecord::Position(p) => {
+                if p.closed.is_some() {
+                    self.trips += 1;
+                    if p.pnl > 0.0 {
+                        self.wins += 1;
+                    }
                 }
             }
             TradeRecord::Risk(_) => {}

@@ -43,7 +43,7 @@ use flowsense_core::order::{
     Broker, ClientOrderId, EquityPoint, ExecReport, Fill, Order, OrderKind, OrderRecord,
     OrderStatus, ReportKind, RiskEvent,
 };
-use flowsense_core::results::{RoundTrip, TradeRecord};
+use flowsense_core::results::{Position, TradeRecord};
 use flowsense_core::strategy::{OrderStyle, RiskSpec, Sizing, StrategySpec};
 use flowsense_core::{MarketEvent, Price, Side, Size, Symbol, UnixNanos};
 use rustc_hash::FxHashMap;
@@ -52,6 +52,43 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::engine::FeatureEngine;
+
+/// A position in progress, from the fill that opened it.
+#[derive(Clone, Debug)]
+struct Trip {
+    opened: UnixNanos,
+    /// Equity (marked at the opening fill's price) before it opened.
+    start: f64,
+    direction: i8,
+    /// Largest absolute size, fixed point.
+    peak: i64,
+    open_qty: f64,
+    open_notional: f64,
+    close_qty: f64,
+    close_notional: f64,
+}
+
+impl Trip {
+    fn record(
+        &self,
+        symbol: &Symbol,
+        closed: Option<UnixNanos>,
+        ts: UnixNanos,
+        equity: f64,
+    ) -> Position {
+        Position {
+            symbol: symbol.clone(),
+            opened: self.opened,
+            closed,
+            ts,
+            direction: self.direction,
+            peak: Size::from_raw(self.peak).as_f64(),
+            avg_open: self.open_notional / self.open_qty.max(f64::MIN_POSITIVE),
+            avg_close: (self.close_qty > 0.0).then(|| self.close_notional / self.close_qty),
+            pnl: equity - self.start,
+        }
+    }
+}
 
 /// An order still working, with what is known of it.
 #[derive(Clone, Debug)]
@@ -134,8 +171,10 @@ pub struct Trader<B: Broker> {
     last_mid: Option<f64>,
     /// Cash and position at the latest mark.
     marked: (f64, i64),
-    /// Round trip in progress: (opened, equity at its start, direction).
-    trip: Option<(UnixNanos, f64, i8)>,
+    /// The position in progress.
+    trip: Option<Trip>,
+    /// The latest feed time seen.
+    last_feed: i64,
     // The strategy's state.
     direction: i8,
     target: f64,
@@ -201,6 +240,7 @@ impl<B: Broker> Trader<B> {
             last_mid: None,
             marked: (0.0, 0),
             trip: None,
+            last_feed: i64::MIN,
             direction: 0,
             target: 0.0,
             entered_at: None,
@@ -246,6 +286,7 @@ impl<B: Broker> Trader<B> {
     /// One market event of the symbol, in feed order.
     pub fn on_event(&mut self, ev: &MarketEvent, out: &mut Vec<TradeRecord>) {
         let feed = ev.local_ts().unwrap_or(ev.ts()).max(ev.ts());
+        self.last_feed = self.last_feed.max(feed.0);
         self.engine.on_event(ev, &mut self.rows);
         self.broker.on_market(ev);
         self.broker.reports(feed, &mut self.reports);
@@ -257,7 +298,11 @@ impl<B: Broker> Trader<B> {
     /// delivers every outstanding report, records the final mark and every order still working.
     pub fn finish(&mut self, out: &mut Vec<TradeRecord>) {
         self.engine.finish(&mut self.rows);
-        let end = self.rows.last().map(|r| r.ts);
+        let end = self
+            .rows
+            .last()
+            .map(|r| r.ts)
+            .or((self.last_feed > i64::MIN).then_some(self.last_feed));
         if let Some(end) = end {
             self.decide_rows(end, out);
         }
@@ -281,6 +326,16 @@ impl<B: Broker> Trader<B> {
                 signal,
                 regime: self.regime.clone(),
             }));
+        }
+        // A position still open at the end, marked at the last mid.
+        if let (Some(t), Some(end)) = (self.trip.take(), end) {
+            let equity = self.equity();
+            out.push(TradeRecord::Position(t.record(
+                &self.symbol,
+                None,
+                UnixNanos(end),
+                equity,
+            )));
         }
         let mut left: Vec<_> = self.working.drain().map(|(_, w)| w.record).collect();
         left.sort_by_key(|r| r.order.id);
@@ -364,21 +419,47 @@ impl<B: Broker> Trader<B> {
         self.position = Size::from_raw(before + signed);
         let after = self.position.raw();
         let equity_after = self.risk.capital + self.cash + self.position.as_f64() * px;
-        if before == 0 && after != 0 {
-            self.trip = Some((f.ts, equity_before, after.signum() as i8));
-        } else if before != 0 && (after == 0 || after.signum() != before.signum()) {
-            if let Some((opened, start, direction)) = self.trip.take() {
-                out.push(TradeRecord::Trip(RoundTrip {
-                    symbol: self.symbol.clone(),
-                    opened,
-                    closed: f.ts,
-                    direction,
-                    pnl: equity_after - start,
-                }));
-            }
-            if after != 0 {
-                self.trip = Some((f.ts, equity_after, after.signum() as i8));
-            }
+        let (b, a) = (before as i128, after as i128);
+        // The part of the fill that reduces the position, and the part that opens or adds.
+        let reducing = if b != 0 && (a - b).signum() != b.signum() {
+            (a - b).abs().min(b.abs())
+        } else {
+            0
+        };
+        let opening = (a - b).abs() - reducing;
+        if let Some(t) = &mut self.trip {
+            t.close_qty += reducing as f64 * 1e-9;
+            t.close_notional += reducing as f64 * 1e-9 * px;
+        }
+        // A fill that flips the position charges its whole fee to the one it closes.
+        if before != 0
+            && (after == 0 || after.signum() != before.signum())
+            && let Some(t) = self.trip.take()
+        {
+            let closed = t.record(&self.symbol, Some(f.ts), f.ts, equity_after);
+            out.push(TradeRecord::Position(closed));
+        }
+        if after != 0 && (before == 0 || after.signum() != before.signum()) {
+            let start = if before == 0 {
+                equity_before
+            } else {
+                equity_after
+            };
+            self.trip = Some(Trip {
+                opened: f.ts,
+                start,
+                direction: after.signum() as i8,
+                peak: 0,
+                open_qty: 0.0,
+                open_notional: 0.0,
+                close_qty: 0.0,
+                close_notional: 0.0,
+            });
+        }
+        if let Some(t) = &mut self.trip {
+            t.open_qty += opening as f64 * 1e-9;
+            t.open_notional += opening as f64 * 1e-9 * px;
+            t.peak = t.peak.max(after.abs());
         }
     }
 

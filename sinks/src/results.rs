@@ -1,5 +1,5 @@
-//! A trading run's results in the lake: its records into the partitioned `orders`, `fills`,
-//! `equity`, `risk_events` and `round_trips` tables, and one row per run into `runs` and its
+//! A trading run's results in the lake: its records into the `orders`, `fills`,
+//! `equity`, `risk_events` and `positions` tables, and one row per run into `runs` and its
 //! metrics into `metrics`.
 //!
 //! Files are `<table>/<run_id>[-f<fold>]-w<worker>-<chunk>.parquet` (a run's records are few
@@ -59,7 +59,7 @@ fn table_of(r: &TradeRecord) -> Table {
         TradeRecord::Fill(_) => Table::Fills,
         TradeRecord::Equity(_) => Table::Equity,
         TradeRecord::Risk(_) => Table::RiskEvents,
-        TradeRecord::Trip(_) => Table::RoundTrips,
+        TradeRecord::Position(_) => Table::Positions,
     }
 }
 
@@ -218,13 +218,20 @@ fn batch(table: Table, run_id: &str, rows: &[TradeRecord]) -> Result<RecordBatch
             s(each!(Risk, e => e.kind.clone())),
             s(each!(Risk, e => e.detail.clone())),
         ],
-        Table::RoundTrips => vec![
+        Table::Positions => vec![
             run,
             symbol,
-            i(each!(Trip, t => t.closed.0)),
-            i(each!(Trip, t => t.opened.0)),
-            Arc::new(Int8Array::from(each!(Trip, t => t.direction))),
-            f(each!(Trip, t => t.pnl)),
+            i(each!(Position, p => p.ts.0)),
+            i(each!(Position, p => p.opened.0)),
+            Arc::new(Int64Array::from(
+                each!(Position, p => p.closed.map(|t| t.0)),
+            )),
+            s(each!(Position, p => if p.closed.is_some() { "closed" } else { "open" }.to_string())),
+            Arc::new(Int8Array::from(each!(Position, p => p.direction))),
+            f(each!(Position, p => p.peak)),
+            f(each!(Position, p => p.avg_open)),
+            fo(each!(Position, p => p.avg_close)),
+            f(each!(Position, p => p.pnl)),
         ],
         other => unreachable!("{} does not hold trade records", other.name()),
     };
@@ -362,7 +369,7 @@ pub fn clear_run(lake: &Lake, run_id: &str) -> Result<u64> {
         Table::Fills,
         Table::Equity,
         Table::RiskEvents,
-        Table::RoundTrips,
+        Table::Positions,
         Table::Runs,
         Table::Metrics,
     ] {

@@ -177,17 +177,23 @@ fn the_halt_fires_at_the_threshold_flattens_and_no_order_follows_it() {
     let refused = risk(&out, "refused");
     assert_eq!(refused.len(), 1);
     assert!(refused[0].detail.starts_with("7 decisions"), "{refused:?}");
-    // One round trip, a loss of 100 * (101 - 84) plus fees.
-    let trips: Vec<_> = out
+    // One position, long 100 from 101 to 84: a loss of 100 * (101 - 84) plus fees.
+    let positions: Vec<_> = out
         .iter()
         .filter_map(|r| match r {
-            TradeRecord::Trip(t) => Some(t.pnl),
+            TradeRecord::Position(p) => Some(p.clone()),
             _ => None,
         })
         .collect();
     let fees = 0.0008 * 100.0 * (101.0 + 84.0);
-    assert_eq!(trips.len(), 1);
-    assert!((trips[0] + 1700.0 + fees).abs() < 1e-6, "{trips:?}");
+    assert_eq!(positions.len(), 1);
+    let p = &positions[0];
+    assert!((p.pnl + 1700.0 + fees).abs() < 1e-6, "{p:?}");
+    assert_eq!(
+        (p.direction, p.peak, p.avg_open, p.avg_close),
+        (1, 100.0, 101.0, Some(84.0))
+    );
+    assert!(p.closed.is_some());
 }
 
 #[test]
@@ -444,4 +450,22 @@ taker_fee = 0.001
         ]
     );
     assert_eq!(t.position(), 1.0);
+    // Positions: long 1 (closed by the flip), short 1 (closed by the next flip), long 1 open.
+    let positions: Vec<_> = out
+        .iter()
+        .filter_map(|r| match r {
+            TradeRecord::Position(p) => {
+                Some((p.direction, p.avg_open, p.avg_close, p.closed.is_some()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        vec![
+            (1, 101.5, Some(100.2), true),
+            (-1, 100.2, Some(100.7), true),
+            (1, 100.7, None, false),
+        ]
+    );
 }
