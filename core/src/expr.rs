@@ -115,6 +115,28 @@ impl Expr {
         &self.text
     }
 
+    /// True when the expression reads column `c` (at any lag).
+    ///
+    /// ```
+    /// use flowsense_core::expr::Expr;
+    /// use flowsense_core::features::FeatureColumn;
+    /// let e: Expr = "mean(close, 3) - lag(vwap, 1)".parse().unwrap();
+    /// assert!(e.reads(FeatureColumn::parse("vwap").unwrap()));
+    /// assert!(!e.reads(FeatureColumn::parse("kyle_lambda").unwrap()));
+    /// ```
+    pub fn reads(&self, c: FeatureColumn) -> bool {
+        fn walk(n: &Node, c: FeatureColumn) -> bool {
+            match n {
+                Node::Num(_) => false,
+                Node::Col(x) => *x == c,
+                Node::Neg(a) | Node::Not(a) | Node::Lag(a, _) | Node::Window(_, a, _) => walk(a, c),
+                Node::Bin(_, a, b) => walk(a, c) || walk(b, c),
+                Node::Call(_, args) => args.iter().any(|a| walk(a, c)),
+            }
+        }
+        walk(&self.root, c)
+    }
+
     /// How many buckets back the expression reads (0 when it reads only the latest).
     pub fn max_lag(&self) -> usize {
         self.max_lag
@@ -158,7 +180,13 @@ fn eval_fn<'a>(n: &Node, row: &dyn Fn(usize) -> Option<&'a FeatureRow>, lag: usi
         }
         Node::Lag(a, k) => eval_fn(a, row, lag + k),
         Node::Window(mean, a, n) => {
-            let total: f64 = (0..*n).map(|k| eval_fn(a, row, lag + k)).sum();
+            let total: f64 = match a.as_ref() {
+                // The common case, a window over a column: read the rows directly.
+                Node::Col(c) => (0..*n)
+                    .map(|k| row(lag + k).map_or(f64::NAN, |r| c.read(r)))
+                    .sum(),
+                _ => (0..*n).map(|k| eval_fn(a, row, lag + k)).sum(),
+            };
             if *mean { total / *n as f64 } else { total }
         }
         Node::Bin(op, a, b) => {

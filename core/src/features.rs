@@ -31,7 +31,7 @@ pub struct FeatureRow {
     /// The symbol.
     pub symbol: Symbol,
     /// The bucket's width as written in the job (`100ms`, `1s`, `1m`), or `event`.
-    pub bucket: String,
+    pub bucket: std::sync::Arc<str>,
     /// Events (book changes and trades) in the bucket.
     pub events: u64,
     /// Best bid at the end.
@@ -111,7 +111,7 @@ pub struct FeatureRow {
 
 impl FeatureRow {
     /// A row with no values yet.
-    pub fn empty(symbol: Symbol, ts: i64, bucket: String) -> FeatureRow {
+    pub fn empty(symbol: Symbol, ts: i64, bucket: std::sync::Arc<str>) -> FeatureRow {
         FeatureRow {
             ts,
             symbol,
@@ -326,7 +326,7 @@ pub fn to_record_batch(
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(job, n))),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.ts))),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.bucket.as_str()),
+            rows.iter().map(|r| &*r.bucket),
         )),
         Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.events))),
         Arc::new(UInt64Array::from_iter_values(

@@ -38,6 +38,8 @@ pub struct S3Options {
 #[derive(Clone, Debug)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is the local filesystem, for plain-file reads.
+    local: Option<Arc<LocalFileSystem>>,
     /// Prefix of the lake inside the store.
     root: Path,
     /// `file:///abs/lake/` or `s3://bucket/prefix/`.
@@ -96,6 +98,7 @@ impl Lake {
                 Url::parse(&format!("s3://{bucket}/")).map_err(|e| bad(&e.to_string()))?;
             return Ok(Lake {
                 store: Arc::new(store),
+                local: None,
                 root: Path::from(prefix),
                 url,
                 store_url,
@@ -121,8 +124,10 @@ impl Lake {
         let url = Url::from_directory_path(abs).map_err(|_| bad("not an absolute path".into()))?;
         let root = Path::from_filesystem_path(abs).map_err(|e| bad(e.to_string()))?;
         let store_url = Url::parse("file:///").expect("static URL");
+        let fs = Arc::new(LocalFileSystem::new());
         Ok(Lake {
-            store: Arc::new(LocalFileSystem::new()),
+            store: fs.clone(),
+            local: Some(fs),
             root,
             url,
             store_url,
@@ -133,6 +138,7 @@ impl Lake {
     pub fn memory() -> Lake {
         Lake {
             store: Arc::new(object_store::memory::InMemory::new()),
+            local: None,
             root: Path::from("lake"),
             url: Url::parse("memory:///lake/").expect("static URL"),
             store_url: Url::parse("memory:///").expect("static URL"),
@@ -142,6 +148,15 @@ impl Lake {
     /// The object store.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    /// Where an object lives on the local filesystem, for a local lake (`None` on S3 and in
+    /// memory). Readers that fetch many small files read them directly, skipping the object
+    /// store's hop through its blocking thread pool.
+    pub fn local_file(&self, location: &Path) -> Option<PathBuf> {
+        self.local
+            .as_ref()
+            .and_then(|fs| fs.path_to_filesystem(location).ok())
     }
 
     /// The store's base URL, as DataFusion's object store registry keys it.

@@ -209,7 +209,7 @@ impl Flow {
 #[derive(Debug)]
 struct Bucket {
     width: i64,
-    label: String,
+    label: std::sync::Arc<str>,
     start: i64,
     end: i64,
     active: bool,
@@ -266,6 +266,8 @@ pub struct FeatureEngine {
     late: u64,
     /// The latest end of an emitted bucket: no later event may fall before it.
     closed_until: i64,
+    /// Compute Kyle's lambda (an OLS over `kyle_window` buckets at every close).
+    kyle: bool,
 }
 
 impl FeatureEngine {
@@ -276,7 +278,7 @@ impl FeatureEngine {
             .iter()
             .map(|w| Bucket {
                 width: w.nanos() as i64,
-                label: w.to_string(),
+                label: w.to_string().into(),
                 start: 0,
                 end: 0,
                 active: false,
@@ -304,7 +306,15 @@ impl FeatureEngine {
             rejects: 0,
             late: 0,
             closed_until: i64::MIN,
+            kyle: true,
         }
+    }
+
+    /// Stops computing Kyle's lambda (rows carry none): for a reader that never looks at it,
+    /// such as a strategy whose expressions do not name it.
+    pub fn without_kyle_lambda(mut self) -> Self {
+        self.kyle = false;
+        self
     }
 
     /// The symbol.
@@ -371,7 +381,7 @@ impl FeatureEngine {
         if self.per_event {
             let mut flow = Flow::default();
             flow.add(&effect, self.levels);
-            let mut row = FeatureRow::empty(self.symbol.clone(), ts, EVENT_BUCKET.to_string());
+            let mut row = FeatureRow::empty(self.symbol.clone(), ts, EVENT_BUCKET.into());
             self.fill_state(&mut row);
             fill_flow(&mut row, &flow, None);
             row.vpin = self.vpin.value();
@@ -615,7 +625,9 @@ impl FeatureEngine {
                 b.kyle.pop_front();
             }
         }
-        row.kyle_lambda = ols_slope(b.kyle.iter().copied());
+        if self.kyle {
+            row.kyle_lambda = ols_slope(b.kyle.iter().copied());
+        }
         b.prev_mid = mid;
         // Returns over horizons: the mid at `end - h * width` is the mid at the end of the last
         // emitted bucket ending at or before it (no events in between, bucket edges align).

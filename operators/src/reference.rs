@@ -49,7 +49,7 @@ pub fn recompute(
             let last = *inside.last().expect("a bucket with events");
             let s = &snaps[last];
             let sym = events[0].symbol().clone();
-            let mut r = flowsense_core::FeatureRow::empty(sym, end, label.clone());
+            let mut r = flowsense_core::FeatureRow::empty(sym, end, label.clone().into());
             r.events = inside.len() as u64;
             state(&mut r, s, levels);
             // OFI: formula on each consecutive pair of book states, the later one inside.
@@ -425,7 +425,7 @@ mod tests {
         e.finish(&mut rows);
         assert_eq!(e.rejects(), 0, "the book refused events of valid data");
         rows.into_iter()
-            .map(|r| ((r.bucket.clone(), r.ts), r))
+            .map(|r| ((r.bucket.to_string(), r.ts), r))
             .collect()
     }
 

@@ -154,7 +154,7 @@ pub struct Trader<B: Broker> {
     risk: RiskSpec,
     broker: B,
     engine: FeatureEngine,
-    bucket: String,
+    bucket: std::sync::Arc<str>,
     rows: Vec<FeatureRow>,
     history: VecDeque<FeatureRow>,
     depth: usize,
@@ -217,9 +217,23 @@ impl<B: Broker> Trader<B> {
         if let Some(r) = &strategy.regime {
             depth = depth.max(r.expr.max_lag());
         }
+        // Kyle's lambda costs an OLS over its window at every close: only when something reads it.
+        let kyle = flowsense_core::features::FeatureColumn::parse("kyle_lambda")
+            .expect("a feature column");
+        let mut exprs = vec![&strategy.signal];
+        if let Sizing::Kelly { edge, variance, .. } = &strategy.sizing {
+            exprs.extend([edge, variance]);
+        }
+        if let Some(r) = &strategy.regime {
+            exprs.push(&r.expr);
+        }
+        let mut engine = FeatureEngine::new(symbol.clone(), &engine_spec);
+        if !exprs.iter().any(|e| e.reads(kyle)) {
+            engine = engine.without_kyle_lambda();
+        }
         Ok(Trader {
-            engine: FeatureEngine::new(symbol.clone(), &engine_spec),
-            bucket: strategy.bucket.to_string(),
+            engine,
+            bucket: strategy.bucket.to_string().into(),
             symbol,
             job: job.to_string(),
             strategy: strategy.clone(),

@@ -15,7 +15,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::Result;
 
-type Key = (i64, Symbol, String);
+type Key = (i64, Symbol, std::sync::Arc<str>);
 
 /// Writes one job's feature rows (from one worker) into the lake.
 ///
@@ -86,7 +86,7 @@ impl FeatureWriter {
     /// Adds a row; a partition that reaches the file size is written out.
     pub fn push(&mut self, row: FeatureRow) -> Result<()> {
         // A bucket's row carries its end: file it under the day the bucket starts in.
-        let at = if row.bucket == flowsense_core::features::EVENT_BUCKET {
+        let at = if &*row.bucket == flowsense_core::features::EVENT_BUCKET {
             row.ts
         } else {
             row.ts - 1

@@ -242,10 +242,16 @@ impl Files {
             let Some(path) = self.files.pop_front() else {
                 return Ok(None);
             };
-            let store = self.lake.store();
-            let bytes = self
-                .rt
-                .block_on(async { store.get(&path).await?.bytes().await })?;
+            let bytes = match self.lake.local_file(&path) {
+                Some(file) => {
+                    bytes::Bytes::from(std::fs::read(&file).map_err(|e| Error::io(file, e))?)
+                }
+                None => {
+                    let store = self.lake.store();
+                    self.rt
+                        .block_on(async { store.get(&path).await?.bytes().await })?
+                }
+            };
             let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
                 .and_then(|b| b.with_batch_size(16 * 1024).build())
                 .map_err(|e| Error::LakeFile {
