@@ -207,9 +207,11 @@ impl Default for FeatureSpec {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinkSpec {
-    /// Write the `features` table into the lake.
+    /// Write the `features` table into the lake (a job with a `[strategy]`: its orders, fills,
+    /// equity, positions, risk events, run row and metrics).
     pub lake: bool,
-    /// Print feature rows as JSON lines on stdout, for piping.
+    /// Print feature rows (a job with a `[strategy]`: its records) as JSON lines on stdout,
+    /// for piping.
     pub stdout: bool,
 }
 

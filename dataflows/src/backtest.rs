@@ -195,6 +195,8 @@ pub struct TradeSink {
     marks: Vec<(i64, Symbol, f64)>,
     counts: BTreeMap<&'static str, u64>,
     collected: Option<Vec<TradeRecord>>,
+    /// Print every record as a JSON line (`[sinks] stdout = true`), for piping.
+    json: Option<String>,
     error: Option<anyhow::Error>,
 }
 
@@ -210,11 +212,57 @@ impl TradeSink {
             marks: Vec::new(),
             counts: BTreeMap::new(),
             collected: collect.then(Vec::new),
+            json: spec.sinks.stdout.then(|| spec.name.clone()),
             error: None,
         }
     }
 
+    /// One record as a JSON line: `{"job": .., "record": "fill", ..the record's fields}`.
+    fn json_line(job: &str, r: &TradeRecord, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (kind, mut v) = match r {
+            TradeRecord::Order(o) => ("order", serde_json::to_value(o)?),
+            TradeRecord::Fill(f) => ("fill", serde_json::to_value(f)?),
+            TradeRecord::Equity(e) => ("equity", serde_json::to_value(e)?),
+            TradeRecord::Risk(e) => ("risk_event", serde_json::to_value(e)?),
+            TradeRecord::Position(p) => ("position", serde_json::to_value(p)?),
+        };
+        // Prices and sizes are fixed point in memory: print them as numbers people read.
+        fn decimals(v: &mut serde_json::Value) {
+            if let Some(o) = v.as_object_mut() {
+                for (k, x) in o.iter_mut() {
+                    match (k.as_str(), x.as_i64()) {
+                        ("price" | "size" | "filled", Some(raw)) => {
+                            *x = serde_json::json!(flowsense_core::Price::from_raw(raw).as_f64());
+                        }
+                        _ => decimals(x),
+                    }
+                }
+            }
+        }
+        decimals(&mut v);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("job".into(), job.into());
+            o.insert("record".into(), kind.into());
+        }
+        serde_json::to_writer(&mut *buf, &v)?;
+        buf.push(b'\n');
+        Ok(())
+    }
+
     fn write(&mut self, records: &mut Vec<TradeRecord>) {
+        if let Some(job) = &self.json {
+            let mut buf = Vec::new();
+            for r in records.iter() {
+                if let Err(e) = Self::json_line(job, r, &mut buf) {
+                    self.error.get_or_insert(e);
+                }
+            }
+            use std::io::Write;
+            // A reader that goes away (`| head`) ends the output quietly, not the run.
+            if std::io::stdout().lock().write_all(&buf).is_err() {
+                self.json = None;
+            }
+        }
         for r in records.drain(..) {
             let table = match &r {
                 TradeRecord::Order(_) => "orders",

@@ -419,3 +419,33 @@ slippage_bps = 0
     assert_eq!(got, want, "fills (bar, side, open, size)");
     assert!(fills.lines().skip(1).all(|l| l.ends_with(",taker")));
 }
+
+#[test]
+fn a_replayed_strategy_prints_its_records_as_json_lines() {
+    let (dir, _lake) = binance_lake();
+    let job =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/replay-ofi-stdout.toml");
+    let out = common::run_ok(&[
+        "run",
+        job.to_str().unwrap(),
+        "--lake",
+        dir.path().join("lake").to_str().unwrap(),
+        "-q",
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|v| v["record"].as_str()).collect();
+    for k in ["order", "fill", "equity"] {
+        assert!(kinds.contains(k), "no {k} line: {kinds:?}");
+    }
+    // Prices and sizes read as decimals, not fixed-point integers.
+    let fill = lines.iter().find(|v| v["record"] == "fill").unwrap();
+    let price = fill["price"].as_f64().unwrap();
+    assert!((50_000.0..70_000.0).contains(&price), "{fill}");
+    assert_eq!(fill["size"].as_f64(), Some(0.01));
+    assert!(lines.iter().all(|v| v["job"] == "replay-ofi"));
+}
