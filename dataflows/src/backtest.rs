@@ -107,6 +107,12 @@ impl TradingReport {
             self.seconds,
             self.events as f64 / self.seconds.max(1e-9)
         );
+        if self.events == 0 {
+            out.push_str(
+                "no events matched: ingest market data first (flowsense ingest data/binance, \
+                 flowsense synth), or check the job's symbols and from/to\n",
+            );
+        }
         let c = |k: &str| self.counts.get(k).copied().unwrap_or(0);
         out.push_str(&format!(
             "{} orders, {} fills, {} positions, {} risk events\n",

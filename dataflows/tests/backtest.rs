@@ -449,3 +449,20 @@ fn a_replayed_strategy_prints_its_records_as_json_lines() {
     assert_eq!(fill["size"].as_f64(), Some(0.01));
     assert!(lines.iter().all(|v| v["job"] == "replay-ofi"));
 }
+
+#[test]
+fn a_backtest_over_an_empty_lake_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run_ok(&[
+        "backtest",
+        example().to_str().unwrap(),
+        "--lake",
+        dir.path().join("lake").to_str().unwrap(),
+        "--no-write",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("0 events") && stderr.contains("flowsense ingest"),
+        "{stderr}"
+    );
+}
