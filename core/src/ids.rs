@@ -16,9 +16,26 @@ use crate::{Error, Result};
 /// assert_eq!(s.as_str(), "BTCUSDT");
 /// assert!(Symbol::new("a/b").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Symbol(Arc<str>);
+
+// Hashes the text, as the derived impl would: equal symbols (same text) hash alike.
+impl std::hash::Hash for Symbol {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+// Events of one stream share their symbol's allocation: comparing pointers first skips the
+// string comparison on the hot path (every event looks its symbol up in a map).
+impl PartialEq for Symbol {
+    fn eq(&self, other: &Symbol) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for Symbol {}
 
 impl Symbol {
     /// Makes a symbol, upper-casing it; fails on an empty name or one with characters other than
