@@ -14,18 +14,15 @@ use flowsense_core::{FeatureRow, L3Action, MarketEvent, Side, Symbol};
 
 use crate::vpin::Vpin;
 
-/// The best `n` levels of one side, best first: exact fixed-point values (billionths, as
-/// [`flowsense_core::Price::raw`]) for sums and comparisons, and `f64` copies for ratios.
+/// The best `n` levels of one side, best first, as exact fixed-point values (billionths, as
+/// [`flowsense_core::Price::raw`]) for sums and comparisons; [`Levels::floats`] gives `f64`
+/// copies for ratios when a row is written (not at every event).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Levels {
     /// Prices, fixed point.
     pub px_raw: [i64; MAX_LEVELS],
     /// Sizes, fixed point.
     pub sz_raw: [i64; MAX_LEVELS],
-    /// Prices.
-    pub px: [f64; MAX_LEVELS],
-    /// Sizes.
-    pub sz: [f64; MAX_LEVELS],
     /// Levels present.
     pub n: usize,
 }
@@ -35,8 +32,6 @@ impl Default for Levels {
         Levels {
             px_raw: [0; MAX_LEVELS],
             sz_raw: [0; MAX_LEVELS],
-            px: [0.0; MAX_LEVELS],
-            sz: [0.0; MAX_LEVELS],
             n: 0,
         }
     }
@@ -60,10 +55,18 @@ impl Levels {
         for (i, (p, q)) in levels.take(depth).enumerate() {
             self.px_raw[i] = p.raw();
             self.sz_raw[i] = q.raw();
-            self.px[i] = p.as_f64();
-            self.sz[i] = q.as_f64();
             self.n = i + 1;
         }
+    }
+
+    /// Prices and sizes of the levels present as `f64` (the rest zero).
+    pub fn floats(&self) -> ([f64; MAX_LEVELS], [f64; MAX_LEVELS]) {
+        let (mut px, mut sz) = ([0.0; MAX_LEVELS], [0.0; MAX_LEVELS]);
+        for i in 0..self.n {
+            px[i] = flowsense_core::Price::from_raw(self.px_raw[i]).as_f64();
+            sz[i] = flowsense_core::Size::from_raw(self.sz_raw[i]).as_f64();
+        }
+        (px, sz)
     }
 }
 
@@ -556,22 +559,23 @@ impl FeatureEngine {
     /// Writes the book's state features into a row.
     fn fill_state(&self, row: &mut FeatureRow) {
         let (b, a, l) = (&self.bids, &self.asks, self.levels);
+        let ((bpx, bsz), (apx, asz)) = (b.floats(), a.floats());
         if b.n > 0 {
-            row.bid_price = Some(b.px[0]);
-            row.bid_size = Some(b.sz[0]);
+            row.bid_price = Some(bpx[0]);
+            row.bid_size = Some(bsz[0]);
         }
         if a.n > 0 {
-            row.ask_price = Some(a.px[0]);
-            row.ask_size = Some(a.sz[0]);
+            row.ask_price = Some(apx[0]);
+            row.ask_size = Some(asz[0]);
         }
         for m in 0..l {
             if m < b.n && m < a.n {
-                row.depth_imbalance_levels[m] = (b.sz[m] - a.sz[m]) / (b.sz[m] + a.sz[m]);
+                row.depth_imbalance_levels[m] = (bsz[m] - asz[m]) / (bsz[m] + asz[m]);
             }
         }
         let (nb, na) = (b.n.min(l), a.n.min(l));
         let sum = |s: &[f64]| s.iter().sum::<f64>();
-        let (b5, a5) = (sum(&b.sz[..nb.min(5)]), sum(&a.sz[..na.min(5)]));
+        let (b5, a5) = (sum(&bsz[..nb.min(5)]), sum(&asz[..na.min(5)]));
         if b5 + a5 > 0.0 {
             row.depth_imbalance_l5 = Some((b5 - a5) / (b5 + a5));
         }
@@ -584,17 +588,17 @@ impl FeatureEngine {
         }
         row.spread = Some(to_f64(a.px_raw[0] as i128 - b.px_raw[0] as i128));
         row.depth_imbalance_l1 = Some(row.depth_imbalance_levels[0]);
-        row.microprice = Some((b.px[0] * a.sz[0] + a.px[0] * b.sz[0]) / (a.sz[0] + b.sz[0]));
-        let (bq, aq) = (sum(&b.sz[..nb]), sum(&a.sz[..na]));
-        let bvwap = (0..nb).map(|i| b.px[i] * b.sz[i]).sum::<f64>() / bq;
-        let avwap = (0..na).map(|i| a.px[i] * a.sz[i]).sum::<f64>() / aq;
+        row.microprice = Some((bpx[0] * asz[0] + apx[0] * bsz[0]) / (asz[0] + bsz[0]));
+        let (bq, aq) = (sum(&bsz[..nb]), sum(&asz[..na]));
+        let bvwap = (0..nb).map(|i| bpx[i] * bsz[i]).sum::<f64>() / bq;
+        let avwap = (0..na).map(|i| apx[i] * asz[i]).sum::<f64>() / aq;
         row.weighted_mid = Some((bvwap * aq + avwap * bq) / (aq + bq));
         let mut slopes = Vec::with_capacity(2);
-        if mid - b.px[nb - 1] > 0.0 {
-            slopes.push(bq / (mid - b.px[nb - 1]));
+        if mid - bpx[nb - 1] > 0.0 {
+            slopes.push(bq / (mid - bpx[nb - 1]));
         }
-        if a.px[na - 1] - mid > 0.0 {
-            slopes.push(aq / (a.px[na - 1] - mid));
+        if apx[na - 1] - mid > 0.0 {
+            slopes.push(aq / (apx[na - 1] - mid));
         }
         if !slopes.is_empty() {
             row.book_slope = Some(slopes.iter().sum::<f64>() / slopes.len() as f64);
