@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -56,6 +57,8 @@ pub struct TradingOptions {
     /// The walk-forward fold this run is the test window of (its files are named for it, and
     /// the walk-forward driver writes the run's row and metrics once every fold is done).
     pub fold: Option<u32>,
+    /// Show a spinner with the events read so far on stderr (when it is a terminal).
+    pub progress: bool,
 }
 
 impl TradingOptions {
@@ -68,6 +71,7 @@ impl TradingOptions {
             collect: false,
             paced: false,
             fold: None,
+            progress: false,
         }
     }
 }
@@ -405,6 +409,30 @@ pub fn run_trading(
     let counts = Arc::new(Mutex::new(SourceCounts::default()));
     let (spec_c, lake_c, o) = (spec.clone(), lake.clone(), opts.clone());
     let start = Instant::now();
+    // Events read so far, summed over workers a chunk at a time, for the spinner.
+    let read = Arc::new(AtomicU64::new(0));
+    let read_w = read.clone();
+    let spinner = if opts.progress {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .expect("static template"),
+    );
+    let ticker = {
+        let (bar, read) = (spinner.clone(), read.clone());
+        std::thread::spawn(move || {
+            while !bar.is_finished() {
+                let n = read.load(Ordering::Relaxed);
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{n} events ({:.0}/s)", n as f64 / secs));
+                bar.tick();
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+    };
     let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerResult> {
         let (index, peers) = (worker.index(), worker.peers());
         let writer = if o.write {
@@ -422,6 +450,15 @@ pub fn run_trading(
         let mut h =
             worker.dataflow::<u64, _, _>(move |scope| build_trading(scope, &spec_w, sink_w))?;
         let source = worker_source(&spec_c, &lake_c, index, peers, counts.clone())?;
+        let read = read_w.clone();
+        let mut local = 0u64;
+        let source = source.inspect(move |_| {
+            local += 1;
+            if local == 1 << 12 {
+                read.fetch_add(local, Ordering::Relaxed);
+                local = 0;
+            }
+        });
         let epoch = spec_c.epoch.nanos();
         let events = match (&spec_c.replay, o.paced) {
             (Some(replay), true) => feed_replay(worker, &mut h, source, epoch, replay.speed, None),
@@ -455,11 +492,14 @@ pub fn run_trading(
         run_id: opts.run_id.clone(),
         ..Default::default()
     };
+    let joined = guards.join();
+    spinner.finish_and_clear();
+    let _ = ticker.join();
     let bucket_seconds = strategy.bucket.seconds();
     let mut totals = MetricsBuilder::portfolio(spec.risk.capital, bucket_seconds);
     let mut marks = Vec::new();
     let mut per_symbol = Vec::new();
-    for r in guards.join() {
+    for r in joined {
         let r = r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))??;
         report.events += r.events;
         for (k, v) in r.sink.counts {

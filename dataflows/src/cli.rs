@@ -363,6 +363,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     collect: false,
                     paced: true,
                     fold: None,
+                    progress: !quiet,
                 };
                 let report = crate::backtest::run_trading(&spec, &lake, &opts)?;
                 if !quiet {
@@ -434,6 +435,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 collect: false,
                 paced: false,
                 fold: None,
+                progress: !quiet,
             };
             let report = crate::backtest::run_trading(&spec, &lake, &opts)?;
             if !quiet {

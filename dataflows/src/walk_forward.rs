@@ -206,6 +206,7 @@ pub fn run(
         collect: false,
         paced: false,
         fold,
+        progress: false,
     };
     let bucket_seconds = strategy.bucket.seconds();
     let mut report = WalkForwardReport {

@@ -217,6 +217,7 @@ fn the_halt_holds_inside_the_graph_on_real_data() {
         collect: true,
         paced: false,
         fold: None,
+        progress: false,
     };
     let report = run_trading(&spec, &lake, &opts).unwrap();
     let halts: Vec<_> = report
