@@ -469,3 +469,71 @@ taker_fee = 0.001
         ]
     );
 }
+
+#[test]
+fn the_exit_threshold_leaves_before_the_signal_turns() {
+    let mut t = trader(
+        r#"
+[strategy]
+bucket = "1s"
+signal = "buy_volume - sell_volume"
+entry = 2
+exit = 1
+[strategy.sizing]
+method = "fixed"
+size = 1
+"#,
+    );
+    let events = vec![
+        book(0, 99.0, 101.0, 500.0),
+        trade(500, 101.0, 3.0, Side::Buy),  // 3 >= entry: long
+        trade(1500, 101.0, 1.5, Side::Buy), // 1.5 >= exit: hold
+        trade(2500, 101.0, 0.5, Side::Buy), // 0.5 < exit: leave
+        trade(3500, 101.0, 0.5, Side::Buy),
+        book(3600, 99.0, 101.0, 500.0), // the exit fills here
+    ];
+    let out = run(&mut t, &events);
+    let o: Vec<_> = orders(&out)
+        .iter()
+        .map(|o| (o.order.sent.0 / 1_000_000, o.order.side, o.reason.clone()))
+        .collect();
+    assert_eq!(
+        o,
+        vec![
+            (1500, Side::Buy, "entry".to_string()),
+            (3500, Side::Sell, "exit".to_string()),
+        ]
+    );
+    assert_eq!(t.position(), 0.0);
+}
+
+#[test]
+fn a_resting_order_older_than_cancel_after_is_replaced() {
+    let mut t = trader(&format!(
+        "{}order = \"limit_join\"\ncancel_after = \"2s\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n",
+        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
+    ));
+    let mut events = vec![book(0, 99.0, 101.0, 5.0)];
+    for s in 0..5 {
+        events.push(trade(s * 1000 + 500, 101.0, 3.0, Side::Buy)); // never reaches our bid
+    }
+    let out = run(&mut t, &events);
+    let o: Vec<_> = orders(&out)
+        .iter()
+        .map(|o| {
+            (
+                o.order.sent.0 / 1_000_000,
+                o.status.as_str(),
+                o.reason.clone(),
+            )
+        })
+        .collect();
+    // Sent at 1.5 s, 2 s old at 3.5 s: cancelled; re-placed once confirmed, at 4.5 s.
+    assert_eq!(
+        o,
+        vec![
+            (1500, "cancelled", "entry".to_string()),
+            (4500, "sent", "replace".to_string()),
+        ]
+    );
+}
