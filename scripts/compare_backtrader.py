@@ -26,27 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-VENV = Path.home() / ".cache/flowsense/bench-venv"
-
-
-def ensure_backtrader():
-    try:
-        import backtrader  # noqa: F401
-    except ImportError:
-        if os.environ.get("FLOWSENSE_BENCH_VENV") == "1":
-            sys.exit("backtrader is not importable even in the bench venv")
-        if not (VENV / "bin/python").exists():
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin/pip"), "install", "-q", "backtrader"], check=True)
-        env = dict(os.environ, FLOWSENSE_BENCH_VENV="1")
-        os.execve(str(VENV / "bin/python"), [str(VENV / "bin/python"), *sys.argv], env)
-
-
-def flowsense_binary(arg):
-    if arg:
-        return arg
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/flowsense-target"))
-    return str(Path(target) / "release/flowsense")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from bench_common import ensure, flowsense_binary  # noqa: E402
 
 
 def run(cmd, **kw):
@@ -127,7 +108,7 @@ def main():
     ap.add_argument("--events-per-day", type=int, default=20000)
     ap.add_argument("--flowsense")
     args = ap.parse_args()
-    ensure_backtrader()
+    ensure("backtrader", "backtrader")
     fs = flowsense_binary(args.flowsense)
     work = Path(tempfile.mkdtemp(prefix="fs-vs-bt-"))
     src, lake = work / "src", work / "lake"
@@ -166,7 +147,7 @@ def main():
         # "run cmp: N events in X s (...)": the graph's own time, lake read included.
         head = next(line for line in r.stderr.splitlines() if line.startswith("run cmp:"))
         inner.append(float(head.split(" in ")[1].split(" s")[0]))
-    fs_time, fs_inner = sorted(times)[1], sorted(inner)[1]
+    fs_time, fs_inner = sorted(times)[1], max(sorted(inner)[1], 1e-3)
     out = run([fs, "sql", "--lake", str(lake), "--format", "csv",
                "SELECT ts, side, price, size FROM fills WHERE run_id = 'cmp' ORDER BY ts"]).stdout
     ours = []

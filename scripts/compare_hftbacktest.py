@@ -31,28 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-VENV = Path.home() / ".cache/flowsense/bench-venv"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def ensure_hftbacktest():
-    try:
-        import hftbacktest  # noqa: F401
-    except ImportError:
-        if os.environ.get("FLOWSENSE_BENCH_VENV") == "1":
-            sys.exit("hftbacktest is not importable even in the bench venv")
-        if not (VENV / "bin/python").exists():
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin/pip"), "install", "-q", "hftbacktest"], check=True)
-        env = dict(os.environ, FLOWSENSE_BENCH_VENV="1")
-        os.execve(str(VENV / "bin/python"), [str(VENV / "bin/python"), *sys.argv], env)
-
-
-def flowsense_binary(arg):
-    if arg:
-        return arg
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/flowsense-target"))
-    return str(Path(target) / "release/flowsense")
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import ensure, flowsense_binary  # noqa: E402
 
 
 def run_hftbacktest(npz, interval, qty, max_pos, tick, lot, steps):
@@ -170,7 +151,7 @@ def main():
     ap.add_argument("--max-position", type=float, default=0.05)
     ap.add_argument("--flowsense")
     args = ap.parse_args()
-    ensure_hftbacktest()
+    ensure("hftbacktest", "hftbacktest")
     from hftbacktest.data.utils import binancefutures
 
     fs = flowsense_binary(args.flowsense)

@@ -92,6 +92,17 @@ impl Table {
         Table::Metrics,
     ];
 
+    /// The tables a trading run writes, each row carrying its `run_id`.
+    pub const RUN_TABLES: [Table; 7] = [
+        Table::Orders,
+        Table::Fills,
+        Table::Equity,
+        Table::RiskEvents,
+        Table::Positions,
+        Table::Runs,
+        Table::Metrics,
+    ];
+
     /// The table's name, also its folder in the lake.
     ///
     /// ```

@@ -105,7 +105,7 @@ impl TradingReport {
     /// A few lines for people.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "run {}: {} events in {:.2} s ({:.0} events/s)\n",
+            "run {}: {} events in {:.3} s ({:.0} events/s)\n",
             self.run_id,
             self.events,
             self.seconds,
@@ -421,7 +421,7 @@ pub fn run_trading(
         indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
             .expect("static template"),
     );
-    let ticker = {
+    let ticker = opts.progress.then(|| {
         let (bar, read) = (spinner.clone(), read.clone());
         std::thread::spawn(move || {
             while !bar.is_finished() {
@@ -429,10 +429,11 @@ pub fn run_trading(
                 let secs = start.elapsed().as_secs_f64().max(1e-9);
                 bar.set_message(format!("{n} events ({:.0}/s)", n as f64 / secs));
                 bar.tick();
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                // Woken early when the run ends.
+                std::thread::park_timeout(std::time::Duration::from_millis(200));
             }
         })
-    };
+    });
     let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerResult> {
         let (index, peers) = (worker.index(), worker.peers());
         let writer = if o.write {
@@ -494,7 +495,10 @@ pub fn run_trading(
     };
     let joined = guards.join();
     spinner.finish_and_clear();
-    let _ = ticker.join();
+    if let Some(t) = ticker {
+        t.thread().unpark();
+        let _ = t.join();
+    }
     let bucket_seconds = strategy.bucket.seconds();
     let mut totals = MetricsBuilder::portfolio(spec.risk.capital, bucket_seconds);
     let mut marks = Vec::new();

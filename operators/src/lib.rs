@@ -13,6 +13,7 @@
 
 #![forbid(missing_docs)]
 
+pub mod by_symbol;
 pub mod engine;
 pub mod metrics;
 pub mod order_flow;

@@ -4,12 +4,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use flowsense_core::job::FeatureSpec;
-use flowsense_core::{FeatureRow, MarketEvent, Symbol};
-use rustc_hash::FxHashMap;
+use flowsense_core::{FeatureRow, MarketEvent};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::by_symbol::BySymbol;
 use crate::engine::FeatureEngine;
 
 /// Computes order-flow features per symbol, per event and per time bucket.
@@ -80,23 +80,16 @@ impl<'scope> OrderFlowFeatures<'scope> for StreamVec<'scope, u64, MarketEvent> {
         let route = Exchange::new(|e: &MarketEvent| e.symbol().route());
         self.unary_frontier(route, "OrderFlowFeatures", move |cap, _info| {
             let mut held = Some(cap);
-            // Symbol -> index into `engines` (a hash of a short string beats walking a tree of
-            // string comparisons on every event).
-            let mut index: FxHashMap<Symbol, usize> = FxHashMap::default();
-            let mut engines: Vec<FeatureEngine> = Vec::new();
+            let mut engines: BySymbol<FeatureEngine> = BySymbol::default();
             let mut rows: Vec<FeatureRow> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|time, data| {
                     for ev in data.drain(..) {
-                        let i = match index.get(ev.symbol()) {
-                            Some(&i) => i,
-                            None => {
-                                engines.push(FeatureEngine::new(ev.symbol().clone(), &spec));
-                                index.insert(ev.symbol().clone(), engines.len() - 1);
-                                engines.len() - 1
-                            }
-                        };
-                        engines[i].on_event(&ev, &mut rows);
+                        engines
+                            .get_or_insert_with(ev.symbol(), |s| {
+                                FeatureEngine::new(s.clone(), &spec)
+                            })
+                            .on_event(&ev, &mut rows);
                     }
                     if !rows.is_empty() {
                         output.session(&time).give_iterator(rows.drain(..));
@@ -108,7 +101,7 @@ impl<'scope> OrderFlowFeatures<'scope> for StreamVec<'scope, u64, MarketEvent> {
                 match frontier.frontier().iter().min().copied() {
                     Some(t) => {
                         let t_ns = i64::try_from(t).unwrap_or(i64::MAX);
-                        for e in engines.iter_mut() {
+                        for e in engines.values_mut() {
                             if e.next_close().is_some_and(|end| end <= t_ns) {
                                 e.close_until(t_ns, &mut rows);
                             }
@@ -122,7 +115,7 @@ impl<'scope> OrderFlowFeatures<'scope> for StreamVec<'scope, u64, MarketEvent> {
                     }
                     None => {
                         let mut c = counters.borrow_mut();
-                        for e in engines.iter_mut() {
+                        for e in engines.values_mut() {
                             e.finish(&mut rows);
                             c.symbols += 1;
                             c.rejected += e.rejects();
@@ -143,7 +136,7 @@ impl<'scope> OrderFlowFeatures<'scope> for StreamVec<'scope, u64, MarketEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowsense_core::{L3Action, OrderEvent, OrderId, Price, Side, Size, UnixNanos};
+    use flowsense_core::{L3Action, OrderEvent, OrderId, Price, Side, Size, Symbol, UnixNanos};
     use timely::dataflow::operators::vec::ToStream;
 
     #[test]

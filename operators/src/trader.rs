@@ -51,6 +51,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::by_symbol::BySymbol;
 use crate::engine::FeatureEngine;
 
 /// A position in progress, from the fill that opened it.
@@ -1027,31 +1028,17 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
         let route = Exchange::new(|e: &MarketEvent| e.symbol().route());
         Ok(self.unary_frontier(route, "Trade", move |cap, _info| {
             let mut held = Some(cap);
-            let mut index: FxHashMap<Symbol, usize> = FxHashMap::default();
-            let mut traders: Vec<Trader<Br>> = Vec::new();
+            let mut traders: BySymbol<Trader<Br>> = BySymbol::default();
             let mut out: Vec<TradeRecord> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|time, data| {
                     for ev in data.drain(..) {
-                        let i = match index.get(ev.symbol()) {
-                            Some(&i) => i,
-                            None => {
-                                let s = ev.symbol().clone();
-                                let t = Trader::new(
-                                    s.clone(),
-                                    &job,
-                                    &features,
-                                    &strategy,
-                                    &risk,
-                                    broker(&s),
-                                )
-                                .expect("validated when the operator was built");
-                                traders.push(t);
-                                index.insert(s, traders.len() - 1);
-                                traders.len() - 1
-                            }
-                        };
-                        traders[i].on_event(&ev, &mut out);
+                        traders
+                            .get_or_insert_with(ev.symbol(), |s| {
+                                Trader::new(s.clone(), &job, &features, &strategy, &risk, broker(s))
+                                    .expect("validated when the operator was built")
+                            })
+                            .on_event(&ev, &mut out);
                     }
                     if !out.is_empty() {
                         output.session(&time).give_iterator(out.drain(..));
@@ -1068,11 +1055,8 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
                     }
                     None => {
                         // Symbols in a fixed order, so the records leave alike on every run.
-                        let mut order: Vec<_> =
-                            index.iter().map(|(s, &i)| (s.clone(), i)).collect();
-                        order.sort();
-                        for (_, i) in order {
-                            traders[i].finish(&mut out);
+                        for t in traders.sorted_mut() {
+                            t.finish(&mut out);
                         }
                         if !out.is_empty() {
                             output.session(&*cap).give_iterator(out.drain(..));

@@ -125,6 +125,17 @@ struct Resting {
     queue: Queue,
 }
 
+/// One execution to report.
+struct Exec {
+    id: ClientOrderId,
+    side: Side,
+    price: Price,
+    size: Size,
+    liquidity: Liquidity,
+    t: i64,
+    wait: Option<i64>,
+}
+
 #[derive(Debug)]
 enum Action {
     Submit(Order),
@@ -193,6 +204,26 @@ impl SimExchange {
             delivered: UnixNanos(delivered),
             kind,
         });
+    }
+
+    /// Reports one execution, its fee at the maker or taker rate.
+    fn execute(&mut self, e: Exec) {
+        let rate = match e.liquidity {
+            Liquidity::Maker => self.spec.maker_fee,
+            Liquidity::Taker => self.spec.taker_fee,
+        };
+        let fill = Fill {
+            order: e.id,
+            symbol: self.symbol.clone(),
+            side: e.side,
+            price: e.price,
+            size: e.size,
+            fee: e.price.as_f64() * e.size.as_f64() * rate,
+            liquidity: e.liquidity,
+            ts: UnixNanos(e.t),
+            queue_wait: e.wait,
+        };
+        self.report(e.id, e.t, ReportKind::Fill(fill));
     }
 
     fn push(&mut self, arrival: i64, action: Action) {
@@ -305,20 +336,16 @@ impl SimExchange {
                 Side::Sell => p.as_f64() * (1.0 - slip),
             };
             let price = Price::from_f64(px).unwrap_or(p);
-            let fee = price.as_f64() * take.as_f64() * self.spec.taker_fee;
             left -= take;
-            let fill = Fill {
-                order: id,
-                symbol: self.symbol.clone(),
+            self.execute(Exec {
+                id,
                 side: order.side,
                 price,
                 size: take,
-                fee,
                 liquidity: Liquidity::Taker,
-                ts: UnixNanos(at),
-                queue_wait: None,
-            };
-            self.report(id, at, ReportKind::Fill(fill));
+                t: at,
+                wait: None,
+            });
         }
         if !left.is_positive() {
             return;
@@ -409,19 +436,15 @@ impl SimExchange {
             }
         }
         for (id, side, price, size, wait) in fills {
-            let fee = price.as_f64() * size.as_f64() * self.spec.maker_fee;
-            let fill = Fill {
-                order: id,
-                symbol: self.symbol.clone(),
+            self.execute(Exec {
+                id,
                 side,
                 price,
                 size,
-                fee,
                 liquidity: Liquidity::Maker,
-                ts: UnixNanos(t),
-                queue_wait: Some(wait),
-            };
-            self.report(id, t, ReportKind::Fill(fill));
+                t,
+                wait: Some(wait),
+            });
         }
         self.resting.retain(|r| r.left.is_positive());
     }
@@ -490,22 +513,15 @@ impl SimExchange {
             }
         }
         for (id, side, price, size, liquidity, t, wait) in fills {
-            let rate = match liquidity {
-                Liquidity::Maker => self.spec.maker_fee,
-                Liquidity::Taker => self.spec.taker_fee,
-            };
-            let fill = Fill {
-                order: id,
-                symbol: self.symbol.clone(),
+            self.execute(Exec {
+                id,
                 side,
                 price,
                 size,
-                fee: price.as_f64() * size.as_f64() * rate,
                 liquidity,
-                ts: UnixNanos(t),
-                queue_wait: wait,
-            };
-            self.report(id, t, ReportKind::Fill(fill));
+                t,
+                wait,
+            });
         }
         for (id, t) in cancels {
             self.report(id, t, ReportKind::Cancelled);

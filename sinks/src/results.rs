@@ -364,15 +364,7 @@ pub fn clear_run(lake: &Lake, run_id: &str) -> Result<u64> {
     let mut removed = 0;
     let prefix = format!("{run_id}-");
     let whole = format!("{run_id}.parquet");
-    for table in [
-        Table::Orders,
-        Table::Fills,
-        Table::Equity,
-        Table::RiskEvents,
-        Table::Positions,
-        Table::Runs,
-        Table::Metrics,
-    ] {
+    for table in Table::RUN_TABLES {
         for meta in rt.block_on(lake.list_table(table))? {
             let name = meta.location.filename().unwrap_or_default();
             let digits = |c: &str| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit());
