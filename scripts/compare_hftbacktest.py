@@ -162,7 +162,8 @@ def main():
     r = subprocess.run([fs, "bench", "market-making", args.capture, "--qty", str(args.qty),
                         "--max-position", str(args.max_position), "--interval", "100ms",
                         "--order-latency", "1ms", "--response-latency", "1ms",
-                        "--queue-power", "2", "--maker-fee", "0.0002", "--taker-fee", "0.0008"],
+                        "--queue-power", "2", "--maker-fee", "0.0002", "--taker-fee", "0.0008",
+                        "--lot-size", "0.001"],
                        check=True, capture_output=True, text=True)
     summary = r.stderr.strip().splitlines()[-1]
     ours = list(csv.DictReader(io.StringIO(r.stdout)))

@@ -195,6 +195,9 @@ pub struct ExecutionSpec {
     pub queue_power: f64,
     /// Seed of the latency draws.
     pub seed: u64,
+    /// The venue's lot: fills the L2 queue model gives are rounded down to a multiple of it
+    /// (absent: no rounding), as no venue fills a fraction of a lot.
+    pub lot_size: Option<f64>,
 }
 
 impl Default for ExecutionSpec {
@@ -208,6 +211,7 @@ impl Default for ExecutionSpec {
             slippage_bps: 1.0,
             queue_power: 2.0,
             seed: 0,
+            lot_size: None,
         }
     }
 }
@@ -311,6 +315,9 @@ impl ExecutionSpec {
         }
         if !(self.queue_power.is_finite() && self.queue_power >= 0.0) {
             return Err("execution.queue_power must not be negative".into());
+        }
+        if self.lot_size.is_some_and(|l| !(l.is_finite() && l > 0.0)) {
+            return Err("execution.lot_size must be positive".into());
         }
         Ok(())
     }

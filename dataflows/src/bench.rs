@@ -102,6 +102,9 @@ pub enum BenchCommand {
         /// Taker fee.
         #[arg(long, default_value_t = 0.0008)]
         taker_fee: f64,
+        /// The venue's lot: modelled fills round down to it (0 for none).
+        #[arg(long, default_value_t = 0.001)]
+        lot_size: f64,
     },
     /// Runs named queries (a JSON object `{"name": "SQL", ...}`) over a lake; prints one JSON line
     /// per query with the median time. `scripts/bench_sql.py` runs it beside DuckDB.

@@ -488,6 +488,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     queue_power,
                     maker_fee,
                     taker_fee,
+                    lot_size,
                 },
         } => {
             drop(rt);
@@ -504,6 +505,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     maker_fee,
                     taker_fee,
                     slippage_bps: 0.0,
+                    lot_size: (lot_size > 0.0).then_some(lot_size),
                     ..Default::default()
                 },
             };

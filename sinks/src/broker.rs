@@ -39,7 +39,9 @@
 //!     (`queue_power`; the "power" probabilistic queue model). `n = 0` splits every cancel in
 //!     half; larger `n` takes more from the longer side (cancels come mostly from the back while
 //!     we are near the front). The expected share is applied, not a random draw, so a run is
-//!     deterministic. The volume ahead never exceeds the level's size.
+//!     deterministic. The volume ahead never exceeds the level's size. The shares are
+//!     fractional, so with `lot_size` set the fills this model gives are rounded down to whole
+//!     lots (the rest of the trade is lost to us, conservatively).
 //!
 //! ```
 //! use flowsense_core::order::{Broker, ClientOrderId, Order, OrderKind, ReportKind};
@@ -384,6 +386,7 @@ impl SimExchange {
     /// `ahead_hit` says whether the print consumed volume ahead of (`true`) or behind each order
     /// (L3: decided per order by the caller through `exec_id`).
     fn on_print(&mut self, side: Side, price: Price, size: Size, exec_id: Option<OrderId>, t: i64) {
+        let lot = self.spec.lot_size;
         let mut fills = Vec::new();
         for r in &mut self.resting {
             if r.order.side != side || !r.left.is_positive() || matches!(r.queue, Queue::Bar) {
@@ -401,8 +404,12 @@ impl SimExchange {
                     Queue::Modelled { ahead, traded, .. } => {
                         let q = size.as_f64();
                         *traded += q;
-                        let excess = q - *ahead;
+                        let mut excess = q - *ahead;
                         *ahead = (*ahead - q).max(0.0);
+                        // The model's shares are fractional; the venue fills whole lots.
+                        if let Some(lot) = lot {
+                            excess = (excess / lot + 1e-9).floor() * lot;
+                        }
                         if excess > 0.0 {
                             r.left.min(Size::from_f64(excess).unwrap_or(Size::ZERO))
                         } else {

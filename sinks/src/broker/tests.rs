@@ -455,3 +455,22 @@ fn bars_fill_at_the_next_open_or_through_the_limit() {
         ]
     );
 }
+
+#[test]
+fn modelled_fills_round_down_to_whole_lots() {
+    let spec = ExecutionSpec {
+        lot_size: Some(1.0),
+        ..plain()
+    };
+    let mut ex = SimExchange::new(sym(), &spec);
+    ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 5.0)], true));
+    ex.submit(limit(1, Side::Buy, 99.0, 3.0, 0)); // behind 5
+    // The level drops to 3.5 without a trade: 1.5 cancelled, a share of it from ahead.
+    ex.on_market(&book(200, &[(99.0, 3.5)], &[], false));
+    // A seller takes 6: past the fractional volume ahead, whole lots only.
+    ex.on_market(&trade(300, 99.0, 6.0, Side::Sell));
+    let f = fills(&mut ex);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].size.as_f64().fract(), 0.0, "{:?}", f[0].size);
+    assert!(f[0].size.as_f64() >= 2.0);
+}
