@@ -33,7 +33,8 @@
 //!    the touch (with `replace_on_touch_move`) or that is older than `cancel_after` is cancelled
 //!    and placed again once the cancel is confirmed. Nothing new is sent while a cancel is
 //!    pending, so the position cannot overshoot. Each order passes the rate limit (orders and
-//!    cancels per second of feed time) and the price band; a refusal is a risk event.
+//!    cancels per second of feed time) and the price band; a refusal is a risk event. The halt's
+//!    cancels and flattening market orders are not held back by the rate limit.
 
 use std::collections::VecDeque;
 
