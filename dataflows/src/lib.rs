@@ -1,7 +1,7 @@
 //! FlowSense's runtime and command line: moving market data into the lake ([`ingest`]), making
 //! a synthetic market ([`synth`]), querying the lake ([`sql`]), building and running a job's
 //! timely dataflow ([`job`], [`run`]), trading a job's strategy in backtests and replays
-//! ([`backtest`]), reporting on a run ([`report`]) and measuring all of it ([`bench`]). The binary's
+//! ([`backtest`]), reporting on a run ([`report`]) and measuring all of it ([`mod@bench`]). The binary's
 //! `main.rs` only parses arguments and dispatches here.
 
 #![forbid(missing_docs)]

@@ -14,7 +14,7 @@ use crate::engine::FeatureEngine;
 
 /// Computes order-flow features per symbol, per event and per time bucket.
 ///
-/// Events are exchanged by symbol ([`Symbol::route`]), so each symbol's events meet one engine in
+/// Events are exchanged by symbol ([`flowsense_core::Symbol::route`]), so each symbol's events meet one engine in
 /// the order their source sent them; results do not depend on the number of workers. A bucket's
 /// row leaves as soon as an event past its end arrives or the input frontier passes its end, at
 /// the time of that event or frontier. When the input closes, every open bucket is emitted.
