@@ -537,3 +537,39 @@ fn a_resting_order_older_than_cancel_after_is_replaced() {
         ]
     );
 }
+
+#[test]
+fn a_partly_filled_order_is_cancelled_on_reversal_and_the_rest_is_netted() {
+    let mut t = trader(&format!(
+        "{}order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 3\n",
+        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
+    ));
+    let events = vec![
+        book(0, 99.0, 101.0, 1.0),
+        trade(500, 101.0, 3.0, Side::Buy),
+        // Closes [0, 1 s): buy 3 at 99, behind 1.
+        trade(1500, 101.0, 0.5, Side::Buy),
+        // A seller takes the 1 ahead and 1 of ours; more selling prints above our bid (it does
+        // not reach us) and turns the bucket's flow.
+        trade(1600, 99.0, 2.0, Side::Sell),
+        trade(1700, 100.0, 3.0, Side::Sell),
+        // Closes [1 s, 2 s): reverse to -3; the buy's other 2 are cancelled.
+        trade(2500, 100.0, 0.1, Side::Sell),
+        // Closes [2 s, 3 s) (still short): the cancel is confirmed; sell from +1 to -3.
+        book(3500, 99.0, 101.0, 1.0),
+    ];
+    let out = run(&mut t, &events);
+    let o: Vec<_> = orders(&out)
+        .iter()
+        .map(|o| {
+            (
+                o.order.side,
+                o.order.size.as_f64(),
+                o.filled.as_f64(),
+                o.status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(o[0], (Side::Buy, 3.0, 1.0, "cancelled"), "{o:?}");
+    assert_eq!((o[1].0, o[1].1), (Side::Sell, 4.0), "{o:?}");
+}
