@@ -203,6 +203,9 @@ fn chart(title: &str, y_label: &str, t0: i64, series: &[Series]) -> anyhow::Resu
             .light_line_style(RGBColor(235, 235, 235))
             .x_label_formatter(&|x| clock(t0 + (*x * 1e9) as i64, false))
             .y_label_formatter(&|y| {
+                if y.abs() < 1e-12 {
+                    return "0".to_string(); // not "-0.0000"
+                }
                 let m = y0.abs().max(y1.abs());
                 if m >= 1e4 || span < 0.0 {
                     format!("{y:.0}")
