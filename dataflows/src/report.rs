@@ -195,7 +195,6 @@ fn chart(title: &str, y_label: &str, t0: i64, series: &[Series]) -> anyhow::Resu
             .y_label_area_size(80)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|x| e(&x))?;
-        let span = x1 - x0;
         c.configure_mesh()
             .x_labels(7)
             .y_labels(6)
@@ -207,7 +206,7 @@ fn chart(title: &str, y_label: &str, t0: i64, series: &[Series]) -> anyhow::Resu
                     return "0".to_string(); // not "-0.0000"
                 }
                 let m = y0.abs().max(y1.abs());
-                if m >= 1e4 || span < 0.0 {
+                if m >= 1e4 {
                     format!("{y:.0}")
                 } else if m >= 10.0 {
                     format!("{y:.2}")
