@@ -19,7 +19,6 @@ re-runs itself there when it is missing).
 import argparse
 import csv
 import datetime as dt
-import os
 import subprocess
 import sys
 import tempfile
@@ -164,9 +163,6 @@ def main():
     same = a == b
     print(f"executions: FlowSense {len(a)}, Backtrader {len(b)}; identical: {same}")
     if not same:
-        if os.environ.get("DEBUG_CMP"):
-            for x, y in zip(a[:12], b[:12]):
-                print("   ", x, y)
         for i, (x, y) in enumerate(zip(a, b)):
             if x != y:
                 print(f"  first difference at #{i}: FlowSense {x} vs Backtrader {y}")

@@ -359,35 +359,26 @@ pub fn build_trading<'scope>(
 
 /// A run id for `job` started now: `<job>-<UTC yyyymmddThhmmss>`.
 pub fn new_run_id(job: &str) -> String {
-    format!("{job}-{}", chrono_like_now())
+    // `YYYY-MM-DDTHH:MM:SS` without its separators.
+    let t: String = now_utc()[..19]
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    format!("{job}-{t}")
 }
 
-fn chrono_like_now() -> String {
-    let secs = std::time::SystemTime::now()
+/// The wall clock as `YYYY-MM-DDTHH:MM:SS.fffffffff` (the driver's, for names and the `runs`
+/// table; no operator reads it).
+fn now_utc() -> String {
+    let ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let (y, m, d) = flowsense_core::ids::civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+        .map_or(0, |d| d.as_nanos() as i64);
+    flowsense_core::job::format_instant(UnixNanos(ns))
 }
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`, for the `runs` table.
 pub fn started_rfc3339() -> String {
-    let c = chrono_like_now();
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &c[0..4],
-        &c[4..6],
-        &c[6..8],
-        &c[9..11],
-        &c[11..13],
-        &c[13..15]
-    )
+    format!("{}Z", &now_utc()[..19])
 }
 
 /// Runs the job's strategy over its source and returns what it did; with `opts.write`, its

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int64Type};
 use flowsense_core::{Lake, UnixNanos};
 use flowsense_sql::LakeSession;
 use plotters::prelude::*;
@@ -42,20 +42,20 @@ impl Columns {
             .collect()
     }
 
-    fn f64(&self, name: &str) -> anyhow::Result<Vec<Option<f64>>> {
+    fn prim<T: ArrowPrimitiveType>(&self, name: &str) -> anyhow::Result<Vec<Option<T::Native>>> {
         Ok(self
-            .cast(name, &DataType::Float64)?
+            .cast(name, &T::DATA_TYPE)?
             .iter()
-            .flat_map(|a| a.as_primitive::<Float64Type>().iter().collect::<Vec<_>>())
+            .flat_map(|a| a.as_primitive::<T>().iter().collect::<Vec<_>>())
             .collect())
     }
 
+    fn f64(&self, name: &str) -> anyhow::Result<Vec<Option<f64>>> {
+        self.prim::<Float64Type>(name)
+    }
+
     fn i64(&self, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
-        Ok(self
-            .cast(name, &DataType::Int64)?
-            .iter()
-            .flat_map(|a| a.as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
-            .collect())
+        self.prim::<Int64Type>(name)
     }
 
     fn str(&self, name: &str) -> anyhow::Result<Vec<Option<String>>> {

@@ -328,20 +328,8 @@ impl<B: Broker> Trader<B> {
         if let (Some(end), Some(mid)) = (end, self.last_mid)
             && self.marked != (self.cash, self.position.raw())
         {
-            let equity = self.equity();
-            self.peak = self.peak.max(equity);
             let signal = self.history.back().map_or(f64::NAN, |_| self.eval_signal());
-            out.push(TradeRecord::Equity(EquityPoint {
-                ts: UnixNanos(end),
-                symbol: self.symbol.clone(),
-                equity,
-                position: self.position.as_f64(),
-                mid,
-                fees: self.fees,
-                drawdown: 1.0 - equity / self.peak,
-                signal,
-                regime: self.regime.clone(),
-            }));
+            self.mark(end, mid, signal, out);
         }
         // A position still open at the end, marked at the last mid.
         if let (Some(t), Some(end)) = (self.trip.take(), end) {
@@ -512,30 +500,9 @@ impl<B: Broker> Trader<B> {
         };
 
         // 1. Mark, drawdown, halt.
-        let equity = self.equity();
-        if equity > self.peak {
-            self.peak = equity;
-            self.alerted = false;
-        }
-        let drawdown = if self.peak > 0.0 {
-            1.0 - equity / self.peak
-        } else {
-            0.0
-        };
         let signal = self.eval_signal();
         self.regime = self.eval_regime();
-        self.marked = (self.cash, self.position.raw());
-        out.push(TradeRecord::Equity(EquityPoint {
-            ts: UnixNanos(ts),
-            symbol: self.symbol.clone(),
-            equity,
-            position: self.position.as_f64(),
-            mid,
-            fees: self.fees,
-            drawdown,
-            signal,
-            regime: self.regime.clone(),
-        }));
+        let (equity, drawdown) = self.mark(ts, mid, signal, out);
         if !self.halted && drawdown >= self.risk.drawdown_alert && !self.alerted {
             self.alerted = true;
             self.risk_event(
@@ -623,17 +590,48 @@ impl<B: Broker> Trader<B> {
         self.work_orders(now, mid, bid, ask, signal, reason, out);
     }
 
-    fn eval_signal(&self) -> f64 {
+    /// Marks the account at `mid` (a new peak re-arms the alert) and records the mark; returns
+    /// the equity and the drawdown from the peak.
+    fn mark(&mut self, ts: i64, mid: f64, signal: f64, out: &mut Vec<TradeRecord>) -> (f64, f64) {
+        let equity = self.equity();
+        if equity > self.peak {
+            self.peak = equity;
+            self.alerted = false;
+        }
+        let drawdown = if self.peak > 0.0 {
+            1.0 - equity / self.peak
+        } else {
+            0.0
+        };
+        self.marked = (self.cash, self.position.raw());
+        out.push(TradeRecord::Equity(EquityPoint {
+            ts: UnixNanos(ts),
+            symbol: self.symbol.clone(),
+            equity,
+            position: self.position.as_f64(),
+            mid,
+            fees: self.fees,
+            drawdown,
+            signal,
+            regime: self.regime.clone(),
+        }));
+        (equity, drawdown)
+    }
+
+    /// An expression over the history (the latest row last).
+    fn eval(&self, e: &flowsense_core::expr::Expr) -> f64 {
         let h = &self.history;
         let row = |k: usize| h.len().checked_sub(1 + k).and_then(|i| h.get(i));
-        self.strategy.signal.eval_with(&row)
+        e.eval_with(&row)
+    }
+
+    fn eval_signal(&self) -> f64 {
+        self.eval(&self.strategy.signal)
     }
 
     fn eval_regime(&self) -> Option<String> {
         let r = self.strategy.regime.as_ref()?;
-        let h = &self.history;
-        let row = |k: usize| h.len().checked_sub(1 + k).and_then(|i| h.get(i));
-        let v = r.expr.eval_with(&row);
+        let v = self.eval(&r.expr);
         if !v.is_finite() {
             return None;
         }
@@ -657,8 +655,6 @@ impl<B: Broker> Trader<B> {
 
     /// The absolute target size for a new direction.
     fn size(&self, mid: f64, equity: f64, now: i64, out: &mut Vec<TradeRecord>) -> f64 {
-        let h = &self.history;
-        let row = |k: usize| h.len().checked_sub(1 + k).and_then(|i| h.get(i));
         let mut size = match &self.strategy.sizing {
             Sizing::Fixed { size } => *size,
             Sizing::Kelly {
@@ -668,7 +664,7 @@ impl<B: Broker> Trader<B> {
                 max_leverage,
                 lot,
             } => {
-                let (e, v) = (edge.eval_with(&row).abs(), variance.eval_with(&row));
+                let (e, v) = (self.eval(edge).abs(), self.eval(variance));
                 let f = if e.is_finite() && v.is_finite() && v > 0.0 {
                     (fraction * e / v).min(*max_leverage)
                 } else {

@@ -274,6 +274,30 @@ impl Files {
     }
 }
 
+/// A column of `b` as `T`, or an error naming the file and the column.
+fn req<T: Clone + 'static>(b: &RecordBatch, path: &str, name: &str) -> Result<T> {
+    opt(b, name).ok_or_else(|| Error::LakeFile {
+        path: path.to_string(),
+        why: format!("column {name} is missing or of the wrong type"),
+    })
+}
+
+/// A column of `b` as `T`, if it is there with that type.
+fn opt<T: Clone + 'static>(b: &RecordBatch, name: &str) -> Option<T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .cloned()
+}
+
+/// Keeps the first error that ended a stream of the replay.
+fn keep_first(slot: &std::sync::Mutex<Option<Error>>, e: Error) {
+    if let Ok(mut slot) = slot.lock()
+        && slot.is_none()
+    {
+        *slot = Some(e);
+    }
+}
+
 /// A string column as written (`Utf8`) or as some readers give it back (`Utf8View`).
 enum Strings {
     Utf8(arrow::array::StringArray),
@@ -321,20 +345,6 @@ struct Decoded {
 
 impl Decoded {
     fn new(b: &RecordBatch, path: &str, table: Table) -> Result<Decoded> {
-        fn req<T: Clone + 'static>(b: &RecordBatch, path: &str, name: &str) -> Result<T> {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<T>())
-                .cloned()
-                .ok_or_else(|| Error::LakeFile {
-                    path: path.to_string(),
-                    why: format!("column {name} is missing or of the wrong type"),
-                })
-        }
-        fn opt<T: Clone + 'static>(b: &RecordBatch, name: &str) -> Option<T> {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<T>())
-                .cloned()
-        }
         let d = Decoded {
             rows: b.num_rows(),
             ts: req(b, path, "ts")?,
@@ -468,11 +478,7 @@ impl PartitionStream {
 
     fn fail(&mut self, e: Error) {
         self.failed = true;
-        if let Ok(mut slot) = self.error.lock()
-            && slot.is_none()
-        {
-            *slot = Some(e);
-        }
+        keep_first(&self.error, e);
     }
 
     /// The current book batch, refilled as needed; `None` at the end.
@@ -682,15 +688,6 @@ struct BarCols {
 
 impl BarCols {
     fn new(b: &RecordBatch, path: &str) -> Result<BarCols> {
-        fn req<T: Clone + 'static>(b: &RecordBatch, path: &str, name: &str) -> Result<T> {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<T>())
-                .cloned()
-                .ok_or_else(|| Error::LakeFile {
-                    path: path.to_string(),
-                    why: format!("column {name} is missing or of the wrong type"),
-                })
-        }
         Ok(BarCols {
             ts: req(b, path, "ts")?,
             interval: Strings::of(b, "interval"),
@@ -699,10 +696,7 @@ impl BarCols {
             low: req(b, path, "low")?,
             close: req(b, path, "close")?,
             volume: req(b, path, "volume")?,
-            trades: b
-                .column_by_name("trades")
-                .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-                .cloned(),
+            trades: opt(b, "trades"),
         })
     }
 }
@@ -774,10 +768,6 @@ impl Iterator for BarStream {
 impl BarStream {
     fn fail(&mut self, e: Error) {
         self.failed = true;
-        if let Ok(mut slot) = self.error.lock()
-            && slot.is_none()
-        {
-            *slot = Some(e);
-        }
+        keep_first(&self.error, e);
     }
 }
