@@ -32,6 +32,15 @@ pub fn parse_fixed(text: &[u8]) -> std::result::Result<i64, &'static str> {
     if digits.is_empty() {
         return Err("no digits");
     }
+    let raw = match parse_short(digits) {
+        Some(raw) => raw,
+        None => parse_digits(digits)?,
+    };
+    Ok(if neg { -raw } else { raw })
+}
+
+/// The general loop of [`parse_fixed`], with overflow checks: unsigned digits and a dot.
+fn parse_digits(digits: &[u8]) -> std::result::Result<i64, &'static str> {
     let mut int: i64 = 0;
     let mut frac: i64 = 0;
     let mut frac_digits = 0u32;
@@ -63,11 +72,41 @@ pub fn parse_fixed(text: &[u8]) -> std::result::Result<i64, &'static str> {
     if !any_digit {
         return Err("no digits");
     }
-    let raw = int
-        .checked_mul(SCALE)
-        .and_then(|v| v.checked_add(frac * 10i64.pow(SCALE_DIGITS - frac_digits)))
-        .ok_or("overflow")?;
-    Ok(if neg { -raw } else { raw })
+    int.checked_mul(SCALE)
+        .and_then(|v| v.checked_add(frac * POW10[(SCALE_DIGITS - frac_digits) as usize]))
+        .ok_or("overflow")
+}
+
+/// Powers of ten up to the scale, for the fraction's missing places.
+const POW10: [i64; SCALE_DIGITS as usize + 1] = {
+    let mut t = [1i64; SCALE_DIGITS as usize + 1];
+    let mut i = 1;
+    while i < t.len() {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// The common case of [`parse_fixed`] without overflow checks: at most nine integer digits and
+/// nine decimals, which cannot overflow. `None` sends anything else to the general loop.
+fn parse_short(digits: &[u8]) -> Option<i64> {
+    let (int, frac) = match digits.iter().position(|&b| b == b'.') {
+        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+        None => (digits, &[][..]),
+    };
+    if int.len() > 9 || frac.len() > SCALE_DIGITS as usize || (int.is_empty() && frac.is_empty()) {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &b in int.iter().chain(frac) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + d as i64;
+    }
+    Some(v * POW10[SCALE_DIGITS as usize - frac.len()])
 }
 
 fn fmt_fixed(raw: i64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -266,6 +305,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn short_path_agrees_with_the_general_loop(text in "[0-9.x]{0,22}") {
+            if let Some(raw) = parse_short(text.as_bytes()) {
+                prop_assert_eq!(Ok(raw), parse_digits(text.as_bytes()));
+            }
+        }
+
         #[test]
         fn display_parse_round_trip(raw in -9_000_000_000_000_000_000i64..9_000_000_000_000_000_000) {
             let p = Price::from_raw(raw);

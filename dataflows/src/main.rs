@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+// mimalloc: the ingest's reader and writer threads free each other's buffers, which glibc's
+// allocator serialises on a lock, and DataFusion's hash tables allocate heavily (BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = flowsense::cli::Cli::parse();
     match flowsense::cli::run(cli) {

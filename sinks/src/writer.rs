@@ -2,18 +2,23 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rustc_hash::FxHashMap;
+
 use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
     UInt64Builder, make_builder,
 };
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use flowsense_core::{BboUpdate, DeadLetter, MarketEvent, Symbol, Table, UnixNanos};
+use flowsense_core::{
+    BboUpdate, DeadLetter, DepthUpdate, MarketEvent, Side, Symbol, Table, UnixNanos,
+};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
+use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::{Lake, Result};
 
@@ -24,6 +29,25 @@ pub fn encode_parquet(batch: &RecordBatch, props: &WriterProperties) -> Result<B
     w.write(batch)?;
     w.close()?;
     Ok(Bytes::from(buf))
+}
+
+/// Integer columns written with `DELTA_BINARY_PACKED` instead of a dictionary.
+const DELTA_COLUMNS: &[&str] = &[
+    "ts",
+    "local_ts",
+    "seq",
+    "order_id",
+    "update_id",
+    "first_update_id",
+    "final_update_id",
+    "trade_id",
+];
+
+/// A column's builder as the type the table's schema gives it.
+fn typed<T: ArrayBuilder>(col: &mut Box<dyn ArrayBuilder>) -> &mut T {
+    col.as_any_mut()
+        .downcast_mut::<T>()
+        .expect("builder type follows the schema")
 }
 
 /// Column builders for one table, made from its schema.
@@ -90,6 +114,32 @@ impl Rows {
         }
     }
 
+    /// One row per level of a depth message, each column's builder looked up once.
+    fn depth(&mut self, d: &DepthUpdate) {
+        let n = d.bids.len() + d.asks.len();
+        let [ts, local, first, last, side, price, size, snap] = self.cols.as_mut_slice() else {
+            unreachable!("depth_updates has eight columns");
+        };
+        typed::<Int64Builder>(ts).append_value_n(d.ts.0, n);
+        match d.local_ts {
+            Some(t) => typed::<Int64Builder>(local).append_value_n(t.0, n),
+            None => typed::<Int64Builder>(local).append_nulls(n),
+        }
+        typed::<UInt64Builder>(first).append_value_n(d.first_update_id, n);
+        typed::<UInt64Builder>(last).append_value_n(d.final_update_id, n);
+        typed::<BooleanBuilder>(snap).append_n(n, d.is_snapshot);
+        let side = typed::<StringBuilder>(side);
+        let price = typed::<Float64Builder>(price);
+        let size = typed::<Float64Builder>(size);
+        for (s, levels) in [(Side::Buy, &d.bids), (Side::Sell, &d.asks)] {
+            for &(p, q) in levels {
+                side.append_value(s.as_str());
+                price.append_value(p.raw() as f64 / 1e9);
+                size.append_value(q.raw() as f64 / 1e9);
+            }
+        }
+    }
+
     fn finish(&mut self) -> Result<RecordBatch> {
         let arrays: Vec<ArrayRef> = self.cols.iter_mut().map(|c| c.finish()).collect();
         Ok(RecordBatch::try_new(self.table.file_schema(), arrays)?)
@@ -104,6 +154,7 @@ struct PartKey {
 }
 
 struct Part {
+    key: PartKey,
     rows: Rows,
     chunk: u32,
 }
@@ -146,7 +197,11 @@ pub struct WriteStats {
 pub struct LakeWriter {
     lake: Lake,
     source: String,
-    parts: HashMap<PartKey, Part>,
+    /// Open partitions of the current source, and where each key's is.
+    parts: Vec<Part>,
+    index: FxHashMap<PartKey, usize>,
+    /// The partition written last: consecutive events almost always share it.
+    last: usize,
     pending: Vec<(Path, Bytes)>,
     written: HashSet<Path>,
     stats: WriteStats,
@@ -158,14 +213,23 @@ pub struct LakeWriter {
 impl LakeWriter {
     /// A writer with 1 M-row files.
     pub fn new(lake: Lake) -> Self {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(1 << 20))
-            .build();
+            .set_max_row_group_row_count(Some(1 << 20));
+        // Times and ids rise row to row: delta encoding stores them in a few bits each and costs
+        // less to encode than a dictionary they would overflow anyway (BENCHMARKS.md, ingest).
+        for col in DELTA_COLUMNS {
+            props = props
+                .set_column_dictionary_enabled(ColumnPath::from(*col), false)
+                .set_column_encoding(ColumnPath::from(*col), Encoding::DELTA_BINARY_PACKED);
+        }
+        let props = props.build();
         LakeWriter {
             lake,
             source: String::new(),
-            parts: HashMap::new(),
+            parts: Vec::new(),
+            index: FxHashMap::default(),
+            last: usize::MAX,
             pending: Vec::new(),
             written: HashSet::new(),
             stats: WriteStats::default(),
@@ -196,26 +260,50 @@ impl LakeWriter {
         self.source = id.to_string();
     }
 
-    fn part(&mut self, table: Table, ts: UnixNanos, symbol: Option<&Symbol>) -> &mut Rows {
+    /// The open partition for a table, day and symbol (made on first use).
+    fn part_index(&mut self, table: Table, ts: UnixNanos, symbol: Option<&Symbol>) -> usize {
+        let day = ts.day();
+        if let Some(p) = self.parts.get(self.last)
+            && p.key.table == table
+            && p.key.day == day
+            && p.key.symbol.as_ref() == symbol
+        {
+            return self.last;
+        }
         let key = PartKey {
             table,
-            day: ts.day(),
+            day,
             symbol: symbol.cloned(),
         };
-        let cap = self.max_rows.min(1 << 16);
-        &mut self
-            .parts
-            .entry(key)
-            .or_insert_with(|| Part {
-                rows: Rows::new(table, cap),
-                chunk: 0,
-            })
-            .rows
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let cap = if table == Table::DeadLetters {
+                    1024
+                } else {
+                    self.max_rows.min(1 << 16)
+                };
+                self.parts.push(Part {
+                    key: key.clone(),
+                    rows: Rows::new(table, cap),
+                    chunk: 0,
+                });
+                self.index.insert(key, self.parts.len() - 1);
+                self.parts.len() - 1
+            }
+        };
+        self.last = i;
+        i
+    }
+
+    fn part(&mut self, table: Table, ts: UnixNanos, symbol: Option<&Symbol>) -> &mut Rows {
+        let i = self.part_index(table, ts, symbol);
+        &mut self.parts[i].rows
     }
 
     /// Adds one event's rows.
     pub fn push(&mut self, ev: &MarketEvent) {
-        let (table, ts, sym) = match ev {
+        match ev {
             MarketEvent::Order(s, o) => {
                 let r = self.part(Table::BookEvents, o.ts, Some(s));
                 r.i64(0, Some(o.ts.0));
@@ -226,26 +314,10 @@ impl LakeWriter {
                 r.str(5, o.side.as_str());
                 r.dec(6, Some(o.price.raw()));
                 r.dec(7, Some(o.size.raw()));
-                (Table::BookEvents, o.ts, s)
             }
             MarketEvent::Depth(s, d) => {
                 let r = self.part(Table::DepthUpdates, d.ts, Some(s));
-                for (side, levels) in [
-                    (flowsense_core::Side::Buy, &d.bids),
-                    (flowsense_core::Side::Sell, &d.asks),
-                ] {
-                    for &(p, q) in levels {
-                        r.i64(0, Some(d.ts.0));
-                        r.i64(1, d.local_ts.map(|t| t.0));
-                        r.u64(2, Some(d.first_update_id));
-                        r.u64(3, Some(d.final_update_id));
-                        r.str(4, side.as_str());
-                        r.dec(5, Some(p.raw()));
-                        r.dec(6, Some(q.raw()));
-                        r.bool(7, d.is_snapshot);
-                    }
-                }
-                (Table::DepthUpdates, d.ts, s)
+                r.depth(d);
             }
             MarketEvent::Trade(s, t) => {
                 let r = self.part(Table::Trades, t.ts, Some(s));
@@ -255,17 +327,14 @@ impl LakeWriter {
                 r.dec(3, Some(t.price.raw()));
                 r.dec(4, Some(t.size.raw()));
                 r.str(5, t.aggressor.as_str());
-                (Table::Trades, t.ts, s)
             }
             MarketEvent::Bbo(s, b) => {
                 let ts = b.ts.or(b.local_ts).unwrap_or_default();
                 self.part(Table::Bbo, ts, Some(s)).bbo(b, false);
-                (Table::Bbo, ts, s)
             }
             MarketEvent::Quote(s, b) => {
                 let ts = b.ts.or(b.local_ts).unwrap_or_default();
                 self.part(Table::Quotes, ts, Some(s)).bbo(b, true);
-                (Table::Quotes, ts, s)
             }
             MarketEvent::Bar(s, b) => {
                 let r = self.part(Table::Bars, b.open_time, Some(s));
@@ -280,54 +349,37 @@ impl LakeWriter {
                 r.dec(5, Some(b.close.raw()));
                 r.dec(6, Some(b.volume.raw()));
                 r.u64(7, b.trades);
-                (Table::Bars, b.open_time, s)
             }
         };
-        let key = PartKey {
-            table,
-            day: ts.day(),
-            symbol: Some(sym.clone()),
-        };
-        self.cut_if_full(key);
+        // Every arm above wrote into the partition `part` just selected: `last`.
+        self.cut_if_full(self.last);
     }
 
     /// Adds a dead letter.
     pub fn push_dead(&mut self, d: &DeadLetter) {
-        let key = PartKey {
-            table: Table::DeadLetters,
-            day: 0,
-            symbol: None,
-        };
-        let cap = 1024;
-        let r = &mut self
-            .parts
-            .entry(key.clone())
-            .or_insert_with(|| Part {
-                rows: Rows::new(Table::DeadLetters, cap),
-                chunk: 0,
-            })
-            .rows;
+        let i = self.part_index(Table::DeadLetters, UnixNanos(0), None);
+        let r = &mut self.parts[i].rows;
         r.str(0, &d.source);
         r.str(1, &d.position);
         r.str(2, &d.reason_text());
         r.str(3, &d.raw);
-        self.cut_if_full(key);
+        self.cut_if_full(i);
     }
 
-    fn cut_if_full(&mut self, key: PartKey) {
+    fn cut_if_full(&mut self, part: usize) {
         let full = self
             .parts
-            .get(&key)
+            .get(part)
             .is_some_and(|p| p.rows.len() >= self.max_rows);
         // Encoding in-memory arrays only fails on a broken invariant of ours.
-        if full && let Err(e) = self.cut(&key) {
+        if full && let Err(e) = self.cut(part) {
             panic!("encoding a full partition failed: {e}");
         }
     }
 
     /// Encodes a partition's rows into a pending file.
-    fn cut(&mut self, key: &PartKey) -> Result<()> {
-        let Some(part) = self.parts.get_mut(key) else {
+    fn cut(&mut self, part: usize) -> Result<()> {
+        let Some(part) = self.parts.get_mut(part) else {
             return Ok(());
         };
         if part.rows.len() == 0 {
@@ -336,6 +388,7 @@ impl LakeWriter {
         let batch = part.rows.finish()?;
         let chunk = part.chunk;
         part.chunk += 1;
+        let key = &part.key;
         let buf = encode_parquet(&batch, &self.props)?;
         let file = format!("{}-{chunk:05}.parquet", self.source);
         let path = match &key.symbol {
@@ -377,11 +430,12 @@ impl LakeWriter {
 
     /// Writes everything of the current source and removes its files that this run did not write.
     pub async fn end_source(&mut self) -> Result<()> {
-        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
-        for k in &keys {
-            self.cut(k)?;
+        for i in 0..self.parts.len() {
+            self.cut(i)?;
         }
         self.parts.clear();
+        self.index.clear();
+        self.last = usize::MAX;
         self.flush().await?;
         self.remove_stale().await?;
         self.written.clear();

@@ -8,7 +8,7 @@
 //! snapshot resyncs it. Consecutive files of one market (`_20240808`, `_20240809`) are read as one
 //! stream when given together, so the second file continues the first's book.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -19,7 +19,9 @@ use flowsense_core::{
     BboUpdate, DeadLetter, DeadLetterReason, DepthUpdate, MarketEvent, Price, Side, Size, Symbol,
     Trade, UnixNanos,
 };
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::book::L2Book;
@@ -92,32 +94,60 @@ struct Envelope<'a> {
     data: &'a RawValue,
 }
 
-type Levels<'a> = Vec<(&'a str, &'a str)>;
+/// Price levels parsed straight from `[["price","size"],...]` into numbers, without an
+/// intermediate list of strings. A bad level does not fail the JSON parse: the first one's reason
+/// is kept, so the line becomes a dead letter that says why.
+struct Levels(std::result::Result<Vec<(Price, Size)>, Bad>);
+
+impl<'de> Deserialize<'de> for Levels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct LevelsVisitor;
+        impl<'de> Visitor<'de> for LevelsVisitor {
+            type Value = Levels;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of [price, size] string pairs")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Levels, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(16));
+                let mut bad = None;
+                while let Some((p, q)) = seq.next_element::<(&'de str, &'de str)>()? {
+                    if bad.is_none() {
+                        match price(p).and_then(|p| Ok((p, size(q, true)?))) {
+                            Ok(level) => out.push(level),
+                            Err(why) => bad = Some(why),
+                        }
+                    }
+                }
+                Ok(Levels(bad.map_or(Ok(out), Err)))
+            }
+        }
+        d.deserialize_seq(LevelsVisitor)
+    }
+}
 
 #[derive(Deserialize)]
 #[allow(non_snake_case)]
-struct DepthMsg<'a> {
+struct DepthMsg {
     E: i64,
     T: Option<i64>,
     U: u64,
     u: u64,
     pu: Option<u64>,
-    #[serde(borrow)]
-    b: Levels<'a>,
-    #[serde(borrow)]
-    a: Levels<'a>,
+    b: Levels,
+    a: Levels,
 }
 
 #[derive(Deserialize)]
 #[allow(non_snake_case)]
-struct SnapshotMsg<'a> {
+struct SnapshotMsg {
     lastUpdateId: u64,
     E: Option<i64>,
     T: Option<i64>,
-    #[serde(borrow)]
-    bids: Levels<'a>,
-    #[serde(borrow)]
-    asks: Levels<'a>,
+    bids: Levels,
+    asks: Levels,
 }
 
 #[derive(Deserialize)]
@@ -174,12 +204,6 @@ fn size(text: &str, allow_zero: bool) -> std::result::Result<Size, Bad> {
     Ok(s)
 }
 
-fn levels(raw: &Levels<'_>) -> std::result::Result<Vec<(Price, Size)>, Bad> {
-    raw.iter()
-        .map(|(p, q)| Ok((price(p)?, size(q, true)?)))
-        .collect()
-}
-
 /// Where a line is: formatted only when a dead letter needs it.
 #[derive(Clone)]
 struct Pos {
@@ -211,6 +235,10 @@ struct SymbolState {
     snapshot_id: u64,
     last_final: u64,
     gap: bool,
+    /// The depth stream carries `pu` (futures continuity rules).
+    futures: bool,
+    /// Previous sizes of the levels a diff changed, to undo a diff that would cross the book.
+    undo: Vec<(Side, Price, Size)>,
     held: VecDeque<Held>,
     last_depth_ts: i64,
     last_trade_ts: i64,
@@ -227,6 +255,8 @@ impl SymbolState {
             snapshot_id: 0,
             last_final: 0,
             gap: false,
+            futures: false,
+            undo: Vec::new(),
             held: VecDeque::new(),
             last_depth_ts: i64::MIN,
             last_trade_ts: i64::MIN,
@@ -249,7 +279,8 @@ impl SymbolState {
     }
 
     /// Applies a diff onto the synced book, or says why not (the book is then unchanged).
-    fn apply_diff(&mut self, d: &DepthUpdate, futures: bool) -> std::result::Result<bool, Bad> {
+    fn apply_diff(&mut self, d: &DepthUpdate) -> std::result::Result<bool, Bad> {
+        let futures = self.futures;
         if self.first_after_snapshot {
             let l = self.snapshot_id;
             let stale = if futures {
@@ -287,11 +318,11 @@ impl SymbolState {
                 ));
             }
         }
-        let mut undo = Vec::with_capacity(d.bids.len() + d.asks.len());
+        self.undo.clear();
         for (side, lv) in [(Side::Buy, &d.bids), (Side::Sell, &d.asks)] {
             for &(p, q) in lv {
                 let old = self.book.replace_level(side, p, q);
-                undo.push((side, p, old));
+                self.undo.push((side, p, old));
             }
         }
         if self.book.is_crossed() {
@@ -301,7 +332,7 @@ impl SymbolState {
                 self.book.best_ask().map(|x| x.0).unwrap_or_default(),
                 d.final_update_id
             );
-            for (side, p, q) in undo.into_iter().rev() {
+            for &(side, p, q) in self.undo.iter().rev() {
                 self.book.set_level(side, p, q);
             }
             return Err((DeadLetterReason::CrossedBook, detail));
@@ -329,8 +360,7 @@ pub struct BinanceReader {
     line_no: u64,
     buf: Vec<u8>,
     out: VecDeque<Record>,
-    symbols: HashMap<String, SymbolState>,
-    futures: HashMap<String, bool>,
+    symbols: FxHashMap<String, SymbolState>,
     opts: BinanceOptions,
     lines_read: u64,
 }
@@ -352,8 +382,7 @@ impl BinanceReader {
             line_no: 0,
             buf: Vec::with_capacity(1 << 16),
             out: VecDeque::new(),
-            symbols: HashMap::new(),
-            futures: HashMap::new(),
+            symbols: FxHashMap::default(),
             opts,
             lines_read: 0,
         })
@@ -439,7 +468,7 @@ impl BinanceReader {
                 Err(e) => Err((DeadLetterReason::Unparsable, e.to_string())),
             }
         } else if json.starts_with("{\"lastUpdateId\"") {
-            match serde_json::from_str::<SnapshotMsg<'_>>(json) {
+            match serde_json::from_str::<SnapshotMsg>(json) {
                 Ok(snap) => self.handle_snapshot(snap, local),
                 Err(e) => Err((DeadLetterReason::Unparsable, e.to_string())),
             }
@@ -472,7 +501,7 @@ impl BinanceReader {
         ))?;
         let tol = self.opts.time_tolerance_ns;
         if kind.starts_with("depth") {
-            let m: DepthMsg<'_> = serde_json::from_str(data)
+            let m: DepthMsg = serde_json::from_str(data)
                 .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
             let diff = DepthUpdate {
                 ts: UnixNanos::from_millis(m.T.unwrap_or(m.E)),
@@ -480,8 +509,8 @@ impl BinanceReader {
                 first_update_id: m.U,
                 final_update_id: m.u,
                 prev_final_update_id: m.pu,
-                bids: levels(&m.b)?,
-                asks: levels(&m.a)?,
+                bids: m.b.0?,
+                asks: m.a.0?,
                 is_snapshot: false,
             };
             if diff.first_update_id > diff.final_update_id {
@@ -490,9 +519,9 @@ impl BinanceReader {
                     format!("U {} > u {}", m.U, m.u),
                 ));
             }
-            self.futures.insert(sym.to_string(), m.pu.is_some());
             let max_held = self.opts.max_buffered_diffs;
             let st = self.state(sym)?;
+            st.futures = m.pu.is_some();
             if diff.ts.0 < st.last_depth_ts.saturating_sub(tol) {
                 return Err((
                     DeadLetterReason::TimeWentBack,
@@ -591,15 +620,15 @@ impl BinanceReader {
 
     fn handle_snapshot(
         &mut self,
-        m: SnapshotMsg<'_>,
+        m: SnapshotMsg,
         local: Option<UnixNanos>,
     ) -> std::result::Result<(), Bad> {
         let key = self.snapshot_key().ok_or((
             DeadLetterReason::UnknownMessage,
             "depth snapshot for an unknown symbol".into(),
         ))?;
-        let bids = levels(&m.bids)?;
-        let asks = levels(&m.asks)?;
+        let bids = m.bids.0?;
+        let asks = m.asks.0?;
         let st = self.state(&key)?;
         // Spot snapshots carry no exchange time: use the latest exchange time seen on the depth stream.
         let ts = match m.T.or(m.E) {
@@ -643,12 +672,11 @@ impl BinanceReader {
 
     /// Applies a diff to a synced book and emits its rows (or its dead letter).
     fn apply_live(&mut self, key: &str, diff: DepthUpdate, position: &Pos, raw: &str) {
-        let futures = self.futures.get(key).copied().unwrap_or(false);
         let st = self
             .symbols
             .get_mut(key)
             .expect("state exists for a live diff");
-        match st.apply_diff(&diff, futures) {
+        match st.apply_diff(&diff) {
             // A diff the snapshot already covers (u <= lastUpdateId) is part of the protocol,
             // not bad data: it is skipped, and not emitted, so that replaying the emitted depth
             // updates in order rebuilds exactly this book.
