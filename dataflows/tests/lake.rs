@@ -138,3 +138,80 @@ fn sql_is_read_only_and_sees_partition_columns() {
         }
     });
 }
+
+#[test]
+fn partition_key_aggregation_gives_what_plain_datafusion_gives() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let cfg = SynthConfig {
+            symbols: 3,
+            days: 2,
+            events_per_day: 20_000,
+            ..Default::default()
+        };
+        flowsense::synth::synth(&lake, &cfg, None, false)
+            .await
+            .unwrap();
+        let on = flowsense_sql::LakeSession::open(&lake).await.unwrap();
+        let off = flowsense_sql::LakeSession::open_with(
+            &lake,
+            &[(
+                flowsense_sql::PARTITION_KEY_AGGREGATE.to_string(),
+                "false".to_string(),
+            )],
+        )
+        .await
+        .unwrap();
+        // (query, whether the rule should take it)
+        let queries = [
+            (
+                "SELECT symbol, date, count(*) AS n, round(avg(ask_price - bid_price), 9) AS s, \
+              round(sum(bid_size), 6) AS b, min(bid_price) AS lo, max(ask_price) AS hi \
+              FROM bbo GROUP BY symbol, date",
+                true,
+            ),
+            (
+                "SELECT symbol, count(*) FILTER (WHERE size > 100) AS big, \
+              round(sum(price * size) / sum(size), 9) AS vwap FROM trades WHERE price > 0 \
+              GROUP BY symbol",
+                true,
+            ),
+            (
+                "SELECT d, count(*) AS n FROM (SELECT date AS d, side FROM book_events) \
+              WHERE side = 'buy' GROUP BY d",
+                true,
+            ),
+            (
+                "SELECT symbol, side, count(*) AS n FROM trades GROUP BY symbol, side",
+                false,
+            ),
+            (
+                "SELECT count(DISTINCT side) AS n, symbol FROM trades GROUP BY symbol",
+                false,
+            ),
+            (
+                "SELECT symbol, count(*) AS n FROM bars GROUP BY symbol",
+                false,
+            ),
+            (
+                "SELECT date, max(price) AS hi FROM trades WHERE symbol = 'SYN001' GROUP BY date",
+                true,
+            ),
+        ];
+        for (sql, fires) in queries {
+            let plan = to_csv(&on.query(&format!("EXPLAIN {sql}")).await.unwrap());
+            assert_eq!(
+                plan.contains("PartitionKeyAggregateExec"),
+                fires,
+                "{sql}\n{plan}"
+            );
+            let plain = to_csv(&off.query(&format!("EXPLAIN {sql}")).await.unwrap());
+            assert!(!plain.contains("PartitionKeyAggregateExec"), "{plain}");
+            let a = to_csv(&on.query(sql).await.unwrap());
+            let b = to_csv(&off.query(sql).await.unwrap());
+            assert!(a.lines().count() > 1 || sql.contains("bars"), "{sql}: {a}");
+            assert_same_text(&a, &b, sql);
+        }
+    });
+}

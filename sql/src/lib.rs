@@ -14,6 +14,7 @@
 #![forbid(missing_docs)]
 
 mod guard;
+mod partition_agg;
 
 use std::sync::Arc;
 
@@ -23,12 +24,14 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
 use flowsense_core::Lake;
 use flowsense_core::Table;
 
 pub use guard::check_read_only;
+pub use partition_agg::{PartitionKeyAggregate, PartitionKeyAggregateExec};
 
 /// Errors of SQL over the lake.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,9 @@ pub enum Error {
 
 /// `Result` with [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The option (for [`LakeSession::open_with`]) that turns [`PartitionKeyAggregate`] on or off.
+pub const PARTITION_KEY_AGGREGATE: &str = "flowsense.partition_key_aggregate";
 
 /// The schema DataFusion reads a table with: the file schema with `Utf8` as `Utf8View`, so
 /// Parquet's dictionary-encoded strings (`side`, `action`, `reason`) decode into views of the
@@ -83,13 +89,28 @@ impl LakeSession {
     }
 
     /// Like [`open`](Self::open), with DataFusion options set first (`("datafusion.execution.
-    /// target_partitions", "4")`); for benchmarks and tuning, never from user SQL.
+    /// target_partitions", "4")`), and FlowSense's own: [`PARTITION_KEY_AGGREGATE`] `= false`
+    /// turns the partition-key aggregation off. For benchmarks and tuning, never from user SQL.
     pub async fn open_with(lake: &Lake, options: &[(String, String)]) -> Result<Self> {
         let mut config = SessionConfig::new().with_information_schema(true);
+        let mut partition_key_aggregate = true;
         for (k, v) in options {
-            config.options_mut().set(k, v)?;
+            if k == PARTITION_KEY_AGGREGATE {
+                partition_key_aggregate = v
+                    .parse()
+                    .map_err(|_| Error::Refused(format!("{k} takes true or false, not {v:?}")))?;
+            } else {
+                config.options_mut().set(k, v)?;
+            }
         }
-        let ctx = SessionContext::new_with_config(config);
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
+        if partition_key_aggregate {
+            state = state.with_physical_optimizer_rule(Arc::new(PartitionKeyAggregate));
+        }
+        let state = state.build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_object_store(lake.store_url(), lake.store());
         for table in Table::ALL {
             let url = ListingTableUrl::parse(lake.table_url(table))?;
