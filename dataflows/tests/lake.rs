@@ -140,7 +140,7 @@ fn sql_is_read_only_and_sees_partition_columns() {
 }
 
 #[test]
-fn partition_key_aggregation_gives_what_plain_datafusion_gives() {
+fn flowsense_sql_operators_give_what_plain_datafusion_gives() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
@@ -156,15 +156,32 @@ fn partition_key_aggregation_gives_what_plain_datafusion_gives() {
         let on = flowsense_sql::LakeSession::open(&lake).await.unwrap();
         let off = flowsense_sql::LakeSession::open_with(
             &lake,
-            &[(
-                flowsense_sql::PARTITION_KEY_AGGREGATE.to_string(),
-                "false".to_string(),
-            )],
+            &[
+                (
+                    flowsense_sql::PARTITION_KEY_AGGREGATE.to_string(),
+                    "false".to_string(),
+                ),
+                (flowsense_sql::RUNNING_SUM.to_string(), "false".to_string()),
+            ],
         )
         .await
         .unwrap();
-        // (query, whether the rule should take it)
-        let queries = [
+        // The as-of join of the SQL benchmark (scripts/bench_sql.py), made deterministic: BBO
+        // rows that share a time are merged into one (which of them is "last" is arbitrary, in
+        // DataFusion and in DuckDB alike, and each side of the self-join may pick another).
+        let asof = "WITH u AS (SELECT symbol, ts, 0 AS k, price, side, CAST(NULL AS DOUBLE) AS bid, \
+            CAST(NULL AS DOUBLE) AS ask FROM trades UNION ALL SELECT symbol, ts, 1 AS k, \
+            CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR), max(bid_price), max(ask_price) FROM bbo \
+            GROUP BY symbol, ts), \
+            f AS (SELECT symbol, k, price, side, bid, ask, sum(k) OVER (PARTITION BY symbol \
+            ORDER BY ts, k ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS grp FROM u) \
+            SELECT t.symbol, count(*) AS n, round(avg(CASE WHEN t.side = 'buy' THEN t.price - \
+            (b.bid + b.ask) / 2 ELSE (b.bid + b.ask) / 2 - t.price END), 9) AS e FROM f t \
+            JOIN f b ON t.symbol = b.symbol AND t.grp = b.grp AND b.k = 1 WHERE t.k = 0 \
+            GROUP BY t.symbol";
+        let queries = [(asof, "RunningSumExec")];
+        // (query, whether the partition-key rule should take it)
+        let grouped = [
             (
                 "SELECT symbol, date, count(*) AS n, round(avg(ask_price - bid_price), 9) AS s, \
               round(sum(bid_size), 6) AS b, min(bid_price) AS lo, max(ask_price) AS hi \
@@ -199,15 +216,16 @@ fn partition_key_aggregation_gives_what_plain_datafusion_gives() {
                 true,
             ),
         ];
-        for (sql, fires) in queries {
+        let queries = queries.into_iter().map(|(q, op)| (q, op, true)).chain(
+            grouped
+                .into_iter()
+                .map(|(q, fires)| (q, "PartitionKeyAggregateExec", fires)),
+        );
+        for (sql, operator, fires) in queries {
             let plan = to_csv(&on.query(&format!("EXPLAIN {sql}")).await.unwrap());
-            assert_eq!(
-                plan.contains("PartitionKeyAggregateExec"),
-                fires,
-                "{sql}\n{plan}"
-            );
+            assert_eq!(plan.contains(operator), fires, "{sql}\n{plan}");
             let plain = to_csv(&off.query(&format!("EXPLAIN {sql}")).await.unwrap());
-            assert!(!plain.contains("PartitionKeyAggregateExec"), "{plain}");
+            assert!(!plain.contains(operator), "{plain}");
             let a = to_csv(&on.query(sql).await.unwrap());
             let b = to_csv(&off.query(sql).await.unwrap());
             assert!(a.lines().count() > 1 || sql.contains("bars"), "{sql}: {a}");

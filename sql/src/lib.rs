@@ -15,6 +15,7 @@
 
 mod guard;
 mod partition_agg;
+mod running_sum;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use flowsense_core::Table;
 
 pub use guard::check_read_only;
 pub use partition_agg::{PartitionKeyAggregate, PartitionKeyAggregateExec};
+pub use running_sum::{RunningSum, RunningSumExec};
 
 /// Errors of SQL over the lake.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The option (for [`LakeSession::open_with`]) that turns [`PartitionKeyAggregate`] on or off.
 pub const PARTITION_KEY_AGGREGATE: &str = "flowsense.partition_key_aggregate";
+
+/// The option (for [`LakeSession::open_with`]) that turns [`RunningSum`] on or off.
+pub const RUNNING_SUM: &str = "flowsense.running_sum";
 
 /// The schema DataFusion reads a table with: the file schema with `Utf8` as `Utf8View`, so
 /// Parquet's dictionary-encoded strings (`side`, `action`, `reason`) decode into views of the
@@ -89,16 +94,20 @@ impl LakeSession {
     }
 
     /// Like [`open`](Self::open), with DataFusion options set first (`("datafusion.execution.
-    /// target_partitions", "4")`), and FlowSense's own: [`PARTITION_KEY_AGGREGATE`] `= false`
-    /// turns the partition-key aggregation off. For benchmarks and tuning, never from user SQL.
+    /// target_partitions", "4")`), and FlowSense's own: [`PARTITION_KEY_AGGREGATE`] or [`RUNNING_SUM`]
+    /// `= false` turns that operator off. For benchmarks and tuning, never from user SQL.
     pub async fn open_with(lake: &Lake, options: &[(String, String)]) -> Result<Self> {
         let mut config = SessionConfig::new().with_information_schema(true);
-        let mut partition_key_aggregate = true;
+        let (mut partition_key_aggregate, mut running_sums) = (true, true);
         for (k, v) in options {
+            let flag = || {
+                v.parse::<bool>()
+                    .map_err(|_| Error::Refused(format!("{k} takes true or false, not {v:?}")))
+            };
             if k == PARTITION_KEY_AGGREGATE {
-                partition_key_aggregate = v
-                    .parse()
-                    .map_err(|_| Error::Refused(format!("{k} takes true or false, not {v:?}")))?;
+                partition_key_aggregate = flag()?;
+            } else if k == RUNNING_SUM {
+                running_sums = flag()?;
             } else {
                 config.options_mut().set(k, v)?;
             }
@@ -108,6 +117,9 @@ impl LakeSession {
             .with_default_features();
         if partition_key_aggregate {
             state = state.with_physical_optimizer_rule(Arc::new(PartitionKeyAggregate));
+        }
+        if running_sums {
+            state = state.with_physical_optimizer_rule(Arc::new(RunningSum));
         }
         let state = state.build();
         let ctx = SessionContext::new_with_state(state);

@@ -431,7 +431,7 @@ impl Run {
 }
 
 /// The ranges of consecutive rows with equal keys; one range when the whole batch shares a key.
-fn runs(keys: &[ArrayRef]) -> Result<Vec<std::ops::Range<usize>>> {
+pub(crate) fn runs(keys: &[ArrayRef]) -> Result<Vec<std::ops::Range<usize>>> {
     let n = keys.first().map_or(0, |k| k.len());
     if keys.iter().all(|k| is_constant(k.as_ref())) {
         return Ok(std::iter::once(0..n).collect());
