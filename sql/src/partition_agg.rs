@@ -68,13 +68,7 @@ impl PhysicalOptimizerRule for PartitionKeyAggregate {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|plan| {
-            Ok(match PartitionKeyAggregateExec::try_from_partial(&plan) {
-                Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
-                None => Transformed::no(plan),
-            })
-        })
-        .map(|t| t.data)
+        replace_nodes(plan, PartitionKeyAggregateExec::try_from_partial)
     }
 
     fn name(&self) -> &str {
@@ -84,6 +78,20 @@ impl PhysicalOptimizerRule for PartitionKeyAggregate {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// Replaces, bottom up, every node for which `replacement` gives an operator.
+pub(crate) fn replace_nodes<E: ExecutionPlan + 'static>(
+    plan: Arc<dyn ExecutionPlan>,
+    replacement: impl Fn(&Arc<dyn ExecutionPlan>) -> Option<E>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|plan| {
+        Ok(match replacement(&plan) {
+            Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
+            None => Transformed::no(plan),
+        })
+    })
+    .map(|t| t.data)
 }
 
 /// True when every name is a partition column of the file scan under `plan`, reached through

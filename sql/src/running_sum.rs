@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
@@ -32,7 +32,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::partition_agg::runs;
+use crate::partition_agg::{replace_nodes, runs};
 
 /// The optimizer rule: window operators made only of running sums become [`RunningSumExec`].
 #[derive(Debug, Default)]
@@ -44,13 +44,7 @@ impl PhysicalOptimizerRule for RunningSum {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|plan| {
-            Ok(match RunningSumExec::try_from_window(&plan) {
-                Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
-                None => Transformed::no(plan),
-            })
-        })
-        .map(|t| t.data)
+        replace_nodes(plan, RunningSumExec::try_from_window)
     }
 
     fn name(&self) -> &str {
