@@ -35,6 +35,24 @@ use futures::StreamExt;
 use crate::partition_agg::{replace_nodes, runs};
 
 /// The optimizer rule: window operators made only of running sums become [`RunningSumExec`].
+///
+/// ```
+/// # async fn f() -> datafusion::error::Result<()> {
+/// use std::sync::Arc;
+/// use datafusion::execution::SessionStateBuilder;
+/// use datafusion::prelude::SessionContext;
+/// use flowsense_sql::RunningSum;
+/// let state = SessionStateBuilder::new()
+///     .with_default_features()
+///     .with_physical_optimizer_rule(Arc::new(RunningSum))
+///     .build();
+/// let ctx = SessionContext::new_with_state(state);
+/// let df = ctx
+///     .sql("SELECT sum(x) OVER (ORDER BY x ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) \
+///           FROM (VALUES (1), (2), (3)) AS t(x)")
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Default)]
 pub struct RunningSum;
 
