@@ -134,8 +134,8 @@ impl Rows {
         for (s, levels) in [(Side::Buy, &d.bids), (Side::Sell, &d.asks)] {
             for &(p, q) in levels {
                 side.append_value(s.as_str());
-                price.append_value(p.raw() as f64 / 1e9);
-                size.append_value(q.raw() as f64 / 1e9);
+                price.append_value(p.as_f64());
+                size.append_value(q.as_f64());
             }
         }
     }

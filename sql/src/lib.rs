@@ -15,6 +15,7 @@
 
 mod guard;
 mod partition_agg;
+mod plan_util;
 mod running_sum;
 
 use std::sync::Arc;

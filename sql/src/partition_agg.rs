@@ -17,10 +17,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::compute::{filter as filter_array, partition};
+use arrow::compute::filter as filter_array;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
@@ -29,6 +29,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr_common::utils::evaluate_expressions_to_arrays;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -42,6 +43,8 @@ use datafusion::physical_plan::{
     PlanProperties,
 };
 use futures::StreamExt;
+
+use crate::plan_util::{replace_nodes, runs, visit_expressions};
 
 /// The optimizer rule: partial aggregations grouped only by partition columns become
 /// [`PartitionKeyAggregateExec`].
@@ -78,20 +81,6 @@ impl PhysicalOptimizerRule for PartitionKeyAggregate {
     fn schema_check(&self) -> bool {
         true
     }
-}
-
-/// Replaces, bottom up, every node for which `replacement` gives an operator.
-pub(crate) fn replace_nodes<E: ExecutionPlan + 'static>(
-    plan: Arc<dyn ExecutionPlan>,
-    replacement: impl Fn(&Arc<dyn ExecutionPlan>) -> Option<E>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|plan| {
-        Ok(match replacement(&plan) {
-            Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
-            None => Transformed::no(plan),
-        })
-    })
-    .map(|t| t.data)
 }
 
 /// True when every name is a partition column of the file scan under `plan`, reached through
@@ -257,19 +246,9 @@ impl ExecutionPlan for PartitionKeyAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let args = self.aggr.iter().flat_map(|a| a.expressions());
-        let exprs = self
-            .group
-            .iter()
-            .map(|(e, _)| Arc::clone(e))
-            .chain(args)
-            .chain(self.filters.iter().flatten().cloned());
-        for e in exprs {
-            if f(&e)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        let args: Vec<_> = self.aggr.iter().flat_map(|a| a.expressions()).collect();
+        let exprs = self.group.iter().map(|(e, _)| e);
+        visit_expressions(exprs.chain(&args).chain(self.filters.iter().flatten()), f)
     }
 
     fn with_new_children(
@@ -336,19 +315,11 @@ impl Run {
             if n == 0 {
                 continue;
             }
-            let key_cols = self
-                .group
-                .iter()
-                .map(|e| e.evaluate(&batch)?.into_array(n))
-                .collect::<Result<Vec<ArrayRef>>>()?;
+            let key_cols = evaluate_expressions_to_arrays(&self.group, &batch)?;
             let values = self
                 .args
                 .iter()
-                .map(|args| {
-                    args.iter()
-                        .map(|e| e.evaluate(&batch)?.into_array(n))
-                        .collect::<Result<Vec<_>>>()
-                })
+                .map(|args| evaluate_expressions_to_arrays(args, &batch))
                 .collect::<Result<Vec<_>>>()?;
             let filters = self
                 .filters
@@ -438,40 +409,13 @@ impl Run {
     }
 }
 
-/// The ranges of consecutive rows with equal keys; one range when the whole batch shares a key.
-pub(crate) fn runs(keys: &[ArrayRef]) -> Result<Vec<std::ops::Range<usize>>> {
-    let n = keys.first().map_or(0, |k| k.len());
-    if keys.iter().all(|k| is_constant(k.as_ref())) {
-        return Ok(std::iter::once(0..n).collect());
-    }
-    Ok(partition(keys)?.ranges())
-}
-
-/// True when every row holds the same non-null value, judged cheaply: string views that are
-/// all equal and inline (the value lives in the view itself), or a run-of-one array.
-fn is_constant(a: &dyn Array) -> bool {
-    if a.len() <= 1 {
-        return true;
-    }
-    if a.null_count() > 0 {
-        return false;
-    }
-    match a.as_string_view_opt() {
-        Some(s) => {
-            let views = s.views();
-            let first = views[0];
-            // The low 32 bits hold the length; at most 12 bytes means the value is inline.
-            (first as u32) <= 12 && views.iter().all(|&v| v == first)
-        }
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan_util::is_constant;
     use arrow::array::{Float64Array, Int64Array, StringViewArray};
     use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::datasource::MemTable;
     use datafusion::prelude::SessionContext;
 

@@ -14,7 +14,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, ArrowNativeTypeOp, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch,
+};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -23,6 +25,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::window::PlainAggregateWindowExpr;
+use datafusion::physical_expr_common::utils::evaluate_expressions_to_arrays;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -32,7 +35,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::partition_agg::{replace_nodes, runs};
+use crate::plan_util::{replace_nodes, runs, visit_expressions};
 
 /// The optimizer rule: window operators made only of running sums become [`RunningSumExec`].
 ///
@@ -175,16 +178,12 @@ impl ExecutionPlan for RunningSumExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for e in self
-            .partition_by
-            .iter()
-            .chain(self.sums.iter().map(|(e, _)| e))
-        {
-            if f(e)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        visit_expressions(
+            self.partition_by
+                .iter()
+                .chain(self.sums.iter().map(|(e, _)| e)),
+            f,
+        )
     }
 
     fn with_new_children(
@@ -211,7 +210,15 @@ impl ExecutionPlan for RunningSumExec {
             partition_by: self.partition_by.clone(),
             sums: self.sums.iter().map(|(e, _)| Arc::clone(e)).collect(),
             key: None,
-            totals: vec![Total::None; self.sums.len()],
+            totals: self
+                .sums
+                .iter()
+                .map(|(e, _)| match e.data_type(&self.input.schema()) {
+                    Ok(DataType::Int64) => Ok(Total::Int(None)),
+                    Ok(_) => Ok(Total::Float(None)),
+                    Err(e) => Err(e),
+                })
+                .collect::<Result<_>>()?,
             schema: Arc::clone(&self.schema),
             baseline: BaselineMetrics::new(&self.metrics, partition),
         };
@@ -227,12 +234,11 @@ impl ExecutionPlan for RunningSumExec {
     }
 }
 
-/// A running total: none yet (no non-null value in the partition so far), or the sum.
+/// A running total of the argument's type: `None` until the partition has a non-null value.
 #[derive(Clone, Copy, Debug)]
 enum Total {
-    None,
-    Int(i64),
-    Float(f64),
+    Int(Option<i64>),
+    Float(Option<f64>),
 }
 
 /// One partition stream's state across batches.
@@ -250,16 +256,8 @@ impl Totals {
     fn next(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         let _timer = self.baseline.elapsed_compute().timer();
         let n = batch.num_rows();
-        let keys = self
-            .partition_by
-            .iter()
-            .map(|e| e.evaluate(&batch)?.into_array(n))
-            .collect::<Result<Vec<_>>>()?;
-        let args = self
-            .sums
-            .iter()
-            .map(|e| e.evaluate(&batch)?.into_array(n))
-            .collect::<Result<Vec<_>>>()?;
+        let keys = evaluate_expressions_to_arrays(&self.partition_by, &batch)?;
+        let args = evaluate_expressions_to_arrays(&self.sums, &batch)?;
         // Where each run of one partition starts, and whether it continues the last batch's.
         let mut starts = Vec::new();
         for run in if n == 0 { Vec::new() } else { runs(&keys)? } {
@@ -273,9 +271,9 @@ impl Totals {
         }
         let mut columns = batch.columns().to_vec();
         for (arg, total) in args.iter().zip(&mut self.totals) {
-            columns.push(match arg.data_type() {
-                DataType::Int64 => running_int(arg.as_primitive::<Int64Type>(), &starts, total),
-                _ => running_float(arg.as_primitive::<Float64Type>(), &starts, total),
+            columns.push(match total {
+                Total::Int(t) => running::<Int64Type>(arg.as_primitive(), &starts, t),
+                Total::Float(t) => running::<Float64Type>(arg.as_primitive(), &starts, t),
             });
         }
         let out = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
@@ -284,54 +282,32 @@ impl Totals {
     }
 }
 
-fn running_int(
-    values: &Int64Array,
+/// The running sums of one batch: each run adds onto `total` when it continues the last run's
+/// partition, else starts afresh; `total` is left at the batch's last sum. Integers wrap, as
+/// DataFusion's `sum` does.
+fn running<T: ArrowPrimitiveType>(
+    values: &PrimitiveArray<T>,
     runs: &[(std::ops::Range<usize>, bool)],
-    total: &mut Total,
+    total: &mut Option<T::Native>,
 ) -> ArrayRef {
-    let mut out: Vec<Option<i64>> = Vec::with_capacity(values.len());
+    let mut out: Vec<Option<T::Native>> = Vec::with_capacity(values.len());
     for (run, fresh) in runs {
-        let mut t = match (*fresh, *total) {
-            (false, Total::Int(t)) => Some(t),
-            _ => None,
-        };
+        let mut t = if *fresh { None } else { *total };
         for i in run.clone() {
             if values.is_valid(i) {
-                t = Some(t.unwrap_or(0).wrapping_add(values.value(i)));
+                t = Some(t.unwrap_or(T::Native::ZERO).add_wrapping(values.value(i)));
             }
             out.push(t);
         }
-        *total = t.map_or(Total::None, Total::Int);
+        *total = t;
     }
-    Arc::new(Int64Array::from(out))
-}
-
-fn running_float(
-    values: &Float64Array,
-    runs: &[(std::ops::Range<usize>, bool)],
-    total: &mut Total,
-) -> ArrayRef {
-    let mut out: Vec<Option<f64>> = Vec::with_capacity(values.len());
-    for (run, fresh) in runs {
-        let mut t = match (*fresh, *total) {
-            (false, Total::Float(t)) => Some(t),
-            _ => None,
-        };
-        for i in run.clone() {
-            if values.is_valid(i) {
-                t = Some(t.unwrap_or(0.0) + values.value(i));
-            }
-            out.push(t);
-        }
-        *total = t.map_or(Total::None, Total::Float);
-    }
-    Arc::new(Float64Array::from(out))
+    Arc::new(out.into_iter().collect::<PrimitiveArray<T>>())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::StringViewArray;
+    use arrow::array::{Float64Array, Int64Array, StringViewArray};
     use arrow::datatypes::{Field, Schema};
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;

@@ -105,6 +105,13 @@ method = "fixed"
 size = 100
 "#;
 
+/// A trader on [`BUY_FLOW`]'s `[strategy]` with `tail` in place of its sizing: more strategy
+/// keys first (they continue `[strategy]`), then the sections that follow.
+fn buy_flow_trader(tail: &str) -> Trader<SimExchange> {
+    let strategy = BUY_FLOW.split("[strategy.sizing]").next().unwrap();
+    trader(&format!("{strategy}{tail}"))
+}
+
 #[test]
 fn the_halt_fires_at_the_threshold_flattens_and_no_order_follows_it() {
     let mut t = trader(&format!(
@@ -198,10 +205,9 @@ fn the_halt_fires_at_the_threshold_flattens_and_no_order_follows_it() {
 
 #[test]
 fn a_limit_order_joins_the_touch_and_is_replaced_when_the_touch_moves() {
-    let mut t = trader(&format!(
-        "{}order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 2\n",
-        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
-    ));
+    let mut t = buy_flow_trader(
+        "order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 2\n",
+    );
     let events = vec![
         book(0, 99.0, 101.0, 5.0),
         trade(500, 101.0, 3.0, Side::Buy),
@@ -231,10 +237,9 @@ fn a_limit_order_joins_the_touch_and_is_replaced_when_the_touch_moves() {
 
 #[test]
 fn improve_prices_one_tick_inside_and_the_band_refuses_far_prices() {
-    let strategy = BUY_FLOW.split("[strategy.sizing]").next().unwrap();
-    let mut t = trader(&format!(
-        "{strategy}order = \"limit_improve\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n"
-    ));
+    let mut t = buy_flow_trader(
+        "order = \"limit_improve\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n",
+    );
     let events = vec![
         book(0, 99.5, 101.0, 5.0),
         trade(500, 101.0, 3.0, Side::Buy),
@@ -244,9 +249,9 @@ fn improve_prices_one_tick_inside_and_the_band_refuses_far_prices() {
     // Prices seen: 99.5 and 101, so the tick is 0.5 and the improved bid 100.
     assert_eq!(orders(&out)[0].order.price, Price::from_f64(100.0));
 
-    let mut t = trader(&format!(
-        "{strategy}order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n[risk]\nprice_band_bps = 50\n"
-    ));
+    let mut t = buy_flow_trader(
+        "order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n[risk]\nprice_band_bps = 50\n",
+    );
     let events = vec![
         book(0, 90.0, 110.0, 5.0),
         trade(500, 110.0, 3.0, Side::Buy),
@@ -312,10 +317,8 @@ max_position = 80
 
 #[test]
 fn max_hold_exits_and_blocks_reentry_until_the_signal_fades() {
-    let mut t = trader(&format!(
-        "{}max_hold = \"2s\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n",
-        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
-    ));
+    let mut t =
+        buy_flow_trader("max_hold = \"2s\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n");
     let mut events = vec![book(0, 99.0, 101.0, 500.0)];
     for s in 0..6 {
         events.push(trade(s * 1000 + 500, 101.0, 3.0, Side::Buy));
@@ -365,10 +368,9 @@ fn a_signal_that_reads_the_future_is_refused_in_the_job_spec() {
 #[test]
 fn the_rate_limit_refuses_orders_beyond_it() {
     // Limit orders that never fill, and a reversal 200 ms after the first order.
-    let mut t = trader(&format!(
-        "{}order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n[risk]\nmax_orders_per_second = 1\n",
-        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
-    ));
+    let mut t = buy_flow_trader(
+        "order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n[risk]\nmax_orders_per_second = 1\n",
+    );
     let events = vec![
         book(0, 99.0, 101.0, 5.0),
         trade(500, 100.0, 3.0, Side::Buy),
@@ -509,10 +511,9 @@ size = 1
 
 #[test]
 fn a_resting_order_older_than_cancel_after_is_replaced() {
-    let mut t = trader(&format!(
-        "{}order = \"limit_join\"\ncancel_after = \"2s\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n",
-        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
-    ));
+    let mut t = buy_flow_trader(
+        "order = \"limit_join\"\ncancel_after = \"2s\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n",
+    );
     let mut events = vec![book(0, 99.0, 101.0, 5.0)];
     for s in 0..5 {
         events.push(trade(s * 1000 + 500, 101.0, 3.0, Side::Buy)); // never reaches our bid
@@ -540,10 +541,9 @@ fn a_resting_order_older_than_cancel_after_is_replaced() {
 
 #[test]
 fn a_partly_filled_order_is_cancelled_on_reversal_and_the_rest_is_netted() {
-    let mut t = trader(&format!(
-        "{}order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 3\n",
-        BUY_FLOW.split("[strategy.sizing]").next().unwrap()
-    ));
+    let mut t = buy_flow_trader(
+        "order = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 3\n",
+    );
     let events = vec![
         book(0, 99.0, 101.0, 1.0),
         trade(500, 101.0, 3.0, Side::Buy),
