@@ -303,10 +303,28 @@ pub struct EquityPoint {
 pub struct RiskEvent {
     /// Feed time.
     pub ts: UnixNanos,
-    /// The symbol.
+    /// The symbol, or [`RiskEvent::PORTFOLIO`] for the portfolio monitor's own events.
     pub symbol: Symbol,
     /// `drawdown_alert`, `halt`, `refused`, `clipped`.
     pub kind: String,
     /// What happened, in words.
     pub detail: String,
+}
+
+impl RiskEvent {
+    /// The symbol column of the portfolio monitor's events (`[risk.portfolio]`).
+    pub const PORTFOLIO: &'static str = "PORTFOLIO";
+
+    /// True for an event of the portfolio monitor rather than of one symbol's sleeve.
+    ///
+    /// ```
+    /// use flowsense_core::order::RiskEvent;
+    /// use flowsense_core::{Symbol, UnixNanos};
+    /// let e = RiskEvent { ts: UnixNanos(0), symbol: Symbol::new(RiskEvent::PORTFOLIO).unwrap(),
+    ///     kind: "halt".into(), detail: String::new() };
+    /// assert!(e.is_portfolio());
+    /// ```
+    pub fn is_portfolio(&self) -> bool {
+        self.symbol.as_str() == Self::PORTFOLIO
+    }
 }

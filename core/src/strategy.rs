@@ -157,6 +157,49 @@ pub struct RiskSpec {
     pub drawdown_alert: f64,
     /// Halt at this drawdown: cancel every order, flatten, and refuse new orders.
     pub drawdown_halt: f64,
+    /// A drawdown monitor over the whole portfolio, the sum of every symbol's sleeve
+    /// (`[risk.portfolio]`; absent: each sleeve watches only itself).
+    pub portfolio: Option<PortfolioRiskSpec>,
+}
+
+/// The portfolio's drawdown monitor (`[risk.portfolio]`): the alert and the halt of
+/// [`RiskSpec`], on the sum of every symbol's sleeve. A portfolio halt halts every sleeve.
+///
+/// The monitor needs every sleeve's equity in one place and in one order whatever the worker
+/// count, so a job with it trades all its symbols on one worker (features still compute on all).
+///
+/// ```
+/// use flowsense_core::strategy::RiskSpec;
+/// let r: RiskSpec = toml::from_str("capital = 5000\n[portfolio]\ndrawdown_halt = 0.05").unwrap();
+/// let p = r.portfolio.unwrap();
+/// assert_eq!((p.drawdown_alert, p.drawdown_halt), (0.10, 0.05));
+/// assert!(RiskSpec { portfolio: Some(p), ..r }.validate().is_err()); // alert above the halt
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortfolioRiskSpec {
+    /// Record an alert when the portfolio's equity falls this fraction below its peak.
+    pub drawdown_alert: f64,
+    /// Halt every sleeve at this drawdown of the portfolio.
+    pub drawdown_halt: f64,
+}
+
+impl Default for PortfolioRiskSpec {
+    fn default() -> Self {
+        PortfolioRiskSpec {
+            drawdown_alert: 0.10,
+            drawdown_halt: 0.15,
+        }
+    }
+}
+
+fn check_drawdowns(scope: &str, alert: f64, halt: f64) -> Result<(), String> {
+    if !(0.0 < alert && alert <= halt && halt < 1.0) {
+        return Err(format!(
+            "{scope}: need 0 < drawdown_alert <= drawdown_halt < 1"
+        ));
+    }
+    Ok(())
 }
 
 impl Default for RiskSpec {
@@ -169,6 +212,7 @@ impl Default for RiskSpec {
             price_band_bps: None,
             drawdown_alert: 0.10,
             drawdown_halt: 0.15,
+            portfolio: None,
         }
     }
 }
@@ -279,11 +323,9 @@ impl RiskSpec {
         if !(self.capital.is_finite() && self.capital > 0.0) {
             return Err("risk.capital must be positive".into());
         }
-        if !(0.0 < self.drawdown_alert
-            && self.drawdown_alert <= self.drawdown_halt
-            && self.drawdown_halt < 1.0)
-        {
-            return Err("risk: need 0 < drawdown_alert <= drawdown_halt < 1".into());
+        check_drawdowns("risk", self.drawdown_alert, self.drawdown_halt)?;
+        if let Some(p) = &self.portfolio {
+            check_drawdowns("risk.portfolio", p.drawdown_alert, p.drawdown_halt)?;
         }
         for (name, v) in [
             ("max_position", self.max_position),

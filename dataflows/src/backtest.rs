@@ -286,10 +286,13 @@ impl TradeSink {
             };
             *self.counts.entry(table).or_default() += 1;
             let (capital, secs) = (self.capital, self.bucket_seconds);
-            self.symbols
-                .entry(r.symbol().clone())
-                .or_insert_with_key(|s| MetricsBuilder::new(s.as_str(), capital, secs))
-                .record(&r);
+            // The portfolio monitor's events are no symbol's: its figures come from the marks.
+            if !matches!(&r, TradeRecord::Risk(e) if e.is_portfolio()) {
+                self.symbols
+                    .entry(r.symbol().clone())
+                    .or_insert_with_key(|s| MetricsBuilder::new(s.as_str(), capital, secs))
+                    .record(&r);
+            }
             self.totals.record(&r);
             if let Some(c) = &mut self.collected {
                 c.push(r.clone());

@@ -258,6 +258,97 @@ fn the_halt_holds_inside_the_graph_on_real_data() {
 }
 
 #[test]
+fn the_portfolio_halt_stops_every_symbol_alike_in_backtest_and_paced_replay() {
+    // Sleeves that never halt on their own; a portfolio halt the first losses cross.
+    let (_dir, lake) = binance_lake();
+    let mut spec = JobSpec::from_file(&example()).unwrap();
+    spec.risk.drawdown_alert = 0.5;
+    spec.risk.drawdown_halt = 0.5;
+    spec.risk.portfolio = Some(flowsense_core::strategy::PortfolioRiskSpec {
+        drawdown_alert: 0.00003,
+        drawdown_halt: 0.00006,
+    });
+    let run = |spec: &JobSpec, workers: usize, paced: bool| {
+        let opts = TradingOptions {
+            run: RunOptions {
+                workers,
+                ..RunOptions::default()
+            },
+            run_id: "portfolio".into(),
+            write: false,
+            collect: true,
+            paced,
+            fold: None,
+            progress: false,
+        };
+        run_trading(spec, &lake, &opts).unwrap().records
+    };
+    let batch = run(&spec, 1, false);
+    let mut replay_spec = spec.clone();
+    replay_spec.replay = Some(flowsense_core::job::Replay { speed: 200.0 });
+    let replay = run(&replay_spec, 2, true);
+    let text = |records: &[TradeRecord]| {
+        let mut v: Vec<String> = records.iter().map(|r| format!("{r:?}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        text(&batch),
+        text(&replay),
+        "backtest and paced replay differ"
+    );
+
+    let risk: Vec<_> = batch
+        .iter()
+        .filter_map(|r| match r {
+            TradeRecord::Risk(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let halt = risk
+        .iter()
+        .find(|e| e.is_portfolio() && e.kind == "halt")
+        .unwrap_or_else(|| panic!("the portfolio did not halt: {risk:#?}"));
+    let symbols: std::collections::BTreeSet<_> = batch.iter().map(|r| r.symbol().clone()).collect();
+    for symbol in symbols.iter().filter(|s| s.as_str() != "PORTFOLIO") {
+        assert!(
+            risk.iter().any(|e| &e.symbol == symbol
+                && e.kind == "halt"
+                && e.ts >= halt.ts
+                && e.detail.starts_with("the portfolio halted")),
+            "{symbol} did not halt with the portfolio: {risk:#?}"
+        );
+        let after: Vec<_> = batch
+            .iter()
+            .filter_map(|r| match r {
+                TradeRecord::Order(o) if &o.order.symbol == symbol && o.order.sent > halt.ts => {
+                    Some(o)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            after.iter().all(|o| o.reason == "halt"),
+            "{symbol}: orders after the portfolio's halt: {after:#?}"
+        );
+    }
+    // Without the portfolio's monitor the sleeves would have traded on after that moment.
+    let mut alone = spec.clone();
+    alone.risk.portfolio = None;
+    let traded_on = run(&alone, 1, false)
+        .iter()
+        .filter(|r| matches!(r, TradeRecord::Order(o) if o.order.sent > halt.ts))
+        .count();
+    assert!(traded_on > 0, "nothing to stop after {:?}", halt.ts);
+    // No sleeve reached its own threshold: every halt came from the portfolio.
+    assert!(
+        risk.iter()
+            .filter(|e| e.kind == "halt" && !e.is_portfolio())
+            .all(|e| e.detail.starts_with("the portfolio halted"))
+    );
+}
+
+#[test]
 fn walk_forward_trains_on_each_fold_and_chains_the_tests() {
     let (dir, lake) = binance_lake();
     let lake_arg = dir.path().join("lake");

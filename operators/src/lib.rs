@@ -17,6 +17,7 @@ pub mod by_symbol;
 pub mod engine;
 pub mod metrics;
 pub mod order_flow;
+pub mod portfolio;
 #[cfg(test)]
 mod reference;
 pub mod trader;

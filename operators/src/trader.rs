@@ -20,7 +20,8 @@
 //! 1. **Mark** the account at the row's mid; track the peak. At `risk.drawdown_alert` below the
 //!    peak record an alert (again only after a new peak); at `risk.drawdown_halt` **halt**: cancel
 //!    every order, flatten with a market order (re-sent at later closes until flat) and refuse
-//!    everything else for the rest of the run.
+//!    everything else for the rest of the run. A halt of the portfolio
+//!    ([`Trader::halt_with_portfolio`]) does the same at the next close.
 //! 2. **Signal** (NaN: no opinion, keep what is held). Direction: enter or reverse when
 //!    `|signal| >= entry`; leave when the signal in the held direction falls below `exit`; leave
 //!    after `max_hold`, and do not re-enter that direction until the signal has dropped below
@@ -54,6 +55,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::by_symbol::BySymbol;
 use crate::engine::FeatureEngine;
+use crate::portfolio::PortfolioTraders;
 
 /// A position in progress, from the fill that opened it.
 #[derive(Clone, Debug)]
@@ -169,6 +171,10 @@ pub struct Trader<B: Broker> {
     peak: f64,
     alerted: bool,
     halted: bool,
+    /// A halt the portfolio monitor asked for, carried out at the next close.
+    portfolio_halt: Option<String>,
+    /// Equity at the latest mark, until the portfolio monitor takes it.
+    fresh_mark: Option<f64>,
     refused_after_halt: u64,
     last_mid: Option<f64>,
     /// Cash and position at the latest mark.
@@ -252,6 +258,8 @@ impl<B: Broker> Trader<B> {
             peak: risk.capital,
             alerted: false,
             halted: false,
+            portfolio_halt: None,
+            fresh_mark: None,
             refused_after_halt: 0,
             last_mid: None,
             marked: (0.0, 0),
@@ -287,6 +295,19 @@ impl<B: Broker> Trader<B> {
     /// True once the drawdown halt has fired.
     pub fn halted(&self) -> bool {
         self.halted
+    }
+
+    /// Halts at the next close of the strategy's bucket as the drawdown halt does (cancel,
+    /// flatten, refuse), because the portfolio halted; `why` goes into the risk event.
+    pub fn halt_with_portfolio(&mut self, why: String) {
+        if !self.halted {
+            self.portfolio_halt.get_or_insert(why);
+        }
+    }
+
+    /// The equity of the mark made since the last call, if any (for a portfolio monitor).
+    pub fn take_mark(&mut self) -> Option<f64> {
+        self.fresh_mark.take()
     }
 
     /// Equity at the latest mid: capital, cash flows and fees, plus the position at the mid.
@@ -517,19 +538,23 @@ impl<B: Broker> Trader<B> {
                 ),
             );
         }
-        if !self.halted && drawdown >= self.risk.drawdown_halt {
+        let portfolio = self.portfolio_halt.take();
+        if !self.halted && (drawdown >= self.risk.drawdown_halt || portfolio.is_some()) {
             self.halted = true;
-            self.risk_event(
-                out,
-                now,
-                "halt",
-                format!(
-                    "equity {equity:.2} is {:.2} % below its peak {:.2} (halt at {:.2} %): \
-                     cancelling every order, flattening, refusing new orders",
+            let why = match portfolio {
+                Some(why) => format!("the portfolio halted ({why})"),
+                None => format!(
+                    "equity {equity:.2} is {:.2} % below its peak {:.2} (halt at {:.2} %)",
                     drawdown * 100.0,
                     self.peak,
                     self.risk.drawdown_halt * 100.0
                 ),
+            };
+            self.risk_event(
+                out,
+                now,
+                "halt",
+                format!("{why}: cancelling every order, flattening, refusing new orders"),
             );
             self.direction = 0;
             self.target = 0.0;
@@ -604,6 +629,7 @@ impl<B: Broker> Trader<B> {
             0.0
         };
         self.marked = (self.cash, self.position.raw());
+        self.fresh_mark = Some(equity);
         out.push(TradeRecord::Equity(EquityPoint {
             ts: UnixNanos(ts),
             symbol: self.symbol.clone(),
@@ -947,6 +973,9 @@ mod tests;
 /// when the input ends every trader finishes. So the same events give the same orders and fills
 /// in a batch backtest and in a paced replay.
 ///
+/// With `[risk.portfolio]`, every event goes to one worker instead, whose traders run in one
+/// merged order under a [`crate::portfolio::PortfolioMonitor`] (see [`crate::portfolio`]).
+///
 /// ```
 /// use flowsense_core::job::JobSpec;
 /// use flowsense_core::results::TradeRecord;
@@ -1022,6 +1051,46 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
             strategy.clone(),
             risk.clone(),
         );
+        if let Some(portfolio) = risk.portfolio.clone() {
+            // One worker runs every trader, in a merged order (see `crate::portfolio`).
+            let route = Exchange::new(|_: &MarketEvent| 0);
+            return Ok(self.unary_frontier(route, "Trade", move |cap, _info| {
+                let mut held = Some(cap);
+                let mut traders = PortfolioTraders::new(&portfolio, risk.capital);
+                let mut out: Vec<TradeRecord> = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each(|_time, data| {
+                        for ev in data.drain(..) {
+                            traders.push(ev, |s| {
+                                Trader::new(s.clone(), &job, &features, &strategy, &risk, broker(s))
+                                    .expect("validated when the operator was built")
+                            });
+                        }
+                    });
+                    let Some(cap) = held.as_mut() else {
+                        return;
+                    };
+                    match frontier.frontier().iter().min().copied() {
+                        Some(t) => {
+                            traders.run_until(i64::try_from(t).unwrap_or(i64::MAX), &mut out);
+                            if !out.is_empty() {
+                                output.session(&*cap).give_iterator(out.drain(..));
+                            }
+                            if *cap.time() < t {
+                                cap.downgrade(&t);
+                            }
+                        }
+                        None => {
+                            traders.finish(&mut out);
+                            if !out.is_empty() {
+                                output.session(&*cap).give_iterator(out.drain(..));
+                            }
+                            held = None;
+                        }
+                    }
+                }
+            }));
+        }
         let route = Exchange::new(|e: &MarketEvent| e.symbol().route());
         Ok(self.unary_frontier(route, "Trade", move |cap, _info| {
             let mut held = Some(cap);

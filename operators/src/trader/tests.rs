@@ -573,3 +573,209 @@ fn a_partly_filled_order_is_cancelled_on_reversal_and_the_rest_is_netted() {
     assert_eq!(o[0], (Side::Buy, 3.0, 1.0, "cancelled"), "{o:?}");
     assert_eq!((o[1].0, o[1].1), (Side::Sell, 4.0), "{o:?}");
 }
+
+/// `ev` as an event of `symbol`.
+fn on(symbol: &str, ev: MarketEvent) -> MarketEvent {
+    let s = Symbol::new(symbol).unwrap();
+    match ev {
+        MarketEvent::Depth(_, d) => MarketEvent::Depth(s, d),
+        MarketEvent::Trade(_, t) => MarketEvent::Trade(s, t),
+        other => other,
+    }
+}
+
+/// Two symbols bought at 101: ABC then falls to 85 (16 %, under its own 50 % halt), XYZ stays
+/// at 100. The portfolio of two 10 000 sleeves is 3.1 % down at 3.1 s and 8.6 % at 4.5 s.
+fn two_sleeves() -> (String, Vec<Vec<MarketEvent>>) {
+    let sections = format!(
+        "{BUY_FLOW}[risk]\ncapital = 10000\ndrawdown_alert = 0.4\ndrawdown_halt = 0.5\n\
+         [risk.portfolio]\ndrawdown_alert = 0.03\ndrawdown_halt = 0.05\n\
+         [execution]\nslippage_bps = 0\n"
+    );
+    let mut abc = vec![
+        book(0, 99.0, 101.0, 500.0),
+        trade(500, 101.0, 3.0, Side::Buy),
+        trade(1500, 101.0, 3.0, Side::Buy),
+        book(1600, 99.0, 101.0, 500.0),
+        book(2200, 95.0, 97.0, 500.0),
+        trade(2500, 97.0, 3.0, Side::Buy),
+        book(3100, 84.0, 86.0, 500.0),
+        trade(3500, 86.0, 3.0, Side::Buy),
+        trade(4500, 86.0, 3.0, Side::Buy),
+    ];
+    let mut xyz = vec![
+        book(0, 99.0, 101.0, 500.0),
+        trade(500, 101.0, 3.0, Side::Buy),
+        trade(1500, 101.0, 3.0, Side::Buy),
+        book(1600, 99.0, 101.0, 500.0),
+    ];
+    for s in 2..10 {
+        xyz.push(book(s * 1000 + 100, 99.0, 101.0, 500.0));
+        xyz.push(trade(s * 1000 + 500, 101.0, 3.0, Side::Buy));
+        if s >= 5 {
+            abc.push(book(s * 1000 + 100, 84.0, 86.0, 500.0));
+            abc.push(trade(s * 1000 + 500, 86.0, 3.0, Side::Buy));
+        }
+    }
+    let abc = abc.into_iter().map(|e| on("ABC", e)).collect();
+    let xyz = xyz.into_iter().map(|e| on("XYZ", e)).collect();
+    (sections, vec![abc, xyz])
+}
+
+/// Runs the `Trade` operator on `workers` workers, worker `i` feeding the streams `i`,
+/// `i + workers`, .. with its input a second behind its events (as the dataflows feed it).
+fn trade_on_workers(sections: &str, streams: Vec<Vec<MarketEvent>>, workers: usize) -> Vec<String> {
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::InputHandleVec;
+    use timely::dataflow::operators::{Input, Inspect, Probe};
+    let spec = JobSpec::from_toml(&format!(
+        "name = \"t\"\n[source.synthetic]\nsymbols = 1\n[features]\nbuckets = [\"1s\"]\n{sections}"
+    ))
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (seen_w, streams) = (seen.clone(), Arc::new(streams));
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (spec, seen) = (spec.clone(), seen_w.clone());
+        let mut input = InputHandleVec::new();
+        let probe = worker.dataflow::<u64, _, _>(|scope| {
+            let exec = spec.execution.clone();
+            scope
+                .input_from(&mut input)
+                .trade(
+                    &spec.name,
+                    &spec.features,
+                    spec.strategy.as_ref().unwrap(),
+                    &spec.risk,
+                    move |s: &Symbol| SimExchange::new(s.clone(), &exec),
+                )
+                .unwrap()
+                .inspect(move |r| seen.lock().unwrap().push(format!("{r:?}")))
+                .probe()
+                .0
+        });
+        let mut mine: Vec<&MarketEvent> = streams
+            .iter()
+            .skip(worker.index())
+            .step_by(worker.peers())
+            .flatten()
+            .collect();
+        mine.sort_by_key(|e| e.order_key());
+        for ev in mine {
+            let t = (ev.ts().0 - 1_000_000_000).max(0) as u64;
+            if t > *input.time() {
+                input.advance_to(t);
+            }
+            input.send(ev.clone());
+            worker.step();
+        }
+        drop(input);
+        worker.step_while(|| !probe.done());
+    })
+    .unwrap();
+    let mut v = std::mem::take(&mut *seen.lock().unwrap());
+    v.sort();
+    v
+}
+
+#[test]
+fn the_portfolio_halt_halts_every_sleeve_and_no_order_follows_it() {
+    let (sections, streams) = two_sleeves();
+    let seen = trade_on_workers(&sections, streams.clone(), 1);
+    let risk_events: Vec<&String> = seen.iter().filter(|r| r.starts_with("Risk")).collect();
+    let count = |needle: &str| risk_events.iter().filter(|r| r.contains(needle)).count();
+    // The alert with the mark at 3.1 s, the halt with the one at 4.5 s, both the portfolio's.
+    assert_eq!(
+        count("Symbol(PORTFOLIO), kind: \"drawdown_alert\""),
+        1,
+        "{risk_events:#?}"
+    );
+    assert_eq!(
+        count("Symbol(PORTFOLIO), kind: \"halt\""),
+        1,
+        "{risk_events:#?}"
+    );
+    assert!(
+        risk_events.iter().any(|r| r
+            .contains("UnixNanos(4500000000), symbol: Symbol(PORTFOLIO), kind: \"halt\"")
+            && r.contains("8.58 % below")),
+        "{risk_events:#?}"
+    );
+    // Each sleeve halts at its next close (5.1 s), though neither crossed its own 50 %.
+    for s in ["ABC", "XYZ"] {
+        let halt = format!(
+            "UnixNanos(5100000000), symbol: Symbol({s}), kind: \"halt\", detail: \"the portfolio halted"
+        );
+        assert_eq!(count(&halt), 1, "{s}: {risk_events:#?}");
+    }
+
+    // Orders: each bought at 1.5 s; after the portfolio's halt only the flattening sells.
+    let records: Vec<TradeRecord> = {
+        // The same run through a plain loop gives the records themselves (not their text).
+        let spec = JobSpec::from_toml(&format!(
+            "name = \"t\"\n[source.synthetic]\nsymbols = 1\n[features]\nbuckets = [\"1s\"]\n{sections}"
+        ))
+        .unwrap();
+        let mut p = crate::portfolio::PortfolioTraders::new(
+            spec.risk.portfolio.as_ref().unwrap(),
+            spec.risk.capital,
+        );
+        for ev in streams.iter().flatten() {
+            p.push(ev.clone(), |s| {
+                let ex = SimExchange::new(s.clone(), &spec.execution);
+                let st = spec.strategy.as_ref().unwrap();
+                Trader::new(s.clone(), "t", &spec.features, st, &spec.risk, ex).unwrap()
+            });
+        }
+        let mut out = Vec::new();
+        p.finish(&mut out);
+        out
+    };
+    let mut plain: Vec<String> = records.iter().map(|r| format!("{r:?}")).collect();
+    plain.sort();
+    assert_eq!(plain, seen, "the operator and the plain merge differ");
+    let o = orders(&records);
+    let sent: Vec<_> = o
+        .iter()
+        .map(|o| {
+            (
+                o.order.symbol.as_str(),
+                o.order.sent.0 / 1_000_000,
+                o.order.side,
+                o.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            ("ABC", 1500, Side::Buy, "entry"),
+            ("XYZ", 1500, Side::Buy, "entry"),
+            ("ABC", 5100, Side::Sell, "halt"),
+            ("XYZ", 5100, Side::Sell, "halt"),
+        ]
+    );
+    assert!(o.iter().all(|o| o.status == OrderStatus::Filled), "{o:#?}");
+}
+
+#[test]
+fn the_portfolio_trades_alike_on_one_and_two_workers_and_as_the_sleeves_until_it_halts() {
+    let (sections, streams) = two_sleeves();
+    let one = trade_on_workers(&sections, streams.clone(), 1);
+    let two = trade_on_workers(&sections, streams.clone(), 2);
+    assert_eq!(one, two);
+    // With a portfolio threshold never reached, the records are the sleeves' own.
+    let far = sections.replace(
+        "drawdown_alert = 0.03\ndrawdown_halt = 0.05",
+        "drawdown_halt = 0.9",
+    );
+    let alone = sections.replace(
+        "[risk.portfolio]\ndrawdown_alert = 0.03\ndrawdown_halt = 0.05\n",
+        "",
+    );
+    assert_ne!(far, sections);
+    assert_ne!(alone, sections);
+    let a = trade_on_workers(&far, streams.clone(), 2);
+    let b = trade_on_workers(&alone, streams, 2);
+    assert!(a.iter().all(|r| !r.contains("PORTFOLIO")));
+    assert_eq!(a, b);
+}
