@@ -39,6 +39,7 @@
 
 use std::collections::VecDeque;
 
+use flowsense_core::expr::ColumnHistory;
 use flowsense_core::features::FeatureRow;
 use flowsense_core::job::FeatureSpec;
 use flowsense_core::order::{
@@ -160,8 +161,8 @@ pub struct Trader<B: Broker> {
     engine: FeatureEngine,
     bucket: std::sync::Arc<str>,
     rows: Vec<FeatureRow>,
-    history: VecDeque<FeatureRow>,
-    depth: usize,
+    /// What the strategy's expressions read of the closed buckets.
+    history: ColumnHistory,
     reports: Vec<ExecReport>,
     // The account.
     position: Size,
@@ -218,13 +219,6 @@ impl<B: Broker> Trader<B> {
             per_event: false,
             ..features.clone()
         };
-        let mut depth = strategy.signal.max_lag();
-        if let Sizing::Kelly { edge, variance, .. } = &strategy.sizing {
-            depth = depth.max(edge.max_lag()).max(variance.max_lag());
-        }
-        if let Some(r) = &strategy.regime {
-            depth = depth.max(r.expr.max_lag());
-        }
         // Kyle's lambda costs an OLS over its window at every close: only when something reads it.
         let kyle = flowsense_core::features::FeatureColumn::parse("kyle_lambda")
             .expect("a feature column");
@@ -248,8 +242,7 @@ impl<B: Broker> Trader<B> {
             risk: risk.clone(),
             broker,
             rows: Vec::new(),
-            history: VecDeque::with_capacity(depth + 1),
-            depth: depth + 1,
+            history: ColumnHistory::new(&exprs),
             reports: Vec::new(),
             position: Size::ZERO,
             cash: 0.0,
@@ -349,7 +342,11 @@ impl<B: Broker> Trader<B> {
         if let (Some(end), Some(mid)) = (end, self.last_mid)
             && self.marked != (self.cash, self.position.raw())
         {
-            let signal = self.history.back().map_or(f64::NAN, |_| self.eval_signal());
+            let signal = if self.history.is_empty() {
+                f64::NAN
+            } else {
+                self.eval_signal()
+            };
             self.mark(end, mid, signal, out);
         }
         // A position still open at the end, marked at the last mid.
@@ -382,12 +379,16 @@ impl<B: Broker> Trader<B> {
         if self.rows.is_empty() {
             return;
         }
-        let rows = std::mem::take(&mut self.rows);
-        for row in rows {
+        // Rows are read where they lie (a few hundred bytes each: not moved), and the vector
+        // keeps its capacity for the next close.
+        let mut rows = std::mem::take(&mut self.rows);
+        for row in &rows {
             if row.bucket == self.bucket {
                 self.decide(row, now, out);
             }
         }
+        rows.clear();
+        self.rows = rows;
     }
 
     fn apply_reports(&mut self, out: &mut Vec<TradeRecord>) {
@@ -497,7 +498,7 @@ impl<B: Broker> Trader<B> {
         }));
     }
 
-    fn decide(&mut self, row: FeatureRow, now: i64, out: &mut Vec<TradeRecord>) {
+    fn decide(&mut self, row: &FeatureRow, now: i64, out: &mut Vec<TradeRecord>) {
         for p in [row.bid_price, row.ask_price].into_iter().flatten() {
             if let Some(p) = Price::from_f64(p) {
                 self.tick = gcd(self.tick, p.raw());
@@ -506,16 +507,13 @@ impl<B: Broker> Trader<B> {
         if row.mid.is_some() {
             self.last_mid = row.mid;
         }
-        if self.history.len() == self.depth {
-            self.history.pop_front();
-        }
         let ts = row.ts;
         // Bars have no book: limit orders are priced at the close.
         let (bid, ask) = match (row.bid_price, row.ask_price) {
             (None, None) => (row.mid, row.mid),
             touch => touch,
         };
-        self.history.push_back(row);
+        self.history.push(row);
         let Some(mid) = self.last_mid else {
             return; // no book yet: nothing to mark or price
         };
@@ -644,11 +642,9 @@ impl<B: Broker> Trader<B> {
         (equity, drawdown)
     }
 
-    /// An expression over the history (the latest row last).
+    /// An expression over the history (the latest bucket last).
     fn eval(&self, e: &flowsense_core::expr::Expr) -> f64 {
-        let h = &self.history;
-        let row = |k: usize| h.len().checked_sub(1 + k).and_then(|i| h.get(i));
-        e.eval_with(&row)
+        self.history.eval(e)
     }
 
     fn eval_signal(&self) -> f64 {
