@@ -20,7 +20,10 @@ use flowsense_core::{
 };
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
 
 use crate::merge::{EventStream, MergeByTime};
 use crate::{Error, Result};
@@ -252,15 +255,50 @@ impl Files {
                         .block_on(async { store.get(&path).await?.bytes().await })?
                 }
             };
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| b.with_batch_size(16 * 1024).build())
-                .map_err(|e| Error::LakeFile {
-                    path: path.to_string(),
-                    why: e.to_string(),
-                })?;
+            let reader = reader_of(bytes).map_err(|e| Error::LakeFile {
+                path: path.to_string(),
+                why: e.to_string(),
+            })?;
             self.reader = Some((path.to_string(), reader));
         }
     }
+}
+
+/// A reader of one Parquet file that keeps the short string columns (`side`, `action`) as
+/// dictionaries: their values are a handful of words, and decoding them as plain strings copies
+/// every row's bytes out of the dictionary (4 % of a replay's time).
+fn reader_of(bytes: bytes::Bytes) -> parquet::errors::Result<ParquetRecordBatchReader> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let meta = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())?;
+    let schema = meta.schema();
+    let coded = |f: &Field| {
+        matches!(f.name().as_str(), "side" | "action") && f.data_type() == &DataType::Utf8
+    };
+    let meta = if schema.fields().iter().any(|f| coded(f)) {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if coded(f) {
+                    let dict =
+                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+                    f.as_ref().clone().with_data_type(dict)
+                } else {
+                    f.as_ref().clone()
+                }
+            })
+            .collect();
+        let hinted = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        ArrowReaderMetadata::try_new(
+            meta.metadata().clone(),
+            ArrowReaderOptions::new().with_schema(hinted),
+        )?
+    } else {
+        meta
+    };
+    ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, meta)
+        .with_batch_size(16 * 1024)
+        .build()
 }
 
 impl Files {
@@ -302,17 +340,26 @@ fn keep_first(slot: &std::sync::Mutex<Option<Error>>, e: Error) {
 enum Strings {
     Utf8(arrow::array::StringArray),
     View(arrow::array::StringViewArray),
+    /// Keys into a dictionary of values (see `reader_of`).
+    Dict(arrow::array::Int32Array, arrow::array::StringArray),
     Missing,
 }
 
 impl Strings {
     fn of(b: &RecordBatch, name: &str) -> Strings {
         match b.column_by_name(name) {
-            Some(c) => match (c.as_string_opt::<i32>(), c.as_string_view_opt()) {
-                (Some(s), _) => Strings::Utf8(s.clone()),
-                (None, Some(v)) => Strings::View(v.clone()),
-                _ => Strings::Missing,
-            },
+            Some(c) => {
+                if let Some(d) = c.as_dictionary_opt::<arrow::datatypes::Int32Type>()
+                    && let Some(values) = d.values().as_string_opt::<i32>()
+                {
+                    return Strings::Dict(d.keys().clone(), values.clone());
+                }
+                match (c.as_string_opt::<i32>(), c.as_string_view_opt()) {
+                    (Some(s), _) => Strings::Utf8(s.clone()),
+                    (None, Some(v)) => Strings::View(v.clone()),
+                    _ => Strings::Missing,
+                }
+            }
             None => Strings::Missing,
         }
     }
@@ -321,6 +368,7 @@ impl Strings {
         match self {
             Strings::Utf8(s) => s.value(i),
             Strings::View(v) => v.value(i),
+            Strings::Dict(keys, values) => values.value(keys.value(i) as usize),
             Strings::Missing => "",
         }
     }
