@@ -426,6 +426,7 @@ impl FeatureEngine {
 
     fn apply(&mut self, ev: &MarketEvent) -> Option<Effect> {
         let mut e = Effect::default();
+        let mut fresh_book = false;
         match ev {
             MarketEvent::Order(_, o) => {
                 // L3 sources are sessions of one symbol-day (LOBSTER files, DBN days, the
@@ -434,6 +435,7 @@ impl FeatureEngine {
                 if !matches!(self.book, SymbolBook::L3(_)) || self.book_day != day {
                     self.book = SymbolBook::L3(Box::default());
                     self.book_day = day;
+                    fresh_book = true;
                 }
                 let SymbolBook::L3(book) = &mut self.book else {
                     unreachable!("set above")
@@ -514,7 +516,15 @@ impl FeatureEngine {
             MarketEvent::Bbo(..) | MarketEvent::Quote(..) => return None,
         }
         if e.book_changed && self.may_change_top(ev) {
-            self.refresh_book(&mut e);
+            // An order message changes one side only: the other keeps the levels it had, unless
+            // the book was just started afresh (a new session).
+            let (bids, asks) = match ev {
+                MarketEvent::Order(_, o) if !fresh_book => {
+                    (o.side == Side::Buy, o.side == Side::Sell)
+                }
+                _ => (true, true),
+            };
+            self.refresh_book(&mut e, bids, asks);
         }
         Some(e)
     }
@@ -546,7 +556,9 @@ impl FeatureEngine {
         }
     }
 
-    fn refresh_book(&mut self, e: &mut Effect) {
+    /// Re-reads the top levels of the sides named (the others are unchanged) and derives the
+    /// event's OFI and mid change.
+    fn refresh_book(&mut self, e: &mut Effect, bids: bool, asks: bool) {
         std::mem::swap(&mut self.prev_bids, &mut self.bids);
         std::mem::swap(&mut self.prev_asks, &mut self.asks);
         let l2 = match &self.book {
@@ -554,8 +566,16 @@ impl FeatureEngine {
             SymbolBook::L3(b) => b.l2(),
             SymbolBook::Empty => return,
         };
-        self.bids.read(l2.bids(), self.levels);
-        self.asks.read(l2.asks(), self.levels);
+        if bids {
+            self.bids.read(l2.bids(), self.levels);
+        } else {
+            self.bids = self.prev_bids;
+        }
+        if asks {
+            self.asks.read(l2.asks(), self.levels);
+        } else {
+            self.asks = self.prev_asks;
+        }
         for m in 0..self.levels {
             e.ofi[m] = ofi_level(&self.bids, &self.asks, &self.prev_bids, &self.prev_asks, m);
         }
