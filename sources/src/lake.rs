@@ -374,6 +374,39 @@ impl Strings {
     }
 }
 
+/// A short string column read as what its words mean: each dictionary value is parsed once
+/// per batch, and a row is a lookup by its key.
+struct Coded<T> {
+    strings: Strings,
+    parse: fn(&str) -> T,
+    by_key: Vec<T>,
+}
+
+impl<T: Copy> Coded<T> {
+    fn new(strings: Strings, parse: fn(&str) -> T) -> Self {
+        let by_key = match &strings {
+            Strings::Dict(_, values) => values.iter().map(|v| parse(v.unwrap_or(""))).collect(),
+            _ => Vec::new(),
+        };
+        Coded {
+            strings,
+            parse,
+            by_key,
+        }
+    }
+
+    fn get(&self, i: usize) -> T {
+        match &self.strings {
+            Strings::Dict(keys, _) => self.by_key[keys.value(i) as usize],
+            s => (self.parse)(s.get(i)),
+        }
+    }
+}
+
+fn side_of(s: &str) -> Side {
+    if s == "sell" { Side::Sell } else { Side::Buy }
+}
+
 /// One batch's columns, resolved by name and type once (not per row).
 struct Decoded {
     rows: usize,
@@ -381,8 +414,8 @@ struct Decoded {
     local: Option<Int64Array>,
     price: Float64Array,
     size: Float64Array,
-    side: Strings,
-    action: Strings,
+    side: Coded<Side>,
+    action: Coded<L3Action>,
     seq: Option<UInt64Array>,
     order_id: Option<UInt64Array>,
     first: Option<UInt64Array>,
@@ -399,8 +432,8 @@ impl Decoded {
             local: opt(b, "local_ts"),
             price: req(b, path, "price")?,
             size: req(b, path, "size")?,
-            side: Strings::of(b, "side"),
-            action: Strings::of(b, "action"),
+            side: Coded::new(Strings::of(b, "side"), side_of),
+            action: Coded::new(Strings::of(b, "action"), action_of),
             seq: opt(b, "seq"),
             order_id: opt(b, "order_id"),
             first: opt(b, "first_update_id"),
@@ -425,11 +458,7 @@ impl Decoded {
     }
 
     fn side(&self, i: usize) -> Side {
-        if self.side.get(i) == "sell" {
-            Side::Sell
-        } else {
-            Side::Buy
-        }
+        self.side.get(i)
     }
 
     fn local_ts(&self, i: usize) -> Option<UnixNanos> {
@@ -581,7 +610,7 @@ impl PartitionStream {
                         OrderEvent {
                             ts: UnixNanos(t),
                             seq,
-                            action: action_of(d.action.get(i)),
+                            action: d.action.get(i),
                             order_id: OrderId(oid),
                             side: d.side(i),
                             price: Price::from_f64(d.price.value(i)).unwrap_or_default(),
