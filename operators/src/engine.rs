@@ -221,6 +221,83 @@ impl Flow {
     }
 }
 
+/// Kyle's lambda of one bucket width: the OLS slope of mid changes on signed volume over the
+/// last `kyle_window` buckets.
+///
+/// Both are integers in fixed point (signed volume in size units, twice the mid in price units),
+/// so the window keeps its sums exactly and the slope costs a few multiplications per close
+/// instead of two passes over the window: `(n Sxy - Sx Sy) / (n Sxx - Sx^2)`, then scaled to
+/// price per size unit. Exact sums also make it the true slope of the points, where two passes
+/// in floating point lose digits on ill-conditioned windows. Should a sum leave `i128` (sizes
+/// beyond any market's), the window falls back to [`ols_slope`] in floating point until the sums
+/// fit again.
+#[derive(Debug, Default)]
+struct KyleWindow {
+    points: VecDeque<(i128, i128)>,
+    /// Sx, Sy, Sxx, Sxy; `None` after an overflow.
+    sums: Option<[i128; 4]>,
+}
+
+impl KyleWindow {
+    fn push(&mut self, x: i128, y: i128, window: usize) {
+        self.points.push_back((x, y));
+        let dropped = (self.points.len() > window)
+            .then(|| self.points.pop_front())
+            .flatten();
+        let step = |s: [i128; 4]| -> Option<[i128; 4]> {
+            let mut s = [
+                s[0].checked_add(x)?,
+                s[1].checked_add(y)?,
+                s[2].checked_add(x.checked_mul(x)?)?,
+                s[3].checked_add(x.checked_mul(y)?)?,
+            ];
+            if let Some((a, b)) = dropped {
+                s = [
+                    s[0].checked_sub(a)?,
+                    s[1].checked_sub(b)?,
+                    s[2].checked_sub(a.checked_mul(a)?)?,
+                    s[3].checked_sub(a.checked_mul(b)?)?,
+                ];
+            }
+            Some(s)
+        };
+        self.sums = match self.sums {
+            Some(s) => step(s),
+            // The first point, or after an overflow: sum the window afresh.
+            None => self.points.iter().try_fold([0i128; 4], |s, &(a, b)| {
+                Some([
+                    s[0].checked_add(a)?,
+                    s[1].checked_add(b)?,
+                    s[2].checked_add(a.checked_mul(a)?)?,
+                    s[3].checked_add(a.checked_mul(b)?)?,
+                ])
+            }),
+        };
+    }
+
+    fn slope(&self) -> Option<f64> {
+        let n = self.points.len() as i128;
+        if n < 2 {
+            return None;
+        }
+        let exact = self.sums.and_then(|[sx, sy, sxx, sxy]| {
+            let num = n.checked_mul(sxy)?.checked_sub(sx.checked_mul(sy)?)?;
+            let den = n.checked_mul(sxx)?.checked_sub(sx.checked_mul(sx)?)?;
+            Some((num, den))
+        });
+        match exact {
+            // x is in 1e-9 size units and y in 0.5e-9 price units: the slope in price per
+            // size unit is half the raw one.
+            Some((num, den)) => (den > 0).then(|| 0.5 * int_f64(num) / int_f64(den)),
+            None => ols_slope(
+                self.points
+                    .iter()
+                    .map(|&(x, y)| (int_f64(x) / SCALE, int_f64(y) / (2.0 * SCALE))),
+            ),
+        }
+    }
+}
+
 /// One bucket width's running state.
 #[derive(Debug)]
 struct Bucket {
@@ -231,9 +308,9 @@ struct Bucket {
     active: bool,
     flow: Flow,
     /// Mid at the end of the previous emitted bucket.
-    prev_mid: Option<f64>,
+    prev_mid: Option<i128>,
     /// (signed volume, mid change) of the last `kyle_window` buckets.
-    kyle: VecDeque<(f64, f64)>,
+    kyle: KyleWindow,
     /// (bucket end, mid) of emitted buckets, far enough back for the longest return.
     history: VecDeque<(i64, f64)>,
 }
@@ -275,6 +352,8 @@ pub struct FeatureEngine {
     prev_bids: Levels,
     prev_asks: Levels,
     mid: Option<f64>,
+    /// Twice the mid in fixed point (bid + ask), exact: Kyle's lambda's mid changes.
+    mid2: Option<i128>,
     last_ts: i64,
     vpin: Vpin,
     buckets: Vec<Bucket>,
@@ -300,7 +379,7 @@ impl FeatureEngine {
                 active: false,
                 flow: Flow::default(),
                 prev_mid: None,
-                kyle: VecDeque::with_capacity(spec.kyle_window + 1),
+                kyle: KyleWindow::default(),
                 history: VecDeque::new(),
             })
             .collect();
@@ -316,6 +395,7 @@ impl FeatureEngine {
             prev_bids: Levels::default(),
             prev_asks: Levels::default(),
             mid: None,
+            mid2: None,
             last_ts: i64::MIN,
             vpin: Vpin::new(spec.vpin_bucket_volume, spec.vpin_window),
             buckets,
@@ -501,6 +581,7 @@ impl FeatureEngine {
                     e.rv = r * r;
                 }
                 self.mid = Some(c);
+                self.mid2 = Some(2 * b.close.raw() as i128);
                 let volume = b.volume.as_f64();
                 let typical = (b.high.as_f64() + b.low.as_f64() + c) / 3.0;
                 e.bar = Some((
@@ -587,6 +668,8 @@ impl FeatureEngine {
             e.rv = r * r;
         }
         self.mid = mid;
+        self.mid2 = (self.bids.n > 0 && self.asks.n > 0)
+            .then(|| self.bids.px_raw[0] as i128 + self.asks.px_raw[0] as i128);
     }
 
     /// Writes the book's state features into a row.
@@ -646,7 +729,7 @@ impl FeatureEngine {
         );
         self.fill_state(&mut row);
         row.vpin = self.vpin.value();
-        let mid = self.mid;
+        let (mid, mid2) = (self.mid, self.mid2);
         let kyle_window = self.kyle_window;
         let b = &mut self.buckets[i];
         self.closed_until = self.closed_until.max(b.end);
@@ -656,16 +739,13 @@ impl FeatureEngine {
             row.realized_vol = Some(b.flow.rv.sqrt());
         }
         // Kyle's lambda over the last `kyle_window` buckets.
-        if let (Some(m), Some(pm)) = (mid, b.prev_mid) {
-            b.kyle.push_back((to_f64(b.flow.buy - b.flow.sell), m - pm));
-            if b.kyle.len() > kyle_window {
-                b.kyle.pop_front();
-            }
+        if let (Some(m), Some(pm)) = (mid2, b.prev_mid) {
+            b.kyle.push(b.flow.buy - b.flow.sell, m - pm, kyle_window);
         }
         if self.kyle {
-            row.kyle_lambda = ols_slope(b.kyle.iter().copied());
+            row.kyle_lambda = b.kyle.slope();
         }
-        b.prev_mid = mid;
+        b.prev_mid = mid2;
         // Returns over horizons: the mid at `end - h * width` is the mid at the end of the last
         // emitted bucket ending at or before it (no events in between, bucket edges align).
         if let Some(m) = mid {
@@ -749,4 +829,52 @@ pub fn ols_slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> Option<f64
         sxy += (x - mx) * (y - my);
     }
     (sxx > 0.0).then(|| sxy / sxx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn natural(points: &VecDeque<(i128, i128)>) -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .map(|&(x, y)| (x as f64 / SCALE, y as f64 / (2.0 * SCALE)))
+            .collect()
+    }
+
+    #[test]
+    fn kyle_window_sums_exactly_and_falls_back_past_i128() {
+        let mut k = KyleWindow::default();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as i128 - (1 << 30)
+        };
+        for i in 0..500 {
+            k.push(next() * 1_000, next() % 1000, 20);
+            let want = ols_slope(natural(&k.points).into_iter());
+            let got = k.slope();
+            assert_eq!(got.is_some(), want.is_some(), "{i}");
+            if let (Some(g), Some(w)) = (got, want) {
+                assert!((g - w).abs() <= 1e-9 * w.abs().max(1e-12), "{i}: {g} vs {w}");
+            }
+        }
+        // Sizes no market has: the squares leave i128, and the floating-point fallback answers.
+        let huge = i128::MAX / 4;
+        k.push(huge, 10, 20);
+        assert!(k.sums.is_none());
+        assert_eq!(k.slope(), ols_slope(natural(&k.points).into_iter()));
+        // Once the huge point leaves the window, the sums are exact again.
+        for _ in 0..20 {
+            k.push(next(), next() % 1000, 20);
+        }
+        assert!(k.sums.is_some());
+        // Identical volumes: no spread in x, no slope (two passes in floating point could give
+        // noise over a rounding residue).
+        let mut flat = KyleWindow::default();
+        for y in 0..10 {
+            flat.push(3_000_000_001, y, 100);
+        }
+        assert_eq!(flat.slope(), None);
+    }
 }
