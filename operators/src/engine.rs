@@ -141,24 +141,72 @@ enum SymbolBook {
     L3(Box<L3Book>),
 }
 
-/// Flow sums of one bucket (or one event).
-#[derive(Clone, Debug, Default)]
-struct Flow {
+/// The integer sums of the flow features. The engine keeps them once, as running totals since
+/// the start; a bucket's are the totals at its close less the totals when it opened. Exact (they
+/// are integers), and an event adds to one set of totals instead of to every bucket width's.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
     events: u64,
     ofi: [i128; MAX_LEVELS],
     trades: u64,
     buy: i128,
     sell: i128,
+    adds: u64,
+    cancels: u64,
+    /// Volume without an aggressor side (from bars).
+    unsigned: i128,
+}
+
+impl Counts {
+    fn add(&mut self, e: &Effect, levels: usize) {
+        self.events += 1;
+        if e.book_changed {
+            for m in 0..levels {
+                self.ofi[m] += e.ofi[m] as i128;
+            }
+        }
+        self.adds += e.adds;
+        self.cancels += e.cancels;
+        if let Some((_, _, raw, buy)) = e.trade {
+            self.trades += 1;
+            if buy {
+                self.buy += raw as i128;
+            } else {
+                self.sell += raw as i128;
+            }
+        }
+        if let Some((_, _, _, _, volume, _, trades)) = e.bar {
+            self.trades += trades;
+            self.unsigned += volume as i128;
+        }
+    }
+
+    /// What was added since `start`.
+    fn since(&self, start: &Counts) -> Counts {
+        Counts {
+            events: self.events - start.events,
+            ofi: std::array::from_fn(|m| self.ofi[m] - start.ofi[m]),
+            trades: self.trades - start.trades,
+            buy: self.buy - start.buy,
+            sell: self.sell - start.sell,
+            adds: self.adds - start.adds,
+            cancels: self.cancels - start.cancels,
+            unsigned: self.unsigned - start.unsigned,
+        }
+    }
+}
+
+/// Flow sums of one bucket (or one event): the counts, and the sums in floating point, which stay
+/// per bucket so each adds its events in their order.
+#[derive(Clone, Debug, Default)]
+struct Flow {
+    counts: Counts,
     notional: f64,
     open: Option<f64>,
     high: f64,
     low: f64,
     close: f64,
     rv: f64,
-    adds: u64,
-    cancels: u64,
-    /// Volume without an aggressor side (from bars).
-    unsigned: i128,
 }
 
 /// What one event did to the symbol.
@@ -177,24 +225,13 @@ struct Effect {
 }
 
 impl Flow {
-    fn add(&mut self, e: &Effect, levels: usize) {
-        self.events += 1;
+    /// Adds an event's prices: realized variance, notional, open, high, low and close.
+    fn add_prices(&mut self, e: &Effect) {
         if e.book_changed {
-            for m in 0..levels {
-                self.ofi[m] += e.ofi[m] as i128;
-            }
             self.rv += e.rv;
         }
-        self.adds += e.adds;
-        self.cancels += e.cancels;
-        if let Some((px, sz, raw, buy)) = e.trade {
-            self.trades += 1;
+        if let Some((px, sz, _, _)) = e.trade {
             self.notional += px * sz;
-            if buy {
-                self.buy += raw as i128;
-            } else {
-                self.sell += raw as i128;
-            }
             if self.open.is_none() {
                 self.open = Some(px);
                 self.high = px;
@@ -204,10 +241,8 @@ impl Flow {
             self.low = self.low.min(px);
             self.close = px;
         }
-        if let Some((o, h, l, c, volume, notional, trades)) = e.bar {
+        if let Some((o, h, l, c, _, notional, _)) = e.bar {
             self.rv += e.rv;
-            self.trades += trades;
-            self.unsigned += volume as i128;
             self.notional += notional;
             if self.open.is_none() {
                 self.open = Some(o);
@@ -307,6 +342,8 @@ struct Bucket {
     end: i64,
     active: bool,
     flow: Flow,
+    /// The engine's counts when the bucket opened.
+    opened_at: Counts,
     /// Mid at the end of the previous emitted bucket.
     prev_mid: Option<i128>,
     /// (signed volume, mid change) of the last `kyle_window` buckets.
@@ -356,6 +393,8 @@ pub struct FeatureEngine {
     mid2: Option<i128>,
     last_ts: i64,
     vpin: Vpin,
+    /// Running totals of the integer flow sums (see [`Counts`]).
+    counts: Counts,
     buckets: Vec<Bucket>,
     rejects: u64,
     late: u64,
@@ -378,6 +417,7 @@ impl FeatureEngine {
                 end: 0,
                 active: false,
                 flow: Flow::default(),
+                opened_at: Counts::default(),
                 prev_mid: None,
                 kyle: KyleWindow::default(),
                 history: VecDeque::new(),
@@ -398,6 +438,7 @@ impl FeatureEngine {
             mid2: None,
             last_ts: i64::MIN,
             vpin: Vpin::new(spec.vpin_bucket_volume, spec.vpin_window),
+            counts: Counts::default(),
             buckets,
             rejects: 0,
             late: 0,
@@ -468,15 +509,18 @@ impl FeatureEngine {
                 b.start = at - at.rem_euclid(b.width);
                 b.end = b.start + b.width;
                 b.active = true;
+                b.opened_at = self.counts;
             }
-            b.flow.add(&effect, self.levels);
+            b.flow.add_prices(&effect);
         }
+        self.counts.add(&effect, self.levels);
         if let Some(close) = bar_close {
             self.close_until(close, out);
         }
         if self.per_event {
             let mut flow = Flow::default();
-            flow.add(&effect, self.levels);
+            flow.counts.add(&effect, self.levels);
+            flow.add_prices(&effect);
             let mut row = FeatureRow::empty(self.symbol.clone(), ts, EVENT_BUCKET.into());
             self.fill_state(&mut row);
             fill_flow(&mut row, &flow, None);
@@ -731,7 +775,9 @@ impl FeatureEngine {
         row.vpin = self.vpin.value();
         let (mid, mid2) = (self.mid, self.mid2);
         let kyle_window = self.kyle_window;
+        let totals = self.counts;
         let b = &mut self.buckets[i];
+        b.flow.counts = totals.since(&b.opened_at);
         self.closed_until = self.closed_until.max(b.end);
         let secs = b.width as f64 * 1e-9;
         fill_flow(&mut row, &b.flow, Some(secs));
@@ -740,7 +786,8 @@ impl FeatureEngine {
         }
         // Kyle's lambda over the last `kyle_window` buckets.
         if let (Some(m), Some(pm)) = (mid2, b.prev_mid) {
-            b.kyle.push(b.flow.buy - b.flow.sell, m - pm, kyle_window);
+            b.kyle
+                .push(b.flow.counts.buy - b.flow.counts.sell, m - pm, kyle_window);
         }
         if self.kyle {
             row.kyle_lambda = b.kyle.slope();
@@ -780,7 +827,8 @@ fn mid_of(b: &Levels, a: &Levels) -> Option<f64> {
 }
 
 /// Writes a flow's sums into a row; `secs` is the bucket width for the rates.
-fn fill_flow(row: &mut FeatureRow, f: &Flow, secs: Option<f64>) {
+fn fill_flow(row: &mut FeatureRow, flow: &Flow, secs: Option<f64>) {
+    let f = &flow.counts;
     row.events = f.events;
     row.ofi_levels = f.ofi.map(to_f64);
     row.ofi_l1 = to_f64(f.ofi[0]);
@@ -796,13 +844,13 @@ fn fill_flow(row: &mut FeatureRow, f: &Flow, secs: Option<f64>) {
         if f.buy + f.sell > 0 {
             row.trade_imbalance = Some(int_f64(f.buy - f.sell) / int_f64(f.buy + f.sell));
         }
-        row.vwap = Some(f.notional / row.volume);
+        row.vwap = Some(flow.notional / row.volume);
     }
-    if f.open.is_some() {
-        row.open = f.open;
-        row.high = Some(f.high);
-        row.low = Some(f.low);
-        row.close = Some(f.close);
+    if flow.open.is_some() {
+        row.open = flow.open;
+        row.high = Some(flow.high);
+        row.low = Some(flow.low);
+        row.close = Some(flow.close);
     }
     if let Some(s) = secs {
         row.trade_intensity = f.trades as f64 / s;
@@ -847,7 +895,9 @@ mod tests {
         let mut k = KyleWindow::default();
         let mut seed = 7u64;
         let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as i128 - (1 << 30)
         };
         for i in 0..500 {
@@ -856,7 +906,10 @@ mod tests {
             let got = k.slope();
             assert_eq!(got.is_some(), want.is_some(), "{i}");
             if let (Some(g), Some(w)) = (got, want) {
-                assert!((g - w).abs() <= 1e-9 * w.abs().max(1e-12), "{i}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= 1e-9 * w.abs().max(1e-12),
+                    "{i}: {g} vs {w}"
+                );
             }
         }
         // Sizes no market has: the squares leave i128, and the floating-point fallback answers.
