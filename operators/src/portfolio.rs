@@ -133,22 +133,19 @@ impl PortfolioMonitor {
             }))
         };
         let state = format!(
-            "portfolio equity {total:.2} over {} sleeves is {:.2} % below its peak {peak:.2}",
+            "portfolio equity {total:.2} over {} sleeves is {} below its peak {peak:.2}",
             self.sleeves.len(),
-            drawdown * 100.0,
+            percent(drawdown),
         );
         if drawdown >= self.spec.drawdown_alert && !self.alerted {
             self.alerted = true;
             event(
                 "drawdown_alert",
-                format!(
-                    "{state} (alert at {:.2} %)",
-                    self.spec.drawdown_alert * 100.0
-                ),
+                format!("{state} (alert at {})", percent(self.spec.drawdown_alert)),
             );
         }
         if drawdown >= self.spec.drawdown_halt {
-            let why = format!("{state} (halt at {:.2} %)", self.spec.drawdown_halt * 100.0);
+            let why = format!("{state} (halt at {})", percent(self.spec.drawdown_halt));
             event("halt", format!("{why}: halting every sleeve"));
             self.halted = Some(why.clone());
             return Some(why);
@@ -162,6 +159,16 @@ impl PortfolioMonitor {
 fn feed_key(ev: &MarketEvent) -> (i64, i64) {
     let ts = ev.ts().0;
     (ev.local_ts().map_or(ts, |t| t.0).max(ts), ts)
+}
+
+/// A fraction as a percentage a person can read: two decimals, or four below 0.1 %.
+fn percent(x: f64) -> String {
+    let p = x * 100.0;
+    if p.abs() >= 0.1 || p == 0.0 {
+        format!("{p:.2} %")
+    } else {
+        format!("{p:.4} %")
+    }
 }
 
 /// One symbol's trader and its events waiting for the merge.

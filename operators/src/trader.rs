@@ -540,7 +540,7 @@ impl<B: Broker> Trader<B> {
         if !self.halted && (drawdown >= self.risk.drawdown_halt || portfolio.is_some()) {
             self.halted = true;
             let why = match portfolio {
-                Some(why) => format!("the portfolio halted ({why})"),
+                Some(why) => format!("the portfolio halted: {why}"),
                 None => format!(
                     "equity {equity:.2} is {:.2} % below its peak {:.2} (halt at {:.2} %)",
                     drawdown * 100.0,
@@ -552,7 +552,7 @@ impl<B: Broker> Trader<B> {
                 out,
                 now,
                 "halt",
-                format!("{why}: cancelling every order, flattening, refusing new orders"),
+                format!("{why}; cancelling every order, flattening, refusing new orders"),
             );
             self.direction = 0;
             self.target = 0.0;
