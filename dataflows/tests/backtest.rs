@@ -33,6 +33,21 @@ fn binance_lake() -> (tempfile::TempDir, Lake) {
     (dir, lake)
 }
 
+/// The orders of `symbol` among `records` whose send time passes `when`.
+fn orders_of<'a>(
+    records: &'a [TradeRecord],
+    symbol: &flowsense_core::Symbol,
+    when: impl Fn(flowsense_core::UnixNanos) -> bool,
+) -> Vec<&'a flowsense_core::order::OrderRecord> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            TradeRecord::Order(o) if &o.order.symbol == symbol && when(o.order.sent) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn backtest_and_paced_replay_give_identical_orders_and_fills() {
     let (dir, lake) = binance_lake();
@@ -230,16 +245,7 @@ fn the_halt_holds_inside_the_graph_on_real_data() {
         .collect();
     assert!(!halts.is_empty(), "no symbol halted");
     for (symbol, at) in &halts {
-        let after: Vec<_> = report
-            .records
-            .iter()
-            .filter_map(|r| match r {
-                TradeRecord::Order(o) if &o.order.symbol == symbol && o.order.sent >= *at => {
-                    Some(o)
-                }
-                _ => None,
-            })
-            .collect();
+        let after = orders_of(&report.records, symbol, |sent| sent >= *at);
         assert!(
             after.iter().all(|o| o.reason == "halt"),
             "{symbol}: orders after the halt: {after:#?}"
@@ -318,15 +324,7 @@ fn the_portfolio_halt_stops_every_symbol_alike_in_backtest_and_paced_replay() {
                 && e.detail.starts_with("the portfolio halted")),
             "{symbol} did not halt with the portfolio: {risk:#?}"
         );
-        let after: Vec<_> = batch
-            .iter()
-            .filter_map(|r| match r {
-                TradeRecord::Order(o) if &o.order.symbol == symbol && o.order.sent > halt.ts => {
-                    Some(o)
-                }
-                _ => None,
-            })
-            .collect();
+        let after = orders_of(&batch, symbol, |sent| sent > halt.ts);
         assert!(
             after.iter().all(|o| o.reason == "halt"),
             "{symbol}: orders after the portfolio's halt: {after:#?}"
