@@ -156,6 +156,14 @@ impl Expr {
     }
 
     /// Every column the expression reads, each once, in the order it first names them.
+    ///
+    /// ```
+    /// use flowsense_core::expr::Expr;
+    /// use flowsense_core::features::FeatureColumn;
+    /// let e: Expr = "mean(close, 10) - lag(vwap, 1) + close".parse().unwrap();
+    /// let names = ["close", "vwap"].map(|n| FeatureColumn::parse(n).unwrap());
+    /// assert_eq!(e.columns(), names);
+    /// ```
     pub fn columns(&self) -> Vec<FeatureColumn> {
         fn walk(n: &Node, out: &mut Vec<FeatureColumn>) {
             match n {
