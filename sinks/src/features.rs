@@ -11,11 +11,39 @@ use std::collections::HashMap;
 use flowsense_core::{FeatureRow, Lake, Symbol, Table, UnixNanos};
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::basic::Compression;
+use parquet::basic::Encoding;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::Result;
 
 type Key = (i64, Symbol, std::sync::Arc<str>);
+
+/// Most feature columns are measurements that rarely repeat (flows, ratios, volatilities): a
+/// dictionary would hash every value only to be abandoned, so the table is written plain, with
+/// `ts` as deltas; the names (`job`, `bucket`) and the price-like columns, which do repeat, keep
+/// dictionaries.
+fn props() -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_column_encoding(ColumnPath::from("ts"), Encoding::DELTA_BINARY_PACKED);
+    for col in [
+        "job",
+        "bucket",
+        "mid",
+        "bid_price",
+        "ask_price",
+        "spread",
+        "open",
+        "high",
+        "low",
+        "close",
+    ] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(col), true);
+    }
+    b.build()
+}
 
 /// Writes one job's feature rows (from one worker) into the lake.
 ///
@@ -54,9 +82,7 @@ impl FeatureWriter {
             rt,
             parts: HashMap::new(),
             max_rows: 256 * 1024,
-            props: WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .build(),
+            props: props(),
             rows: 0,
             files: 0,
         })
