@@ -239,6 +239,23 @@ impl MarketEvent {
         }
     }
 
+    /// Feed time: when the event reached the strategy (its receive time where the source recorded
+    /// one), never before its exchange time.
+    ///
+    /// ```
+    /// use flowsense_core::{MarketEvent, Price, Side, Size, Symbol, Trade, UnixNanos};
+    /// let t = |ts: i64, local: Option<i64>| MarketEvent::Trade(Symbol::new("A").unwrap(),
+    ///     Trade { ts: UnixNanos(ts), local_ts: local.map(UnixNanos), trade_id: None,
+    ///     price: Price::from_units(1), size: Size::from_units(1), aggressor: Side::Buy });
+    /// assert_eq!(t(10, Some(12)).feed_ts(), UnixNanos(12));
+    /// assert_eq!(t(10, Some(9)).feed_ts(), UnixNanos(10)); // a receive clock behind the venue's
+    /// assert_eq!(t(10, None).feed_ts(), UnixNanos(10));
+    /// ```
+    pub fn feed_ts(&self) -> UnixNanos {
+        let ts = self.ts();
+        self.local_ts().unwrap_or(ts).max(ts)
+    }
+
     /// The key streams are merged by: feed time (receive time where the source recorded it,
     /// else exchange time), then exchange time. A single stream keeps its own order, the order
     /// its book was built in.

@@ -125,16 +125,7 @@ impl Expr {
     /// assert!(!e.reads(FeatureColumn::parse("kyle_lambda").unwrap()));
     /// ```
     pub fn reads(&self, c: FeatureColumn) -> bool {
-        fn walk(n: &Node, c: FeatureColumn) -> bool {
-            match n {
-                Node::Num(_) => false,
-                Node::Col(x) => *x == c,
-                Node::Neg(a) | Node::Not(a) | Node::Lag(a, _) | Node::Window(_, a, _) => walk(a, c),
-                Node::Bin(_, a, b) => walk(a, c) || walk(b, c),
-                Node::Call(_, args) => args.iter().any(|a| walk(a, c)),
-            }
-        }
-        walk(&self.root, c)
+        self.columns().contains(&c)
     }
 
     /// How many buckets back the expression reads (0 when it reads only the latest).
@@ -276,6 +267,15 @@ impl ColumnHistory {
     fn slot(&self, c: FeatureColumn) -> Option<usize> {
         self.columns.iter().position(|x| *x == c)
     }
+
+    /// The value in `slot` of the bucket `k` before the latest; NaN past the start.
+    fn at(&self, slot: usize, k: usize) -> f64 {
+        if k < self.rows {
+            self.values[self.values.len() - (k + 1) * self.columns.len() + slot]
+        } else {
+            f64::NAN
+        }
+    }
 }
 
 /// Where an expression's column values come from.
@@ -300,32 +300,15 @@ impl Source for RowFn<'_, '_> {
 
 impl Source for ColumnHistory {
     fn value(&self, c: FeatureColumn, k: usize) -> f64 {
-        match self.slot(c) {
-            Some(slot) if k < self.rows => {
-                let width = self.columns.len();
-                self.values[self.values.len() - (k + 1) * width + slot]
-            }
-            _ => f64::NAN,
-        }
+        self.slot(c).map_or(f64::NAN, |slot| self.at(slot, k))
     }
 
+    /// The column's slot found once for the whole window.
     fn window_sum(&self, c: FeatureColumn, lag: usize, n: usize) -> f64 {
         let Some(slot) = self.slot(c) else {
             return f64::NAN;
         };
-        let width = self.columns.len();
-        let end = self.values.len();
-        let rows = self.rows;
-        (0..n)
-            .map(|i| {
-                let k = lag + i;
-                if k < rows {
-                    self.values[end - (k + 1) * width + slot]
-                } else {
-                    f64::NAN
-                }
-            })
-            .sum()
+        (0..n).map(|i| self.at(slot, lag + i)).sum()
     }
 }
 

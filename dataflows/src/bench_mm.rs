@@ -84,7 +84,7 @@ pub fn run(mm: &MarketMaking, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "ts,side,price,qty,liquidity")?;
     let mut last_mid = None;
     for ev in &events {
-        let feed = ev.local_ts().unwrap_or(ev.ts()).max(ev.ts()).0;
+        let feed = ev.feed_ts().0;
         // The maker acts on what it knew before this event.
         if next_quote == i64::MIN {
             next_quote = feed - feed.rem_euclid(interval) + interval;

@@ -52,6 +52,12 @@ impl<T> BySymbol<T> {
         &mut self.items[i].1
     }
 
+    /// The symbol's value, if it has one.
+    pub fn get_mut(&mut self, symbol: &Symbol) -> Option<&mut T> {
+        let i = *self.index.get(symbol)?;
+        Some(&mut self.items[i].1)
+    }
+
     /// Every value, in the order their symbols first came.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.items.iter_mut().map(|(_, t)| t)

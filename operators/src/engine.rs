@@ -279,34 +279,15 @@ impl KyleWindow {
         let dropped = (self.points.len() > window)
             .then(|| self.points.pop_front())
             .flatten();
-        let step = |s: [i128; 4]| -> Option<[i128; 4]> {
-            let mut s = [
-                s[0].checked_add(x)?,
-                s[1].checked_add(y)?,
-                s[2].checked_add(x.checked_mul(x)?)?,
-                s[3].checked_add(x.checked_mul(y)?)?,
-            ];
-            if let Some((a, b)) = dropped {
-                s = [
-                    s[0].checked_sub(a)?,
-                    s[1].checked_sub(b)?,
-                    s[2].checked_sub(a.checked_mul(a)?)?,
-                    s[3].checked_sub(a.checked_mul(b)?)?,
-                ];
-            }
-            Some(s)
-        };
         self.sums = match self.sums {
-            Some(s) => step(s),
+            Some(s) => {
+                shift(s, (x, y), true).and_then(|s| dropped.map_or(Some(s), |p| shift(s, p, false)))
+            }
             // The first point, or after an overflow: sum the window afresh.
-            None => self.points.iter().try_fold([0i128; 4], |s, &(a, b)| {
-                Some([
-                    s[0].checked_add(a)?,
-                    s[1].checked_add(b)?,
-                    s[2].checked_add(a.checked_mul(a)?)?,
-                    s[3].checked_add(a.checked_mul(b)?)?,
-                ])
-            }),
+            None => self
+                .points
+                .iter()
+                .try_fold([0i128; 4], |s, &p| shift(s, p, true)),
         };
     }
 
@@ -333,6 +314,21 @@ impl KyleWindow {
     }
 }
 
+/// Kyle sums `s` (Sx, Sy, Sxx, Sxy) with the point `(x, y)` added (`add`) or taken out; `None`
+/// when a term leaves `i128`.
+fn shift(s: [i128; 4], (x, y): (i128, i128), add: bool) -> Option<[i128; 4]> {
+    let terms = [x, y, x.checked_mul(x)?, x.checked_mul(y)?];
+    let mut out = s;
+    for (o, t) in out.iter_mut().zip(terms) {
+        *o = if add {
+            o.checked_add(t)?
+        } else {
+            o.checked_sub(t)?
+        };
+    }
+    Some(out)
+}
+
 /// One bucket width's running state.
 #[derive(Debug)]
 struct Bucket {
@@ -344,9 +340,9 @@ struct Bucket {
     flow: Flow,
     /// The engine's counts when the bucket opened.
     opened_at: Counts,
-    /// Mid at the end of the previous emitted bucket.
+    /// Twice the mid, fixed point, at the end of the previous emitted bucket.
     prev_mid: Option<i128>,
-    /// (signed volume, mid change) of the last `kyle_window` buckets.
+    /// (signed volume, change of twice the mid) of the last `kyle_window` buckets.
     kyle: KyleWindow,
     /// (bucket end, mid) of emitted buckets, far enough back for the longest return.
     history: VecDeque<(i64, f64)>,
@@ -704,7 +700,9 @@ impl FeatureEngine {
         for m in 0..self.levels {
             e.ofi[m] = ofi_level(&self.bids, &self.asks, &self.prev_bids, &self.prev_asks, m);
         }
-        let mid = mid_of(&self.bids, &self.asks);
+        let (b, a) = (&self.bids, &self.asks);
+        let mid2 = (b.n > 0 && a.n > 0).then(|| b.px_raw[0] as i128 + a.px_raw[0] as i128);
+        let mid = mid2.map(|m| to_f64(m) / 2.0);
         if let (Some(old), Some(new)) = (self.mid, mid)
             && old != new
         {
@@ -712,8 +710,7 @@ impl FeatureEngine {
             e.rv = r * r;
         }
         self.mid = mid;
-        self.mid2 = (self.bids.n > 0 && self.asks.n > 0)
-            .then(|| self.bids.px_raw[0] as i128 + self.asks.px_raw[0] as i128);
+        self.mid2 = mid2;
     }
 
     /// Writes the book's state features into a row.
@@ -820,10 +817,6 @@ impl FeatureEngine {
         b.flow = Flow::default();
         out.push(row);
     }
-}
-
-fn mid_of(b: &Levels, a: &Levels) -> Option<f64> {
-    (b.n > 0 && a.n > 0).then(|| to_f64(b.px_raw[0] as i128 + a.px_raw[0] as i128) / 2.0)
 }
 
 /// Writes a flow's sums into a row; `secs` is the bucket width for the rates.

@@ -154,11 +154,10 @@ impl PortfolioMonitor {
     }
 }
 
-/// The merge's key: the feed time a trader decides at (the later of receive and exchange time,
-/// never before the exchange time, so the frontier bounds it), then exchange time.
+/// The merge's key: the feed time a trader decides at (never before the exchange time, so the
+/// frontier bounds it), then exchange time.
 fn feed_key(ev: &MarketEvent) -> (i64, i64) {
-    let ts = ev.ts().0;
-    (ev.local_ts().map_or(ts, |t| t.0).max(ts), ts)
+    (ev.feed_ts().0, ev.ts().0)
 }
 
 /// A fraction as a percentage a person can read: two decimals, or four below 0.1 %.
@@ -217,15 +216,16 @@ impl<B: Broker> PortfolioTraders<B> {
 
     /// Runs the queued events whose feed time is before `until`, in merged order.
     pub(crate) fn run_until(&mut self, until: i64, out: &mut Vec<TradeRecord>) {
-        while let Some(Reverse((key, _))) = self.heads.peek()
-            && key.0 < until
+        while self
+            .heads
+            .peek()
+            .is_some_and(|Reverse((key, _))| key.0 < until)
         {
-            let Some(Reverse((key, symbol))) = self.heads.pop() else {
-                break;
-            };
+            let Reverse((key, symbol)) = self.heads.pop().expect("peeked");
             let sleeve = self
                 .sleeves
-                .get_or_insert_with(&symbol, |_| unreachable!("a queued symbol has a sleeve"));
+                .get_mut(&symbol)
+                .expect("a queued symbol has a sleeve");
             let ev = sleeve.queue.pop_front().expect("a queued head");
             sleeve.trader.on_event(&ev, out);
             if let Some(next) = sleeve.queue.front() {

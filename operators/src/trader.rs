@@ -315,7 +315,7 @@ impl<B: Broker> Trader<B> {
 
     /// One market event of the symbol, in feed order.
     pub fn on_event(&mut self, ev: &MarketEvent, out: &mut Vec<TradeRecord>) {
-        let feed = ev.local_ts().unwrap_or(ev.ts()).max(ev.ts());
+        let feed = ev.feed_ts();
         self.last_feed = self.last_feed.max(feed.0);
         self.engine.on_event(ev, &mut self.rows);
         self.broker.on_market(ev);

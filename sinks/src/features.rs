@@ -10,8 +10,6 @@ use std::collections::HashMap;
 
 use flowsense_core::{FeatureRow, Lake, Symbol, Table, UnixNanos};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::basic::Compression;
-use parquet::basic::Encoding;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
@@ -24,10 +22,7 @@ type Key = (i64, Symbol, std::sync::Arc<str>);
 /// `ts` as deltas; the names (`job`, `bucket`) and the price-like columns, which do repeat, keep
 /// dictionaries.
 fn props() -> WriterProperties {
-    let mut b = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_dictionary_enabled(false)
-        .set_column_encoding(ColumnPath::from("ts"), Encoding::DELTA_BINARY_PACKED);
+    let mut b = crate::writer::table_props(&["ts"], &[]).set_dictionary_enabled(false);
     for col in [
         "job",
         "bucket",

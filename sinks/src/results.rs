@@ -19,10 +19,7 @@ use flowsense_core::order::OrderStatus;
 use flowsense_core::results::{Metrics, TradeRecord};
 use flowsense_core::{Lake, Side, Table, UnixNanos};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::basic::Compression;
-use parquet::basic::Encoding;
 use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 
 use crate::Result;
 
@@ -72,33 +69,17 @@ fn side(s: Side) -> String {
     }
 }
 
-/// Columns of the results tables whose values rarely repeat (times, running totals, signals,
-/// ids): a dictionary would hash every value only to be abandoned, so they are written plain, and
-/// the integer times as deltas. Names, sides, statuses, prices and sizes keep their dictionaries.
+/// Times in the results tables, written as deltas.
+const TIME_COLUMNS: &[&str] = &["ts", "opened", "closed", "queue_wait_ns"];
+
+/// Values in the results tables that rarely repeat (running totals, signals, ids): written
+/// without a dictionary. Names, sides, statuses, prices and sizes keep theirs.
 const UNIQUE_COLUMNS: &[&str] = &[
-    "ts",
-    "opened",
-    "closed",
-    "queue_wait_ns",
-    "order_id",
-    "equity",
-    "fees",
-    "drawdown",
-    "signal",
-    "target",
-    "pnl",
-    "fee",
+    "order_id", "equity", "fees", "drawdown", "signal", "target", "pnl", "fee",
 ];
 
 fn props() -> WriterProperties {
-    let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY);
-    for col in UNIQUE_COLUMNS {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(*col), false);
-        if matches!(*col, "ts" | "opened" | "closed" | "queue_wait_ns") {
-            b = b.set_column_encoding(ColumnPath::from(*col), Encoding::DELTA_BINARY_PACKED);
-        }
-    }
-    b.build()
+    crate::writer::table_props(TIME_COLUMNS, UNIQUE_COLUMNS).build()
 }
 
 impl RunWriter {

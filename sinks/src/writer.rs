@@ -17,7 +17,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
 use crate::{Lake, Result};
@@ -29,6 +29,23 @@ pub fn encode_parquet(batch: &RecordBatch, props: &WriterProperties) -> Result<B
     w.write(batch)?;
     w.close()?;
     Ok(Bytes::from(buf))
+}
+
+/// The writer settings every lake table starts from: Snappy; the integer columns in `delta`
+/// (times and ids that rise row to row) as `DELTA_BINARY_PACKED`, a few bits each, cheaper to
+/// encode than a dictionary they would overflow anyway (BENCHMARKS.md, ingest); and the columns
+/// in `plain` (values that rarely repeat) without the dictionary Parquet would fill and abandon.
+pub(crate) fn table_props(delta: &[&str], plain: &[&str]) -> WriterPropertiesBuilder {
+    let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    for col in delta {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(*col), false)
+            .set_column_encoding(ColumnPath::from(*col), Encoding::DELTA_BINARY_PACKED);
+    }
+    for col in plain {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(*col), false);
+    }
+    b
 }
 
 /// Integer columns written with `DELTA_BINARY_PACKED` instead of a dictionary.
@@ -213,17 +230,9 @@ pub struct LakeWriter {
 impl LakeWriter {
     /// A writer with 1 M-row files.
     pub fn new(lake: Lake) -> Self {
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(1 << 20));
-        // Times and ids rise row to row: delta encoding stores them in a few bits each and costs
-        // less to encode than a dictionary they would overflow anyway (BENCHMARKS.md, ingest).
-        for col in DELTA_COLUMNS {
-            props = props
-                .set_column_dictionary_enabled(ColumnPath::from(*col), false)
-                .set_column_encoding(ColumnPath::from(*col), Encoding::DELTA_BINARY_PACKED);
-        }
-        let props = props.build();
+        let props = table_props(DELTA_COLUMNS, &[])
+            .set_max_row_group_row_count(Some(1 << 20))
+            .build();
         LakeWriter {
             lake,
             source: String::new(),
