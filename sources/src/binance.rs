@@ -27,6 +27,8 @@ use serde_json::value::RawValue;
 use crate::book::L2Book;
 use crate::{Error, Record, Result, SourceId};
 
+mod wire;
+
 /// Tuning for [`BinanceReader`].
 #[derive(Clone, Debug)]
 pub struct BinanceOptions {
@@ -47,17 +49,27 @@ impl Default for BinanceOptions {
 
 /// Opens a file, transparently decompressing gzip.
 pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    open_text_buffered(path, 1 << 20)
+}
+
+/// Opens a file's first few kilobytes of text to look at, e.g. to guess its format: a small
+/// buffer, so that sniffing a gzip file decompresses kilobytes, not [`open_text`]'s megabyte.
+pub fn sniff_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    open_text_buffered(path, 16 << 10)
+}
+
+fn open_text_buffered(path: &Path, capacity: usize) -> Result<Box<dyn BufRead + Send>> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(if n == 2 && magic == [0x1f, 0x8b] {
         Box::new(BufReader::with_capacity(
-            1 << 20,
-            MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)),
+            capacity,
+            MultiGzDecoder::new(BufReader::with_capacity(capacity.min(1 << 16), file)),
         ))
     } else {
-        Box::new(BufReader::with_capacity(1 << 20, file))
+        Box::new(BufReader::with_capacity(capacity, file))
     })
 }
 
@@ -72,7 +84,7 @@ fn file_symbol(path: &Path) -> Option<String> {
 /// True when the capture's depth diffs carry `pu` (USD-M or COIN-M futures), judged from its
 /// first thousand lines.
 pub fn is_futures_capture(path: &Path) -> Result<bool> {
-    let mut reader = open_text(path)?;
+    let mut reader = sniff_text(path)?;
     let mut line = String::new();
     for _ in 0..1000 {
         line.clear();
@@ -97,6 +109,7 @@ struct Envelope<'a> {
 /// Price levels parsed straight from `[["price","size"],...]` into numbers, without an
 /// intermediate list of strings. A bad level does not fail the JSON parse: the first one's reason
 /// is kept, so the line becomes a dead letter that says why.
+#[derive(Debug)]
 struct Levels(std::result::Result<Vec<(Price, Size)>, Bad>);
 
 impl<'de> Deserialize<'de> for Levels {
@@ -128,7 +141,7 @@ impl<'de> Deserialize<'de> for Levels {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[allow(non_snake_case)]
 struct DepthMsg {
     E: i64,
@@ -150,7 +163,7 @@ struct SnapshotMsg {
     asks: Levels,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[allow(non_snake_case)]
 struct TradeMsg<'a> {
     T: i64,
@@ -160,7 +173,7 @@ struct TradeMsg<'a> {
     m: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[allow(non_snake_case)]
 struct BookTickerMsg<'a> {
     u: u64,
@@ -495,14 +508,19 @@ impl BinanceReader {
         position: &Pos,
         line: &str,
     ) -> std::result::Result<(), Bad> {
-        let (sym, kind) = stream.split_once('@').ok_or((
-            DeadLetterReason::UnknownMessage,
-            format!("stream {stream:?}"),
-        ))?;
+        let (sym, kind) = stream.split_once('@').ok_or_else(|| {
+            (
+                DeadLetterReason::UnknownMessage,
+                format!("stream {stream:?}"),
+            )
+        })?;
         let tol = self.opts.time_tolerance_ns;
         if kind.starts_with("depth") {
-            let m: DepthMsg = serde_json::from_str(data)
-                .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+            let m = match wire::depth(data) {
+                Some(m) => m,
+                None => serde_json::from_str::<DepthMsg>(data)
+                    .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?,
+            };
             let diff = DepthUpdate {
                 ts: UnixNanos::from_millis(m.T.unwrap_or(m.E)),
                 local_ts: local,
@@ -543,8 +561,11 @@ impl BinanceReader {
             self.apply_live(sym, diff, position, line);
             Ok(())
         } else if kind == "trade" {
-            let m: TradeMsg<'_> = serde_json::from_str(data)
-                .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+            let m = match wire::trade(data) {
+                Some(m) => m,
+                None => serde_json::from_str::<TradeMsg<'_>>(data)
+                    .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?,
+            };
             let trade = Trade {
                 ts: UnixNanos::from_millis(m.T),
                 local_ts: local,
@@ -565,8 +586,11 @@ impl BinanceReader {
             self.out.push_back(Record::Event(ev));
             Ok(())
         } else if kind == "bookTicker" {
-            let m: BookTickerMsg<'_> = serde_json::from_str(data)
-                .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+            let m = match wire::book_ticker(data) {
+                Some(m) => m,
+                None => serde_json::from_str::<BookTickerMsg<'_>>(data)
+                    .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?,
+            };
             let bid = (price(m.b)?, size(m.B, true)?);
             let ask = (price(m.a)?, size(m.A, true)?);
             if bid.0 >= ask.0 {

@@ -62,7 +62,7 @@ pub fn detect(path: &Path) -> Result<Option<Format>> {
     {
         return Ok(Some(Format::Dbn));
     }
-    let mut text = crate::binance::open_text(path)?;
+    let mut text = crate::binance::sniff_text(path)?;
     let mut line = String::new();
     use std::io::BufRead;
     text.read_line(&mut line).map_err(|e| Error::io(path, e))?;
