@@ -160,20 +160,25 @@ impl Ingestor {
         R: Iterator<Item = flowsense_sources::Result<Record>> + Send + 'static,
     {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<flowsense_sources::Result<Vec<Record>>>(16);
+        // Emptied batches go back to the reader to be filled again: a batch is a megabyte, and
+        // allocating each afresh (and freeing it on the other thread) cost page faults.
+        let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<Record>>();
         let producer = std::thread::Builder::new()
             .name("flowsense-reader".into())
             .spawn(move || {
-                let mut batch = Vec::with_capacity(BATCH);
+                let fresh = || {
+                    spare_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BATCH))
+                };
+                let mut batch = fresh();
                 for r in reader {
                     match r {
                         Ok(rec) => {
                             batch.push(rec);
                             if batch.len() == BATCH
                                 && tx
-                                    .blocking_send(Ok(std::mem::replace(
-                                        &mut batch,
-                                        Vec::with_capacity(BATCH),
-                                    )))
+                                    .blocking_send(Ok(std::mem::replace(&mut batch, fresh())))
                                     .is_err()
                             {
                                 return;
@@ -190,9 +195,12 @@ impl Ingestor {
                 }
             })?;
         while let Some(batch) = rx.recv().await {
-            for rec in batch? {
+            let mut batch = batch?;
+            for rec in batch.drain(..) {
                 self.push(rec).await?;
             }
+            // The reader may have finished: then the batch is simply dropped.
+            let _ = spare_tx.send(batch);
         }
         producer
             .join()

@@ -31,15 +31,15 @@ impl<'a> Cursor<'a> {
         (self.peek()? == b).then(|| self.i += 1)
     }
 
-    /// Calls `field` with each key, the cursor on its value; the value must be consumed. `None`
-    /// when the object does not close, or when text follows its closing brace.
-    fn fields(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    /// Calls `field` with each key's [`code`], the cursor on its value; the value must be
+    /// consumed. `None` when the object does not close, or when text follows its closing brace.
+    fn fields(&mut self, mut field: impl FnMut(&mut Self, u16) -> Option<()>) -> Option<()> {
         if self.peek()? == b'}' {
             self.i += 1;
             return (self.i == self.text.len()).then_some(());
         }
         loop {
-            let key = self.string()?;
+            let key = code(self.string()?.as_bytes());
             self.eat(b':')?;
             field(self, key)?;
             match self.peek()? {
@@ -152,6 +152,34 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A key of one or two bytes as a number, so that a message's fields are told apart by integer
+/// comparisons; longer keys (which no message here reads) are all `0`.
+const fn code(key: &[u8]) -> u16 {
+    match key {
+        [a] => *a as u16,
+        [a, b] => (*a as u16) << 8 | *b as u16,
+        _ => 0,
+    }
+}
+
+/// The codes of the keys the messages read, named as Binance spells them.
+#[allow(non_upper_case_globals)]
+mod key {
+    pub const A: u16 = super::code(b"A");
+    pub const B: u16 = super::code(b"B");
+    pub const E: u16 = super::code(b"E");
+    pub const T: u16 = super::code(b"T");
+    pub const U: u16 = super::code(b"U");
+    pub const a: u16 = super::code(b"a");
+    pub const b: u16 = super::code(b"b");
+    pub const m: u16 = super::code(b"m");
+    pub const p: u16 = super::code(b"p");
+    pub const pu: u16 = super::code(b"pu");
+    pub const q: u16 = super::code(b"q");
+    pub const t: u16 = super::code(b"t");
+    pub const u: u16 = super::code(b"u");
+}
+
 /// Fills a field's slot; `None` when the value does not read or the field came before (serde
 /// refuses duplicate fields).
 fn fill<T>(slot: &mut Option<T>, value: impl FnOnce() -> Option<T>) -> Option<()> {
@@ -168,13 +196,13 @@ pub(super) fn depth(text: &str) -> Option<DepthMsg> {
     let (mut e, mut t, mut first_id, mut final_id, mut pu) = (None, None, None, None, None);
     let (mut bids, mut asks) = (None, None);
     c.fields(|c, key| match key {
-        "E" => fill(&mut e, || c.int()),
-        "T" => fill(&mut t, || c.int()),
-        "U" => fill(&mut first_id, || c.uint()),
-        "u" => fill(&mut final_id, || c.uint()),
-        "pu" => fill(&mut pu, || c.uint()),
-        "b" => fill(&mut bids, || c.levels()),
-        "a" => fill(&mut asks, || c.levels()),
+        key::E => fill(&mut e, || c.int()),
+        key::T => fill(&mut t, || c.int()),
+        key::U => fill(&mut first_id, || c.uint()),
+        key::u => fill(&mut final_id, || c.uint()),
+        key::pu => fill(&mut pu, || c.uint()),
+        key::b => fill(&mut bids, || c.levels()),
+        key::a => fill(&mut asks, || c.levels()),
         _ => c.skip(),
     })?;
     Some(DepthMsg {
@@ -193,11 +221,11 @@ pub(super) fn trade(text: &str) -> Option<TradeMsg<'_>> {
     let mut c = Cursor::open(text)?;
     let (mut time, mut id, mut p, mut q, mut m) = (None, None, None, None, None);
     c.fields(|c, key| match key {
-        "T" => fill(&mut time, || c.int()),
-        "t" => fill(&mut id, || c.uint()),
-        "p" => fill(&mut p, || c.string()),
-        "q" => fill(&mut q, || c.string()),
-        "m" => fill(&mut m, || c.boolean()),
+        key::T => fill(&mut time, || c.int()),
+        key::t => fill(&mut id, || c.uint()),
+        key::p => fill(&mut p, || c.string()),
+        key::q => fill(&mut q, || c.string()),
+        key::m => fill(&mut m, || c.boolean()),
         _ => c.skip(),
     })?;
     Some(TradeMsg {
@@ -215,13 +243,13 @@ pub(super) fn book_ticker(text: &str) -> Option<BookTickerMsg<'_>> {
     let (mut u, mut b, mut bq, mut a, mut aq) = (None, None, None, None, None);
     let (mut t, mut e) = (None, None);
     c.fields(|c, key| match key {
-        "u" => fill(&mut u, || c.uint()),
-        "b" => fill(&mut b, || c.string()),
-        "B" => fill(&mut bq, || c.string()),
-        "a" => fill(&mut a, || c.string()),
-        "A" => fill(&mut aq, || c.string()),
-        "T" => fill(&mut t, || c.int()),
-        "E" => fill(&mut e, || c.int()),
+        key::u => fill(&mut u, || c.uint()),
+        key::b => fill(&mut b, || c.string()),
+        key::B => fill(&mut bq, || c.string()),
+        key::a => fill(&mut a, || c.string()),
+        key::A => fill(&mut aq, || c.string()),
+        key::T => fill(&mut t, || c.int()),
+        key::E => fill(&mut e, || c.int()),
         _ => c.skip(),
     })?;
     Some(BookTickerMsg {
