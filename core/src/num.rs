@@ -91,22 +91,41 @@ const POW10: [i64; SCALE_DIGITS as usize + 1] = {
 /// The common case of [`parse_fixed`] without overflow checks: at most nine integer digits and
 /// nine decimals, which cannot overflow. `None` sends anything else to the general loop.
 fn parse_short(digits: &[u8]) -> Option<i64> {
-    let (int, frac) = match digits.iter().position(|&b| b == b'.') {
-        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
-        None => (digits, &[][..]),
-    };
-    if int.len() > 9 || frac.len() > SCALE_DIGITS as usize || (int.is_empty() && frac.is_empty()) {
-        return None;
-    }
+    // One pass: the integer digits, then (after a dot) the decimals, into one number. Wrapping
+    // arithmetic, because the lengths are checked only after the digits are read (too long a
+    // number is refused then, whatever it wrapped to).
+    let n = digits.len();
     let mut v: i64 = 0;
-    for &b in int.iter().chain(frac) {
-        let d = b.wrapping_sub(b'0');
+    let mut i = 0;
+    while i < n {
+        let d = digits[i].wrapping_sub(b'0');
         if d > 9 {
+            break;
+        }
+        v = v.wrapping_mul(10).wrapping_add(i64::from(d));
+        i += 1;
+    }
+    let int_len = i;
+    let mut frac_len = 0;
+    if i < n {
+        if digits[i] != b'.' {
             return None;
         }
-        v = v * 10 + d as i64;
+        i += 1;
+        while i < n {
+            let d = digits[i].wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v.wrapping_mul(10).wrapping_add(i64::from(d));
+            i += 1;
+        }
+        frac_len = n - int_len - 1;
     }
-    Some(v * POW10[SCALE_DIGITS as usize - frac.len()])
+    if int_len > 9 || frac_len > SCALE_DIGITS as usize || (int_len == 0 && frac_len == 0) {
+        return None;
+    }
+    Some(v * POW10[SCALE_DIGITS as usize - frac_len])
 }
 
 fn fmt_fixed(raw: i64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
