@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Array, Int8Array, Int64Array, StringArray, UInt32Array, UInt64Array,
+    ArrayBuilder, ArrayRef, Float64Array, Float64Builder, Int8Builder, Int64Array, Int64Builder,
+    StringArray, StringBuilder, UInt32Array, UInt64Array, make_builder,
 };
 use arrow::record_batch::RecordBatch;
 use flowsense_core::order::OrderStatus;
 use flowsense_core::results::{Metrics, TradeRecord};
-use flowsense_core::{Lake, Side, Table, UnixNanos};
+use flowsense_core::{Lake, Table, UnixNanos};
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::file::properties::WriterProperties;
 
@@ -46,7 +47,7 @@ pub struct RunWriter {
     worker: usize,
     prefix: String,
     rt: tokio::runtime::Runtime,
-    parts: HashMap<Key, (Vec<TradeRecord>, u32)>,
+    parts: HashMap<Key, (Columns, u32)>,
     max_rows: usize,
     props: WriterProperties,
     rows: u64,
@@ -59,13 +60,6 @@ fn table_of(r: &TradeRecord) -> Table {
         TradeRecord::Equity(_) => Table::Equity,
         TradeRecord::Risk(_) => Table::RiskEvents,
         TradeRecord::Position(_) => Table::Positions,
-    }
-}
-
-fn side(s: Side) -> String {
-    match s {
-        Side::Buy => "buy".into(),
-        Side::Sell => "sell".into(),
     }
 }
 
@@ -111,9 +105,12 @@ impl RunWriter {
     /// Adds a record; a partition that reaches the file size is written out.
     pub fn push(&mut self, r: TradeRecord) -> Result<()> {
         let key = table_of(&r);
-        let part = self.parts.entry(key).or_default();
-        part.0.push(r);
-        if part.0.len() >= self.max_rows {
+        let part = self
+            .parts
+            .entry(key)
+            .or_insert_with(|| (Columns::new(key), 0));
+        part.0.push(&self.run_id, &r);
+        if part.0.len >= self.max_rows {
             self.cut(&key)?;
         }
         Ok(())
@@ -123,12 +120,11 @@ impl RunWriter {
         let Some((rows, chunk)) = self.parts.get_mut(key) else {
             return Ok(());
         };
-        if rows.is_empty() {
+        if rows.len == 0 {
             return Ok(());
         }
-        let batch = batch(*key, &self.run_id, rows)?;
-        self.rows += rows.len() as u64;
-        rows.clear();
+        let batch = rows.finish(*key)?;
+        self.rows += batch.num_rows() as u64;
         let c = *chunk;
         *chunk += 1;
         let buf = crate::writer::encode_parquet(&batch, &self.props)?;
@@ -153,95 +149,127 @@ impl RunWriter {
     }
 }
 
-/// The rows of one table, all of `table`'s kind.
-fn batch(table: Table, run_id: &str, rows: &[TradeRecord]) -> Result<RecordBatch> {
-    let n = rows.len();
-    let s = |v: Vec<String>| Arc::new(StringArray::from(v)) as ArrayRef;
-    let so = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as ArrayRef;
-    let f = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as ArrayRef;
-    let fo = |v: Vec<Option<f64>>| Arc::new(Float64Array::from(v)) as ArrayRef;
-    let i = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
-    let run = s(vec![run_id.to_string(); n]);
-    let symbol = s(rows.iter().map(|r| r.symbol().to_string()).collect());
-    macro_rules! each {
-        ($variant:ident, $x:ident => $e:expr) => {
-            rows.iter()
-                .filter_map(|r| match r {
-                    TradeRecord::$variant($x) => Some($e),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-        };
+/// One table's rows as Arrow column builders (in the table's schema order), appended to as the
+/// records arrive: a run's records are never held as a list of records, and no value but the
+/// record's own strings is allocated per row.
+struct Columns {
+    cols: Vec<Box<dyn ArrayBuilder>>,
+    len: usize,
+}
+
+impl Columns {
+    fn new(table: Table) -> Self {
+        let cols = table
+            .file_schema()
+            .fields()
+            .iter()
+            .map(|f| make_builder(f.data_type(), 1024))
+            .collect();
+        Columns { cols, len: 0 }
     }
-    let cols: Vec<ArrayRef> = match table {
-        Table::Orders => vec![
-            run,
-            symbol,
-            i(each!(Order, o => o.order.sent.0)),
-            s(each!(Order, o => o.order.id.to_string())),
-            s(each!(Order, o => side(o.order.side))),
-            s(each!(Order, o => o.order.kind.as_str().to_string())),
-            fo(each!(Order, o => o.order.price.map(|p| p.as_f64()))),
-            f(each!(Order, o => o.order.size.as_f64())),
-            f(each!(Order, o => o.filled.as_f64())),
-            s(each!(Order, o => o.status.as_str().to_string())),
-            so(each!(Order, o => match &o.status {
-                OrderStatus::Rejected(why) => Some(why.clone()),
-                _ => None,
-            })),
-            s(each!(Order, o => o.reason.clone())),
-            fo(each!(Order, o => o.signal.is_finite().then_some(o.signal))),
-            f(each!(Order, o => o.target)),
-        ],
-        Table::Fills => vec![
-            run,
-            symbol,
-            i(each!(Fill, x => x.ts.0)),
-            s(each!(Fill, x => x.order.to_string())),
-            s(each!(Fill, x => side(x.side))),
-            f(each!(Fill, x => x.price.as_f64())),
-            f(each!(Fill, x => x.size.as_f64())),
-            f(each!(Fill, x => x.fee)),
-            s(each!(Fill, x => format!("{:?}", x.liquidity).to_lowercase())),
-            Arc::new(Int64Array::from(each!(Fill, x => x.queue_wait))),
-        ],
-        Table::Equity => vec![
-            run,
-            symbol,
-            i(each!(Equity, e => e.ts.0)),
-            f(each!(Equity, e => e.equity)),
-            f(each!(Equity, e => e.position)),
-            f(each!(Equity, e => e.mid)),
-            f(each!(Equity, e => e.fees)),
-            f(each!(Equity, e => e.drawdown)),
-            fo(each!(Equity, e => e.signal.is_finite().then_some(e.signal))),
-            so(each!(Equity, e => e.regime.clone())),
-        ],
-        Table::RiskEvents => vec![
-            run,
-            symbol,
-            i(each!(Risk, e => e.ts.0)),
-            s(each!(Risk, e => e.kind.clone())),
-            s(each!(Risk, e => e.detail.clone())),
-        ],
-        Table::Positions => vec![
-            run,
-            symbol,
-            i(each!(Position, p => p.ts.0)),
-            i(each!(Position, p => p.opened.0)),
-            Arc::new(Int64Array::from(
-                each!(Position, p => p.closed.map(|t| t.0)),
-            )),
-            s(each!(Position, p => if p.closed.is_some() { "closed" } else { "open" }.to_string())),
-            Arc::new(Int8Array::from(each!(Position, p => p.direction))),
-            f(each!(Position, p => p.peak)),
-            f(each!(Position, p => p.avg_open)),
-            fo(each!(Position, p => p.avg_close)),
-            f(each!(Position, p => p.pnl)),
-        ],
-        other => unreachable!("{} does not hold trade records", other.name()),
-    };
-    Ok(RecordBatch::try_new(table.file_schema(), cols)?)
+
+    /// Column `i`'s builder as the type the schema gives it.
+    fn col<T: ArrayBuilder>(&mut self, i: usize) -> &mut T {
+        self.cols[i]
+            .as_any_mut()
+            .downcast_mut::<T>()
+            .expect("builder type follows the schema")
+    }
+
+    fn str(&mut self, i: usize, v: &str) {
+        self.col::<StringBuilder>(i).append_value(v);
+    }
+    fn opt_str(&mut self, i: usize, v: Option<&str>) {
+        self.col::<StringBuilder>(i).append_option(v);
+    }
+    fn i64(&mut self, i: usize, v: i64) {
+        self.col::<Int64Builder>(i).append_value(v);
+    }
+    fn opt_i64(&mut self, i: usize, v: Option<i64>) {
+        self.col::<Int64Builder>(i).append_option(v);
+    }
+    fn f64(&mut self, i: usize, v: f64) {
+        self.col::<Float64Builder>(i).append_value(v);
+    }
+    fn opt_f64(&mut self, i: usize, v: Option<f64>) {
+        self.col::<Float64Builder>(i).append_option(v);
+    }
+    /// A signal: NaN (none yet) is written as NULL.
+    fn signal(&mut self, i: usize, v: f64) {
+        self.opt_f64(i, v.is_finite().then_some(v));
+    }
+
+    /// Appends one record's row; every record of a table is of that table's kind.
+    fn push(&mut self, run_id: &str, r: &TradeRecord) {
+        self.str(0, run_id);
+        self.str(1, r.symbol().as_str());
+        match r {
+            TradeRecord::Order(o) => {
+                self.i64(2, o.order.sent.0);
+                self.str(3, &o.order.id.to_string());
+                self.str(4, o.order.side.as_str());
+                self.str(5, o.order.kind.as_str());
+                self.opt_f64(6, o.order.price.map(|p| p.as_f64()));
+                self.f64(7, o.order.size.as_f64());
+                self.f64(8, o.filled.as_f64());
+                self.str(9, o.status.as_str());
+                self.opt_str(
+                    10,
+                    match &o.status {
+                        OrderStatus::Rejected(why) => Some(why.as_str()),
+                        _ => None,
+                    },
+                );
+                self.str(11, &o.reason);
+                self.signal(12, o.signal);
+                self.f64(13, o.target);
+            }
+            TradeRecord::Fill(x) => {
+                self.i64(2, x.ts.0);
+                self.str(3, &x.order.to_string());
+                self.str(4, x.side.as_str());
+                self.f64(5, x.price.as_f64());
+                self.f64(6, x.size.as_f64());
+                self.f64(7, x.fee);
+                self.str(8, x.liquidity.as_str());
+                self.opt_i64(9, x.queue_wait);
+            }
+            TradeRecord::Equity(e) => {
+                self.i64(2, e.ts.0);
+                self.f64(3, e.equity);
+                self.f64(4, e.position);
+                self.f64(5, e.mid);
+                self.f64(6, e.fees);
+                self.f64(7, e.drawdown);
+                self.signal(8, e.signal);
+                self.opt_str(9, e.regime.as_deref());
+            }
+            TradeRecord::Risk(e) => {
+                self.i64(2, e.ts.0);
+                self.str(3, &e.kind);
+                self.str(4, &e.detail);
+            }
+            TradeRecord::Position(p) => {
+                self.i64(2, p.ts.0);
+                self.i64(3, p.opened.0);
+                self.opt_i64(4, p.closed.map(|t| t.0));
+                self.str(5, if p.closed.is_some() { "closed" } else { "open" });
+                self.col::<Int8Builder>(6).append_value(p.direction);
+                self.f64(7, p.peak);
+                self.f64(8, p.avg_open);
+                self.opt_f64(9, p.avg_close);
+                self.f64(10, p.pnl);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The rows so far as a batch; the builders start again empty.
+    fn finish(&mut self, table: Table) -> Result<RecordBatch> {
+        let cols: Vec<ArrayRef> = self.cols.iter_mut().map(|c| c.finish()).collect();
+        self.len = 0;
+        Ok(RecordBatch::try_new(table.file_schema(), cols)?)
+    }
 }
 
 /// One row of the `runs` table.
