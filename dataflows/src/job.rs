@@ -23,6 +23,7 @@ use flowsense_operators::{FeatureCounters, OrderFlowFeatures};
 use flowsense_sinks::FeatureWriter;
 use flowsense_sources::lake::{LakeReplay, LakeSelection};
 use flowsense_sources::merge::{EventStream, MergeByTime};
+use flowsense_sources::prefetch::Prefetched;
 use flowsense_sources::synth::{SynthConfig, SyntheticMarket};
 use flowsense_sources::{Record, detect};
 use timely::container::CapacityContainerBuilder;
@@ -303,7 +304,11 @@ fn all_events(
                 from,
                 to,
             };
-            Ok(Box::new(LakeReplay::open(lake, sel, mine)?))
+            // Listing, reading and decoding the files, and merging them by time, run a chunk
+            // ahead on a thread of their own (ARCHITECTURE, "The graph").
+            Ok(Box::new(Prefetched::new(LakeReplay::open(
+                lake, sel, mine,
+            )?)))
         }
         Source::Synthetic(s) => {
             let cfg = SynthConfig {

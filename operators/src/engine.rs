@@ -398,6 +398,8 @@ pub struct FeatureEngine {
     closed_until: i64,
     /// Compute Kyle's lambda (an OLS over `kyle_window` buckets at every close).
     kyle: bool,
+    /// Compute the returns over 1, 10 and 100 buckets (a logarithm each, at every close).
+    returns: bool,
 }
 
 impl FeatureEngine {
@@ -440,6 +442,7 @@ impl FeatureEngine {
             late: 0,
             closed_until: i64::MIN,
             kyle: true,
+            returns: true,
         }
     }
 
@@ -447,6 +450,13 @@ impl FeatureEngine {
     /// such as a strategy whose expressions do not name it.
     pub fn without_kyle_lambda(mut self) -> Self {
         self.kyle = false;
+        self
+    }
+
+    /// Stops computing the returns over 1, 10 and 100 buckets (rows carry none): for a reader
+    /// that never looks at them.
+    pub fn without_returns(mut self) -> Self {
+        self.returns = false;
         self
     }
 
@@ -792,19 +802,18 @@ impl FeatureEngine {
         b.prev_mid = mid2;
         // Returns over horizons: the mid at `end - h * width` is the mid at the end of the last
         // emitted bucket ending at or before it (no events in between, bucket edges align).
-        if let Some(m) = mid {
+        if let Some(m) = mid
+            && self.returns
+        {
             for (h, slot) in
                 RETURN_HORIZONS
                     .iter()
                     .zip([&mut row.ret_1b, &mut row.ret_10b, &mut row.ret_100b])
             {
                 let target = b.end - *h as i64 * b.width;
-                let then = b
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|(end, _)| *end <= target)
-                    .map(|(_, mid)| *mid);
+                // The history is in time order: the last entry at or before the target.
+                let at = b.history.partition_point(|(end, _)| *end <= target);
+                let then = at.checked_sub(1).map(|k| b.history[k].1);
                 *slot = then.map(|p| (m / p).ln());
             }
             b.history.push_back((b.end, m));
@@ -881,6 +890,58 @@ mod tests {
             .iter()
             .map(|&(x, y)| (x as f64 / SCALE, y as f64 / (2.0 * SCALE)))
             .collect()
+    }
+
+    /// Rows of an engine over 300 one-minute bars of a zig-zag price, all flushed (bars carry no
+    /// aggressor, so Kyle's lambda stays empty: the switch matters for returns here).
+    fn bar_rows(engine: FeatureEngine) -> Vec<FeatureRow> {
+        use flowsense_core::{Bar, Price, Size, UnixNanos};
+        let mut engine = engine;
+        let symbol = engine.symbol().clone();
+        let mut out = Vec::new();
+        for i in 0..300i64 {
+            let px = Price::from_units(100 + (i * 7) % 13);
+            let bar = Bar {
+                open_time: UnixNanos(1_723_161_600_000_000_000 + i * 60_000_000_000),
+                interval: 60_000_000_000,
+                open: px,
+                high: px,
+                low: px,
+                close: px,
+                volume: Size::from_units(1 + i % 3),
+                trades: None,
+            };
+            engine.on_event(&MarketEvent::Bar(symbol.clone(), Box::new(bar)), &mut out);
+        }
+        engine.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn switching_off_returns_or_kyle_changes_only_those_columns() {
+        let spec = FeatureSpec {
+            buckets: vec!["1m".parse().unwrap()],
+            ..FeatureSpec::default()
+        };
+        let symbol = Symbol::new("ABC").unwrap();
+        let full = bar_rows(FeatureEngine::new(symbol.clone(), &spec));
+        let lean = bar_rows(
+            FeatureEngine::new(symbol, &spec)
+                .without_returns()
+                .without_kyle_lambda(),
+        );
+        assert_eq!(full.len(), 300);
+        assert!(full.iter().any(|r| r.ret_100b.is_some()));
+        assert_eq!(full.len(), lean.len());
+        for (f, l) in full.iter().zip(&lean) {
+            assert_eq!(
+                (l.ret_1b, l.ret_10b, l.ret_100b, l.kyle_lambda),
+                (None, None, None, None)
+            );
+            let mut f = f.clone();
+            (f.ret_1b, f.ret_10b, f.ret_100b, f.kyle_lambda) = (None, None, None, None);
+            assert_eq!(&f, l);
+        }
     }
 
     #[test]

@@ -219,9 +219,13 @@ impl<B: Broker> Trader<B> {
             per_event: false,
             ..features.clone()
         };
-        // Kyle's lambda costs an OLS over its window at every close: only when something reads it.
-        let kyle = flowsense_core::features::FeatureColumn::parse("kyle_lambda")
-            .expect("a feature column");
+        // Kyle's lambda costs an OLS over its window at every close, the returns a logarithm
+        // each: computed only when an expression reads them.
+        let column = |name: &str| {
+            flowsense_core::features::FeatureColumn::parse(name).expect("a feature column")
+        };
+        let kyle = column("kyle_lambda");
+        let returns = ["ret_1b", "ret_10b", "ret_100b"].map(column);
         let mut exprs = vec![&strategy.signal];
         if let Sizing::Kelly { edge, variance, .. } = &strategy.sizing {
             exprs.extend([edge, variance]);
@@ -232,6 +236,9 @@ impl<B: Broker> Trader<B> {
         let mut engine = FeatureEngine::new(symbol.clone(), &engine_spec);
         if !exprs.iter().any(|e| e.reads(kyle)) {
             engine = engine.without_kyle_lambda();
+        }
+        if !exprs.iter().any(|e| returns.iter().any(|&r| e.reads(r))) {
+            engine = engine.without_returns();
         }
         Ok(Trader {
             engine,

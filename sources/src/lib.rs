@@ -24,6 +24,7 @@ pub mod error;
 pub mod lake;
 pub mod lobster;
 pub mod merge;
+pub mod prefetch;
 pub mod synth;
 
 use flowsense_core::{DeadLetter, MarketEvent};
