@@ -515,13 +515,15 @@ pub fn run_trading(
     per_symbol.sort_by(|a, b| (&a.scope, &a.regime).cmp(&(&b.scope, &b.regime)));
 
     // The portfolio: every symbol's sleeve of `capital`, summed at each mark.
-    marks.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let names: Vec<Symbol> = {
-        let mut v: Vec<_> = marks.iter().map(|m| m.1.clone()).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
+    marks.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    // A set, not a sort of one name per mark: a bar run has a mark per bar.
+    let names: Vec<Symbol> = marks
+        .iter()
+        .map(|m| &m.1)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .cloned()
+        .collect();
     let capital = spec.risk.capital * names.len().max(1) as f64;
     let mut portfolio = MetricsBuilder::portfolio(capital, bucket_seconds);
     portfolio.absorb_counts(&totals);
