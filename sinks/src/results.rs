@@ -3,7 +3,7 @@
 //! metrics into `metrics`.
 //!
 //! Files are `<table>/<run_id>[-f<fold>]-w<worker>-<chunk>.parquet` (a run's records are few
-//! beside market data: one file per table and worker, cut every 256 Ki rows, not one per day and
+//! beside market data: one file per table and worker, cut every 64 Ki rows, not one per day and
 //! symbol) and `runs/<run_id>.parquet`, `metrics/<run_id>.parquet`. Every row carries its
 //! `run_id` and `symbol`, so runs sit side by side and `WHERE run_id = '...'` picks one; writing a
 //! run again under the same id replaces its files.
@@ -46,10 +46,9 @@ pub struct RunWriter {
     run_id: String,
     worker: usize,
     prefix: String,
-    rt: tokio::runtime::Runtime,
+    files: FileThread,
     parts: HashMap<Key, (Columns, u32)>,
     max_rows: usize,
-    props: WriterProperties,
     rows: u64,
 }
 
@@ -76,21 +75,76 @@ fn props() -> WriterProperties {
     crate::writer::table_props(TIME_COLUMNS, UNIQUE_COLUMNS).build()
 }
 
-impl RunWriter {
-    /// A writer for run `run_id` on worker `worker`.
-    pub fn new(lake: Lake, run_id: &str, worker: usize) -> Result<Self> {
+/// Encodes batches to Parquet and puts them into the lake on a thread of its own, so that a
+/// run's trading goes on meanwhile; the first failure is kept and returned by [`finish`](Self::finish).
+struct FileThread {
+    tx: Option<std::sync::mpsc::SyncSender<(object_store::path::Path, RecordBatch)>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl FileThread {
+    fn start(lake: Lake, props: WriterProperties) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        // Two files may wait: past that the run waits for the disk rather than fill memory.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(object_store::path::Path, RecordBatch)>(2);
+        let thread = std::thread::Builder::new()
+            .name("flowsense-results".into())
+            .spawn(move || {
+                let mut first_error = None;
+                for (path, batch) in rx {
+                    if first_error.is_some() {
+                        continue;
+                    }
+                    let put = crate::writer::encode_parquet(&batch, &props).and_then(|buf| {
+                        rt.block_on(lake.store().put(&path, PutPayload::from(buf)))?;
+                        Ok(())
+                    });
+                    if let Err(e) = put {
+                        first_error = Some(e);
+                    }
+                }
+                first_error.map_or(Ok(()), Err)
+            })?;
+        Ok(FileThread {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a file; a thread that already failed says why now.
+    fn send(&mut self, path: object_store::path::Path, batch: RecordBatch) -> Result<()> {
+        if let Some(tx) = &self.tx
+            && tx.send((path, batch)).is_ok()
+        {
+            return Ok(());
+        }
+        self.finish()?;
+        Err(std::io::Error::other("results written after the writer finished").into())
+    }
+
+    /// Waits for every queued file; the first failure, if any.
+    fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RunWriter {
+    /// A writer for run `run_id` on worker `worker`.
+    pub fn new(lake: Lake, run_id: &str, worker: usize) -> Result<Self> {
         Ok(RunWriter {
+            files: FileThread::start(lake.clone(), props())?,
             lake,
             run_id: run_id.to_string(),
             worker,
             prefix: run_id.to_string(),
-            rt,
             parts: HashMap::new(),
-            max_rows: 256 * 1024,
-            props: props(),
+            max_rows: 64 * 1024,
             rows: 0,
         })
     }
@@ -127,14 +181,11 @@ impl RunWriter {
         self.rows += batch.num_rows() as u64;
         let c = *chunk;
         *chunk += 1;
-        let buf = crate::writer::encode_parquet(&batch, &self.props)?;
         let path = self.lake.path(&[
             key.name(),
             &format!("{}-w{:03}-{c:05}.parquet", self.prefix, self.worker),
         ]);
-        self.rt
-            .block_on(self.lake.store().put(&path, PutPayload::from(buf)))?;
-        Ok(())
+        self.files.send(path, batch)
     }
 
     /// Writes every partition still in memory; returns the rows written in all.
@@ -145,6 +196,7 @@ impl RunWriter {
             self.cut(k)?;
         }
         self.parts.clear();
+        self.files.finish()?;
         Ok(self.rows)
     }
 }
@@ -422,4 +474,59 @@ pub fn clear_run(lake: &Lake, run_id: &str) -> Result<u64> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowsense_core::Symbol;
+    use flowsense_core::order::EquityPoint;
+
+    fn mark(i: i64) -> TradeRecord {
+        TradeRecord::Equity(EquityPoint {
+            ts: UnixNanos(1_723_161_600_000_000_000 + i * 60_000_000_000),
+            symbol: Symbol::new("ABC").unwrap(),
+            equity: 1e6 + i as f64,
+            position: 1.0,
+            mid: 100.0,
+            fees: 0.0,
+            drawdown: 0.0,
+            signal: f64::NAN,
+            regime: None,
+        })
+    }
+
+    #[test]
+    fn files_are_cut_and_written_behind_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let mut w = RunWriter::new(lake, "r1", 0).unwrap();
+        let n = 3 * 64 * 1024 + 100;
+        for i in 0..n {
+            w.push(mark(i)).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), n as u64);
+        let mut files: Vec<_> = std::fs::read_dir(dir.path().join("equity"))
+            .unwrap()
+            .map(|f| f.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            (0..4)
+                .map(|c| format!("r1-w000-{c:05}.parquet"))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_by_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the table's folder should be: every put into it fails.
+        std::fs::write(dir.path().join("equity"), b"not a folder").unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let mut w = RunWriter::new(lake, "r1", 0).unwrap();
+        w.push(mark(0)).unwrap();
+        assert!(w.finish().is_err());
+    }
 }
