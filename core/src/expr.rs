@@ -303,11 +303,23 @@ impl Source for ColumnHistory {
         self.slot(c).map_or(f64::NAN, |slot| self.at(slot, k))
     }
 
-    /// The column's slot found once for the whole window.
+    /// The column's slot found once for the whole window, and a window that lies wholly in the
+    /// history read as one strided run of the row-major values (nearest first, as the general
+    /// path adds them, so the sum has the same bits).
     fn window_sum(&self, c: FeatureColumn, lag: usize, n: usize) -> f64 {
         let Some(slot) = self.slot(c) else {
             return f64::NAN;
         };
+        let width = self.columns.len();
+        if n > 0 && lag + n <= self.rows {
+            let nearest = self.values.len() - (lag + 1) * width + slot;
+            let farthest = nearest - (n - 1) * width;
+            return self.values[farthest..=nearest]
+                .iter()
+                .rev()
+                .step_by(width)
+                .sum();
+        }
         (0..n).map(|i| self.at(slot, lag + i)).sum()
     }
 }
