@@ -304,11 +304,16 @@ fn all_events(
                 from,
                 to,
             };
-            // Listing, reading and decoding the files, and merging them by time, run a chunk
-            // ahead on a thread of their own (ARCHITECTURE, "The graph").
-            Ok(Box::new(Prefetched::new(LakeReplay::open(
-                lake, sel, mine,
-            )?)))
+            let replay = LakeReplay::open(lake, sel, mine)?;
+            // With a core to spare, listing, reading and decoding the files and merging them by
+            // time run a chunk ahead on a thread of their own (ARCHITECTURE, "The graph");
+            // without one, the extra thread would only take turns with the workers.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Ok(if cores > peers {
+                Box::new(Prefetched::new(replay))
+            } else {
+                Box::new(replay)
+            })
         }
         Source::Synthetic(s) => {
             let cfg = SynthConfig {
