@@ -56,8 +56,9 @@ enum Node {
     Bin(BinOp, Box<Node>, Box<Node>),
     Call(Func, Vec<Node>),
     Lag(Box<Node>, usize),
-    /// `mean(x, n)` (`true`) or `sum(x, n)` over the latest `n` buckets.
-    Window(bool, Box<Node>, usize),
+    /// `mean(x, n)` (`true`) or `sum(x, n)` over the latest `n` buckets; the last field is the
+    /// window's number among the expression's distinct windows (see [`Memo`]).
+    Window(bool, Box<Node>, usize, usize),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -143,7 +144,7 @@ impl Expr {
     /// Evaluates over any indexable history (a ring buffer, say): `row(k)` is the row `k`
     /// buckets before the latest (`row(0)` the latest), `None` past the start.
     pub fn eval_with<'a>(&self, row: &dyn Fn(usize) -> Option<&'a FeatureRow>) -> f64 {
-        eval_node(&self.root, &RowFn(row), 0)
+        eval_node(&self.root, &RowFn(row), 0, &mut Memo::default())
     }
 
     /// Every column the expression reads, each once, in the order it first names them.
@@ -164,7 +165,7 @@ impl Expr {
                         out.push(*c);
                     }
                 }
-                Node::Neg(a) | Node::Not(a) | Node::Lag(a, _) | Node::Window(_, a, _) => {
+                Node::Neg(a) | Node::Not(a) | Node::Lag(a, _) | Node::Window(_, a, _, _) => {
                     walk(a, out)
                 }
                 Node::Bin(_, a, b) => {
@@ -261,7 +262,7 @@ impl ColumnHistory {
 
     /// Evaluates `e` (one of the expressions the history was made for) at the latest bucket.
     pub fn eval(&self, e: &Expr) -> f64 {
-        eval_node(&e.root, self, 0)
+        eval_node(&e.root, self, 0, &mut Memo::default())
     }
 
     fn slot(&self, c: FeatureColumn) -> Option<usize> {
@@ -328,8 +329,60 @@ fn truth(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-fn eval_node<S: Source>(n: &Node, src: &S, lag: usize) -> f64 {
-    let ev = |m: &Node| eval_node(m, src, lag);
+/// Gives each window a number, equal windows (same kind, width and inner expression) the same
+/// one, so that an expression naming `mean(close, 10)` twice (`if(mean(close, 10) > x, ..,
+/// if(mean(close, 10) < y, ..))`) sums it once per evaluation. Inner windows are numbered first,
+/// so equal inner expressions compare equal.
+fn number_windows(n: &mut Node, seen: &mut Vec<(bool, Node, usize)>) {
+    match n {
+        Node::Num(_) | Node::Col(_) => {}
+        Node::Neg(a) | Node::Not(a) | Node::Lag(a, _) => number_windows(a, seen),
+        Node::Bin(_, a, b) => {
+            number_windows(a, seen);
+            number_windows(b, seen);
+        }
+        Node::Call(_, args) => args.iter_mut().for_each(|a| number_windows(a, seen)),
+        Node::Window(mean, inner, width, id) => {
+            number_windows(inner, seen);
+            let key = (*mean, inner.as_ref().clone(), *width);
+            *id = match seen.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    seen.push(key);
+                    seen.len() - 1
+                }
+            };
+        }
+    }
+}
+
+/// Window values already computed in one evaluation, by window number and lag: the same window
+/// read twice gives the same bits, so it is summed once. A few entries cover real expressions;
+/// past them windows are simply recomputed.
+#[derive(Default)]
+struct Memo {
+    entries: [(usize, usize, f64); 8],
+    len: usize,
+}
+
+impl Memo {
+    fn get(&self, id: usize, lag: usize) -> Option<f64> {
+        self.entries[..self.len]
+            .iter()
+            .find(|e| e.0 == id && e.1 == lag)
+            .map(|e| e.2)
+    }
+
+    fn put(&mut self, id: usize, lag: usize, v: f64) {
+        if self.len < self.entries.len() {
+            self.entries[self.len] = (id, lag, v);
+            self.len += 1;
+        }
+    }
+}
+
+fn eval_node<S: Source>(n: &Node, src: &S, lag: usize, memo: &mut Memo) -> f64 {
+    let mut ev = |m: &Node| eval_node(m, src, lag, memo);
     match n {
         Node::Num(v) => *v,
         Node::Col(c) => src.value(*c, lag),
@@ -342,14 +395,19 @@ fn eval_node<S: Source>(n: &Node, src: &S, lag: usize) -> f64 {
                 truth(v == 0.0)
             }
         }
-        Node::Lag(a, k) => eval_node(a, src, lag + k),
-        Node::Window(mean, a, n) => {
+        Node::Lag(a, k) => eval_node(a, src, lag + k, memo),
+        Node::Window(mean, a, n, id) => {
+            if let Some(v) = memo.get(*id, lag) {
+                return v;
+            }
             let total: f64 = match a.as_ref() {
                 // The common case, a window over a column: read the values directly.
                 Node::Col(c) => src.window_sum(*c, lag, *n),
-                _ => (0..*n).map(|k| eval_node(a, src, lag + k)).sum(),
+                _ => (0..*n).map(|k| eval_node(a, src, lag + k, memo)).sum(),
             };
-            if *mean { total / *n as f64 } else { total }
+            let v = if *mean { total / *n as f64 } else { total };
+            memo.put(*id, lag, v);
+            v
         }
         Node::Bin(op, a, b) => {
             let (x, y) = (ev(a), ev(b));
@@ -370,7 +428,7 @@ fn eval_node<S: Source>(n: &Node, src: &S, lag: usize) -> f64 {
             }
         }
         Node::Call(f, args) => {
-            let a = |i: usize| ev(&args[i]);
+            let mut a = |i: usize| ev(&args[i]);
             match f {
                 Func::Abs => a(0).abs(),
                 Func::Sign => {
@@ -434,10 +492,11 @@ impl FromStr for Expr {
             text: s,
             max_lag: 0,
         };
-        let root = p.or(0)?;
+        let mut root = p.or(0)?;
         if p.pos != p.tokens.len() {
             return Err(p.error(format!("unexpected {}", p.tokens[p.pos].0)));
         }
+        number_windows(&mut root, &mut Vec::new());
         Ok(Expr {
             text: s.to_string(),
             root,
@@ -741,7 +800,7 @@ impl Parser<'_> {
                 self.pos = start;
                 let inner = self.or(lag)?;
                 self.pos = end;
-                return Ok(Node::Window(name == "mean", Box::new(inner), k));
+                return Ok(Node::Window(name == "mean", Box::new(inner), k, 0));
             }
             let inner = self.or(lag + k)?;
             self.pos = end;
@@ -922,6 +981,60 @@ mod column_history_tests {
                 }
             }
         }
+    }
+
+    proptest! {
+        /// A window named twice, at other lags, or inside another window is summed once per
+        /// evaluation and lag, and gives exactly what evaluating it on its own gives.
+        #[test]
+        fn repeated_windows_equal_their_own_evaluation(closes in proptest::collection::vec(-1e6..1e6f64, 1..40)) {
+            let rows: Vec<FeatureRow> = closes
+                .iter()
+                .map(|&c| {
+                    let mut r = FeatureRow::empty(Symbol::new("X").unwrap(), 0, "1s".into());
+                    r.close = Some(c);
+                    r
+                })
+                .collect();
+            let e = |t: &str| t.parse::<Expr>().unwrap();
+            let (m3, m2) = (e("mean(close, 3)"), e("mean(close, 2)"));
+            let at = |x: &Expr, back: usize| x.eval(&rows[..rows.len().saturating_sub(back)]);
+            let (a, a1) = (at(&m3, 0), at(&m3, 1));
+            let twice = e("if(mean(close, 3) > 0, mean(close, 3), -mean(close, 3))").eval(&rows);
+            // `a > 0` is 0 (false), not NaN, when `a` is missing: then the else branch.
+            let want = if a > 0.0 { a } else { -a };
+            prop_assert_eq!(twice.to_bits(), want.to_bits());
+            let lagged = e("mean(close, 3) - lag(mean(close, 3), 1)").eval(&rows);
+            prop_assert_eq!(lagged.to_bits(), (a - a1).to_bits());
+            let nested = e("sum(mean(close, 2), 3) + mean(close, 2)").eval(&rows);
+            let inner: f64 = (0..3).map(|k| at(&m2, k)).sum();
+            prop_assert_eq!(nested.to_bits(), (inner + at(&m2, 0)).to_bits());
+        }
+    }
+
+    #[test]
+    fn equal_windows_share_a_number_and_others_do_not() {
+        let e: Expr = "mean(close, 3) + sum(close, 3) + mean(close, 3) + mean(mid, 3) + lag(mean(close, 3), 2)"
+            .parse()
+            .unwrap();
+        let mut ids = Vec::new();
+        fn walk(n: &Node, ids: &mut Vec<usize>) {
+            match n {
+                Node::Window(_, a, _, id) => {
+                    ids.push(*id);
+                    walk(a, ids);
+                }
+                Node::Neg(a) | Node::Not(a) | Node::Lag(a, _) => walk(a, ids),
+                Node::Bin(_, a, b) => {
+                    walk(a, ids);
+                    walk(b, ids);
+                }
+                Node::Call(_, args) => args.iter().for_each(|a| walk(a, ids)),
+                Node::Num(_) | Node::Col(_) => {}
+            }
+        }
+        walk(&e.root, &mut ids);
+        assert_eq!(ids, [0, 1, 0, 2, 0]);
     }
 
     #[test]
