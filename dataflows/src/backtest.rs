@@ -515,7 +515,8 @@ pub fn run_trading(
     per_symbol.sort_by(|a, b| (&a.scope, &a.regime).cmp(&(&b.scope, &b.regime)));
 
     // The portfolio: every symbol's sleeve of `capital`, summed at each mark.
-    marks.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    // Stable: a symbol's later mark at the same time (a halt's, say) stays the later one.
+    marks.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     // A set, not a sort of one name per mark: a bar run has a mark per bar.
     let names: Vec<Symbol> = marks
         .iter()
