@@ -201,8 +201,110 @@ impl Lake {
         }
     }
 
+    /// Where a table's files are, for readers that need only that: on a `file://` lake read
+    /// straight from the directories (no `stat` per file and no hop through the object store's
+    /// blocking pool: a 1000-day bar lake listed in a fraction of the time); on other stores
+    /// the store's listing. Temporary files of writes in flight are left out, as the store's
+    /// listing leaves them out.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use flowsense_core::{Lake, Table};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let part = dir.path().join("trades/date=2024-08-08/symbol=ABC");
+    /// std::fs::create_dir_all(&part).unwrap();
+    /// std::fs::write(part.join("x-00000.parquet"), b"").unwrap();
+    /// let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    /// let paths = lake.list_table_paths(Table::Trades).await.unwrap();
+    /// assert_eq!(paths[0].as_ref().rsplit('/').next(), Some("x-00000.parquet"));
+    /// # });
+    /// ```
+    pub async fn list_table_paths(&self, table: Table) -> Result<Vec<Path>> {
+        let base = self.table_path(table);
+        if let Some(dir) = self.local_file(&base) {
+            let mut out = Vec::new();
+            let mut stack = vec![(dir, base.clone())];
+            while let Some((dir, at)) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let name = entry.file_name();
+                    // Names the store could not have written (not UTF-8, or a write's
+                    // `#`-suffixed temporary file) are not the lake's.
+                    let Some(name) = name.to_str().filter(|n| !n.contains('#')) else {
+                        continue;
+                    };
+                    let child = at.clone().join(name);
+                    if entry.file_type()?.is_dir() {
+                        stack.push((entry.path(), child));
+                    } else {
+                        out.push(child);
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        Ok(self
+            .list_table(table)
+            .await?
+            .into_iter()
+            .map(|m| m.location)
+            .collect())
+    }
+
     /// True for `file://` lakes.
     pub fn is_local(&self) -> bool {
         self.url.scheme() == "file"
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_equal_the_store_listing() {
+        futures::executor::block_on(local_paths_equal_the_store_listing_async());
+    }
+
+    async fn local_paths_equal_the_store_listing_async() {
+        let dir = tempfile::tempdir().unwrap();
+        for (part, file) in [
+            (
+                "trades/date=2024-08-08/symbol=BTCUSDT-PERP",
+                "btcusdt_20240808-00000.parquet",
+            ),
+            (
+                "trades/date=2024-08-08/symbol=BTCUSDT-PERP",
+                "btcusdt_20240808-00001.parquet",
+            ),
+            (
+                "trades/date=2024-08-09/symbol=btcusd_perp",
+                "a b-00000.parquet",
+            ),
+            ("trades/date=2024-08-09/symbol=ETHUSDT", "x.parquet#3"),
+        ] {
+            let d = dir.path().join(part);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(file), b"x").unwrap();
+        }
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let mut fast = lake.list_table_paths(Table::Trades).await.unwrap();
+        let mut store: Vec<Path> = lake
+            .list_table(Table::Trades)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location)
+            .collect();
+        fast.sort();
+        store.sort();
+        assert_eq!(fast.len(), 3);
+        assert_eq!(fast, store);
+        assert!(lake.list_table_paths(Table::Bars).await.unwrap().is_empty());
     }
 }

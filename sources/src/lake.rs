@@ -66,9 +66,8 @@ pub fn list_partitions(lake: &Lake, sel: &LakeSelection) -> Result<Vec<Partition
         Table::Trades,
         Table::Bars,
     ] {
-        let listing = rt.block_on(lake.list_table(table))?;
-        for meta in listing {
-            let loc = meta.location;
+        let listing = rt.block_on(lake.list_table_paths(table))?;
+        for loc in listing {
             let text = loc.as_ref().to_string();
             if !text.ends_with(".parquet") {
                 continue;
