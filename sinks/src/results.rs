@@ -113,7 +113,8 @@ impl FileThread {
         })
     }
 
-    /// Queues a file; a thread that already failed says why now.
+    /// Queues a file. A failed encode or put does not stop the thread (it skips what follows):
+    /// [`finish`](Self::finish) returns it. Sending fails only after `finish` or a panic.
     fn send(&mut self, path: object_store::path::Path, batch: RecordBatch) -> Result<()> {
         if let Some(tx) = &self.tx
             && tx.send((path, batch)).is_ok()

@@ -112,6 +112,35 @@ struct Envelope<'a> {
 #[derive(Debug)]
 struct Levels(std::result::Result<Vec<(Price, Size)>, Bad>);
 
+/// Levels as they are read, by serde's visitor or the one-pass reader alike: the checked levels
+/// so far, or the first reason one failed (later ones are read but not checked).
+struct LevelsSoFar {
+    out: Vec<(Price, Size)>,
+    bad: Option<Bad>,
+}
+
+impl LevelsSoFar {
+    fn with_capacity(n: usize) -> Self {
+        LevelsSoFar {
+            out: Vec::with_capacity(n),
+            bad: None,
+        }
+    }
+
+    fn push(&mut self, p: &str, q: &str) {
+        if self.bad.is_none() {
+            match price(p).and_then(|p| Ok((p, size(q, true)?))) {
+                Ok(level) => self.out.push(level),
+                Err(why) => self.bad = Some(why),
+            }
+        }
+    }
+
+    fn finish(self) -> Levels {
+        Levels(self.bad.map_or(Ok(self.out), Err))
+    }
+}
+
 impl<'de> Deserialize<'de> for Levels {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct LevelsVisitor;
@@ -124,17 +153,11 @@ impl<'de> Deserialize<'de> for Levels {
                 self,
                 mut seq: A,
             ) -> std::result::Result<Levels, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(16));
-                let mut bad = None;
+                let mut levels = LevelsSoFar::with_capacity(seq.size_hint().unwrap_or(16));
                 while let Some((p, q)) = seq.next_element::<(&'de str, &'de str)>()? {
-                    if bad.is_none() {
-                        match price(p).and_then(|p| Ok((p, size(q, true)?))) {
-                            Ok(level) => out.push(level),
-                            Err(why) => bad = Some(why),
-                        }
-                    }
+                    levels.push(p, q);
                 }
-                Ok(Levels(bad.map_or(Ok(out), Err)))
+                Ok(levels.finish())
             }
         }
         d.deserialize_seq(LevelsVisitor)

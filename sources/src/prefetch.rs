@@ -14,7 +14,8 @@ const AHEAD: usize = 4;
 /// the same order. Lake replays use it: listing, reading and decoding Parquet files and merging
 /// their streams by time then use a second core while the dataflow worker runs the graph.
 ///
-/// Dropping it stops the thread at its next hand-over.
+/// Dropping it closes the channel, which stops the thread at its next hand-over (it is not
+/// waited for).
 ///
 /// ```
 /// use flowsense_sources::prefetch::Prefetched;
@@ -95,13 +96,6 @@ impl<T> Iterator for Prefetched<T> {
                 }
             }
         }
-    }
-}
-
-impl<T> Drop for Prefetched<T> {
-    fn drop(&mut self) {
-        // Closing the channel stops the thread at its next send; it is not waited for.
-        self.rx = None;
     }
 }
 

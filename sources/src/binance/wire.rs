@@ -9,7 +9,7 @@
 //! value or the error message a dead letter carries. A test checks that the two agree on every
 //! line of the bundled captures and on mutated lines.
 
-use super::{BookTickerMsg, DepthMsg, Levels, TradeMsg, price, size};
+use super::{BookTickerMsg, DepthMsg, Levels, LevelsSoFar, TradeMsg};
 
 /// A position in one JSON object's text.
 struct Cursor<'a> {
@@ -34,23 +34,18 @@ impl<'a> Cursor<'a> {
     /// Calls `field` with each key's [`code`], the cursor on its value; the value must be
     /// consumed. `None` when the object does not close, or when text follows its closing brace.
     fn fields(&mut self, mut field: impl FnMut(&mut Self, u16) -> Option<()>) -> Option<()> {
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return (self.i == self.text.len()).then_some(());
-        }
-        loop {
-            let key = code(self.string()?.as_bytes());
-            self.eat(b':')?;
-            field(self, key)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return (self.i == self.text.len()).then_some(());
+        if self.peek()? != b'}' {
+            loop {
+                let key = code(self.string()?.as_bytes());
+                self.eat(b':')?;
+                field(self, key)?;
+                if self.eat(b',').is_none() {
+                    break;
                 }
-                _ => return None,
             }
         }
+        self.eat(b'}')?;
+        (self.i == self.text.len()).then_some(())
     }
 
     /// A string without escapes or control characters.
@@ -122,11 +117,9 @@ impl<'a> Cursor<'a> {
     /// `[["price","size"],...]`, each level checked as the serde path checks it.
     fn levels(&mut self) -> Option<Levels> {
         self.eat(b'[')?;
-        let mut out = Vec::with_capacity(32);
-        let mut bad = None;
-        if self.peek()? == b']' {
-            self.i += 1;
-            return Some(Levels(Ok(out)));
+        let mut levels = LevelsSoFar::with_capacity(32);
+        if self.eat(b']').is_some() {
+            return Some(levels.finish());
         }
         loop {
             self.eat(b'[')?;
@@ -134,17 +127,12 @@ impl<'a> Cursor<'a> {
             self.eat(b',')?;
             let q = self.string()?;
             self.eat(b']')?;
-            if bad.is_none() {
-                match price(p).and_then(|p| Ok((p, size(q, true)?))) {
-                    Ok(level) => out.push(level),
-                    Err(why) => bad = Some(why),
-                }
-            }
+            levels.push(p, q);
             match self.peek()? {
                 b',' => self.i += 1,
                 b']' => {
                     self.i += 1;
-                    return Some(Levels(bad.map_or(Ok(out), Err)));
+                    return Some(levels.finish());
                 }
                 _ => return None,
             }
