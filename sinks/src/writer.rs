@@ -48,6 +48,9 @@ pub(crate) fn table_props(delta: &[&str], plain: &[&str]) -> WriterPropertiesBui
     b
 }
 
+/// Rows a partition gathers before encoding them into its file.
+const BATCH_ROWS: usize = 1 << 16;
+
 /// Integer columns written with `DELTA_BINARY_PACKED` instead of a dictionary.
 const DELTA_COLUMNS: &[&str] = &[
     "ts",
@@ -71,6 +74,7 @@ fn typed<T: ArrayBuilder>(col: &mut Box<dyn ArrayBuilder>) -> &mut T {
 struct Rows {
     table: Table,
     cols: Vec<Box<dyn ArrayBuilder>>,
+    capacity: usize,
 }
 
 macro_rules! col {
@@ -90,7 +94,11 @@ impl Rows {
             .iter()
             .map(|f| make_builder(f.data_type(), capacity))
             .collect();
-        Rows { table, cols }
+        Rows {
+            table,
+            cols,
+            capacity,
+        }
     }
 
     fn len(&self) -> usize {
@@ -157,8 +165,11 @@ impl Rows {
         }
     }
 
+    /// The rows so far as a batch; the builders start again at full capacity (the memory the
+    /// last batch held comes back from the allocator, so filling them neither copies nor faults).
     fn finish(&mut self) -> Result<RecordBatch> {
-        let arrays: Vec<ArrayRef> = self.cols.iter_mut().map(|c| c.finish()).collect();
+        let full = std::mem::replace(self, Rows::new(self.table, self.capacity));
+        let arrays: Vec<ArrayRef> = full.cols.into_iter().map(|mut c| c.finish()).collect();
         Ok(RecordBatch::try_new(self.table.file_schema(), arrays)?)
     }
 }
@@ -170,10 +181,41 @@ struct PartKey {
     symbol: Option<Symbol>,
 }
 
+/// One partition's open file: rows gather in `rows` and are encoded into `file` a batch at a
+/// time, so the builders stay one batch long however long the file grows.
 struct Part {
     key: PartKey,
     rows: Rows,
+    file: Option<ArrowWriter<Vec<u8>>>,
+    /// Rows already encoded into `file`.
+    encoded: usize,
     chunk: u32,
+}
+
+impl Part {
+    /// Rows in the open file, encoded or not.
+    fn len(&self) -> usize {
+        self.encoded + self.rows.len()
+    }
+
+    /// Encodes the gathered rows into the open file (opening it on first use).
+    fn encode_rows(&mut self, props: &WriterProperties) -> Result<()> {
+        if self.rows.len() == 0 {
+            return Ok(());
+        }
+        let batch = self.rows.finish()?;
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(ArrowWriter::try_new(
+                Vec::new(),
+                batch.schema(),
+                Some(props.clone()),
+            )?),
+        };
+        file.write(&batch)?;
+        self.encoded += batch.num_rows();
+        Ok(())
+    }
 }
 
 /// What a writer has written so far.
@@ -192,9 +234,10 @@ pub struct WriteStats {
 /// Writes events of one source at a time into the lake.
 ///
 /// Call [`begin_source`](LakeWriter::begin_source), push its events, then
-/// [`end_source`](LakeWriter::end_source). Full partitions are encoded as they fill; their bytes
-/// wait in memory until [`flush`](LakeWriter::flush) (or `end_source`) puts them, so the caller
-/// decides when to await I/O.
+/// [`end_source`](LakeWriter::end_source). Each partition's rows are encoded into its open
+/// Parquet file 64 Ki rows at a time (so column builders never outgrow a batch); a file is cut
+/// at 1 M rows, and its bytes wait in memory until [`flush`](LakeWriter::flush) (or
+/// `end_source`) puts them, so the caller decides when to await I/O.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -223,6 +266,8 @@ pub struct LakeWriter {
     written: HashSet<Path>,
     stats: WriteStats,
     max_rows: usize,
+    /// Rows gathered before they are encoded into their file.
+    batch_rows: usize,
     props: WriterProperties,
     dates: HashMap<i64, String>,
 }
@@ -243,6 +288,7 @@ impl LakeWriter {
             written: HashSet::new(),
             stats: WriteStats::default(),
             max_rows: 1 << 20,
+            batch_rows: BATCH_ROWS,
             props,
             dates: HashMap::new(),
         }
@@ -251,6 +297,14 @@ impl LakeWriter {
     /// Rows per file before a partition is cut into a new chunk.
     pub fn with_max_rows(mut self, rows: usize) -> Self {
         self.max_rows = rows.max(1);
+        self.batch_rows = self.max_rows.min(BATCH_ROWS);
+        self
+    }
+
+    /// Rows gathered before they are encoded into their file.
+    #[cfg(test)]
+    fn with_batch_rows(mut self, rows: usize) -> Self {
+        self.batch_rows = rows.max(1);
         self
     }
 
@@ -288,13 +342,15 @@ impl LakeWriter {
             Some(&i) => i,
             None => {
                 let cap = if table == Table::DeadLetters {
-                    1024
+                    1024.min(self.batch_rows)
                 } else {
-                    self.max_rows.min(1 << 16)
+                    self.batch_rows
                 };
                 self.parts.push(Part {
                     key: key.clone(),
                     rows: Rows::new(table, cap),
+                    file: None,
+                    encoded: 0,
                     chunk: 0,
                 });
                 self.index.insert(key, self.parts.len() - 1);
@@ -375,13 +431,20 @@ impl LakeWriter {
         self.cut_if_full(i);
     }
 
+    /// Encodes a partition's batch once it is full, and cuts its file once that is.
     fn cut_if_full(&mut self, part: usize) {
-        let full = self
-            .parts
-            .get(part)
-            .is_some_and(|p| p.rows.len() >= self.max_rows);
+        let Some(p) = self.parts.get_mut(part) else {
+            return;
+        };
         // Encoding in-memory arrays only fails on a broken invariant of ours.
-        if full && let Err(e) = self.cut(part) {
+        let done = if p.len() >= self.max_rows {
+            self.cut(part)
+        } else if p.rows.len() >= self.batch_rows {
+            p.encode_rows(&self.props)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = done {
             panic!("encoding a full partition failed: {e}");
         }
     }
@@ -391,14 +454,15 @@ impl LakeWriter {
         let Some(part) = self.parts.get_mut(part) else {
             return Ok(());
         };
-        if part.rows.len() == 0 {
+        part.encode_rows(&self.props)?;
+        let Some(file) = part.file.take() else {
             return Ok(());
-        }
-        let batch = part.rows.finish()?;
+        };
+        let rows = std::mem::take(&mut part.encoded);
+        let buf = Bytes::from(file.into_inner()?);
         let chunk = part.chunk;
         part.chunk += 1;
         let key = &part.key;
-        let buf = encode_parquet(&batch, &self.props)?;
         let file = format!("{}-{chunk:05}.parquet", self.source);
         let path = match &key.symbol {
             Some(sym) => {
@@ -415,7 +479,7 @@ impl LakeWriter {
             }
             None => self.lake.path(&[key.table.name(), &file]),
         };
-        *self.stats.rows.entry(key.table).or_default() += batch.num_rows() as u64;
+        *self.stats.rows.entry(key.table).or_default() += rows as u64;
         self.stats.files += 1;
         self.stats.bytes += buf.len() as u64;
         self.pending.push((path, buf));
@@ -471,5 +535,87 @@ impl LakeWriter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, Float64Array};
+    use flowsense_core::{Price, Size, Trade};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn trade(i: i64) -> MarketEvent {
+        let t = Trade {
+            ts: UnixNanos::from_millis(1_723_161_256_000 + i),
+            local_ts: None,
+            trade_id: Some(i as u64),
+            price: Price::from_units(100 + i),
+            size: Size::from_units(1),
+            aggressor: Side::Buy,
+        };
+        MarketEvent::Trade(Symbol::new("ABC").unwrap(), t)
+    }
+
+    /// Prices of every row of one file, in order, and its row groups.
+    fn read(path: &std::path::Path) -> (Vec<f64>, usize) {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let groups = reader.metadata().num_row_groups();
+        let mut prices = Vec::new();
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let col = batch.column_by_name("price").unwrap();
+            let col = col.as_any().downcast_ref::<Float64Array>().unwrap();
+            prices.extend((0..col.len()).map(|i| col.value(i)));
+        }
+        (prices, groups)
+    }
+
+    #[tokio::test]
+    async fn a_file_longer_than_a_batch_is_encoded_batch_by_batch_into_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let mut w = LakeWriter::new(lake).with_max_rows(10).with_batch_rows(3);
+        w.begin_source("s");
+        for i in 0..25 {
+            w.push(&trade(i));
+        }
+        w.end_source().await.unwrap();
+        assert_eq!(w.stats().rows[&Table::Trades], 25);
+        assert_eq!(w.stats().files, 3);
+        let part = dir.path().join("trades/date=2024-08-08/symbol=ABC");
+        let mut all = Vec::new();
+        for (chunk, rows) in [(0, 10), (1, 10), (2, 5)] {
+            let (prices, groups) = read(&part.join(format!("s-{chunk:05}.parquet")));
+            assert_eq!(prices.len(), rows, "file {chunk}");
+            assert_eq!(
+                groups, 1,
+                "a file is one row group however many batches fill it"
+            );
+            all.extend(prices);
+        }
+        let want: Vec<f64> = (0..25).map(|i| 100.0 + i as f64).collect();
+        assert_eq!(all, want);
+    }
+
+    #[tokio::test]
+    async fn rows_short_of_a_batch_are_written_at_the_end_of_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let mut w = LakeWriter::new(lake);
+        w.begin_source("s");
+        for i in 0..2 {
+            w.push(&trade(i));
+        }
+        assert!(
+            !w.has_pending(),
+            "nothing is encoded before the batch or the source ends"
+        );
+        w.end_source().await.unwrap();
+        let file = dir
+            .path()
+            .join("trades/date=2024-08-08/symbol=ABC/s-00000.parquet");
+        assert_eq!(read(&file).0, vec![100.0, 101.0]);
     }
 }
