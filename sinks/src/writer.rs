@@ -63,6 +63,13 @@ const DELTA_COLUMNS: &[&str] = &[
     "trade_id",
 ];
 
+/// Unwraps the encoding of in-memory arrays, which only fails on a broken invariant of ours.
+fn encoded(r: Result<()>) {
+    if let Err(e) = r {
+        panic!("encoding a partition's rows failed: {e}");
+    }
+}
+
 /// A column's builder as the type the table's schema gives it.
 fn typed<T: ArrayBuilder>(col: &mut Box<dyn ArrayBuilder>) -> &mut T {
     col.as_any_mut()
@@ -381,8 +388,14 @@ impl LakeWriter {
                 r.dec(7, Some(o.size.raw()));
             }
             MarketEvent::Depth(s, d) => {
-                let r = self.part(Table::DepthUpdates, d.ts, Some(s));
-                r.depth(d);
+                let i = self.part_index(Table::DepthUpdates, d.ts, Some(s));
+                let part = &mut self.parts[i];
+                // A message's rows go into one batch: encode the batch first if they would
+                // overflow it (and regrow every column for the last few rows).
+                if part.rows.len() + d.bids.len() + d.asks.len() > self.batch_rows {
+                    encoded(part.encode_rows(&self.props));
+                }
+                part.rows.depth(d);
             }
             MarketEvent::Trade(s, t) => {
                 let r = self.part(Table::Trades, t.ts, Some(s));
@@ -436,16 +449,10 @@ impl LakeWriter {
         let Some(p) = self.parts.get_mut(part) else {
             return;
         };
-        // Encoding in-memory arrays only fails on a broken invariant of ours.
-        let done = if p.len() >= self.max_rows {
-            self.cut(part)
+        if p.len() >= self.max_rows {
+            encoded(self.cut(part));
         } else if p.rows.len() >= self.batch_rows {
-            p.encode_rows(&self.props)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = done {
-            panic!("encoding a full partition failed: {e}");
+            encoded(p.encode_rows(&self.props));
         }
     }
 
@@ -542,7 +549,7 @@ impl LakeWriter {
 mod tests {
     use super::*;
     use arrow::array::{Array, Float64Array};
-    use flowsense_core::{Price, Size, Trade};
+    use flowsense_core::{DepthUpdate, Price, Size, Trade};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn trade(i: i64) -> MarketEvent {
@@ -617,5 +624,37 @@ mod tests {
             .path()
             .join("trades/date=2024-08-08/symbol=ABC/s-00000.parquet");
         assert_eq!(read(&file).0, vec![100.0, 101.0]);
+    }
+
+    #[tokio::test]
+    async fn a_depth_message_never_straddles_two_batches_and_loses_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let mut w = LakeWriter::new(lake).with_batch_rows(5);
+        w.begin_source("s");
+        for m in 0..3_i64 {
+            let level = |k: i64| (Price::from_units(100 + 10 * m + k), Size::from_units(1));
+            let d = DepthUpdate {
+                ts: UnixNanos::from_millis(1_723_161_256_000 + m),
+                local_ts: None,
+                first_update_id: m as u64,
+                final_update_id: m as u64,
+                prev_final_update_id: None,
+                bids: vec![level(0), level(1)],
+                asks: vec![level(2), level(3)],
+                is_snapshot: false,
+            };
+            w.push(&MarketEvent::Depth(Symbol::new("ABC").unwrap(), Box::new(d)));
+            // 4 rows a message, 5 a batch: the second message is encoded after the first.
+            assert_eq!(w.parts[0].rows.len(), 4, "message {m}");
+        }
+        w.end_source().await.unwrap();
+        let file = dir
+            .path()
+            .join("depth_updates/date=2024-08-08/symbol=ABC/s-00000.parquet");
+        let want: Vec<f64> = (0..3)
+            .flat_map(|m| (0..4).map(move |k| (100 + 10 * m + k) as f64))
+            .collect();
+        assert_eq!(read(&file).0, want);
     }
 }
