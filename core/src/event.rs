@@ -304,6 +304,9 @@ pub enum DeadLetterReason {
     DuplicateOrder,
     /// A bar whose high is below its open, close or low (or whose low is above them).
     InconsistentBar,
+    /// The rest of a file cannot be read (a compressed capture cut off mid-write, or damaged):
+    /// the rows before it are kept, the file ends there and the run goes on.
+    Unreadable,
 }
 
 impl DeadLetterReason {
@@ -321,11 +324,12 @@ impl DeadLetterReason {
             DeadLetterReason::UnknownMessage => "unknown_message",
             DeadLetterReason::DuplicateOrder => "duplicate_order",
             DeadLetterReason::InconsistentBar => "inconsistent_bar",
+            DeadLetterReason::Unreadable => "unreadable",
         }
     }
 
     /// Every reason, for reports.
-    pub const ALL: [DeadLetterReason; 11] = [
+    pub const ALL: [DeadLetterReason; 12] = [
         DeadLetterReason::Unparsable,
         DeadLetterReason::NotFinite,
         DeadLetterReason::NonPositivePrice,
@@ -337,6 +341,7 @@ impl DeadLetterReason {
         DeadLetterReason::UnknownMessage,
         DeadLetterReason::DuplicateOrder,
         DeadLetterReason::InconsistentBar,
+        DeadLetterReason::Unreadable,
     ];
 }
 

@@ -329,19 +329,35 @@ async fn bench_ingest(inputs: Vec<PathBuf>, repeat: usize) -> anyhow::Result<()>
         }
         Ok(())
     })?;
+    let ingest = async |lake: &Lake, parallel: usize| {
+        let binance = Some(flowsense_sources::detect::Format::Binance);
+        let options = Default::default();
+        crate::ingest::ingest_sources(lake, &inputs, binance, &options, false, parallel)
+            .await
+            .map(drop)
+    };
     let end = measure_writes(
-        "4 flowsense ingest end to end (file:// lake)",
+        "4 flowsense ingest, one source at a time",
         repeat,
         false,
-        async |lake: &Lake| {
-            let binance = Some(flowsense_sources::detect::Format::Binance);
-            crate::ingest::ingest_paths(lake, &inputs, binance, false)
-                .await
-                .map(drop)
-        },
+        async |lake: &Lake| ingest(lake, 1).await,
     )
     .await?;
-    print_stages("lines", lines, &[gzip, json, read, end]);
+    let parallel = crate::ingest::default_parallelism();
+    let mut stages = vec![gzip, json, read, end];
+    if parallel > 1 {
+        stages.push(
+            measure_writes(
+                "5 flowsense ingest, sources at once (-j)",
+                repeat,
+                false,
+                async |lake: &Lake| ingest(lake, parallel).await,
+            )
+            .await?,
+        );
+        println!("(stage 5 ingests {parallel} sources at once: the default on this machine)");
+    }
+    print_stages("lines", lines, &stages);
     Ok(())
 }
 

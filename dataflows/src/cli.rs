@@ -107,6 +107,10 @@ pub enum Command {
         /// the first two bars).
         #[arg(long)]
         interval: Option<flowsense_core::job::Span>,
+        /// Sources ingested at once, each on its own reader thread and writer task (a source is
+        /// a file, or one symbol's chain of daily Binance files). Default: one per core, at most 8.
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: Option<u16>,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -258,8 +262,10 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // One worker per core (at least two): ingest runs a writer task per source at once.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     match cli.command {
@@ -271,6 +277,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             time_tolerance_ms,
             symbol,
             interval,
+            parallel,
             quiet,
         } => {
             let lake = lake.open()?;
@@ -286,8 +293,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             options.binance.time_tolerance_ns = time_tolerance_ms.saturating_mul(1_000_000);
             options.bars.symbol = symbol;
             options.bars.interval = interval;
-            let report = rt.block_on(crate::ingest::ingest_paths_with(
-                &lake, &paths, format, &options, !quiet,
+            let parallel = parallel.map_or_else(crate::ingest::default_parallelism, usize::from);
+            let report = rt.block_on(crate::ingest::ingest_sources(
+                &lake, &paths, format, &options, !quiet, parallel,
             ))?;
             eprint!("{}", report.summary(lake.url().as_str()));
             Ok(ExitCode::SUCCESS)

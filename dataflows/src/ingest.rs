@@ -1,4 +1,5 @@
-//! `flowsense ingest`: readers on one thread, the lake writer on another, counts for the summary.
+//! `flowsense ingest`: each source read on a thread of its own and written by a task of its own,
+//! several sources at once, counts merged for the summary.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +38,23 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
+    /// Adds another report's counts (of other sources) to this one's; the wall time is the
+    /// longer of the two.
+    pub fn absorb(&mut self, other: IngestReport) {
+        for (t, n) in other.rows {
+            *self.rows.entry(t).or_default() += n;
+        }
+        for (r, n) in other.dead {
+            *self.dead.entry(r).or_default() += n;
+        }
+        self.events += other.events;
+        self.sources += other.sources;
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.files_removed += other.files_removed;
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
     /// Total dead letters.
     pub fn dead_total(&self) -> u64 {
         self.dead.values().sum()
@@ -89,27 +107,41 @@ pub struct Ingestor {
     writer: LakeWriter,
     report: IngestReport,
     progress: ProgressBar,
+    /// Whether `finish` clears the progress bar (false when other ingestors share it).
+    owns_progress: bool,
     started: Instant,
+}
+
+/// A spinner on stderr (drawn only when stderr is a terminal), or a hidden one.
+fn progress_bar(progress: bool) -> ProgressBar {
+    let bar = if progress {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("static template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 impl Ingestor {
     /// An ingestor writing into `lake`, with a progress spinner on stderr when `progress` is set
     /// (and stderr is a terminal).
     pub fn new(lake: Lake, progress: bool) -> Self {
-        let bar = if progress {
-            ProgressBar::new_spinner()
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                .expect("static template"),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
+        let mut ing = Ingestor::sharing(lake, progress_bar(progress));
+        ing.owns_progress = true;
+        ing
+    }
+
+    /// An ingestor that reports on a progress bar other ingestors share.
+    fn sharing(lake: Lake, progress: ProgressBar) -> Self {
         Ingestor {
             writer: LakeWriter::new(lake),
             report: IngestReport::default(),
-            progress: bar,
+            progress,
+            owns_progress: false,
             started: Instant::now(),
         }
     }
@@ -217,7 +249,9 @@ impl Ingestor {
         self.report.bytes = s.bytes;
         self.report.files_removed = s.files_removed;
         self.report.elapsed = self.started.elapsed();
-        self.progress.finish_and_clear();
+        if self.owns_progress {
+            self.progress.finish_and_clear();
+        }
         Ok(self.report)
     }
 }
@@ -232,7 +266,7 @@ pub async fn ingest_paths(
     ingest_paths_with(lake, paths, format, &InputOptions::default(), progress).await
 }
 
-/// [`ingest_paths`] with reader options.
+/// [`ingest_paths`] with reader options, [`default_parallelism`] sources at once.
 pub async fn ingest_paths_with(
     lake: &Lake,
     paths: &[PathBuf],
@@ -240,6 +274,38 @@ pub async fn ingest_paths_with(
     options: &InputOptions,
     progress: bool,
 ) -> anyhow::Result<IngestReport> {
+    ingest_sources(
+        lake,
+        paths,
+        format,
+        options,
+        progress,
+        default_parallelism(),
+    )
+    .await
+}
+
+/// Sources ingested at once by default: one per core, at most 8 (each holds about 120 MB at
+/// its peak on the Binance captures: its reader's books and batches, and its writer's columns).
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// Every path (files or folders) into the lake, up to `parallel` sources at once.
+///
+/// A source is a file, or one symbol's chain of daily Binance files (a day continues the
+/// previous day's book). Each source has its own reader thread and its own writer task, and
+/// writes files named for it alone, so the lake holds the same files whatever `parallel` is;
+/// only the order in which they land differs. The first source to fail stops the others.
+pub async fn ingest_sources(
+    lake: &Lake,
+    paths: &[PathBuf],
+    format: Option<Format>,
+    options: &InputOptions,
+    progress: bool,
+    parallel: usize,
+) -> anyhow::Result<IngestReport> {
+    let started = Instant::now();
     let inputs = open_inputs_with(paths, format, options).context("opening the inputs")?;
     if inputs.is_empty() {
         anyhow::bail!(
@@ -251,12 +317,40 @@ pub async fn ingest_paths_with(
                 .join(", ")
         );
     }
-    let mut ing = Ingestor::new(lake.clone(), progress);
-    for (fmt, files, reader) in inputs {
-        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        ing.consume(reader)
-            .await
-            .with_context(|| format!("ingesting {} ({fmt:?})", names.join(", ")))?;
+    // Largest sources first, so that no large one starts last and runs alone at the end.
+    let mut inputs = inputs;
+    inputs.sort_by_cached_key(|(_, files, _)| {
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        std::cmp::Reverse(bytes)
+    });
+    let bar = progress_bar(progress);
+    let mut inputs = inputs.into_iter();
+    // Dropping the set (on an error) aborts the sources still running.
+    let mut running = tokio::task::JoinSet::new();
+    let mut report = IngestReport::default();
+    loop {
+        while running.len() < parallel.max(1)
+            && let Some((fmt, files, reader)) = inputs.next()
+        {
+            let mut ing = Ingestor::sharing(lake.clone(), bar.clone());
+            running.spawn(async move {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                ing.consume(reader)
+                    .await
+                    .with_context(|| format!("ingesting {} ({fmt:?})", names.join(", ")))?;
+                ing.finish().await
+            });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        report.absorb(done.context("an ingest task panicked")??);
     }
-    ing.finish().await
+    bar.finish_and_clear();
+    report.elapsed = started.elapsed();
+    Ok(report)
 }

@@ -88,6 +88,23 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
         )
         .unwrap();
         std::fs::write(input.join("TESTBAR-1m.csv"), BAD_BARS).unwrap();
+        // A line that is not UTF-8 ends each text file.
+        for f in [
+            "TESTBAR-1m.csv",
+            "TEST_2024-01-02_34200000_57600000_message_1.csv",
+        ] {
+            let mut bytes = std::fs::read(input.join(f)).unwrap();
+            bytes.extend_from_slice(b"\xff\xfe,1,2\n");
+            std::fs::write(input.join(f), bytes).unwrap();
+        }
+        // A compressed capture cut off mid-write: its first half is kept.
+        let capture = std::fs::read(binance_data().join("spot/btcusdt_20240808.gz")).unwrap();
+        std::fs::create_dir_all(input.join("cut")).unwrap();
+        std::fs::write(
+            input.join("cut/btcusdt_20240808.gz"),
+            &capture[..capture.len() / 2],
+        )
+        .unwrap();
         let lake = Lake::open(
             dir.path().join("lake").to_str().unwrap(),
             &Default::default(),
@@ -127,6 +144,30 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
         );
         let bars = query_u64(&lake, "SELECT count(*) FROM bars WHERE symbol = 'TESTBAR'").await;
         assert_eq!(bars, 2, "the bars around the bad one");
+        assert!(
+            dead.contains("btcusdt_20240808.gz:")
+                && dead.contains("unreadable: the rest of the file cannot be read"),
+            "{dead}"
+        );
+        assert!(
+            dead.contains("TESTBAR-1m.csv:5,unparsable: not UTF-8"),
+            "{dead}"
+        );
+        assert!(
+            dead.contains(
+                "TEST_2024-01-02_34200000_57600000_message_1.csv:12,unparsable: not UTF-8"
+            ),
+            "{dead}"
+        );
+        let kept = query_u64(
+            &lake,
+            "SELECT count(*) FROM quotes WHERE symbol = 'BTCUSDT'",
+        )
+        .await;
+        assert!(
+            kept > 1000,
+            "the cut capture's rows before the cut are kept: {kept}"
+        );
         // The good rows around the bad ones were written.
         let trades = query_csv(&lake, "SELECT symbol, price, size, side FROM trades").await;
         assert!(trades.contains("TESTUSDT-PERP,100.5,0.25,sell"), "{trades}");

@@ -233,3 +233,60 @@ fn flowsense_sql_operators_give_what_plain_datafusion_gives() {
         }
     });
 }
+
+/// Every file under `root`, by path relative to it, with its bytes.
+fn files(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sources_ingested_at_once_leave_the_same_files_as_one_at_a_time() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lakes = Vec::new();
+        let mut reports = Vec::new();
+        for parallel in [1, 3] {
+            let root = dir.path().join(format!("j{parallel}"));
+            let lake = Lake::open(root.to_str().unwrap(), &Default::default()).unwrap();
+            let report = flowsense::ingest::ingest_sources(
+                &lake,
+                &[binance_data()],
+                None,
+                &Default::default(),
+                false,
+                parallel,
+            )
+            .await
+            .unwrap();
+            reports.push(report);
+            lakes.push(files(&root));
+        }
+        assert_eq!(reports[0].sources, 3, "the bundled data is three sources");
+        for r in &reports[1..] {
+            assert_eq!(r.rows, reports[0].rows);
+            assert_eq!(r.events, reports[0].events);
+            assert_eq!((r.files, r.bytes), (reports[0].files, reports[0].bytes));
+        }
+        assert!(lakes[0].len() >= 12, "{:?}", lakes[0].keys());
+        assert_eq!(
+            lakes[0].keys().collect::<Vec<_>>(),
+            lakes[1].keys().collect::<Vec<_>>()
+        );
+        for (path, bytes) in &lakes[0] {
+            assert!(&lakes[1][path] == bytes, "{path} differs");
+        }
+    });
+}

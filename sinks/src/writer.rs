@@ -644,7 +644,10 @@ mod tests {
                 asks: vec![level(2), level(3)],
                 is_snapshot: false,
             };
-            w.push(&MarketEvent::Depth(Symbol::new("ABC").unwrap(), Box::new(d)));
+            w.push(&MarketEvent::Depth(
+                Symbol::new("ABC").unwrap(),
+                Box::new(d),
+            ));
             // 4 rows a message, 5 a batch: the second message is encoded after the first.
             assert_eq!(w.parts[0].rows.len(), 4, "message {m}");
         }

@@ -45,6 +45,7 @@ use flowsense_core::{
     Bar, DeadLetter, DeadLetterReason, MarketEvent, Price, Size, Symbol, UnixNanos,
 };
 
+use crate::binance::read_text_line;
 use crate::{Error, Record, Result, SourceId};
 
 /// Options of the bars reader.
@@ -155,6 +156,8 @@ pub struct BarsReader {
     layout: Option<Layout>,
     symbols: HashMap<Symbol, SymbolState>,
     line: String,
+    /// The line's bytes, before they are checked to be UTF-8.
+    bytes: Vec<u8>,
     line_no: u64,
     out: VecDeque<Record>,
     started: bool,
@@ -188,6 +191,7 @@ impl BarsReader {
             layout: None,
             symbols: HashMap::new(),
             line: String::new(),
+            bytes: Vec::new(),
             line_no: 0,
             out: VecDeque::new(),
             started: false,
@@ -285,11 +289,18 @@ impl BarsReader {
             self.started = true;
             self.out.push_back(Record::SourceStart(self.source.clone()));
         }
-        self.line.clear();
-        let n = self
-            .text
-            .read_line(&mut self.line)
-            .map_err(|e| Error::io(&self.path, e))?;
+        let n = match read_text_line(&mut *self.text, &mut self.bytes, &mut self.line) {
+            Ok(n) => n,
+            Err(bad) => {
+                self.line_no += 1;
+                let ends = bad.ends_file();
+                self.dead(bad.reason, bad.detail, &bad.raw, self.line_no);
+                if !ends {
+                    return Ok(());
+                }
+                0
+            }
+        };
         if n == 0 {
             // Bars still waiting for a second one to tell the interval.
             let mut waiting: Vec<_> = self

@@ -52,6 +52,56 @@ pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     open_text_buffered(path, 1 << 20)
 }
 
+/// A line that could not be read as text: what its dead letter says.
+#[derive(Debug)]
+pub(crate) struct BadLine {
+    pub(crate) reason: DeadLetterReason,
+    pub(crate) detail: String,
+    pub(crate) raw: String,
+}
+
+impl BadLine {
+    /// The rest of a file cannot be read after `partial`, the start of its next line.
+    pub(crate) fn unreadable(e: &std::io::Error, partial: &[u8]) -> Self {
+        BadLine {
+            reason: DeadLetterReason::Unreadable,
+            detail: format!("the rest of the file cannot be read: {e}"),
+            raw: String::from_utf8_lossy(partial).into_owned(),
+        }
+    }
+
+    /// True when the file ends here (the reader cannot go on), false for one bad line.
+    pub(crate) fn ends_file(&self) -> bool {
+        self.reason == DeadLetterReason::Unreadable
+    }
+}
+
+/// Reads one line into `line` like [`BufRead::read_line`] (`Ok(0)` at the end), except that a
+/// line that is not UTF-8, or a file that cannot be read on (cut off, damaged), is a [`BadLine`]
+/// for the dead letters rather than an error that stops the run.
+pub(crate) fn read_text_line(
+    r: &mut dyn BufRead,
+    bytes: &mut Vec<u8>,
+    line: &mut String,
+) -> std::result::Result<usize, BadLine> {
+    bytes.clear();
+    line.clear();
+    let n = r
+        .read_until(b'\n', bytes)
+        .map_err(|e| BadLine::unreadable(&e, bytes))?;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            line.push_str(text);
+            Ok(n)
+        }
+        Err(_) => Err(BadLine {
+            reason: DeadLetterReason::Unparsable,
+            detail: "not UTF-8".into(),
+            raw: String::from_utf8_lossy(bytes).into_owned(),
+        }),
+    }
+}
+
 /// Opens a file's first few kilobytes of text to look at, e.g. to guess its format: a small
 /// buffer, so that sniffing a gzip file decompresses kilobytes, not [`open_text`]'s megabyte.
 pub fn sniff_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
@@ -445,6 +495,17 @@ impl BinanceReader {
         }
     }
 
+    /// The current file cannot be read on (cut off or damaged): what was read of its last line
+    /// becomes a dead letter, and the file ends here. The next file of the chain goes on; its
+    /// update ids tell whether the books continue or wait for a snapshot.
+    fn unreadable(&mut self, e: &std::io::Error) {
+        self.line_no += 1;
+        let position = self.here();
+        let bad = BadLine::unreadable(e, &self.buf);
+        self.buf.clear();
+        self.dead(position, (bad.reason, bad.detail), &bad.raw);
+    }
+
     fn dead(&mut self, position: Pos, (reason, detail): Bad, raw: &str) {
         let source = self
             .current
@@ -809,12 +870,17 @@ impl BinanceReader {
                 self.current = Some((path.clone(), id, reader));
                 self.line_no = 0;
             }
-            let (path, id, reader) = self.current.as_mut().expect("opened above");
+            let (_, _, reader) = self.current.as_mut().expect("opened above");
             self.buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|e| Error::io(path.clone(), e))?;
+            let n = match reader.read_until(b'\n', &mut self.buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.unreadable(&e);
+                    0
+                }
+            };
             if n == 0 {
+                let (_, id, _) = self.current.as_ref().expect("opened above");
                 let id = id.clone();
                 // Held diffs of this file stay held: the next file may carry the snapshot. They
                 // will be written with the source that resolves them.

@@ -26,7 +26,7 @@ use flowsense_core::{
     UnixNanos,
 };
 
-use crate::binance::open_text;
+use crate::binance::{open_text, read_text_line};
 use crate::book::{L2Book, L3Replay};
 use crate::{Error, Record, Result, SourceId};
 
@@ -215,6 +215,8 @@ pub struct LobsterReader {
     events: Vec<flowsense_core::MarketEvent>,
     line: String,
     book_line: String,
+    /// A line's bytes, before they are checked to be UTF-8.
+    bytes: Vec<u8>,
 }
 
 impl LobsterReader {
@@ -254,6 +256,7 @@ impl LobsterReader {
             events: Vec::new(),
             line: String::new(),
             book_line: String::new(),
+            bytes: Vec::new(),
         })
     }
 
@@ -272,19 +275,35 @@ impl LobsterReader {
         }));
     }
 
-    fn read_book_row(&mut self) -> Result<Option<(Levels, Levels)>> {
-        let Some(ob) = self.orderbook.as_mut() else {
-            return Ok(None);
-        };
-        self.book_line.clear();
-        let n = ob
-            .read_line(&mut self.book_line)
-            .map_err(|e| Error::io(&self.path, e))?;
-        if n == 0 {
-            self.orderbook = None;
-            return Ok(None);
+    /// The orderbook file's row for the current message, when there is one to check against.
+    fn read_book_row(&mut self) -> Option<(Levels, Levels)> {
+        let ob = self.orderbook.as_mut()?;
+        match read_text_line(&mut **ob, &mut self.bytes, &mut self.book_line) {
+            Ok(0) => {
+                self.orderbook = None;
+                None
+            }
+            Ok(_) => parse_book_row(self.book_line.trim_end(), self.name.levels),
+            Err(bad) => {
+                // The orderbook file only checks the reconstruction: a bad row skips one
+                // check, an unreadable rest ends the checks; either is reported.
+                if bad.ends_file() {
+                    self.orderbook = None;
+                }
+                let ob_name = orderbook_path(&self.path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.out.push_back(Record::Dead(DeadLetter {
+                    source: self.source.to_string(),
+                    position: format!("{ob_name}:{}", self.line_no),
+                    reason: bad.reason,
+                    detail: bad.detail,
+                    raw: bad.raw,
+                }));
+                None
+            }
         }
-        Ok(parse_book_row(self.book_line.trim_end(), self.name.levels))
     }
 
     /// Seeds the book from the first orderbook row with the first message undone.
@@ -352,11 +371,23 @@ impl LobsterReader {
     }
 
     fn step(&mut self) -> Result<()> {
-        self.line.clear();
-        let n = self
-            .messages
-            .read_line(&mut self.line)
-            .map_err(|e| Error::io(&self.path, e))?;
+        let n = match read_text_line(&mut *self.messages, &mut self.bytes, &mut self.line) {
+            Ok(n) => n,
+            Err(bad) => {
+                self.line_no += 1;
+                if self.line_no == 1 {
+                    self.out.push_back(Record::SourceStart(self.source.clone()));
+                }
+                let ends = bad.ends_file();
+                self.dead(bad.reason, bad.detail, &bad.raw);
+                if !ends {
+                    // Its orderbook row belongs to the message that could not be read.
+                    self.read_book_row();
+                    return Ok(());
+                }
+                0
+            }
+        };
         if n == 0 {
             if self.line_no == 0 {
                 self.out.push_back(Record::SourceStart(self.source.clone()));
@@ -366,7 +397,7 @@ impl LobsterReader {
             return Ok(());
         }
         self.line_no += 1;
-        let row = self.read_book_row()?;
+        let row = self.read_book_row();
         if self.line_no == 1 {
             self.out.push_back(Record::SourceStart(self.source.clone()));
         }
