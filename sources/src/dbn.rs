@@ -12,10 +12,10 @@
 //! the file's symbology mappings (instrument id to raw symbol).
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dbn::decode::{DbnMetadata, DecodeRecordRef, DynDecoder};
-use dbn::{MboMsg, Mbp10Msg, TradeMsg, VersionUpgradePolicy};
+use dbn::{Compression, MboMsg, Mbp10Msg, TradeMsg, VersionUpgradePolicy};
 use flowsense_core::{
     BboUpdate, DeadLetter, DeadLetterReason, DepthUpdate, L3Action, MarketEvent, OrderEvent,
     OrderId, Price, Side, Size, Symbol, Trade, UnixNanos,
@@ -37,8 +37,7 @@ fn side(c: std::ffi::c_char) -> Option<Side> {
 
 /// Reads one DBN file; an iterator of [`Record`]s.
 pub struct DbnReader {
-    decoder: DynDecoder<'static, std::io::BufReader<std::fs::File>>,
-    path: PathBuf,
+    decoder: DynDecoder<'static, std::io::BufReader<Box<dyn std::io::Read + Send>>>,
     file_name: String,
     source: SourceId,
     symbols: HashMap<u32, Symbol>,
@@ -49,12 +48,63 @@ pub struct DbnReader {
     events: Vec<MarketEvent>,
     started: bool,
     done: bool,
+    /// For an uncompressed DBN 3 file (records read as they are stored): its length and the
+    /// bytes read up to the end of the last whole record. The decoder stops quietly at a record
+    /// cut short; this tells that apart from a clean end.
+    plain: Option<(u64, u64)>,
+}
+
+const UPGRADE: VersionUpgradePolicy = VersionUpgradePolicy::UpgradeToV3;
+
+/// A DBN file's bytes, decompressed when it is zstd.
+fn open_decompressed(path: &Path) -> Result<Box<dyn std::io::Read + Send>> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut file = std::io::BufReader::new(file);
+    let head = file.fill_buf().map_err(|e| Error::io(path, e))?;
+    Ok(if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        let zstd =
+            zstd::stream::read::Decoder::with_buffer(file).map_err(|e| Error::io(path, e))?;
+        Box::new(CutIsError(zstd))
+    } else {
+        Box::new(file)
+    })
+}
+
+/// Reports a stream that ends early as an error: the DBN decoder takes `UnexpectedEof` for the
+/// clean end of a file, which would make a cut-off zstd file look whole.
+struct CutIsError<R>(R);
+
+impl<R: std::io::Read> std::io::Read for CutIsError<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("cut short: {e}"))
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// An uncompressed DBN 3 file's length and the length of its metadata (with its 8-byte prefix),
+/// or `None` for any other file.
+fn plain_layout(path: &Path) -> Option<(u64, u64)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 8];
+    f.read_exact(&mut head).ok()?;
+    if &head[..3] != b"DBN" || head[3] != dbn::DBN_VERSION {
+        return None;
+    }
+    let meta = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    Some((f.metadata().ok()?.len(), 8 + u64::from(meta)))
 }
 
 impl DbnReader {
     /// Opens a `.dbn` or `.dbn.zst` file.
     pub fn open(path: &Path) -> Result<Self> {
-        let decoder = DynDecoder::from_file(path, VersionUpgradePolicy::UpgradeToV3)
+        let decoder = DynDecoder::new(open_decompressed(path)?, Compression::None, UPGRADE)
             .map_err(|e| Error::format(path, e.to_string()))?;
         let mut symbols = HashMap::new();
         for m in &decoder.metadata().mappings {
@@ -69,7 +119,6 @@ impl DbnReader {
         }
         Ok(DbnReader {
             decoder,
-            path: path.to_path_buf(),
             file_name: path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -83,7 +132,18 @@ impl DbnReader {
             events: Vec::new(),
             started: false,
             done: false,
+            plain: plain_layout(path),
         })
+    }
+
+    /// The file cannot be read on (`e`): the records before stay, a dead letter says so, and
+    /// the file ends here.
+    fn unreadable(&mut self, e: std::io::Error) {
+        self.record_no += 1;
+        let bad = crate::binance::BadLine::unreadable(&e, &[]);
+        self.dead(bad.reason, bad.detail, bad.raw);
+        self.done = true;
+        self.out.push_back(Record::SourceDone(self.source.clone()));
     }
 
     fn symbol(&mut self, id: u32) -> Symbol {
@@ -339,12 +399,28 @@ impl DbnReader {
         let rec = match self.decoder.decode_record_ref() {
             Ok(Some(r)) => r,
             Ok(None) => {
+                if let Some((len, read)) = self.plain
+                    && read < len
+                {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("the file ends {} bytes into a record", len - read),
+                    );
+                    self.unreadable(e);
+                    return Ok(());
+                }
                 self.done = true;
                 self.out.push_back(Record::SourceDone(self.source.clone()));
                 return Ok(());
             }
-            Err(e) => return Err(Error::format(&self.path, e.to_string())),
+            Err(e) => {
+                self.unreadable(std::io::Error::other(e));
+                return Ok(());
+            }
         };
+        if let Some((_, read)) = &mut self.plain {
+            *read += rec.as_ref().len() as u64;
+        }
         self.record_no += 1;
         if let Some(m) = rec.get::<MboMsg>() {
             let m = m.clone();
@@ -461,5 +537,78 @@ mod tests {
         assert_eq!(bbo.bid, bids.first().copied());
         assert_eq!(bbo.ask, asks.first().copied());
         assert_eq!(bbo.local_ts.unwrap().0 - bbo.ts.unwrap().0, 1_000);
+    }
+
+    /// A file cut off mid-record keeps the records before the cut and ends with one dead letter.
+    #[test]
+    fn a_cut_off_file_keeps_its_records_and_ends_in_a_dead_letter() {
+        use crate::synth::{DayGenerator, SynthConfig};
+        let cfg = SynthConfig {
+            symbols: 1,
+            days: 1,
+            events_per_day: 40_000,
+            ..Default::default()
+        };
+        let mut g = DayGenerator::new(&cfg, 0, 0, cfg.dates()[0]);
+        let mut events: Vec<OrderEvent> = g.initial_orders().to_vec();
+        let mut more = Vec::new();
+        while g.next_events(&mut more) {
+            events.append(&mut more);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("syn.mbo.dbn");
+        write_mbo(&path, &events);
+        let whole: Vec<Record> = DbnReader::open(&path)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let bytes = std::fs::read(&path).unwrap();
+        // Half a record short of the end.
+        let cut = bytes.len() - std::mem::size_of::<MboMsg>() / 2;
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let records: Vec<Record> = DbnReader::open(&path)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let dead: Vec<&DeadLetter> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Dead(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].reason, DeadLetterReason::Unreadable);
+        assert_eq!(
+            dead[0].position,
+            format!("syn.mbo.dbn:record {}", events.len()),
+            "the last record is the one cut"
+        );
+        assert!(matches!(records.last(), Some(Record::SourceDone(_))));
+        let n_events = |rs: &[Record]| rs.iter().filter(|r| matches!(r, Record::Event(_))).count();
+        assert!(n_events(&records) > 0);
+        assert!(n_events(&records) < n_events(&whole));
+
+        // Compressed: the zstd stream cut short is an error the reader reports the same way.
+        let zst = dir.path().join("syn.mbo.dbn.zst");
+        let mut w = dbn::encode::DynWriter::new(
+            std::fs::File::create(&zst).unwrap(),
+            dbn::Compression::Zstd,
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut w, &bytes).unwrap();
+        drop(w);
+        let packed = std::fs::read(&zst).unwrap();
+        std::fs::write(&zst, &packed[..packed.len() * 3 / 4]).unwrap();
+        let records: Vec<Record> = DbnReader::open(&zst).unwrap().map(|r| r.unwrap()).collect();
+        let reasons: Vec<_> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Dead(d) => Some(d.reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons, [DeadLetterReason::Unreadable]);
+        assert!(n_events(&records) > 0);
     }
 }
