@@ -502,23 +502,29 @@ mod tests {
         }
     }
 
-    /// A synthetic day written as DBN MBO reads back into the same book as the synthetic market.
-    #[test]
-    fn mbo_round_trip_rebuilds_the_same_book() {
+    /// A synthetic day of one symbol: its generator (to ask for the book at the end) and its
+    /// order messages, resting orders first.
+    fn synthetic_day(events_per_day: u64) -> (crate::synth::DayGenerator, Vec<OrderEvent>) {
         use crate::synth::{DayGenerator, SynthConfig};
         let cfg = SynthConfig {
             symbols: 1,
             days: 1,
-            events_per_day: 5_000,
+            events_per_day,
             ..Default::default()
         };
-        let date = cfg.dates()[0];
-        let mut g = DayGenerator::new(&cfg, 0, 0, date);
+        let mut g = DayGenerator::new(&cfg, 0, 0, cfg.dates()[0]);
         let mut events: Vec<OrderEvent> = g.initial_orders().to_vec();
-        let mut buf = Vec::new();
-        while g.next_events(&mut buf) {
-            events.append(&mut buf);
+        let mut more = Vec::new();
+        while g.next_events(&mut more) {
+            events.append(&mut more);
         }
+        (g, events)
+    }
+
+    /// A synthetic day written as DBN MBO reads back into the same book as the synthetic market.
+    #[test]
+    fn mbo_round_trip_rebuilds_the_same_book() {
+        let (g, events) = synthetic_day(5_000);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("syn.mbo.dbn");
         write_mbo(&path, &events);
@@ -542,19 +548,7 @@ mod tests {
     /// A file cut off mid-record keeps the records before the cut and ends with one dead letter.
     #[test]
     fn a_cut_off_file_keeps_its_records_and_ends_in_a_dead_letter() {
-        use crate::synth::{DayGenerator, SynthConfig};
-        let cfg = SynthConfig {
-            symbols: 1,
-            days: 1,
-            events_per_day: 40_000,
-            ..Default::default()
-        };
-        let mut g = DayGenerator::new(&cfg, 0, 0, cfg.dates()[0]);
-        let mut events: Vec<OrderEvent> = g.initial_orders().to_vec();
-        let mut more = Vec::new();
-        while g.next_events(&mut more) {
-            events.append(&mut more);
-        }
+        let (_, events) = synthetic_day(40_000);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("syn.mbo.dbn");
         write_mbo(&path, &events);
