@@ -404,21 +404,40 @@ async fn bench_synth(symbols: usize, events_per_day: u64, repeat: usize) -> anyh
         }
         Ok(())
     })?;
+    let synth = async |lake: &Lake, parallel: usize| {
+        crate::synth::synth_parallel(lake, &cfg, None, false, parallel)
+            .await
+            .map(drop)
+    };
     let mem = measure_writes(
         "3 + Parquet encode, in-memory store",
         repeat,
         true,
-        async |lake: &Lake| crate::synth::synth(lake, &cfg, None, false).await.map(drop),
+        async |lake: &Lake| synth(lake, 1).await,
     )
     .await?;
     let disk = measure_writes(
-        "4 + file:// lake writes (flowsense synth)",
+        "4 + file:// lake writes (synth -j 1)",
         repeat,
         false,
-        async |lake: &Lake| crate::synth::synth(lake, &cfg, None, false).await.map(drop),
+        async |lake: &Lake| synth(lake, 1).await,
     )
     .await?;
-    print_stages("events", messages, &[gen_only, with_book, mem, disk]);
+    let mut stages = vec![gen_only, with_book, mem, disk];
+    let parallel = crate::ingest::default_parallelism().min(symbols);
+    if parallel > 1 {
+        stages.push(
+            measure_writes(
+                "5 + symbols at once (flowsense synth)",
+                repeat,
+                false,
+                async |lake: &Lake| synth(lake, parallel).await,
+            )
+            .await?,
+        );
+        println!("(stage 5 generates {parallel} symbols at once: the default on this machine)");
+    }
+    print_stages("events", messages, &stages);
     Ok(())
 }
 

@@ -135,6 +135,10 @@ pub enum Command {
         /// Also write LOBSTER message/orderbook files (10 levels) into this folder.
         #[arg(long)]
         lobster: Option<PathBuf>,
+        /// Symbols generated at once (each seeded on its own: the lake is the same whatever
+        /// this is). Default: one per core, at most 8.
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: Option<u16>,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -307,6 +311,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             events_per_day,
             lobster,
+            parallel,
             quiet,
         } => {
             let lake = lake.open()?;
@@ -317,8 +322,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 events_per_day,
                 ..Default::default()
             };
-            let report =
-                rt.block_on(crate::synth::synth(&lake, &cfg, lobster.as_deref(), !quiet))?;
+            let parallel = parallel.map_or_else(crate::ingest::default_parallelism, usize::from);
+            let report = rt.block_on(crate::synth::synth_parallel(
+                &lake,
+                &cfg,
+                lobster.as_deref(),
+                !quiet,
+                parallel,
+            ))?;
             eprint!("{}", report.summary(lake.url().as_str()));
             Ok(ExitCode::SUCCESS)
         }

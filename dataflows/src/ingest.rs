@@ -305,7 +305,6 @@ pub async fn ingest_sources(
     progress: bool,
     parallel: usize,
 ) -> anyhow::Result<IngestReport> {
-    let started = Instant::now();
     let inputs = open_inputs_with(paths, format, options).context("opening the inputs")?;
     if inputs.is_empty() {
         anyhow::bail!(
@@ -327,21 +326,39 @@ pub async fn ingest_sources(
             .sum();
         std::cmp::Reverse(bytes)
     });
+    let sources = inputs.into_iter().map(|(fmt, files, reader)| {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        (format!("{} ({fmt:?})", names.join(", ")), reader)
+    });
+    ingest_readers(lake, sources, progress, parallel).await
+}
+
+/// Ingests readers into the lake, up to `parallel` at once, each on its own reader thread and
+/// writer task; `label` names a reader in its errors. The first to fail stops the others.
+pub async fn ingest_readers<R>(
+    lake: &Lake,
+    readers: impl IntoIterator<Item = (String, R)>,
+    progress: bool,
+    parallel: usize,
+) -> anyhow::Result<IngestReport>
+where
+    R: Iterator<Item = flowsense_sources::Result<Record>> + Send + 'static,
+{
+    let started = Instant::now();
     let bar = progress_bar(progress);
-    let mut inputs = inputs.into_iter();
-    // Dropping the set (on an error) aborts the sources still running.
+    let mut readers = readers.into_iter();
+    // Dropping the set (on an error) aborts the readers still running.
     let mut running = tokio::task::JoinSet::new();
     let mut report = IngestReport::default();
     loop {
         while running.len() < parallel.max(1)
-            && let Some((fmt, files, reader)) = inputs.next()
+            && let Some((label, reader)) = readers.next()
         {
             let mut ing = Ingestor::sharing(lake.clone(), bar.clone());
             running.spawn(async move {
-                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
                 ing.consume(reader)
                     .await
-                    .with_context(|| format!("ingesting {} ({fmt:?})", names.join(", ")))?;
+                    .with_context(|| format!("ingesting {label}"))?;
                 ing.finish().await
             });
         }

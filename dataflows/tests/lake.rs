@@ -253,7 +253,7 @@ fn files(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> 
 }
 
 #[test]
-fn sources_ingested_at_once_leave_the_same_files_as_one_at_a_time() {
+fn sources_ingested_or_generated_at_once_leave_the_same_files_as_one_at_a_time() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let mut lakes = Vec::new();
@@ -288,5 +288,24 @@ fn sources_ingested_at_once_leave_the_same_files_as_one_at_a_time() {
         for (path, bytes) in &lakes[0] {
             assert!(&lakes[1][path] == bytes, "{path} differs");
         }
+
+        // The synthetic market too, one symbol per task.
+        let cfg = SynthConfig {
+            symbols: 3,
+            days: 2,
+            events_per_day: 5_000,
+            ..Default::default()
+        };
+        let mut synthetic = Vec::new();
+        for parallel in [1, 3] {
+            let root = dir.path().join(format!("synth-j{parallel}"));
+            let lake = Lake::open(root.to_str().unwrap(), &Default::default()).unwrap();
+            let report = flowsense::synth::synth_parallel(&lake, &cfg, None, false, parallel)
+                .await
+                .unwrap();
+            assert_eq!(report.sources, 6, "three symbols, two days");
+            synthetic.push(files(&root));
+        }
+        assert_eq!(synthetic[0], synthetic[1]);
     });
 }
