@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,6 +17,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Records per message between the reader thread and the writer task.
 const BATCH: usize = 16_384;
+
+/// Events between updates of the progress bar's count.
+const PROGRESS_EVERY: u64 = 1 << 16;
 
 /// What an ingest did.
 #[derive(Clone, Debug, Default)]
@@ -109,6 +114,8 @@ pub struct Ingestor {
     progress: ProgressBar,
     /// Whether `finish` clears the progress bar (false when other ingestors share it).
     owns_progress: bool,
+    /// Events shown on the progress bar, counted by every ingestor that shares it.
+    progress_events: Arc<AtomicU64>,
     started: Instant,
 }
 
@@ -130,18 +137,20 @@ impl Ingestor {
     /// An ingestor writing into `lake`, with a progress spinner on stderr when `progress` is set
     /// (and stderr is a terminal).
     pub fn new(lake: Lake, progress: bool) -> Self {
-        let mut ing = Ingestor::sharing(lake, progress_bar(progress));
+        let mut ing = Ingestor::sharing(lake, progress_bar(progress), Arc::default());
         ing.owns_progress = true;
         ing
     }
 
-    /// An ingestor that reports on a progress bar other ingestors share.
-    fn sharing(lake: Lake, progress: ProgressBar) -> Self {
+    /// An ingestor that reports on a progress bar other ingestors share, counting its events
+    /// into `events`.
+    fn sharing(lake: Lake, progress: ProgressBar, events: Arc<AtomicU64>) -> Self {
         Ingestor {
             writer: LakeWriter::new(lake),
             report: IngestReport::default(),
             progress,
             owns_progress: false,
+            progress_events: events,
             started: Instant::now(),
         }
     }
@@ -158,12 +167,12 @@ impl Ingestor {
             Record::Event(ev) => {
                 self.report.events += 1;
                 self.writer.push(&ev);
-                if self.report.events.is_multiple_of(262_144) {
-                    self.progress.set_message(format!(
-                        "{} events, {} dead letters",
-                        self.report.events,
-                        self.report.dead_total()
-                    ));
+                if self.report.events.is_multiple_of(PROGRESS_EVERY) {
+                    let all = self
+                        .progress_events
+                        .fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
+                    self.progress
+                        .set_message(format!("{} events", all + PROGRESS_EVERY));
                 }
             }
             Record::Dead(d) => {
@@ -172,8 +181,7 @@ impl Ingestor {
             }
             Record::SourceStart(id) => {
                 self.writer.begin_source(id.as_str());
-                self.progress
-                    .set_message(format!("{id}: {} events so far", self.report.events));
+                self.progress.set_message(format!("{id} started"));
             }
             Record::SourceDone(_) => {
                 self.writer.end_source().await?;
@@ -346,6 +354,7 @@ where
 {
     let started = Instant::now();
     let bar = progress_bar(progress);
+    let events = Arc::new(AtomicU64::new(0));
     let mut readers = readers.into_iter();
     // Dropping the set (on an error) aborts the readers still running.
     let mut running = tokio::task::JoinSet::new();
@@ -354,7 +363,7 @@ where
         while running.len() < parallel.max(1)
             && let Some((label, reader)) = readers.next()
         {
-            let mut ing = Ingestor::sharing(lake.clone(), bar.clone());
+            let mut ing = Ingestor::sharing(lake.clone(), bar.clone(), events.clone());
             running.spawn(async move {
                 ing.consume(reader)
                     .await
