@@ -117,6 +117,10 @@ pub fn open_inputs_with(
     for p in paths {
         collect(p, &mut files)?;
     }
+    // A file named twice (twice on the command line, or itself and its folder) is read once:
+    // read twice, its second copy would continue the first one's book as if it came later.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     let mut binance: BTreeMap<(PathBuf, String), Vec<PathBuf>> = BTreeMap::new();
     let mut out: Vec<(Format, Vec<PathBuf>, Reader)> = Vec::new();
     for f in files {
@@ -182,5 +186,19 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         Ok(())
     } else {
         Err(Error::format(p, "no such file or directory"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_named_twice_is_read_once() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/binance/spot");
+        let file = dir.join("btcusdt_20240808.gz");
+        let inputs = open_inputs(&[file.clone(), file, dir], None).unwrap();
+        assert_eq!(inputs.len(), 1);
+        assert_eq!(inputs[0].1.len(), 1, "{:?}", inputs[0].1);
     }
 }
