@@ -11,8 +11,8 @@ use anyhow::Context;
 use comfy_table::{Table as Grid, presets::UTF8_BORDERS_ONLY};
 use flowsense_core::{DeadLetterReason, Table};
 use flowsense_sinks::{Lake, LakeWriter};
-use flowsense_sources::Record;
 use flowsense_sources::detect::{Format, InputOptions, open_inputs_with};
+use flowsense_sources::{BytesRead, Record};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Records per message between the reader thread and the writer task.
@@ -111,46 +111,74 @@ impl IngestReport {
 pub struct Ingestor {
     writer: LakeWriter,
     report: IngestReport,
-    progress: ProgressBar,
+    progress: Progress,
     /// Whether `finish` clears the progress bar (false when other ingestors share it).
     owns_progress: bool,
-    /// Events shown on the progress bar, counted by every ingestor that shares it.
-    progress_events: Arc<AtomicU64>,
     started: Instant,
 }
 
-/// A spinner on stderr (drawn only when stderr is a terminal), or a hidden one.
-fn progress_bar(progress: bool) -> ProgressBar {
-    let bar = if progress {
-        ProgressBar::new_spinner()
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("static template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
+/// The progress bar the ingestors of one run share, and what they count on it.
+#[derive(Clone)]
+struct Progress {
+    bar: ProgressBar,
+    /// Events written, by every ingestor of the run.
+    events: Arc<AtomicU64>,
+    /// Bytes the readers have read of `bar`'s length, when the inputs are files.
+    bytes: Option<BytesRead>,
+}
+
+impl Progress {
+    /// On stderr when `shown` (and stderr is a terminal): a bar over `total` input bytes read by
+    /// `bytes`, or a spinner when the inputs are not files.
+    fn new(shown: bool, bytes: Option<(u64, BytesRead)>) -> Self {
+        let (bar, template) = match &bytes {
+            Some((total, _)) => (
+                ProgressBar::new(*total),
+                "{elapsed_precise} [{bar:20}] {bytes}/{total_bytes} eta {eta} {wide_msg}",
+            ),
+            None => (
+                ProgressBar::new_spinner(),
+                "{spinner} {elapsed_precise} {msg}",
+            ),
+        };
+        if !shown {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_style(ProgressStyle::with_template(template).expect("static template"));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress {
+            bar,
+            events: Arc::default(),
+            bytes: bytes.map(|(_, b)| b),
+        }
+    }
+
+    /// Counts `n` more events written and redraws.
+    fn add_events(&self, n: u64) {
+        let all = self.events.fetch_add(n, Ordering::Relaxed) + n;
+        if let Some(b) = &self.bytes {
+            self.bar.set_position(b.get());
+        }
+        self.bar.set_message(format!("{all} events"));
+    }
 }
 
 impl Ingestor {
     /// An ingestor writing into `lake`, with a progress spinner on stderr when `progress` is set
     /// (and stderr is a terminal).
     pub fn new(lake: Lake, progress: bool) -> Self {
-        let mut ing = Ingestor::sharing(lake, progress_bar(progress), Arc::default());
+        let mut ing = Ingestor::sharing(lake, Progress::new(progress, None));
         ing.owns_progress = true;
         ing
     }
 
-    /// An ingestor that reports on a progress bar other ingestors share, counting its events
-    /// into `events`.
-    fn sharing(lake: Lake, progress: ProgressBar, events: Arc<AtomicU64>) -> Self {
+    /// An ingestor that reports on a progress bar other ingestors share.
+    fn sharing(lake: Lake, progress: Progress) -> Self {
         Ingestor {
             writer: LakeWriter::new(lake),
             report: IngestReport::default(),
             progress,
             owns_progress: false,
-            progress_events: events,
             started: Instant::now(),
         }
     }
@@ -168,11 +196,7 @@ impl Ingestor {
                 self.report.events += 1;
                 self.writer.push(&ev);
                 if self.report.events.is_multiple_of(PROGRESS_EVERY) {
-                    let all = self
-                        .progress_events
-                        .fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
-                    self.progress
-                        .set_message(format!("{} events", all + PROGRESS_EVERY));
+                    self.progress.add_events(PROGRESS_EVERY);
                 }
             }
             Record::Dead(d) => {
@@ -181,7 +205,7 @@ impl Ingestor {
             }
             Record::SourceStart(id) => {
                 self.writer.begin_source(id.as_str());
-                self.progress.set_message(format!("{id} started"));
+                self.progress.bar.set_message(format!("{id} started"));
             }
             Record::SourceDone(_) => {
                 self.writer.end_source().await?;
@@ -258,7 +282,7 @@ impl Ingestor {
         self.report.files_removed = s.files_removed;
         self.report.elapsed = self.started.elapsed();
         if self.owns_progress {
-            self.progress.finish_and_clear();
+            self.progress.bar.finish_and_clear();
         }
         Ok(self.report)
     }
@@ -313,7 +337,12 @@ pub async fn ingest_sources(
     progress: bool,
     parallel: usize,
 ) -> anyhow::Result<IngestReport> {
-    let inputs = open_inputs_with(paths, format, options).context("opening the inputs")?;
+    let read = BytesRead::default();
+    let options = InputOptions {
+        bytes_read: read.clone(),
+        ..options.clone()
+    };
+    let inputs = open_inputs_with(paths, format, &options).context("opening the inputs")?;
     if inputs.is_empty() {
         anyhow::bail!(
             "no market data files found in {}",
@@ -325,20 +354,24 @@ pub async fn ingest_sources(
         );
     }
     // Largest sources first, so that no large one starts last and runs alone at the end.
-    let mut inputs = inputs;
-    inputs.sort_by_cached_key(|(_, files, _)| {
-        let bytes: u64 = files
-            .iter()
-            .filter_map(|f| std::fs::metadata(f).ok())
-            .map(|m| m.len())
-            .sum();
-        std::cmp::Reverse(bytes)
-    });
-    let sources = inputs.into_iter().map(|(fmt, files, reader)| {
+    let mut inputs: Vec<_> = inputs
+        .into_iter()
+        .map(|input| {
+            let bytes: u64 = (input.1.iter())
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+                .sum();
+            (bytes, input)
+        })
+        .collect();
+    inputs.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+    let total = inputs.iter().map(|(bytes, _)| bytes).sum();
+    let sources = inputs.into_iter().map(|(_, (fmt, files, reader))| {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         (format!("{} ({fmt:?})", names.join(", ")), reader)
     });
-    ingest_readers(lake, sources, progress, parallel).await
+    let progress = Progress::new(progress, Some((total, read)));
+    ingest_readers_with(lake, sources, progress, parallel).await
 }
 
 /// Ingests readers into the lake, up to `parallel` at once, each on its own reader thread and
@@ -352,9 +385,19 @@ pub async fn ingest_readers<R>(
 where
     R: Iterator<Item = flowsense_sources::Result<Record>> + Send + 'static,
 {
+    ingest_readers_with(lake, readers, Progress::new(progress, None), parallel).await
+}
+
+async fn ingest_readers_with<R>(
+    lake: &Lake,
+    readers: impl IntoIterator<Item = (String, R)>,
+    progress: Progress,
+    parallel: usize,
+) -> anyhow::Result<IngestReport>
+where
+    R: Iterator<Item = flowsense_sources::Result<Record>> + Send + 'static,
+{
     let started = Instant::now();
-    let bar = progress_bar(progress);
-    let events = Arc::new(AtomicU64::new(0));
     let mut readers = readers.into_iter();
     // Dropping the set (on an error) aborts the readers still running.
     let mut running = tokio::task::JoinSet::new();
@@ -363,7 +406,7 @@ where
         while running.len() < parallel.max(1)
             && let Some((label, reader)) = readers.next()
         {
-            let mut ing = Ingestor::sharing(lake.clone(), bar.clone(), events.clone());
+            let mut ing = Ingestor::sharing(lake.clone(), progress.clone());
             running.spawn(async move {
                 ing.consume(reader)
                     .await
@@ -376,7 +419,7 @@ where
         };
         report.absorb(done.context("an ingest task panicked")??);
     }
-    bar.finish_and_clear();
+    progress.bar.finish_and_clear();
     report.elapsed = started.elapsed();
     Ok(report)
 }

@@ -55,6 +55,8 @@ pub struct BarsOptions {
     pub symbol: Option<String>,
     /// The bar length (default: from the file name, else the gap between the first two bars).
     pub interval: Option<Span>,
+    /// Where the reader counts the bytes it reads, for progress.
+    pub bytes_read: crate::BytesRead,
 }
 
 /// Column positions.
@@ -182,7 +184,7 @@ impl BarsReader {
         };
         let interval = opts.interval.or_else(|| interval_in_name(&file_name));
         Ok(BarsReader {
-            text: crate::binance::open_text(path)?,
+            text: crate::binance::open_text_counted(path, &opts.bytes_read)?,
             path: path.to_path_buf(),
             source: SourceId::for_file(path).map_err(|e| Error::io(path, e))?,
             file_name,

@@ -36,6 +36,8 @@ pub struct BinanceOptions {
     pub time_tolerance_ns: i64,
     /// Diffs held while waiting for the first snapshot; past this the book starts empty, in a gap.
     pub max_buffered_diffs: usize,
+    /// Where the reader counts the bytes it reads, for progress.
+    pub bytes_read: crate::BytesRead,
 }
 
 impl Default for BinanceOptions {
@@ -43,13 +45,19 @@ impl Default for BinanceOptions {
         BinanceOptions {
             time_tolerance_ns: 1_000_000_000,
             max_buffered_diffs: 100_000,
+            bytes_read: crate::BytesRead::default(),
         }
     }
 }
 
 /// Opens a file, transparently decompressing gzip.
 pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
-    open_text_buffered(path, 1 << 20)
+    open_text_counted(path, &crate::BytesRead::default())
+}
+
+/// [`open_text`], counting the bytes read from the file into `read`.
+pub fn open_text_counted(path: &Path, read: &crate::BytesRead) -> Result<Box<dyn BufRead + Send>> {
+    open_text_buffered(path, 1 << 20, Some(read))
 }
 
 /// A line that could not be read as text: what its dead letter says.
@@ -105,14 +113,22 @@ pub(crate) fn read_text_line(
 /// Opens a file's first few kilobytes of text to look at, e.g. to guess its format: a small
 /// buffer, so that sniffing a gzip file decompresses kilobytes, not [`open_text`]'s megabyte.
 pub fn sniff_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
-    open_text_buffered(path, 16 << 10)
+    open_text_buffered(path, 16 << 10, None)
 }
 
-fn open_text_buffered(path: &Path, capacity: usize) -> Result<Box<dyn BufRead + Send>> {
+fn open_text_buffered(
+    path: &Path,
+    capacity: usize,
+    counted: Option<&crate::BytesRead>,
+) -> Result<Box<dyn BufRead + Send>> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file: Box<dyn Read + Send> = match counted {
+        Some(read) => Box::new(crate::Counted::new(file, read.clone())),
+        None => Box::new(file),
+    };
     Ok(if n == 2 && magic == [0x1f, 0x8b] {
         Box::new(BufReader::with_capacity(
             capacity,
@@ -857,7 +873,7 @@ impl BinanceReader {
                     self.finish_all();
                     return Ok(!self.out.is_empty());
                 };
-                let reader = open_text(&path)?;
+                let reader = open_text_counted(&path, &self.opts.bytes_read)?;
                 self.file_symbol = file_symbol(&path);
                 self.file_is_futures = is_futures_capture(&path)?;
                 self.file_name = std::sync::Arc::from(

@@ -57,10 +57,13 @@ pub struct DbnReader {
 const UPGRADE: VersionUpgradePolicy = VersionUpgradePolicy::UpgradeToV3;
 
 /// A DBN file's bytes, decompressed when it is zstd.
-fn open_decompressed(path: &Path) -> Result<Box<dyn std::io::Read + Send>> {
+fn open_decompressed(
+    path: &Path,
+    read: &crate::BytesRead,
+) -> Result<Box<dyn std::io::Read + Send>> {
     use std::io::BufRead;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut file = std::io::BufReader::new(file);
+    let mut file = std::io::BufReader::new(crate::Counted::new(file, read.clone()));
     let head = file.fill_buf().map_err(|e| Error::io(path, e))?;
     Ok(if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
         let zstd =
@@ -104,7 +107,12 @@ fn plain_layout(path: &Path) -> Option<(u64, u64)> {
 impl DbnReader {
     /// Opens a `.dbn` or `.dbn.zst` file.
     pub fn open(path: &Path) -> Result<Self> {
-        let decoder = DynDecoder::new(open_decompressed(path)?, Compression::None, UPGRADE)
+        Self::open_counted(path, &crate::BytesRead::default())
+    }
+
+    /// [`open`](Self::open), counting the bytes read from the file into `read`.
+    pub fn open_counted(path: &Path, read: &crate::BytesRead) -> Result<Self> {
+        let decoder = DynDecoder::new(open_decompressed(path, read)?, Compression::None, UPGRADE)
             .map_err(|e| Error::format(path, e.to_string()))?;
         let mut symbols = HashMap::new();
         for m in &decoder.metadata().mappings {

@@ -95,6 +95,9 @@ pub struct InputOptions {
     pub lobster: LobsterOptions,
     /// Bars reader options.
     pub bars: crate::bars::BarsOptions,
+    /// Where every reader opened counts the bytes it reads (each reader's own option is set
+    /// to this one).
+    pub bytes_read: crate::BytesRead,
 }
 
 /// [`open_inputs_with`] with default options.
@@ -121,7 +124,19 @@ pub fn open_inputs_with(
     // read twice, its second copy would continue the first one's book as if it came later.
     let mut seen = std::collections::HashSet::new();
     files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
-    let mut binance: BTreeMap<(PathBuf, String), Vec<PathBuf>> = BTreeMap::new();
+    let binance = BinanceOptions {
+        bytes_read: options.bytes_read.clone(),
+        ..options.binance.clone()
+    };
+    let lobster = LobsterOptions {
+        bytes_read: options.bytes_read.clone(),
+        ..options.lobster.clone()
+    };
+    let bars = crate::bars::BarsOptions {
+        bytes_read: options.bytes_read.clone(),
+        ..options.bars.clone()
+    };
+    let mut groups: BTreeMap<(PathBuf, String), Vec<PathBuf>> = BTreeMap::new();
     let mut out: Vec<(Format, Vec<PathBuf>, Reader)> = Vec::new();
     for f in files {
         let fmt = match format {
@@ -139,7 +154,7 @@ pub fn open_inputs_with(
                     .rsplit_once('_')
                     .filter(|(_, d)| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
                     .map_or(stem.clone(), |(h, _)| h.to_string());
-                binance
+                groups
                     .entry((f.parent().map(Path::to_path_buf).unwrap_or_default(), key))
                     .or_default()
                     .push(f);
@@ -147,19 +162,23 @@ pub fn open_inputs_with(
             Format::Lobster => out.push((
                 fmt,
                 vec![f.clone()],
-                Box::new(LobsterReader::open(&f, options.lobster.clone())?),
+                Box::new(LobsterReader::open(&f, lobster.clone())?),
             )),
-            Format::Dbn => out.push((fmt, vec![f.clone()], Box::new(DbnReader::open(&f)?))),
+            Format::Dbn => out.push((
+                fmt,
+                vec![f.clone()],
+                Box::new(DbnReader::open_counted(&f, &options.bytes_read)?),
+            )),
             Format::Bars => out.push((
                 fmt,
                 vec![f.clone()],
-                Box::new(crate::bars::BarsReader::open(&f, options.bars.clone())?),
+                Box::new(crate::bars::BarsReader::open(&f, bars.clone())?),
             )),
         }
     }
-    for (_, mut group) in binance {
+    for (_, mut group) in groups {
         group.sort();
-        let reader = BinanceReader::open(group.clone(), options.binance.clone())?;
+        let reader = BinanceReader::open(group.clone(), binance.clone())?;
         out.push((Format::Binance, group, Box::new(reader)));
     }
     Ok(out)
@@ -192,6 +211,25 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readers_count_every_byte_of_their_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/binance");
+        let options = InputOptions::default();
+        let inputs = open_inputs_with(std::slice::from_ref(&dir), None, &options).unwrap();
+        let mut size = 0;
+        for (_, files, reader) in inputs {
+            size += files
+                .iter()
+                .map(|f| std::fs::metadata(f).unwrap().len())
+                .sum::<u64>();
+            for r in reader {
+                r.unwrap();
+            }
+        }
+        assert!(size > 1_000_000);
+        assert_eq!(options.bytes_read.get(), size);
+    }
 
     #[test]
     fn a_file_named_twice_is_read_once() {

@@ -31,6 +31,52 @@ use flowsense_core::{DeadLetter, MarketEvent};
 
 pub use error::{Error, Result};
 
+/// Bytes the readers have read from their files so far (compressed bytes for compressed
+/// files), for a progress bar: clones share one count, so every reader of a run can add to it
+/// while the caller reads it. Sniffing a file's format is not counted.
+///
+/// ```
+/// use flowsense_sources::BytesRead;
+/// let read = BytesRead::default();
+/// read.add(10);
+/// read.clone().add(5);
+/// assert_eq!(read.get(), 15);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct BytesRead(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl BytesRead {
+    /// Adds `n` bytes.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes read so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A file that adds what is read from it to a [`BytesRead`].
+pub(crate) struct Counted<R> {
+    inner: R,
+    read: BytesRead,
+}
+
+impl<R> Counted<R> {
+    pub(crate) fn new(inner: R, read: BytesRead) -> Self {
+        Counted { inner, read }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.add(n as u64);
+        Ok(n)
+    }
+}
+
 /// One item of a reader's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {

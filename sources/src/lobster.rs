@@ -26,7 +26,7 @@ use flowsense_core::{
     UnixNanos,
 };
 
-use crate::binance::{open_text, read_text_line};
+use crate::binance::{open_text, open_text_counted, read_text_line};
 use crate::book::{L2Book, L3Replay};
 use crate::{Error, Record, Result, SourceId};
 
@@ -43,6 +43,8 @@ pub struct LobsterOptions {
     pub utc_offset_seconds: i64,
     /// How far time may go backwards before a message is refused.
     pub time_tolerance_ns: i64,
+    /// Where the reader counts the bytes it reads of the message file, for progress.
+    pub bytes_read: crate::BytesRead,
 }
 
 /// What a LOBSTER file name says.
@@ -236,7 +238,7 @@ impl LobsterReader {
             None
         };
         Ok(LobsterReader {
-            messages: open_text(message)?,
+            messages: open_text_counted(message, &opts.bytes_read)?,
             orderbook,
             path: message.to_path_buf(),
             file_name: message
