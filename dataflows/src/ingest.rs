@@ -38,6 +38,9 @@ pub struct IngestReport {
     pub bytes: u64,
     /// Stale files of earlier runs of the same sources removed.
     pub files_removed: u64,
+    /// Bytes of input files read (as stored: compressed files count compressed); zero for
+    /// inputs that are not files, such as the synthetic market.
+    pub input_bytes: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -57,6 +60,7 @@ impl IngestReport {
         self.files += other.files;
         self.bytes += other.bytes;
         self.files_removed += other.files_removed;
+        self.input_bytes += other.input_bytes;
         self.elapsed = self.elapsed.max(other.elapsed);
     }
 
@@ -74,8 +78,17 @@ impl IngestReport {
         for (t, n) in &self.rows {
             rows.add_row(vec![t.name().to_string(), n.to_string()]);
         }
+        let input = if self.input_bytes > 0 {
+            format!(
+                " ({:.1} MB of input, {:.1} MB/s)",
+                self.input_bytes as f64 / 1e6,
+                self.input_bytes as f64 / 1e6 / secs
+            )
+        } else {
+            String::new()
+        };
         let mut out = format!(
-            "ingested {} events from {} sources into {lake} in {:.2} s ({:.0} events/s); {} files, {:.1} MB\n{rows}\n",
+            "ingested {} events from {} sources{input} into {lake} in {:.2} s ({:.0} events/s); {} files, {:.1} MB\n{rows}\n",
             self.events,
             self.sources,
             secs,
@@ -370,8 +383,10 @@ pub async fn ingest_sources(
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         (format!("{} ({fmt:?})", names.join(", ")), reader)
     });
-    let progress = Progress::new(progress, Some((total, read)));
-    ingest_readers_with(lake, sources, progress, parallel).await
+    let progress = Progress::new(progress, Some((total, read.clone())));
+    let mut report = ingest_readers_with(lake, sources, progress, parallel).await?;
+    report.input_bytes = read.get();
+    Ok(report)
 }
 
 /// Ingests readers into the lake, up to `parallel` at once, each on its own reader thread and

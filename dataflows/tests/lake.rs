@@ -275,10 +275,23 @@ fn sources_ingested_or_generated_at_once_leave_the_same_files_as_one_at_a_time()
             lakes.push(files(&root));
         }
         assert_eq!(reports[0].sources, 3, "the bundled data is three sources");
+        let gz: u64 = [
+            "cm/btcusd_perp_20240808.gz",
+            "spot/btcusdt_20240808.gz",
+            "usdm/btcusdt_20240808.gz",
+        ]
+        .iter()
+        .map(|f| std::fs::metadata(binance_data().join(f)).unwrap().len())
+        .sum();
+        assert_eq!(
+            reports[0].input_bytes, gz,
+            "every byte of the inputs read once"
+        );
         for r in &reports[1..] {
             assert_eq!(r.rows, reports[0].rows);
             assert_eq!(r.events, reports[0].events);
             assert_eq!((r.files, r.bytes), (reports[0].files, reports[0].bytes));
+            assert_eq!(r.input_bytes, reports[0].input_bytes);
         }
         assert!(lakes[0].len() >= 12, "{:?}", lakes[0].keys());
         assert_eq!(
