@@ -11,7 +11,8 @@ use flowsense_core::results::TradeRecord;
 use crate::common;
 
 fn example() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/binance-ofi-backtest.toml")
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("../examples/binance-ofi-backtest.toml")
 }
 
 fn binance_lake() -> (tempfile::TempDir, Lake) {
@@ -513,8 +514,8 @@ slippage_bps = 0
 #[test]
 fn a_replayed_strategy_prints_its_records_as_json_lines() {
     let (dir, _lake) = binance_lake();
-    let job =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/replay-ofi-stdout.toml");
+    let job = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("../examples/replay-ofi-stdout.toml");
     let out = common::run_ok(&[
         "run",
         job.to_str().unwrap(),

@@ -8,7 +8,8 @@ use flowsense_sql::LakeSession;
 
 /// The bundled real Binance captures.
 pub fn binance_data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/binance")
+    PathBuf::from(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("../data/binance")
 }
 
 /// A multi-threaded runtime for tests that drive async code.

@@ -61,7 +61,7 @@ fn a_backtest_on_an_s3_lake_writes_the_same_results_as_on_a_local_one() {
     let prefix = format!("bt-{}", std::process::id());
     let remote = Lake::open(&format!("s3://{bucket}/{prefix}"), &opts).unwrap();
     let spec = flowsense_core::job::JobSpec::from_file(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        &std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
             .join("../examples/binance-ofi-backtest.toml"),
     )
     .unwrap();

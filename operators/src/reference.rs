@@ -476,7 +476,8 @@ mod tests {
 
     #[test]
     fn incremental_equals_recompute_on_the_real_binance_futures_capture() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/binance/usdm");
+        let dir = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+            .join("../data/binance/usdm");
         let files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())

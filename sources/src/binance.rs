@@ -955,7 +955,7 @@ mod tests {
     use std::collections::HashMap;
 
     pub(crate) fn fixture(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
             .join("../data/binance")
             .join(rel)
     }

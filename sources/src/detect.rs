@@ -214,7 +214,8 @@ mod tests {
 
     #[test]
     fn readers_count_every_byte_of_their_files() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/binance");
+        let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+            .join("../data/binance");
         let options = InputOptions::default();
         let inputs = open_inputs_with(std::slice::from_ref(&dir), None, &options).unwrap();
         let mut size = 0;
@@ -233,7 +234,8 @@ mod tests {
 
     #[test]
     fn a_file_named_twice_is_read_once() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/binance/spot");
+        let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+            .join("../data/binance/spot");
         let file = dir.join("btcusdt_20240808.gz");
         let inputs = open_inputs(&[file.clone(), file, dir], None).unwrap();
         assert_eq!(inputs.len(), 1);
