@@ -207,6 +207,29 @@ where
     })
 }
 
+/// The last stage run `parallel` sources (or symbols) at once, as the command does by default,
+/// through `run(lake, parallel)`; none on a machine where the default is one at a time.
+async fn at_once<F>(
+    name: &'static str,
+    what: &str,
+    repeat: usize,
+    parallel: usize,
+    run: F,
+) -> anyhow::Result<Option<Stage>>
+where
+    F: AsyncFn(&Lake, usize) -> anyhow::Result<()>,
+{
+    if parallel <= 1 {
+        return Ok(None);
+    }
+    let stage = measure_writes(name, repeat, false, async |lake: &Lake| {
+        run(lake, parallel).await
+    })
+    .await?;
+    println!("(the last stage runs {parallel} {what} at once: the default on this machine)");
+    Ok(Some(stage))
+}
+
 fn print_stages(unit: &str, n: u64, stages: &[Stage]) {
     let base = stages[0].wall.as_secs_f64();
     println!(
@@ -343,20 +366,10 @@ async fn bench_ingest(inputs: Vec<PathBuf>, repeat: usize) -> anyhow::Result<()>
         async |lake: &Lake| ingest(lake, 1).await,
     )
     .await?;
-    let parallel = crate::ingest::default_parallelism();
     let mut stages = vec![gzip, json, read, end];
-    if parallel > 1 {
-        stages.push(
-            measure_writes(
-                "5 flowsense ingest, sources at once (-j)",
-                repeat,
-                false,
-                async |lake: &Lake| ingest(lake, parallel).await,
-            )
-            .await?,
-        );
-        println!("(stage 5 ingests {parallel} sources at once: the default on this machine)");
-    }
+    let parallel = crate::ingest::default_parallelism();
+    let name = "5 flowsense ingest, sources at once (-j)";
+    stages.extend(at_once(name, "sources", repeat, parallel, ingest).await?);
     print_stages("lines", lines, &stages);
     Ok(())
 }
@@ -425,18 +438,8 @@ async fn bench_synth(symbols: usize, events_per_day: u64, repeat: usize) -> anyh
     .await?;
     let mut stages = vec![gen_only, with_book, mem, disk];
     let parallel = crate::ingest::default_parallelism().min(symbols);
-    if parallel > 1 {
-        stages.push(
-            measure_writes(
-                "5 + symbols at once (flowsense synth)",
-                repeat,
-                false,
-                async |lake: &Lake| synth(lake, parallel).await,
-            )
-            .await?,
-        );
-        println!("(stage 5 generates {parallel} symbols at once: the default on this machine)");
-    }
+    let name = "5 + symbols at once (flowsense synth)";
+    stages.extend(at_once(name, "symbols", repeat, parallel, synth).await?);
     print_stages("events", messages, &stages);
     Ok(())
 }

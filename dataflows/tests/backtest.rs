@@ -11,8 +11,7 @@ use flowsense_core::results::TradeRecord;
 use crate::common;
 
 fn example() -> std::path::PathBuf {
-    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-        .join("../examples/binance-ofi-backtest.toml")
+    common::repo_path("examples/binance-ofi-backtest.toml")
 }
 
 fn binance_lake() -> (tempfile::TempDir, Lake) {
@@ -514,8 +513,7 @@ slippage_bps = 0
 #[test]
 fn a_replayed_strategy_prints_its_records_as_json_lines() {
     let (dir, _lake) = binance_lake();
-    let job = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-        .join("../examples/replay-ofi-stdout.toml");
+    let job = common::repo_path("examples/replay-ofi-stdout.toml");
     let out = common::run_ok(&[
         "run",
         job.to_str().unwrap(),

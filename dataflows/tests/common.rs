@@ -6,10 +6,18 @@ use arrow::record_batch::RecordBatch;
 use flowsense_sinks::Lake;
 use flowsense_sql::LakeSession;
 
+/// A path in the repository (`data/...`, `examples/...`), found through `CARGO_MANIFEST_DIR`
+/// read when the test runs: clones share one target dir, and a test binary built in another
+/// clone must not look for the files there.
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("..")
+        .join(rel)
+}
+
 /// The bundled real Binance captures.
 pub fn binance_data() -> PathBuf {
-    PathBuf::from(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-        .join("../data/binance")
+    repo_path("data/binance")
 }
 
 /// A multi-threaded runtime for tests that drive async code.

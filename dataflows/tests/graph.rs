@@ -396,8 +396,7 @@ fn ofi_explains_mid_changes_on_the_real_capture() {
 
 #[test]
 fn every_shipped_example_job_parses() {
-    let dir = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-        .join("../examples");
+    let dir = common::repo_path("examples");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

@@ -60,11 +60,9 @@ fn a_backtest_on_an_s3_lake_writes_the_same_results_as_on_a_local_one() {
     let local = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let prefix = format!("bt-{}", std::process::id());
     let remote = Lake::open(&format!("s3://{bucket}/{prefix}"), &opts).unwrap();
-    let spec = flowsense_core::job::JobSpec::from_file(
-        &std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-            .join("../examples/binance-ofi-backtest.toml"),
-    )
-    .unwrap();
+    let spec =
+        flowsense_core::job::JobSpec::from_file(&repo_path("examples/binance-ofi-backtest.toml"))
+            .unwrap();
     for lake in [&local, &remote] {
         rt().block_on(ingest_paths(lake, &[binance_data()], None, false))
             .unwrap();

@@ -954,12 +954,6 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    pub(crate) fn fixture(rel: &str) -> PathBuf {
-        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-            .join("../data/binance")
-            .join(rel)
-    }
-
     fn read_all(files: Vec<PathBuf>) -> Vec<Record> {
         BinanceReader::open(files, BinanceOptions::default())
             .unwrap()
@@ -970,7 +964,7 @@ mod tests {
     /// The reconstructed book's best bid and ask equal every bookTicker message that carries the
     /// update id of an applied diff.
     fn book_matches_book_ticker(rel: &str) -> (usize, usize, usize) {
-        let records = read_all(vec![fixture(rel)]);
+        let records = read_all(vec![crate::bundled(rel)]);
         let mut book_at: HashMap<u64, &BboUpdate> = HashMap::new();
         let mut quotes = Vec::new();
         let mut dead = 0;
@@ -1089,7 +1083,7 @@ mod tests {
 
     #[test]
     fn trades_carry_the_aggressor_and_both_clocks() {
-        let records = read_all(vec![fixture("usdm/btcusdt_20240808.gz")]);
+        let records = read_all(vec![crate::bundled("usdm/btcusdt_20240808.gz")]);
         let trades: Vec<&Trade> = records
             .iter()
             .filter_map(|r| match r {

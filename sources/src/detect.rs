@@ -214,8 +214,7 @@ mod tests {
 
     #[test]
     fn readers_count_every_byte_of_their_files() {
-        let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-            .join("../data/binance");
+        let dir = crate::bundled("");
         let options = InputOptions::default();
         let inputs = open_inputs_with(std::slice::from_ref(&dir), None, &options).unwrap();
         let mut size = 0;
@@ -234,8 +233,7 @@ mod tests {
 
     #[test]
     fn a_file_named_twice_is_read_once() {
-        let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-            .join("../data/binance/spot");
+        let dir = crate::bundled("spot");
         let file = dir.join("btcusdt_20240808.gz");
         let inputs = open_inputs(&[file.clone(), file, dir], None).unwrap();
         assert_eq!(inputs.len(), 1);

@@ -31,6 +31,16 @@ use flowsense_core::{DeadLetter, MarketEvent};
 
 pub use error::{Error, Result};
 
+/// A file of the bundled Binance captures (`data/binance/<rel>`), found through
+/// `CARGO_MANIFEST_DIR` read when the test runs: clones share one target dir, and a test binary
+/// built in another clone must not look for the data there.
+#[cfg(test)]
+pub(crate) fn bundled(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("../data/binance")
+        .join(rel)
+}
+
 /// Bytes the readers have read from their files so far (compressed bytes for compressed
 /// files), for a progress bar: clones share one count, so every reader of a run can add to it
 /// while the caller reads it. Sniffing a file's format is not counted.

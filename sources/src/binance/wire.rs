@@ -266,8 +266,7 @@ mod tests {
     /// Every line of the bundled captures: the one-pass reading equals serde's.
     #[test]
     fn agrees_with_serde_on_the_bundled_captures() {
-        let dir = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-            .join("../data/binance");
+        let dir = crate::bundled("");
         let mut files = Vec::new();
         for sub in ["usdm", "spot", "cm"] {
             for f in std::fs::read_dir(dir.join(sub)).unwrap() {
