@@ -510,6 +510,11 @@ mod tests {
         }
     }
 
+    /// Every record of a DBN file.
+    fn read_all(path: &Path) -> Vec<Record> {
+        DbnReader::open(path).unwrap().map(|r| r.unwrap()).collect()
+    }
+
     /// A synthetic day of one symbol: its generator (to ask for the book at the end) and its
     /// order messages, resting orders first.
     fn synthetic_day(events_per_day: u64) -> (crate::synth::DayGenerator, Vec<OrderEvent>) {
@@ -536,10 +541,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("syn.mbo.dbn");
         write_mbo(&path, &events);
-        let records: Vec<Record> = DbnReader::open(&path)
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let records: Vec<Record> = read_all(&path);
         assert!(records.iter().all(|r| !matches!(r, Record::Dead(_))));
         let last_bbo = records.iter().rev().find_map(|r| match r {
             Record::Event(MarketEvent::Bbo(s, b)) => Some((s.clone(), b.clone())),
@@ -560,18 +562,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("syn.mbo.dbn");
         write_mbo(&path, &events);
-        let whole: Vec<Record> = DbnReader::open(&path)
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let whole: Vec<Record> = read_all(&path);
         let bytes = std::fs::read(&path).unwrap();
         // Half a record short of the end.
         let cut = bytes.len() - std::mem::size_of::<MboMsg>() / 2;
         std::fs::write(&path, &bytes[..cut]).unwrap();
-        let records: Vec<Record> = DbnReader::open(&path)
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let records: Vec<Record> = read_all(&path);
         let dead: Vec<&DeadLetter> = records
             .iter()
             .filter_map(|r| match r {
@@ -602,7 +598,7 @@ mod tests {
         drop(w);
         let packed = std::fs::read(&zst).unwrap();
         std::fs::write(&zst, &packed[..packed.len() * 3 / 4]).unwrap();
-        let records: Vec<Record> = DbnReader::open(&zst).unwrap().map(|r| r.unwrap()).collect();
+        let records: Vec<Record> = read_all(&zst);
         let reasons: Vec<_> = records
             .iter()
             .filter_map(|r| match r {
