@@ -162,6 +162,10 @@ fn flowsense_sql_operators_give_what_plain_datafusion_gives() {
                     "false".to_string(),
                 ),
                 (flowsense_sql::RUNNING_SUM.to_string(), "false".to_string()),
+                (
+                    flowsense_sql::SHORT_KEY_AGGREGATE.to_string(),
+                    "false".to_string(),
+                ),
             ],
         )
         .await
@@ -179,53 +183,69 @@ fn flowsense_sql_operators_give_what_plain_datafusion_gives() {
             (b.bid + b.ask) / 2 ELSE (b.bid + b.ask) / 2 - t.price END), 9) AS e FROM f t \
             JOIN f b ON t.symbol = b.symbol AND t.grp = b.grp AND b.k = 1 WHERE t.k = 0 \
             GROUP BY t.symbol";
-        let queries = [(asof, "RunningSumExec")];
-        // (query, whether the partition-key rule should take it)
-        let grouped = [
+        // (query, the operator of ours that should run it, if any)
+        const PARTITION: Option<&str> = Some("PartitionKeyAggregateExec");
+        const SHORT: Option<&str> = Some("ShortKeyAggregateExec");
+        let queries = [
+            (asof, Some("RunningSumExec")),
             (
                 "SELECT symbol, date, count(*) AS n, round(avg(ask_price - bid_price), 9) AS s, \
               round(sum(bid_size), 6) AS b, min(bid_price) AS lo, max(ask_price) AS hi \
               FROM bbo GROUP BY symbol, date",
-                true,
+                PARTITION,
             ),
             (
                 "SELECT symbol, count(*) FILTER (WHERE size > 100) AS big, \
               round(sum(price * size) / sum(size), 9) AS vwap FROM trades WHERE price > 0 \
               GROUP BY symbol",
-                true,
+                PARTITION,
             ),
             (
                 "SELECT d, count(*) AS n FROM (SELECT date AS d, side FROM book_events) \
               WHERE side = 'buy' GROUP BY d",
-                true,
+                PARTITION,
             ),
             (
                 "SELECT symbol, side, count(*) AS n FROM trades GROUP BY symbol, side",
-                false,
+                SHORT,
             ),
             (
+                // DataFusion groups by `symbol, side` first, then counts: the short keys' operator
+                // takes that inner grouping.
                 "SELECT count(DISTINCT side) AS n, symbol FROM trades GROUP BY symbol",
-                false,
+                SHORT,
             ),
             (
                 "SELECT symbol, count(*) AS n FROM bars GROUP BY symbol",
-                false,
+                None,
             ),
             (
                 "SELECT date, max(price) AS hi FROM trades WHERE symbol = 'SYN001' GROUP BY date",
-                true,
+                PARTITION,
+            ),
+            (
+                "SELECT action, side, count(*) AS n, round(sum(size), 6) AS qty, \
+              min(price) AS lo FROM book_events GROUP BY action, side",
+                SHORT,
+            ),
+            (
+                "SELECT side, count(*) FILTER (WHERE size > 100) AS big FROM trades \
+              WHERE price > 0 GROUP BY side",
+                SHORT,
             ),
         ];
-        let queries = queries.into_iter().map(|(q, op)| (q, op, true)).chain(
-            grouped
-                .into_iter()
-                .map(|(q, fires)| (q, "PartitionKeyAggregateExec", fires)),
-        );
-        for (sql, operator, fires) in queries {
+        let ours = [
+            "RunningSumExec",
+            "PartitionKeyAggregateExec",
+            "ShortKeyAggregateExec",
+        ];
+        for (sql, operator) in queries {
             let plan = to_csv(&on.query(&format!("EXPLAIN {sql}")).await.unwrap());
-            assert_eq!(plan.contains(operator), fires, "{sql}\n{plan}");
+            for op in ours {
+                assert_eq!(plan.contains(op), operator == Some(op), "{sql}\n{plan}");
+            }
             let plain = to_csv(&off.query(&format!("EXPLAIN {sql}")).await.unwrap());
-            assert!(!plain.contains(operator), "{plain}");
+            assert!(ours.iter().all(|op| !plain.contains(op)), "{plain}");
             let a = to_csv(&on.query(sql).await.unwrap());
             let b = to_csv(&off.query(sql).await.unwrap());
             assert!(a.lines().count() > 1 || sql.contains("bars"), "{sql}: {a}");

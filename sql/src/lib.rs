@@ -17,6 +17,7 @@ mod guard;
 mod partition_agg;
 mod plan_util;
 mod running_sum;
+mod short_key_agg;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ use flowsense_core::Table;
 pub use guard::check_read_only;
 pub use partition_agg::{PartitionKeyAggregate, PartitionKeyAggregateExec};
 pub use running_sum::{RunningSum, RunningSumExec};
+pub use short_key_agg::{ShortKeyAggregate, ShortKeyAggregateExec};
 
 /// Errors of SQL over the lake.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,9 @@ pub const PARTITION_KEY_AGGREGATE: &str = "flowsense.partition_key_aggregate";
 
 /// The option (for [`LakeSession::open_with`]) that turns [`RunningSum`] on or off.
 pub const RUNNING_SUM: &str = "flowsense.running_sum";
+
+/// The option (for [`LakeSession::open_with`]) that turns [`ShortKeyAggregate`] on or off.
+pub const SHORT_KEY_AGGREGATE: &str = "flowsense.short_key_aggregate";
 
 /// The schema DataFusion reads a table with: the file schema with `Utf8` as `Utf8View`, so
 /// Parquet's dictionary-encoded strings (`side`, `action`, `reason`) decode into views of the
@@ -95,11 +100,11 @@ impl LakeSession {
     }
 
     /// Like [`open`](Self::open), with DataFusion options set first (`("datafusion.execution.
-    /// target_partitions", "4")`), and FlowSense's own: [`PARTITION_KEY_AGGREGATE`] or [`RUNNING_SUM`]
+    /// target_partitions", "4")`), and FlowSense's own: [`PARTITION_KEY_AGGREGATE`], [`SHORT_KEY_AGGREGATE`] or [`RUNNING_SUM`]
     /// `= false` turns that operator off. For benchmarks and tuning, never from user SQL.
     pub async fn open_with(lake: &Lake, options: &[(String, String)]) -> Result<Self> {
         let mut config = SessionConfig::new().with_information_schema(true);
-        let (mut partition_key_aggregate, mut running_sums) = (true, true);
+        let (mut partition_key_aggregate, mut running_sums, mut short_keys) = (true, true, true);
         for (k, v) in options {
             let flag = || {
                 v.parse::<bool>()
@@ -109,6 +114,8 @@ impl LakeSession {
                 partition_key_aggregate = flag()?;
             } else if k == RUNNING_SUM {
                 running_sums = flag()?;
+            } else if k == SHORT_KEY_AGGREGATE {
+                short_keys = flag()?;
             } else {
                 config.options_mut().set(k, v)?;
             }
@@ -118,6 +125,11 @@ impl LakeSession {
             .with_default_features();
         if partition_key_aggregate {
             state = state.with_physical_optimizer_rule(Arc::new(PartitionKeyAggregate));
+        }
+        // After the partition-key rule: a `GROUP BY symbol` it has taken is no longer an
+        // `AggregateExec` here.
+        if short_keys {
+            state = state.with_physical_optimizer_rule(Arc::new(ShortKeyAggregate));
         }
         if running_sums {
             state = state.with_physical_optimizer_rule(Arc::new(RunningSum));
