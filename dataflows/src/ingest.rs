@@ -381,7 +381,8 @@ pub async fn ingest_sources(
     let total = inputs.iter().map(|(bytes, _)| bytes).sum();
     let sources = inputs.into_iter().map(|(_, (fmt, files, reader))| {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        (format!("{} ({fmt:?})", names.join(", ")), reader)
+        let fmt = fmt.map_or_else(|| "unreadable".to_string(), |f| format!("{f:?}"));
+        (format!("{} ({fmt})", names.join(", ")), reader)
     });
     let progress = Progress::new(progress, Some((total, read.clone())));
     let mut report = ingest_readers_with(lake, sources, progress, parallel).await?;

@@ -97,6 +97,10 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
             bytes.extend_from_slice(b"\xff\xfe,1,2\n");
             std::fs::write(input.join(f), bytes).unwrap();
         }
+        // Files that cannot be read at all: one of no format we know, and a DBN file whose
+        // header is damaged. Each is one dead letter; the others are ingested.
+        std::fs::write(input.join("notes.txt"), "not market data\n").unwrap();
+        std::fs::write(input.join("broken.dbn"), b"DBN\x03garbage").unwrap();
         // A compressed capture cut off mid-write: its first half is kept.
         let capture = std::fs::read(binance_data().join("spot/btcusdt_20240808.gz")).unwrap();
         std::fs::create_dir_all(input.join("cut")).unwrap();
@@ -147,6 +151,15 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
         assert!(
             dead.contains("btcusdt_20240808.gz:")
                 && dead.contains("unreadable: the rest of the file cannot be read"),
+            "{dead}"
+        );
+        assert!(
+            dead.contains("notes.txt,unreadable: the file cannot be read:")
+                && dead.contains("cannot tell the format"),
+            "{dead}"
+        );
+        assert!(
+            dead.contains("broken.dbn,unreadable: the file cannot be read:"),
             "{dead}"
         );
         assert!(

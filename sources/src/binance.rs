@@ -873,9 +873,19 @@ impl BinanceReader {
                     self.finish_all();
                     return Ok(!self.out.is_empty());
                 };
-                let reader = open_text_counted(&path, &self.opts.bytes_read)?;
+                // A file of the chain that cannot be read at all is a dead letter; the chain
+                // goes on with the next day (whose update ids tell whether the book continues).
+                let opened = open_text_counted(&path, &self.opts.bytes_read)
+                    .and_then(|r| Ok((r, is_futures_capture(&path)?)));
+                let (reader, futures) = match opened {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        self.out.extend(crate::unreadable_file(&path, &e));
+                        continue;
+                    }
+                };
                 self.file_symbol = file_symbol(&path);
-                self.file_is_futures = is_futures_capture(&path)?;
+                self.file_is_futures = futures;
                 self.file_name = std::sync::Arc::from(
                     path.file_name()
                         .map(|n| n.to_string_lossy().into_owned())

@@ -86,6 +86,10 @@ pub fn detect(path: &Path) -> Result<Option<Format>> {
 /// A boxed reader.
 pub type Reader = Box<dyn Iterator<Item = Result<Record>> + Send>;
 
+/// An opened input: its format (`None` for a file that cannot be read, whose reader gives its
+/// one `unreadable` dead letter), its files (a Binance chain has several) and its reader.
+pub type Input = (Option<Format>, Vec<PathBuf>, Reader);
+
 /// Options of every reader, for [`open_inputs_with`].
 #[derive(Clone, Debug, Default)]
 pub struct InputOptions {
@@ -101,21 +105,22 @@ pub struct InputOptions {
 }
 
 /// [`open_inputs_with`] with default options.
-pub fn open_inputs(
-    paths: &[PathBuf],
-    format: Option<Format>,
-) -> Result<Vec<(Format, Vec<PathBuf>, Reader)>> {
+pub fn open_inputs(paths: &[PathBuf], format: Option<Format>) -> Result<Vec<Input>> {
     open_inputs_with(paths, format, &InputOptions::default())
 }
 
 /// Expands directories (recursively, sorted), then opens readers: Binance files of one market
 /// and symbol (same folder, same name before the date) chain into one reader in name order, so a
 /// day's file continues the previous day's book; each LOBSTER or DBN file is its own reader.
+///
+/// A path that does not exist is an error. A file that exists but cannot be read (its format
+/// cannot be told, it cannot be opened, its header or compression is damaged) is not: its reader
+/// gives one `unreadable` dead letter naming it, and its format is `None`.
 pub fn open_inputs_with(
     paths: &[PathBuf],
     format: Option<Format>,
     options: &InputOptions,
-) -> Result<Vec<(Format, Vec<PathBuf>, Reader)>> {
+) -> Result<Vec<Input>> {
     let mut files = Vec::new();
     for p in paths {
         collect(p, &mut files)?;
@@ -137,17 +142,25 @@ pub fn open_inputs_with(
         ..options.bars.clone()
     };
     let mut groups: BTreeMap<(PathBuf, String), Vec<PathBuf>> = BTreeMap::new();
-    let mut out: Vec<(Format, Vec<PathBuf>, Reader)> = Vec::new();
+    let mut out: Vec<Input> = Vec::new();
+    let unreadable = |f: &Path, e: Error| -> Input {
+        let records = crate::unreadable_file(f, &e).map(Ok);
+        (None, vec![f.to_path_buf()], Box::new(records.into_iter()))
+    };
     for f in files {
         let fmt = match format {
             Some(Format::Lobster) if f.to_string_lossy().contains("_orderbook_") => continue,
             Some(fmt) => fmt,
-            None => match detect(&f)? {
-                Some(fmt) => fmt,
-                None => continue,
+            None => match detect(&f) {
+                Ok(Some(fmt)) => fmt,
+                Ok(None) => continue,
+                Err(e) => {
+                    out.push(unreadable(&f, e));
+                    continue;
+                }
             },
         };
-        match fmt {
+        let reader: Result<Reader> = match fmt {
             Format::Binance => {
                 let stem = crate::SourceId::from_path(&f).as_str().to_string();
                 let key = stem
@@ -158,28 +171,25 @@ pub fn open_inputs_with(
                     .entry((f.parent().map(Path::to_path_buf).unwrap_or_default(), key))
                     .or_default()
                     .push(f);
+                continue;
             }
-            Format::Lobster => out.push((
-                fmt,
-                vec![f.clone()],
-                Box::new(LobsterReader::open(&f, lobster.clone())?),
-            )),
-            Format::Dbn => out.push((
-                fmt,
-                vec![f.clone()],
-                Box::new(DbnReader::open_counted(&f, &options.bytes_read)?),
-            )),
-            Format::Bars => out.push((
-                fmt,
-                vec![f.clone()],
-                Box::new(crate::bars::BarsReader::open(&f, bars.clone())?),
-            )),
-        }
+            Format::Lobster => LobsterReader::open(&f, lobster.clone()).map(|r| Box::new(r) as _),
+            Format::Dbn => {
+                DbnReader::open_counted(&f, &options.bytes_read).map(|r| Box::new(r) as _)
+            }
+            Format::Bars => {
+                crate::bars::BarsReader::open(&f, bars.clone()).map(|r| Box::new(r) as _)
+            }
+        };
+        out.push(match reader {
+            Ok(reader) => (Some(fmt), vec![f], reader),
+            Err(e) => unreadable(&f, e),
+        });
     }
     for (_, mut group) in groups {
         group.sort();
         let reader = BinanceReader::open(group.clone(), binance.clone())?;
-        out.push((Format::Binance, group, Box::new(reader)));
+        out.push((Some(Format::Binance), group, Box::new(reader)));
     }
     Ok(out)
 }

@@ -102,6 +102,29 @@ pub enum Record {
     SourceDone(SourceId),
 }
 
+/// The records of a file that cannot be read at all (cannot be opened, its format cannot be
+/// told, its compression or header is damaged): its start, one `unreadable` dead letter naming
+/// the file and the error, and its end. The run goes on with the other files, and this one is on
+/// record in `dead_letters` instead of stopping everything or being forgotten.
+pub(crate) fn unreadable_file(path: &std::path::Path, error: &Error) -> [Record; 3] {
+    let id = SourceId::for_file(path).unwrap_or_else(|_| SourceId::from_path(path));
+    let dead = DeadLetter {
+        source: id.as_str().to_string(),
+        position: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        reason: flowsense_core::DeadLetterReason::Unreadable,
+        detail: format!("the file cannot be read: {error}"),
+        raw: String::new(),
+    };
+    [
+        Record::SourceStart(id.clone()),
+        Record::Dead(dead),
+        Record::SourceDone(id),
+    ]
+}
+
 /// A reader that makes records a step at a time into a queue (the LOBSTER and DBN readers):
 /// its iterator drains the queue, steps while it is empty, and stops after the first error.
 pub(crate) trait StepReader {
