@@ -234,7 +234,8 @@ impl JobSpec {
 
     /// Reads a spec file.
     pub fn from_file(path: &std::path::Path) -> Result<JobSpec> {
-        let text = std::fs::read_to_string(path)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidJob(format!("cannot read {}: {e}", path.display())))?;
         JobSpec::from_toml(&text).map_err(|e| Error::InvalidJob(format!("{}: {e}", path.display())))
     }
 

@@ -124,6 +124,18 @@ fn sql_is_read_only_and_sees_partition_columns() {
             let err = session.query(bad).await.expect_err(bad).to_string();
             assert!(!err.is_empty());
         }
+        // A misspelt table is named, with the tables there are.
+        let err = session
+            .query("SELECT * FROM trade")
+            .await
+            .expect_err("no such table")
+            .to_string();
+        assert!(
+            err.starts_with(
+                "no table \"trade\" in the lake; its tables: book_events, depth_updates, trades"
+            ),
+            "{err}"
+        );
         let tables = to_csv(&session.query("SHOW TABLES").await.unwrap());
         for t in [
             "trades",

@@ -48,6 +48,14 @@ pub enum Error {
     /// The statement could not be parsed.
     #[error("syntax error: {0}")]
     Syntax(String),
+    /// The query names a table the lake does not have.
+    #[error("no table {name:?} in the lake; its tables: {tables}")]
+    UnknownTable {
+        /// The name as the query wrote it.
+        name: String,
+        /// The lake's tables, comma-separated.
+        tables: String,
+    },
     /// Planning or running the query failed.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
@@ -82,6 +90,18 @@ fn read_schema(file: &arrow::datatypes::Schema) -> arrow::datatypes::SchemaRef {
         })
         .collect();
     Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
+/// The table a planning error says is missing (`table 'datafusion.public.trade' not found`),
+/// without the catalog and schema DataFusion puts before it.
+fn missing_table(e: &datafusion::error::DataFusionError) -> Option<String> {
+    let text = e.to_string();
+    let (_, rest) = text.split_once("table '")?;
+    let (name, rest) = rest.split_once('\'')?;
+    rest.starts_with(" not found").then(|| {
+        let name = name.strip_prefix("datafusion.").unwrap_or(name);
+        name.strip_prefix("public.").unwrap_or(name).to_string()
+    })
 }
 
 /// A DataFusion session over one lake.
@@ -167,7 +187,16 @@ impl LakeSession {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        Ok(self.ctx.sql_with_options(sql, options).await?)
+        match self.ctx.sql_with_options(sql, options).await {
+            Ok(df) => Ok(df),
+            Err(e) => Err(match missing_table(&e) {
+                Some(name) => Error::UnknownTable {
+                    name,
+                    tables: Table::ALL.map(Table::name).join(", "),
+                },
+                None => e.into(),
+            }),
+        }
     }
 
     /// Runs a read-only statement and collects its batches.
