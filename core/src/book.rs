@@ -4,10 +4,9 @@
 //! Both check what they are asked to apply and answer with a [`Reject`] instead of corrupting
 //! themselves, so readers can turn the reason into a dead letter and carry on.
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::ladder::Ladder;
 use crate::{DeadLetterReason, L3Action, OrderEvent, OrderId, Price, Side, Size};
 
 /// Why the book refused an update.
@@ -58,48 +57,70 @@ fn positive_price_and_size(ev: &OrderEvent) -> Result<(), Reject> {
 /// book.set_level(Side::Sell, Price::from_units(101), Size::ZERO); // zero removes the level
 /// assert_eq!(book.best_ask(), None);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Each side keeps the levels near the touch on a ladder of tick-spaced slots (the tick learnt
+/// from the prices) and the rest in a sorted map, so updates, lookups and the touch cost O(1)
+/// where a map would descend its tree (see `ladder.rs`); it behaves as a sorted map in all else.
+#[derive(Clone)]
 pub struct L2Book {
-    bids: BTreeMap<Price, Size>,
-    asks: BTreeMap<Price, Size>,
+    bids: Ladder,
+    asks: Ladder,
+}
+
+impl Default for L2Book {
+    fn default() -> Self {
+        L2Book {
+            bids: Ladder::new(true),
+            asks: Ladder::new(false),
+        }
+    }
+}
+
+/// Books are equal when they hold the same levels, however their ladders are laid out.
+impl PartialEq for L2Book {
+    fn eq(&self, other: &Self) -> bool {
+        self.bids().eq(other.bids()) && self.asks().eq(other.asks())
+    }
+}
+
+impl Eq for L2Book {}
+
+impl std::fmt::Debug for L2Book {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L2Book")
+            .field("bids", &self.bids().collect::<Vec<_>>())
+            .field("asks", &self.asks().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A level of a side as the book's types.
+fn typed((price, size): (i64, i64)) -> (Price, Size) {
+    (Price::from_raw(price), Size::from_raw(size))
 }
 
 impl L2Book {
     /// Sets a level's aggregate size; zero (or less) removes it.
     pub fn set_level(&mut self, side: Side, price: Price, size: Size) {
-        let levels = self.side_mut(side);
-        if size.is_positive() {
-            levels.insert(price, size);
-        } else {
-            levels.remove(&price);
-        }
+        self.side_mut(side).replace(price.raw(), size.raw());
     }
 
     /// Sets a level like [`set_level`](Self::set_level) and returns its previous size (zero when
-    /// absent), in one map operation.
+    /// absent), in one lookup.
     pub fn replace_level(&mut self, side: Side, price: Price, size: Size) -> Size {
-        let levels = self.side_mut(side);
-        let old = if size.is_positive() {
-            levels.insert(price, size)
-        } else {
-            levels.remove(&price)
-        };
-        old.unwrap_or(Size::ZERO)
+        Size::from_raw(self.side_mut(side).replace(price.raw(), size.raw()))
     }
 
     /// Adds `delta` (which may be negative) to a level, removing it when it reaches zero.
     pub fn add_to_level(&mut self, side: Side, price: Price, delta: Size) {
         let levels = self.side_mut(side);
-        let entry = levels.entry(price).or_insert(Size::ZERO);
-        *entry += delta;
-        if !entry.is_positive() {
-            levels.remove(&price);
-        }
+        let size = levels.get(price.raw()) + delta.raw();
+        levels.replace(price.raw(), size);
     }
 
     /// Aggregate size at a price (zero when absent).
     pub fn level(&self, side: Side, price: Price) -> Size {
-        self.side(side).get(&price).copied().unwrap_or(Size::ZERO)
+        Size::from_raw(self.side(side).get(price.raw()))
     }
 
     /// Removes every level.
@@ -110,12 +131,12 @@ impl L2Book {
 
     /// Best bid price and size.
     pub fn best_bid(&self) -> Option<(Price, Size)> {
-        self.bids.iter().next_back().map(|(p, s)| (*p, *s))
+        self.bids.best_price().map(typed)
     }
 
     /// Best ask price and size.
     pub fn best_ask(&self) -> Option<(Price, Size)> {
-        self.asks.iter().next().map(|(p, s)| (*p, *s))
+        self.asks.best_price().map(typed)
     }
 
     /// True when the best bid is at or above the best ask.
@@ -126,25 +147,19 @@ impl L2Book {
     /// The best `n` levels of a side, best first.
     pub fn depth(&self, side: Side, n: usize) -> Vec<(Price, Size)> {
         match side {
-            Side::Buy => self
-                .bids
-                .iter()
-                .rev()
-                .take(n)
-                .map(|(p, s)| (*p, *s))
-                .collect(),
-            Side::Sell => self.asks.iter().take(n).map(|(p, s)| (*p, *s)).collect(),
+            Side::Buy => self.bids().take(n).collect(),
+            Side::Sell => self.asks().take(n).collect(),
         }
     }
 
     /// Bid levels from the best outwards, without allocating.
     pub fn bids(&self) -> impl Iterator<Item = (Price, Size)> + '_ {
-        self.bids.iter().rev().map(|(p, s)| (*p, *s))
+        self.bids.descending().map(typed)
     }
 
     /// Ask levels from the best outwards, without allocating.
     pub fn asks(&self) -> impl Iterator<Item = (Price, Size)> + '_ {
-        self.asks.iter().map(|(p, s)| (*p, *s))
+        self.asks.ascending().map(typed)
     }
 
     /// Number of levels on a side.
@@ -154,17 +169,17 @@ impl L2Book {
 
     /// True when both sides are empty.
     pub fn is_empty(&self) -> bool {
-        self.bids.is_empty() && self.asks.is_empty()
+        self.bids.len() == 0 && self.asks.len() == 0
     }
 
-    fn side(&self, side: Side) -> &BTreeMap<Price, Size> {
+    fn side(&self, side: Side) -> &Ladder {
         match side {
             Side::Buy => &self.bids,
             Side::Sell => &self.asks,
         }
     }
 
-    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<Price, Size> {
+    fn side_mut(&mut self, side: Side) -> &mut Ladder {
         match side {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
@@ -504,6 +519,7 @@ mod tests {
     use super::*;
     use crate::UnixNanos;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn ev(action: L3Action, id: u64, side: Side, px: i64, sz: i64) -> OrderEvent {
         OrderEvent {

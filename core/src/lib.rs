@@ -28,6 +28,7 @@ pub mod expr;
 pub mod features;
 pub mod ids;
 pub mod job;
+mod ladder;
 pub mod lake;
 pub mod num;
 pub mod order;

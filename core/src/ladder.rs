@@ -1,0 +1,432 @@
+//! One side of an L2 book: the levels near the touch on a ladder of tick-spaced slots, the rest in
+//! a sorted map.
+//!
+//! Binance diffs touch levels hundreds deep in books of thousands (BENCHMARKS.md, ingest), where
+//! a `BTreeMap` pays a descent of several nodes on every update and on every look at the touch.
+//! A ladder finds a price's slot by one subtraction and division, and keeps the best slot's index,
+//! so an update, a lookup and the touch are O(1); only removing the best level scans, towards
+//! worse prices, to the next filled slot (a few slots near the touch, where books are dense).
+//!
+//! The tick is not given: it is learnt as the greatest common divisor of the gaps between the
+//! prices seen, so the first levels go to the map until a few are known, and a price off the grid
+//! makes the ladder finer. The ladder covers a window of prices (at most [`MAX_SLOTS`] ticks),
+//! grown by doubling to span the levels seen and moved when the touch leaves it; levels outside
+//! the window stay in the map, whose keys then all lie below the window or at or above its top.
+//! Whatever the prices, every operation gives what a sorted map would: only speed depends on them.
+
+use std::collections::BTreeMap;
+
+/// Most slots a side's ladder has: 2^17 ticks (1 MiB of sizes).
+const MAX_SLOTS: usize = 1 << 17;
+
+/// Fewest slots a ladder has.
+const MIN_SLOTS: usize = 64;
+
+/// Levels a side holds before its ladder is built (their gaps give the first tick).
+const FIRST_LEVELS: usize = 4;
+
+/// Levels by raw price, raw sizes; sizes are positive (a zero or negative size removes).
+#[derive(Clone, Default)]
+pub(crate) struct Ladder {
+    /// Bids (the best is the highest price) or asks (the lowest).
+    bids: bool,
+    /// Raw price units between neighbouring slots; zero before the ladder is built.
+    tick: i64,
+    /// Raw price of slot 0.
+    base: i64,
+    /// Raw size at each slot's price; zero for no level.
+    slots: Vec<i64>,
+    /// Filled slots.
+    filled: usize,
+    /// The best filled slot, when `filled > 0`.
+    best: usize,
+    /// Levels off the ladder: below `base` or at or above `top()` (all of them before it is built).
+    far: BTreeMap<i64, i64>,
+    /// Of `far`, the levels at or above `top()`.
+    far_above: usize,
+    /// The prices are too far apart for a ladder of `i64` arithmetic: the map holds everything.
+    no_ladder: bool,
+}
+
+/// Where a price goes.
+enum Place {
+    Slot(usize),
+    Far,
+    /// Between two slots: the ladder must become finer.
+    OffGrid,
+}
+
+impl Ladder {
+    /// An empty side.
+    pub(crate) fn new(bids: bool) -> Self {
+        Ladder {
+            bids,
+            ..Ladder::default()
+        }
+    }
+
+    /// Raw price just past the last slot.
+    fn top(&self) -> i64 {
+        self.base + self.slots.len() as i64 * self.tick
+    }
+
+    fn place(&self, price: i64) -> Place {
+        if self.tick == 0 {
+            return Place::Far;
+        }
+        let Some(d) = price.checked_sub(self.base) else {
+            return Place::Far;
+        };
+        if d % self.tick != 0 {
+            return Place::OffGrid;
+        }
+        match usize::try_from(d / self.tick) {
+            Ok(i) if i < self.slots.len() => Place::Slot(i),
+            _ => Place::Far,
+        }
+    }
+
+    /// True when slot `a` holds a better price than slot `b`.
+    fn better(&self, a: usize, b: usize) -> bool {
+        if self.bids { a > b } else { a < b }
+    }
+
+    /// Size at a price; zero when there is no level.
+    pub(crate) fn get(&self, price: i64) -> i64 {
+        match self.place(price) {
+            Place::Slot(i) => self.slots[i],
+            Place::Far | Place::OffGrid => self.far.get(&price).copied().unwrap_or(0),
+        }
+    }
+
+    /// Sets a level (a size of zero or less removes it) and returns its previous size.
+    pub(crate) fn replace(&mut self, price: i64, size: i64) -> i64 {
+        match self.place(price) {
+            Place::Slot(i) => self.set_slot(i, size),
+            Place::OffGrid if size <= 0 => 0,
+            Place::OffGrid => {
+                let tick = gcd(self.tick, price - self.base);
+                self.rebuild(tick, price);
+                self.replace(price, size)
+            }
+            Place::Far => {
+                let old = self.set_far(price, size);
+                if size > 0 {
+                    self.after_far_insert(price);
+                }
+                old
+            }
+        }
+    }
+
+    fn set_slot(&mut self, i: usize, size: i64) -> i64 {
+        let old = self.slots[i];
+        let new = size.max(0);
+        self.slots[i] = new;
+        match (old > 0, new > 0) {
+            (false, true) => {
+                self.filled += 1;
+                if self.filled == 1 || self.better(i, self.best) {
+                    self.best = i;
+                }
+            }
+            (true, false) => {
+                self.filled -= 1;
+                if i == self.best && self.filled > 0 {
+                    self.best = self.next_filled(i);
+                }
+            }
+            _ => {}
+        }
+        old
+    }
+
+    /// The next filled slot from `i` towards worse prices; there is one (`filled > 0`).
+    fn next_filled(&self, i: usize) -> usize {
+        let found = if self.bids {
+            self.slots[..i].iter().rposition(|&s| s > 0)
+        } else {
+            self.slots[i + 1..]
+                .iter()
+                .position(|&s| s > 0)
+                .map(|j| i + 1 + j)
+        };
+        found.expect("a filled slot remains")
+    }
+
+    fn set_far(&mut self, price: i64, size: i64) -> i64 {
+        let above = self.tick != 0 && price >= self.top();
+        let old = if size > 0 {
+            self.far.insert(price, size)
+        } else {
+            self.far.remove(&price)
+        };
+        if above {
+            match (old.is_some(), size > 0) {
+                (false, true) => self.far_above += 1,
+                (true, false) => self.far_above -= 1,
+                _ => {}
+            }
+        }
+        old.unwrap_or(0)
+    }
+
+    /// After a new level went to the map: builds the ladder once enough levels give a tick,
+    /// grows it while the levels' span fits, and moves it when the touch has left it.
+    fn after_far_insert(&mut self, price: i64) {
+        if self.no_ladder {
+            return;
+        }
+        if self.tick == 0 {
+            if self.far.len() >= FIRST_LEVELS {
+                let mut keys = self.far.keys();
+                let first = *keys.next().expect("levels");
+                let tick = keys.try_fold(0, |t, &k| Some(gcd(t, k.checked_sub(first)?)));
+                match tick {
+                    Some(tick) if tick > 0 => {
+                        let best = self.best_price().expect("levels").0;
+                        self.rebuild(tick, best);
+                    }
+                    _ => self.no_ladder = true,
+                }
+            }
+            return;
+        }
+        let (lo, hi) = (
+            *self.far.keys().next().expect("just inserted"),
+            *self.far.keys().next_back().expect("just inserted"),
+        );
+        let lo = lo.min(self.base);
+        let hi = hi.max(self.top() - self.tick);
+        let fits = hi
+            .checked_sub(lo)
+            .is_some_and(|d| d / self.tick < MAX_SLOTS as i64);
+        let touch = self.filled == 0 || {
+            let best = self.base + self.best as i64 * self.tick;
+            if self.bids {
+                price > best
+            } else {
+                price < best
+            }
+        };
+        if (self.slots.len() < MAX_SLOTS && fits) || touch {
+            let best = self.best_price().expect("levels").0;
+            self.rebuild(self.tick, best);
+        }
+    }
+
+    /// Lays the ladder out again with `tick`, over the span of every level if it fits in
+    /// [`MAX_SLOTS`], else over the window centred on `around`.
+    fn rebuild(&mut self, tick: i64, around: i64) {
+        let levels: Vec<(i64, i64)> = self.ascending().collect();
+        let lo = levels.first().map_or(around, |l| l.0).min(around);
+        let hi = levels.last().map_or(around, |l| l.0).max(around);
+        match layout(lo, hi, around, tick) {
+            Some((base, len)) => {
+                self.base = base;
+                self.tick = tick;
+                self.slots.clear();
+                self.slots.resize(len, 0);
+            }
+            None => {
+                self.no_ladder = true;
+                self.base = 0;
+                self.tick = 0;
+                self.slots = Vec::new();
+            }
+        }
+        self.filled = 0;
+        self.far.clear();
+        self.far_above = 0;
+        for (p, s) in levels {
+            match self.place(p) {
+                Place::Slot(i) => {
+                    self.set_slot(i, s);
+                }
+                Place::Far | Place::OffGrid => {
+                    self.set_far(p, s);
+                }
+            }
+        }
+    }
+
+    /// Removes every level (the ladder keeps its layout).
+    pub(crate) fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = 0);
+        self.filled = 0;
+        self.far.clear();
+        self.far_above = 0;
+        self.no_ladder = false;
+    }
+
+    /// Number of levels.
+    pub(crate) fn len(&self) -> usize {
+        self.filled + self.far.len()
+    }
+
+    /// The best level's raw price and size.
+    pub(crate) fn best_price(&self) -> Option<(i64, i64)> {
+        let far_better = if self.bids {
+            self.far_above > 0
+        } else {
+            self.far.len() > self.far_above
+        };
+        if !far_better && self.filled > 0 {
+            let i = self.best;
+            return Some((self.base + i as i64 * self.tick, self.slots[i]));
+        }
+        if self.bids {
+            self.far.iter().next_back()
+        } else {
+            self.far.iter().next()
+        }
+        .map(|(p, s)| (*p, *s))
+    }
+
+    /// Levels from the lowest price up (the best first for asks).
+    pub(crate) fn ascending(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        let (base, top, tick) = (self.base, self.top(), self.tick);
+        let below = self.far.range(..base);
+        let slots = self.slots.iter().enumerate();
+        let ladder = slots.filter(|(_, s)| **s > 0);
+        let ladder = ladder.map(move |(i, s)| (base + i as i64 * tick, *s));
+        let above = self.far.range(top.max(base)..);
+        let above = above.filter(move |_| tick != 0);
+        let unbuilt = self.far.iter().filter(move |_| tick == 0);
+        let far = |(p, s): (&i64, &i64)| (*p, *s);
+        (below.filter(move |_| tick != 0).map(far))
+            .chain(ladder)
+            .chain(above.map(far))
+            .chain(unbuilt.map(far))
+    }
+
+    /// Levels from the highest price down (the best first for bids).
+    pub(crate) fn descending(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        let (base, top, tick) = (self.base, self.top(), self.tick);
+        let above = self.far.range(top.max(base)..).rev();
+        let slots = self.slots.iter().enumerate().rev();
+        let ladder = slots.filter(|(_, s)| **s > 0);
+        let ladder = ladder.map(move |(i, s)| (base + i as i64 * tick, *s));
+        let below = self.far.range(..base).rev();
+        let unbuilt = self.far.iter().rev().filter(move |_| tick == 0);
+        let far = |(p, s): (&i64, &i64)| (*p, *s);
+        (above.filter(move |_| tick != 0).map(far))
+            .chain(ladder)
+            .chain(below.filter(move |_| tick != 0).map(far))
+            .chain(unbuilt.map(far))
+    }
+}
+
+/// Slot 0's price and the number of slots for levels from `lo` to `hi` (which hold `around`) a
+/// `tick` apart: twice their span, or the [`MAX_SLOTS`] centred on `around` when that is too
+/// few; `None` when a price of the layout would not fit in an `i64`.
+fn layout(lo: i64, hi: i64, around: i64, tick: i64) -> Option<(i64, usize)> {
+    let span = usize::try_from(hi.checked_sub(lo)? / tick)
+        .ok()?
+        .checked_add(1)?;
+    let len = span
+        .saturating_mul(2)
+        .next_power_of_two()
+        .clamp(MIN_SLOTS, MAX_SLOTS);
+    let ticks = |n: usize| i64::try_from(n).ok()?.checked_mul(tick);
+    let base = if span <= len {
+        lo.checked_sub(ticks((len - span) / 2)?)?
+    } else {
+        around.checked_sub(ticks(len / 2)?)?
+    };
+    base.checked_add(ticks(len)?)?;
+    Some((base, len))
+}
+
+/// Greatest common divisor of two raw prices' gap; `gcd(0, x)` is `|x|`.
+fn gcd(a: i64, b: i64) -> i64 {
+    let (mut a, mut b) = (a.unsigned_abs(), b.unsigned_abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Checks a side against a sorted map given the same operations.
+    fn check(bids: bool, ops: &[(i64, i64)]) {
+        let mut ladder = Ladder::new(bids);
+        let mut model: BTreeMap<i64, i64> = BTreeMap::new();
+        for &(p, s) in ops {
+            let old = ladder.replace(p, s);
+            let want = if s > 0 {
+                model.insert(p, s)
+            } else {
+                model.remove(&p)
+            };
+            assert_eq!(old, want.unwrap_or(0), "previous size at {p}");
+            assert_eq!(ladder.len(), model.len());
+            let best = if bids {
+                model.iter().next_back()
+            } else {
+                model.iter().next()
+            };
+            assert_eq!(ladder.best_price(), best.map(|(p, s)| (*p, *s)));
+            assert_eq!(ladder.get(p), model.get(&p).copied().unwrap_or(0));
+        }
+        let up: Vec<(i64, i64)> = model.iter().map(|(p, s)| (*p, *s)).collect();
+        assert_eq!(ladder.ascending().collect::<Vec<_>>(), up);
+        let down: Vec<(i64, i64)> = up.iter().rev().copied().collect();
+        assert_eq!(ladder.descending().collect::<Vec<_>>(), down);
+        ladder.clear();
+        assert_eq!((ladder.len(), ladder.best_price()), (0, None));
+        assert_eq!(ladder.ascending().count(), 0);
+    }
+
+    #[test]
+    fn the_touch_follows_removals_and_the_ladder_moves_with_the_price() {
+        // A tick of 10: a book around 1000, then the price runs far off and back.
+        let mut ops: Vec<(i64, i64)> = (0..50).map(|i| (1000 - 10 * i, 1 + i)).collect();
+        ops.extend((0..50).map(|i| (1000 - 10 * i, 0)));
+        ops.extend((0..200).map(|i| (5_000_000 + 10 * i, 7)));
+        ops.push((10, 3));
+        ops.push((5_000_005, 1)); // off the grid: the tick becomes 5
+        ops.extend((0..200).map(|i| (5_000_000 + 10 * i, 0)));
+        check(true, &ops);
+        check(false, &ops);
+    }
+
+    #[test]
+    fn prices_too_far_apart_for_a_ladder_stay_in_the_map() {
+        let ops = [
+            (i64::MIN + 5, 1),
+            (i64::MAX - 3, 2),
+            (0, 3),
+            (7, 4),
+            (i64::MAX - 3, 0),
+            (14, 5),
+            (i64::MIN + 5, 0),
+            (21, 1),
+            (28, 1),
+            (-7, 1),
+        ];
+        check(true, &ops);
+        check(false, &ops);
+    }
+
+    proptest! {
+        #[test]
+        fn a_side_is_a_sorted_map(
+            ops in prop::collection::vec((0i64..400, 0i64..4), 1..300),
+            scale in prop::sample::select(vec![1i64, 7, 1_000_000_000]),
+            far in prop::sample::select(vec![0i64, 1 << 20, 1 << 30]),
+            bids: bool,
+        ) {
+            // Prices on a grid, some a long way off (beyond any ladder), sizes often zero.
+            let ops: Vec<(i64, i64)> = ops
+                .iter()
+                .map(|&(p, s)| (if p % 37 == 0 { p * scale + far * scale } else { p * scale }, s))
+                .collect();
+            check(bids, &ops);
+        }
+    }
+}
