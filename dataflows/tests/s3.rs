@@ -38,10 +38,13 @@ fn s3_and_local_lakes_answer_alike() {
         // Idempotent on S3 too.
         let c = ingest_paths(&remote, &[binance_data()], None, false).await.unwrap();
         assert_eq!(a.rows, c.rows);
+        // Sums of doubles are rounded: DataFusion 55's scan partitions steal files (and parts of
+        // files) from each other as they free up, so which rows each partial sum holds, and so
+        // the last bit of the total, can differ from run to run on the same lake (seen here).
         for sql in [
-            "SELECT symbol, date, count(*), sum(price * size), min(ts), max(ts) FROM trades GROUP BY symbol, date",
+            "SELECT symbol, date, count(*), round(sum(price * size), 6), min(ts), max(ts) FROM trades GROUP BY symbol, date",
             "SELECT symbol, count(*), sum(CAST(gap AS INT)), max(bid_price), min(ask_price) FROM bbo GROUP BY symbol",
-            "SELECT side, count(*), sum(size) FROM depth_updates GROUP BY side",
+            "SELECT side, count(*), round(sum(size), 6) FROM depth_updates GROUP BY side",
             "SELECT count(*) FROM quotes",
             "SELECT count(*) FROM dead_letters",
         ] {
