@@ -34,6 +34,10 @@ pub(crate) struct Ladder {
     tick: i64,
     /// Raw price of slot 0.
     base: i64,
+    /// Raw price span of the slots (`slots.len() * tick`).
+    span: i64,
+    /// Divides by `tick`.
+    div: Divisor,
     /// Raw size at each slot's price; zero for no level.
     slots: Vec<i64>,
     /// Filled slots.
@@ -67,21 +71,19 @@ impl Ladder {
 
     /// Raw price just past the last slot.
     fn top(&self) -> i64 {
-        self.base + self.slots.len() as i64 * self.tick
+        self.base + self.span
     }
 
+    /// Where a price goes. Only prices within the window are checked against the grid: those
+    /// outside go to the map whatever they are, and a later layout that takes them in finds a
+    /// tick dividing every gap (see [`rebuild`](Self::rebuild)).
+    #[inline]
     fn place(&self, price: i64) -> Place {
-        if self.tick == 0 {
-            return Place::Far;
-        }
-        let Some(d) = price.checked_sub(self.base) else {
-            return Place::Far;
-        };
-        if d % self.tick != 0 {
-            return Place::OffGrid;
-        }
-        match usize::try_from(d / self.tick) {
-            Ok(i) if i < self.slots.len() => Place::Slot(i),
+        match price.checked_sub(self.base) {
+            Some(d) if (0..self.span).contains(&d) => match self.div.exact(d as u64) {
+                Some(i) => Place::Slot(i as usize),
+                None => Place::OffGrid,
+            },
             _ => Place::Far,
         }
     }
@@ -221,10 +223,17 @@ impl Ladder {
         let levels: Vec<(i64, i64)> = self.ascending().collect();
         let lo = levels.first().map_or(around, |l| l.0).min(around);
         let hi = levels.last().map_or(around, |l| l.0).max(around);
-        match layout(lo, hi, around, tick) {
-            Some((base, len)) => {
+        // Levels that went to the map while outside the window may lie between its slots.
+        let tick = std::iter::once(around)
+            .chain(levels.iter().map(|l| l.0))
+            .try_fold(tick, |t, p| Some(gcd(t, p.checked_sub(lo)?)))
+            .filter(|&t| t > 0);
+        match tick.and_then(|tick| Some((tick, layout(lo, hi, around, tick)?))) {
+            Some((tick, (base, len))) => {
                 self.base = base;
                 self.tick = tick;
+                self.span = len as i64 * tick;
+                self.div = Divisor::new(tick);
                 self.slots.clear();
                 self.slots.resize(len, 0);
             }
@@ -232,6 +241,7 @@ impl Ladder {
                 self.no_ladder = true;
                 self.base = 0;
                 self.tick = 0;
+                self.span = 0;
                 self.slots = Vec::new();
             }
         }
@@ -338,6 +348,46 @@ fn layout(lo: i64, hi: i64, around: i64, tick: i64) -> Option<(i64, usize)> {
     Some((base, len))
 }
 
+/// Exact division by a tick without a divide instruction. The tick is `2^shift` times an odd
+/// number, and dividing a multiple of an odd number by it is multiplying by its inverse modulo
+/// 2^64; for any other dividend the product exceeds `limit` (Granlund and Montgomery, 1994).
+#[derive(Clone, Copy, Debug, Default)]
+struct Divisor {
+    shift: u32,
+    inverse: u64,
+    limit: u64,
+}
+
+impl Divisor {
+    /// For a positive tick.
+    fn new(tick: i64) -> Self {
+        let tick = tick as u64;
+        let shift = tick.trailing_zeros();
+        let odd = tick >> shift;
+        // Newton's iteration, from 3 correct bits (an odd number is its own inverse modulo 8),
+        // doubles them each step: 6, 12, 24, 48, 96.
+        let mut inverse = odd;
+        for _ in 0..5 {
+            inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+        }
+        Divisor {
+            shift,
+            inverse,
+            limit: u64::MAX / odd,
+        }
+    }
+
+    /// `d / tick` when the tick divides `d`, else `None`.
+    #[inline]
+    fn exact(&self, d: u64) -> Option<u64> {
+        if d.trailing_zeros() < self.shift {
+            return None;
+        }
+        let q = (d >> self.shift).wrapping_mul(self.inverse);
+        (q <= self.limit).then_some(q)
+    }
+}
+
 /// Greatest common divisor of two raw prices' gap; `gcd(0, x)` is `|x|`.
 fn gcd(a: i64, b: i64) -> i64 {
     let (mut a, mut b) = (a.unsigned_abs(), b.unsigned_abs());
@@ -415,16 +465,30 @@ mod tests {
 
     proptest! {
         #[test]
+        fn exact_division_by_a_tick_is_division(tick in 1i64..1 << 40, d in 0u64..1 << 50, k in 0u64..1 << 20) {
+            let div = Divisor::new(tick);
+            let t = tick as u64;
+            let want = (d % t == 0).then_some(d / t);
+            prop_assert_eq!(div.exact(d), want);
+            prop_assert_eq!(div.exact(k * t), Some(k));
+        }
+
+        #[test]
         fn a_side_is_a_sorted_map(
             ops in prop::collection::vec((0i64..400, 0i64..4), 1..300),
             scale in prop::sample::select(vec![1i64, 7, 1_000_000_000]),
-            far in prop::sample::select(vec![0i64, 1 << 20, 1 << 30]),
+            far in prop::sample::select(vec![0i64, 1 << 12, 1 << 20, 1 << 30]),
             bids: bool,
         ) {
-            // Prices on a grid, some a long way off (beyond any ladder), sizes often zero.
+            // Prices on a grid, some a long way off (beyond any ladder), a few between its
+            // points, sizes often zero.
             let ops: Vec<(i64, i64)> = ops
                 .iter()
-                .map(|&(p, s)| (if p % 37 == 0 { p * scale + far * scale } else { p * scale }, s))
+                .map(|&(p, s)| {
+                    let off = if p % 11 == 0 { 3 } else { 0 };
+                    let far = if p % 37 == 0 { far * scale } else { 0 };
+                    (p * scale + far + off, s)
+                })
                 .collect();
             check(bids, &ops);
         }

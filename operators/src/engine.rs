@@ -137,7 +137,7 @@ pub fn ofi_level(
 enum SymbolBook {
     #[default]
     Empty,
-    L2(L2Book),
+    L2(Box<L2Book>),
     L3(Box<L3Book>),
 }
 
@@ -592,7 +592,7 @@ impl FeatureEngine {
             }
             MarketEvent::Depth(_, d) => {
                 if !matches!(self.book, SymbolBook::L2(_)) {
-                    self.book = SymbolBook::L2(L2Book::default());
+                    self.book = SymbolBook::L2(Box::default());
                 }
                 let SymbolBook::L2(book) = &mut self.book else {
                     unreachable!("set above")

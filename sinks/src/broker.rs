@@ -85,7 +85,7 @@ use rustc_hash::FxHashMap;
 #[derive(Debug)]
 enum DataBook {
     Empty,
-    L2(L2Book),
+    L2(Box<L2Book>),
     L3 {
         book: Box<L3Book>,
         day: i64,
@@ -666,7 +666,7 @@ impl Broker for SimExchange {
             }
             MarketEvent::Depth(_, d) => {
                 if !matches!(self.book, DataBook::L2(_)) {
-                    self.book = DataBook::L2(L2Book::default());
+                    self.book = DataBook::L2(Box::default());
                 }
                 let DataBook::L2(book) = &mut self.book else {
                     unreachable!("set above")
