@@ -74,7 +74,7 @@ fn a_backtest_on_an_s3_lake_writes_the_same_results_as_on_a_local_one() {
     }
     rt().block_on(async {
         for sql in [
-            "SELECT symbol, side, count(*), sum(size), sum(fee) FROM fills WHERE run_id = 's3-bt' GROUP BY symbol, side",
+            "SELECT symbol, side, count(*), round(sum(size), 9), round(sum(fee), 9) FROM fills WHERE run_id = 's3-bt' GROUP BY symbol, side",
             "SELECT scope, regime, round(net_pnl, 9), orders FROM metrics WHERE run_id = 's3-bt'",
             "SELECT count(*) FROM equity WHERE run_id = 's3-bt'",
         ] {
