@@ -44,7 +44,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::plan_util::{replace_nodes, runs, visit_expressions};
+use crate::plan_util::{AggregateParts, replace_nodes, runs};
 
 /// The optimizer rule: partial aggregations grouped only by partition columns become
 /// [`PartitionKeyAggregateExec`].
@@ -129,9 +129,7 @@ fn are_partition_columns(mut plan: &Arc<dyn ExecutionPlan>, names: &[String]) ->
 #[derive(Debug)]
 pub struct PartitionKeyAggregateExec {
     input: Arc<dyn ExecutionPlan>,
-    group: Vec<(Arc<dyn PhysicalExpr>, String)>,
-    aggr: Vec<Arc<AggregateFunctionExpr>>,
-    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    parts: AggregateParts,
     schema: SchemaRef,
     /// Emit the aggregates' values (a `Single` aggregation) rather than their states (`Partial`).
     final_values: bool,
@@ -152,30 +150,16 @@ impl PartitionKeyAggregateExec {
     /// columns only when `partition_keys_only` (tests run it over keys in short runs).
     fn from_aggregate(plan: &Arc<dyn ExecutionPlan>, partition_keys_only: bool) -> Option<Self> {
         let agg = plan.downcast_ref::<AggregateExec>()?;
-        let group = agg.group_expr();
         let final_values = match agg.mode() {
             AggregateMode::Partial => false,
             AggregateMode::Single | AggregateMode::SinglePartitioned => true,
             _ => return None,
         };
-        if !group.is_single()
-            || group.expr().is_empty()
-            || agg.limit_options().is_some()
-            || !agg.dynamic_expressions_produced().is_empty()
-        {
-            return None;
-        }
-        let ok_aggr = agg
-            .aggr_expr()
-            .iter()
-            .all(|a| !a.is_distinct() && a.order_bys().is_empty());
-        let names: Option<Vec<String>> = group
-            .expr()
-            .iter()
+        let parts = AggregateParts::of(agg)?;
+        let names: Option<Vec<String>> = (parts.group.iter())
             .map(|(e, _)| e.downcast_ref::<Column>().map(|c| c.name().to_string()))
             .collect();
-        let names = names?;
-        if !ok_aggr || (partition_keys_only && !are_partition_columns(agg.input(), &names)) {
+        if partition_keys_only && !are_partition_columns(agg.input(), &names?) {
             return None;
         }
         let schema = agg.schema();
@@ -187,9 +171,7 @@ impl PartitionKeyAggregateExec {
         );
         Some(PartitionKeyAggregateExec {
             input: Arc::clone(agg.input()),
-            group: group.expr().to_vec(),
-            aggr: agg.aggr_expr().to_vec(),
-            filters: agg.filter_expr().to_vec(),
+            parts,
             schema,
             final_values,
             properties: Arc::new(properties),
@@ -200,9 +182,7 @@ impl PartitionKeyAggregateExec {
     fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Self {
         PartitionKeyAggregateExec {
             input,
-            group: self.group.clone(),
-            aggr: self.aggr.clone(),
-            filters: self.filters.clone(),
+            parts: self.parts.clone(),
             schema: Arc::clone(&self.schema),
             final_values: self.final_values,
             properties: Arc::clone(&self.properties),
@@ -213,19 +193,12 @@ impl PartitionKeyAggregateExec {
 
 impl DisplayAs for PartitionKeyAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let gby: Vec<&str> = self.group.iter().map(|(_, n)| n.as_str()).collect();
-        let aggr: Vec<&str> = self.aggr.iter().map(|a| a.name()).collect();
-        write!(
-            f,
-            "PartitionKeyAggregateExec: mode={}, gby=[{}], aggr=[{}]",
-            if self.final_values {
-                "Single"
-            } else {
-                "Partial"
-            },
-            gby.join(", "),
-            aggr.join(", ")
-        )
+        let mode = if self.final_values {
+            "Single"
+        } else {
+            "Partial"
+        };
+        self.parts.fmt_as(f, "PartitionKeyAggregateExec", mode)
     }
 }
 
@@ -246,9 +219,7 @@ impl ExecutionPlan for PartitionKeyAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let args: Vec<_> = self.aggr.iter().flat_map(|a| a.expressions()).collect();
-        let exprs = self.group.iter().map(|(e, _)| e);
-        visit_expressions(exprs.chain(&args).chain(self.filters.iter().flatten()), f)
+        self.parts.apply_expressions(f)
     }
 
     fn with_new_children(
@@ -265,10 +236,10 @@ impl ExecutionPlan for PartitionKeyAggregateExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let run = Run {
-            group: self.group.iter().map(|(e, _)| Arc::clone(e)).collect(),
-            args: self.aggr.iter().map(|a| a.expressions()).collect(),
-            filters: self.filters.clone(),
-            aggr: self.aggr.clone(),
+            group: self.parts.keys(),
+            args: self.parts.args(),
+            filters: self.parts.filters.clone(),
+            aggr: self.parts.aggr.clone(),
             schema: Arc::clone(&self.schema),
             final_values: self.final_values,
             baseline: BaselineMetrics::new(&self.metrics, partition),
