@@ -293,13 +293,25 @@ impl Ladder {
         .map(|(p, s)| (*p, *s))
     }
 
+    /// The slots that can hold levels: none when the ladder is empty, for bids none above the
+    /// best, for asks none below it. Walks from the touch start at the best slot instead of
+    /// crossing the empty half of the window (up to 2^16 slots).
+    fn live(&self) -> std::ops::Range<usize> {
+        match (self.filled, self.bids) {
+            (0, _) => 0..0,
+            (_, true) => 0..self.best + 1,
+            (_, false) => self.best..self.slots.len(),
+        }
+    }
+
     /// Levels from the lowest price up (the best first for asks).
     pub(crate) fn ascending(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
         let (base, top, tick) = (self.base, self.top(), self.tick);
         let below = self.far.range(..base);
-        let slots = self.slots.iter().enumerate();
+        let live = self.live();
+        let slots = self.slots[live.clone()].iter().enumerate();
         let ladder = slots.filter(|(_, s)| **s > 0);
-        let ladder = ladder.map(move |(i, s)| (base + i as i64 * tick, *s));
+        let ladder = ladder.map(move |(i, s)| (base + (live.start + i) as i64 * tick, *s));
         let above = self.far.range(top.max(base)..);
         let above = above.filter(move |_| tick != 0);
         let unbuilt = self.far.iter().filter(move |_| tick == 0);
@@ -314,9 +326,10 @@ impl Ladder {
     pub(crate) fn descending(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
         let (base, top, tick) = (self.base, self.top(), self.tick);
         let above = self.far.range(top.max(base)..).rev();
-        let slots = self.slots.iter().enumerate().rev();
+        let live = self.live();
+        let slots = self.slots[live.clone()].iter().enumerate().rev();
         let ladder = slots.filter(|(_, s)| **s > 0);
-        let ladder = ladder.map(move |(i, s)| (base + i as i64 * tick, *s));
+        let ladder = ladder.map(move |(i, s)| (base + (live.start + i) as i64 * tick, *s));
         let below = self.far.range(..base).rev();
         let unbuilt = self.far.iter().rev().filter(move |_| tick == 0);
         let far = |(p, s): (&i64, &i64)| (*p, *s);
