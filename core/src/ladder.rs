@@ -174,7 +174,7 @@ impl Ladder {
     }
 
     /// After a new level went to the map: builds the ladder once enough levels give a tick,
-    /// grows it while the levels' span fits, and moves it when the touch has left it.
+    /// grows it until it has the most slots, and moves it when the touch has left it.
     fn after_far_insert(&mut self, price: i64) {
         if self.no_ladder {
             return;
@@ -194,15 +194,6 @@ impl Ladder {
             }
             return;
         }
-        let (lo, hi) = (
-            *self.far.keys().next().expect("just inserted"),
-            *self.far.keys().next_back().expect("just inserted"),
-        );
-        let lo = lo.min(self.base);
-        let hi = hi.max(self.top() - self.tick);
-        let fits = hi
-            .checked_sub(lo)
-            .is_some_and(|d| d / self.tick < MAX_SLOTS as i64);
         let touch = self.filled == 0 || {
             let best = self.base + self.best as i64 * self.tick;
             if self.bids {
@@ -211,7 +202,9 @@ impl Ladder {
                 price < best
             }
         };
-        if (self.slots.len() < MAX_SLOTS && fits) || touch {
+        // A ladder short of the largest grows (at most a dozen times: it doubles, or goes
+        // straight to the largest when the levels span more).
+        if self.slots.len() < MAX_SLOTS || touch {
             let best = self.best_price().expect("levels").0;
             self.rebuild(self.tick, best);
         }
@@ -347,8 +340,7 @@ fn layout(lo: i64, hi: i64, around: i64, tick: i64) -> Option<(i64, usize)> {
     let span = usize::try_from(hi.checked_sub(lo)? / tick)
         .ok()?
         .checked_add(1)?;
-    let len = span
-        .saturating_mul(2)
+    let len = (span.min(MAX_SLOTS) * 2)
         .next_power_of_two()
         .clamp(MIN_SLOTS, MAX_SLOTS);
     let ticks = |n: usize| i64::try_from(n).ok()?.checked_mul(tick);
@@ -456,6 +448,22 @@ mod tests {
         ops.extend((0..200).map(|i| (5_000_000 + 10 * i, 0)));
         check(true, &ops);
         check(false, &ops);
+    }
+
+    #[test]
+    fn one_level_far_off_makes_the_ladder_as_large_as_it_goes_around_the_touch() {
+        let mut ladder = Ladder::new(false);
+        for i in 0..10 {
+            ladder.replace(1000 + i, 1);
+        }
+        let small = ladder.slots.len();
+        ladder.replace(1000 + (1 << 40), 1);
+        assert!(small < MAX_SLOTS);
+        assert_eq!(ladder.slots.len(), MAX_SLOTS);
+        assert!(matches!(ladder.place(1000 + 5000), Place::Slot(_)));
+        assert_eq!(ladder.best_price(), Some((1000, 1)));
+        // The widest span a layout can be asked for.
+        assert_eq!(layout(0, i64::MAX, 0, 1).map(|l| l.1), Some(MAX_SLOTS));
     }
 
     #[test]
