@@ -28,6 +28,8 @@ pub struct IngestReport {
     pub rows: BTreeMap<Table, u64>,
     /// Dead letters per reason.
     pub dead: BTreeMap<DeadLetterReason, u64>,
+    /// Files not read to their end (`unreadable` dead letters): where, and why.
+    pub unreadable: Vec<String>,
     /// Market events read.
     pub events: u64,
     /// Sources (files, synthetic symbol-days) completed.
@@ -55,6 +57,7 @@ impl IngestReport {
         for (r, n) in other.dead {
             *self.dead.entry(r).or_default() += n;
         }
+        self.unreadable.extend(other.unreadable);
         self.events += other.events;
         self.sources += other.sources;
         self.files += other.files;
@@ -110,6 +113,18 @@ impl IngestReport {
                 self.dead_total()
             ));
         }
+        if !self.unreadable.is_empty() {
+            let mut files = self.unreadable.clone();
+            files.sort();
+            out.push_str("not read to the end:\n");
+            for f in files.iter().take(UNREADABLE_LISTED) {
+                out.push_str(&format!("  {f}\n"));
+            }
+            if files.len() > UNREADABLE_LISTED {
+                let more = files.len() - UNREADABLE_LISTED;
+                out.push_str(&format!("  and {more} more\n"));
+            }
+        }
         if self.files_removed > 0 {
             out.push_str(&format!(
                 "replaced {} files left by an earlier ingest of the same sources\n",
@@ -119,6 +134,9 @@ impl IngestReport {
         out
     }
 }
+
+/// Files not read to the end that the summary names; the rest are counted.
+const UNREADABLE_LISTED: usize = 10;
 
 /// Feeds reader output into a lake writer and keeps the counts.
 pub struct Ingestor {
@@ -214,6 +232,9 @@ impl Ingestor {
             }
             Record::Dead(d) => {
                 *self.report.dead.entry(d.reason).or_default() += 1;
+                if d.reason == DeadLetterReason::Unreadable {
+                    (self.report.unreadable).push(format!("{}: {}", d.position, d.detail));
+                }
                 self.writer.push_dead(&d);
             }
             Record::SourceStart(id) => {

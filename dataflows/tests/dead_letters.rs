@@ -115,7 +115,13 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
         )
         .unwrap();
         let report = ingest_paths(&lake, &[input], None, false).await.unwrap();
-        eprintln!("{}", report.summary("test"));
+        let summary = report.summary("test");
+        eprintln!("{summary}");
+        // The files not read to the end are named in the summary, not only counted.
+        assert!(summary.contains("not read to the end:\n"), "{summary}");
+        for file in ["notes.txt: ", "broken.dbn: ", "btcusdt_20240808.gz:"] {
+            assert!(summary.contains(&format!("  {file}")), "{file}: {summary}");
+        }
 
         let dead = query_csv(
             &lake,
