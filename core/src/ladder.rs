@@ -3,7 +3,8 @@
 //!
 //! Binance diffs touch levels hundreds deep in books of thousands (BENCHMARKS.md, ingest), where
 //! a `BTreeMap` pays a descent of several nodes on every update and on every look at the touch.
-//! A ladder finds a price's slot by one subtraction and division, and keeps the best slot's index,
+//! A ladder finds a price's slot by a subtraction and an exact division by the tick (a multiply,
+//! see [`Divisor`]), and keeps the best slot's index,
 //! so an update, a lookup and the touch are O(1); only removing the best level scans, towards
 //! worse prices, to the next filled slot (a few slots near the touch, where books are dense).
 //!
