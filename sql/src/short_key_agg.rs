@@ -446,13 +446,15 @@ impl Run {
         };
         // OR of every group number: an `EMPTY` among them (a full table) sets the high bits.
         let mut seen = 0u32;
-        match all {
-            [codes] => {
+        // Two or more columns: their codes side by side index the dense table while it fits.
+        let dense = all.len() > 1 && groups.fit(&self.columns);
+        match (all, dense) {
+            ([codes], _) => {
                 for (g, &c) in indices.iter_mut().zip(codes) {
                     *g = c as usize;
                 }
             }
-            [first, second] if groups.fit(&self.columns) => {
+            ([first, second], true) => {
                 let shift = groups.bits[0];
                 for (i, ((g, &a), &b)) in indices.iter_mut().zip(first).zip(second).enumerate() {
                     let at = (a | b << shift) as usize;
@@ -464,7 +466,7 @@ impl Run {
                     *g = x as usize;
                 }
             }
-            _ if groups.fit(&self.columns) => {
+            (_, true) => {
                 for (i, g) in indices.iter_mut().enumerate() {
                     let at = groups.cell(all.iter().map(|c| c[i]));
                     let mut x = groups.cells[at];
@@ -475,7 +477,7 @@ impl Run {
                     *g = x as usize;
                 }
             }
-            _ => {
+            (_, false) => {
                 for (i, g) in indices.iter_mut().enumerate() {
                     let x = groups.packed.code(packed(i));
                     seen |= x;
