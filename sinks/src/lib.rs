@@ -16,6 +16,7 @@
 #![forbid(missing_docs)]
 
 pub mod broker;
+mod chunk;
 pub mod error;
 pub mod features;
 pub mod results;

@@ -4,10 +4,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 
-use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-    UInt64Builder, make_builder,
-};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use flowsense_core::{
@@ -20,6 +16,7 @@ use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
+use crate::chunk::{Column, FileLayout};
 use crate::{Lake, Result};
 
 /// Encodes one batch as a whole Parquet file, ready for one atomic `put`.
@@ -48,85 +45,54 @@ pub(crate) fn table_props(delta: &[&str], plain: &[&str]) -> WriterPropertiesBui
     b
 }
 
-/// Rows a partition gathers before encoding them into its file.
+/// Rows a partition gathers before encoding them as a page of its file.
 const BATCH_ROWS: usize = 1 << 16;
 
-/// Integer columns written with `DELTA_BINARY_PACKED` instead of a dictionary.
-const DELTA_COLUMNS: &[&str] = &[
-    "ts",
-    "local_ts",
-    "seq",
-    "order_id",
-    "update_id",
-    "first_update_id",
-    "final_update_id",
-    "trade_id",
-];
-
-/// Unwraps the encoding of in-memory arrays, which only fails on a broken invariant of ours.
+/// Unwraps the encoding of a page, which only fails on a broken invariant of ours.
 fn encoded(r: Result<()>) {
     if let Err(e) = r {
         panic!("encoding a partition's rows failed: {e}");
     }
 }
 
-/// A column's builder as the type the table's schema gives it.
-fn typed<T: ArrayBuilder>(col: &mut Box<dyn ArrayBuilder>) -> &mut T {
-    col.as_any_mut()
-        .downcast_mut::<T>()
-        .expect("builder type follows the schema")
-}
-
-/// Column builders for one table, made from its schema.
+/// One open file's columns, encoded a page at a time (`chunk.rs`).
 struct Rows {
-    table: Table,
-    cols: Vec<Box<dyn ArrayBuilder>>,
-    capacity: usize,
-}
-
-macro_rules! col {
-    ($self:ident, $i:expr, $t:ty) => {
-        $self.cols[$i]
-            .as_any_mut()
-            .downcast_mut::<$t>()
-            .expect("builder type follows the schema")
-    };
+    cols: Vec<Column>,
 }
 
 impl Rows {
-    fn new(table: Table, capacity: usize) -> Self {
-        let schema = table.file_schema();
-        let cols = schema
-            .fields()
-            .iter()
-            .map(|f| make_builder(f.data_type(), capacity))
-            .collect();
+    fn new(layout: &FileLayout) -> Self {
         Rows {
-            table,
-            cols,
-            capacity,
+            cols: layout.columns(),
         }
     }
 
+    /// Rows not yet in a page.
+    fn pending(&self) -> usize {
+        self.cols[0].pending()
+    }
+
+    /// Rows in the file so far.
     fn len(&self) -> usize {
         self.cols[0].len()
     }
 
     fn i64(&mut self, i: usize, v: Option<i64>) {
-        col!(self, i, Int64Builder).append_option(v);
+        self.cols[i].push_int(v);
     }
     fn u64(&mut self, i: usize, v: Option<u64>) {
-        col!(self, i, UInt64Builder).append_option(v);
+        // Unsigned columns are INT64 with an unsigned logical type: the same bits.
+        self.cols[i].push_int(v.map(|v| v as i64));
     }
     fn dec(&mut self, i: usize, raw: Option<i64>) {
         // raw / 1e9 is correctly rounded: the nearest double to the exact decimal.
-        col!(self, i, Float64Builder).append_option(raw.map(|r| r as f64 / 1e9));
+        self.cols[i].push_float(raw.map(|r| r as f64 / 1e9));
     }
     fn str(&mut self, i: usize, v: &str) {
-        col!(self, i, StringBuilder).append_value(v);
+        self.cols[i].push_str(v);
     }
     fn bool(&mut self, i: usize, v: bool) {
-        col!(self, i, BooleanBuilder).append_value(v);
+        self.cols[i].push_bool_n(v, 1);
     }
 
     fn bbo(&mut self, b: &BboUpdate, quotes: bool) {
@@ -146,38 +112,29 @@ impl Rows {
         }
     }
 
-    /// One row per level of a depth message, each column's builder looked up once.
+    /// One row per level of a depth message; what the levels share is appended once, `n` times.
     fn depth(&mut self, d: &DepthUpdate) {
         let n = d.bids.len() + d.asks.len();
         let [ts, local, first, last, side, price, size, snap] = self.cols.as_mut_slice() else {
             unreachable!("depth_updates has eight columns");
         };
-        typed::<Int64Builder>(ts).append_value_n(d.ts.0, n);
-        match d.local_ts {
-            Some(t) => typed::<Int64Builder>(local).append_value_n(t.0, n),
-            None => typed::<Int64Builder>(local).append_nulls(n),
-        }
-        typed::<UInt64Builder>(first).append_value_n(d.first_update_id, n);
-        typed::<UInt64Builder>(last).append_value_n(d.final_update_id, n);
-        typed::<BooleanBuilder>(snap).append_n(n, d.is_snapshot);
-        let side = typed::<StringBuilder>(side);
-        let price = typed::<Float64Builder>(price);
-        let size = typed::<Float64Builder>(size);
+        ts.push_int_n(Some(d.ts.0), n);
+        local.push_int_n(d.local_ts.map(|t| t.0), n);
+        first.push_int_n(Some(d.first_update_id as i64), n);
+        last.push_int_n(Some(d.final_update_id as i64), n);
+        snap.push_bool_n(d.is_snapshot, n);
         for (s, levels) in [(Side::Buy, &d.bids), (Side::Sell, &d.asks)] {
             for &(p, q) in levels {
-                side.append_value(s.as_str());
-                price.append_value(p.as_f64());
-                size.append_value(q.as_f64());
+                side.push_str(s.as_str());
+                price.push_float(Some(p.as_f64()));
+                size.push_float(Some(q.as_f64()));
             }
         }
     }
 
-    /// The rows so far as a batch; the builders start again at full capacity (the memory the
-    /// last batch held comes back from the allocator, so filling them neither copies nor faults).
-    fn finish(&mut self) -> Result<RecordBatch> {
-        let full = std::mem::replace(self, Rows::new(self.table, self.capacity));
-        let arrays: Vec<ArrayRef> = full.cols.into_iter().map(|mut c| c.finish()).collect();
-        Ok(RecordBatch::try_new(self.table.file_schema(), arrays)?)
+    /// Encodes the rows not yet in a page as one page of each column.
+    fn encode_page(&mut self) -> Result<()> {
+        self.cols.iter_mut().try_for_each(Column::encode_page)
     }
 }
 
@@ -188,41 +145,11 @@ struct PartKey {
     symbol: Option<Symbol>,
 }
 
-/// One partition's open file: rows gather in `rows` and are encoded into `file` a batch at a
-/// time, so the builders stay one batch long however long the file grows.
+/// One partition's open file: its columns, encoded a page at a time as rows come.
 struct Part {
     key: PartKey,
     rows: Rows,
-    file: Option<ArrowWriter<Vec<u8>>>,
-    /// Rows already encoded into `file`.
-    encoded: usize,
     chunk: u32,
-}
-
-impl Part {
-    /// Rows in the open file, encoded or not.
-    fn len(&self) -> usize {
-        self.encoded + self.rows.len()
-    }
-
-    /// Encodes the gathered rows into the open file (opening it on first use).
-    fn encode_rows(&mut self, props: &WriterProperties) -> Result<()> {
-        if self.rows.len() == 0 {
-            return Ok(());
-        }
-        let batch = self.rows.finish()?;
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => self.file.insert(ArrowWriter::try_new(
-                Vec::new(),
-                batch.schema(),
-                Some(props.clone()),
-            )?),
-        };
-        file.write(&batch)?;
-        self.encoded += batch.num_rows();
-        Ok(())
-    }
 }
 
 /// What a writer has written so far.
@@ -242,7 +169,8 @@ pub struct WriteStats {
 ///
 /// Call [`begin_source`](LakeWriter::begin_source), push its events, then
 /// [`end_source`](LakeWriter::end_source). Each partition's rows are encoded into its open
-/// Parquet file 64 Ki rows at a time (so column builders never outgrow a batch); a file is cut
+/// Parquet file a page of 64 Ki rows at a time (so no column holds more than a page of values
+/// unencoded); a file is cut
 /// at 1 M rows, and its bytes wait in memory until [`flush`](LakeWriter::flush) (or
 /// `end_source`) puts them, so the caller decides when to await I/O.
 ///
@@ -273,18 +201,16 @@ pub struct LakeWriter {
     written: HashSet<Path>,
     stats: WriteStats,
     max_rows: usize,
-    /// Rows gathered before they are encoded into their file.
+    /// Rows gathered before they are encoded as a page.
     batch_rows: usize,
-    props: WriterProperties,
+    /// Each table's schema and file properties, made once.
+    layouts: HashMap<Table, FileLayout>,
     dates: HashMap<i64, String>,
 }
 
 impl LakeWriter {
     /// A writer with 1 M-row files.
     pub fn new(lake: Lake) -> Self {
-        let props = table_props(DELTA_COLUMNS, &[])
-            .set_max_row_group_row_count(Some(1 << 20))
-            .build();
         LakeWriter {
             lake,
             source: String::new(),
@@ -296,7 +222,7 @@ impl LakeWriter {
             stats: WriteStats::default(),
             max_rows: 1 << 20,
             batch_rows: BATCH_ROWS,
-            props,
+            layouts: HashMap::new(),
             dates: HashMap::new(),
         }
     }
@@ -308,7 +234,7 @@ impl LakeWriter {
         self
     }
 
-    /// Rows gathered before they are encoded into their file.
+    /// Rows gathered before they are encoded as a page.
     #[cfg(test)]
     fn with_batch_rows(mut self, rows: usize) -> Self {
         self.batch_rows = rows.max(1);
@@ -348,16 +274,12 @@ impl LakeWriter {
         let i = match self.index.get(&key) {
             Some(&i) => i,
             None => {
-                let cap = if table == Table::DeadLetters {
-                    1024.min(self.batch_rows)
-                } else {
-                    self.batch_rows
-                };
+                let layout = self.layouts.entry(table).or_insert_with(|| {
+                    FileLayout::new(table.file_schema()).expect("the lake's schemas convert")
+                });
                 self.parts.push(Part {
                     key: key.clone(),
-                    rows: Rows::new(table, cap),
-                    file: None,
-                    encoded: 0,
+                    rows: Rows::new(layout),
                     chunk: 0,
                 });
                 self.index.insert(key, self.parts.len() - 1);
@@ -388,14 +310,7 @@ impl LakeWriter {
                 r.dec(7, Some(o.size.raw()));
             }
             MarketEvent::Depth(s, d) => {
-                let i = self.part_index(Table::DepthUpdates, d.ts, Some(s));
-                let part = &mut self.parts[i];
-                // A message's rows go into one batch: encode the batch first if they would
-                // overflow it (and regrow every column for the last few rows).
-                if part.rows.len() + d.bids.len() + d.asks.len() > self.batch_rows {
-                    encoded(part.encode_rows(&self.props));
-                }
-                part.rows.depth(d);
+                self.part(Table::DepthUpdates, d.ts, Some(s)).depth(d);
             }
             MarketEvent::Trade(s, t) => {
                 let r = self.part(Table::Trades, t.ts, Some(s));
@@ -444,15 +359,15 @@ impl LakeWriter {
         self.cut_if_full(i);
     }
 
-    /// Encodes a partition's batch once it is full, and cuts its file once that is.
+    /// Encodes a partition's page once it is full, and cuts its file once that is.
     fn cut_if_full(&mut self, part: usize) {
         let Some(p) = self.parts.get_mut(part) else {
             return;
         };
-        if p.len() >= self.max_rows {
+        if p.rows.len() >= self.max_rows {
             encoded(self.cut(part));
-        } else if p.rows.len() >= self.batch_rows {
-            encoded(p.encode_rows(&self.props));
+        } else if p.rows.pending() >= self.batch_rows {
+            encoded(p.rows.encode_page());
         }
     }
 
@@ -461,12 +376,11 @@ impl LakeWriter {
         let Some(part) = self.parts.get_mut(part) else {
             return Ok(());
         };
-        part.encode_rows(&self.props)?;
-        let Some(file) = part.file.take() else {
+        let rows = part.rows.len();
+        if rows == 0 {
             return Ok(());
-        };
-        let rows = std::mem::take(&mut part.encoded);
-        let buf = Bytes::from(file.into_inner()?);
+        }
+        let buf = self.layouts[&part.key.table].write(&mut part.rows.cols)?;
         let chunk = part.chunk;
         part.chunk += 1;
         let key = &part.key;
@@ -627,7 +541,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_depth_message_never_straddles_two_batches_and_loses_no_row() {
+    async fn depth_messages_split_across_pages_lose_no_row() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
         let mut w = LakeWriter::new(lake).with_batch_rows(5);
@@ -648,8 +562,13 @@ mod tests {
                 Symbol::new("ABC").unwrap(),
                 Box::new(d),
             ));
-            // 4 rows a message, 5 a batch: the second message is encoded after the first.
-            assert_eq!(w.parts[0].rows.len(), 4, "message {m}");
+            // 4 rows a message, 5 a page: a page is cut after the second message.
+            assert_eq!(w.parts[0].rows.len(), 4 * (m as usize + 1), "message {m}");
+            assert_eq!(
+                w.parts[0].rows.pending(),
+                [4, 0, 4][m as usize],
+                "message {m}"
+            );
         }
         w.end_source().await.unwrap();
         let file = dir

@@ -1,0 +1,1019 @@
+//! Parquet column chunks encoded as rows arrive: the lake writer's own encoder for market data.
+//!
+//! Ingest writes millions of rows of a handful of types, and building Arrow arrays for
+//! `ArrowWriter` to take apart again cost more than the encoding itself (BENCHMARKS.md,
+//! ingest). Here each column keeps its rows as plain values until a page is full, then encodes
+//! the page straight into its chunk: integers as `DELTA_BINARY_PACKED`; doubles and strings
+//! through a dictionary (`RLE_DICTIONARY`), falling back to `PLAIN` for the rest of the chunk
+//! once the dictionary passes 1 MiB; booleans `PLAIN`; nulls as definition levels. Pages are
+//! Snappy-compressed version 1 data pages. The `parquet` crate still writes what must follow
+//! the format to the letter (page headers, the footer, the Arrow schema in the file's metadata),
+//! so a file here is read like any `ArrowWriter` file; the tests read every type back.
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Schema};
+use bytes::Bytes;
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+use parquet::basic::{Compression, Encoding};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::data_type::ByteArray;
+use parquet::file::metadata::ColumnChunkMetaData;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::statistics::Statistics;
+use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::{ColumnDescPtr, SchemaDescPtr};
+use rustc_hash::FxHashMap;
+
+use crate::Result;
+
+/// A dictionary stops growing past this many bytes of values (as `parquet`'s default).
+const DICTIONARY_BYTES: usize = 1 << 20;
+
+/// What a lake file needs once per table: its Parquet schema and writer properties (with the
+/// Arrow schema in its metadata, as `ArrowWriter` would put it).
+#[derive(Clone)]
+pub(crate) struct FileLayout {
+    arrow: Arc<Schema>,
+    parquet: SchemaDescPtr,
+    props: Arc<WriterProperties>,
+}
+
+impl FileLayout {
+    /// The layout of files of this Arrow schema.
+    pub(crate) fn new(arrow: Arc<Schema>) -> Result<Self> {
+        let parquet = Arc::new(ArrowSchemaConverter::new().convert(&arrow)?);
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        add_encoded_arrow_schema_to_metadata(&arrow, &mut props);
+        Ok(FileLayout {
+            arrow,
+            parquet,
+            props: Arc::new(props),
+        })
+    }
+
+    /// Empty columns, one per field.
+    pub(crate) fn columns(&self) -> Vec<Column> {
+        self.arrow
+            .fields()
+            .iter()
+            .map(|f| Column::new(f.data_type(), f.is_nullable()))
+            .collect()
+    }
+
+    /// One Parquet file of one row group holding these columns' rows; the columns are empty after.
+    pub(crate) fn write(&self, cols: &mut [Column]) -> Result<Bytes> {
+        let size: usize = cols.iter().map(|c| c.chunk.bytes_written()).sum();
+        let root = self.parquet.root_schema_ptr();
+        let mut file =
+            SerializedFileWriter::new(Vec::with_capacity(size + 4096), root, self.props.clone())?;
+        let mut group = file.next_row_group()?;
+        for (i, col) in cols.iter_mut().enumerate() {
+            let (bytes, close) = col.finish(self.parquet.column(i))?;
+            group.append_column(&bytes, close)?;
+        }
+        group.close()?;
+        Ok(Bytes::from(file.into_inner()?))
+    }
+}
+
+/// A column's rows not yet in a page.
+enum Values {
+    /// `Int64`, and `UInt64` as its bits.
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    Bool(Vec<bool>),
+    /// Strings end to end, and where each ends.
+    Str {
+        bytes: Vec<u8>,
+        ends: Vec<usize>,
+    },
+}
+
+/// Which integers a column holds (for the order of its statistics).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ints {
+    Signed,
+    Unsigned,
+}
+
+/// A dictionary of doubles (by their bits) or strings, in order of first appearance.
+#[derive(Default)]
+struct Dictionary {
+    floats: FxHashMap<u64, u32>,
+    strings: FxHashMap<Box<[u8]>, u32>,
+    /// The values, `PLAIN`-encoded: the dictionary page's body.
+    plain: Vec<u8>,
+    len: u32,
+    /// The last string looked up and its index: runs of one value (a side, an action) skip the hash.
+    last: Option<(Box<[u8]>, u32)>,
+    /// Doubles looked up lately, by a hash of their bits, with their indices.
+    recent: Option<Box<[(u64, u32)]>>,
+}
+
+/// Slots in a dictionary's cache of recent doubles: 1024 of 16 bytes, 16 KiB.
+const RECENT_BITS: u32 = 10;
+
+impl Dictionary {
+    /// The index of a double: a value seen lately is found in a small direct-mapped cache (a
+    /// book's levels near the touch come back again and again) before the map.
+    #[inline]
+    fn float(&mut self, v: f64) -> u32 {
+        let bits = v.to_bits();
+        let slot = (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RECENT_BITS)) as usize;
+        let cache = self
+            .recent
+            .get_or_insert_with(|| vec![(u64::MAX, u32::MAX); 1 << RECENT_BITS].into_boxed_slice());
+        let (b, i) = cache[slot];
+        if b == bits && i != u32::MAX {
+            return i;
+        }
+        let i = self.float_slow(v);
+        if let Some(cache) = &mut self.recent {
+            cache[slot] = (bits, i);
+        }
+        i
+    }
+
+    #[cold]
+    fn float_slow(&mut self, v: f64) -> u32 {
+        let next = self.len;
+        *self.floats.entry(v.to_bits()).or_insert_with(|| {
+            self.plain.extend_from_slice(&v.to_le_bytes());
+            self.len += 1;
+            next
+        })
+    }
+
+    fn string(&mut self, s: &[u8]) -> u32 {
+        if let Some((last, i)) = &self.last
+            && **last == *s
+        {
+            return *i;
+        }
+        let i = match self.strings.get(s) {
+            Some(&i) => i,
+            None => {
+                let i = self.len;
+                self.strings.insert(s.into(), i);
+                plain_string(s, &mut self.plain);
+                self.len += 1;
+                i
+            }
+        };
+        self.last = Some((s.into(), i));
+        i
+    }
+
+    fn full(&self) -> bool {
+        self.plain.len() > DICTIONARY_BYTES
+    }
+}
+
+/// Minimum and maximum of a chunk's values so far.
+#[derive(Clone, Default)]
+enum Range {
+    #[default]
+    Empty,
+    Int(i64, i64),
+    Uint(u64, u64),
+    Float(f64, f64),
+    Bool(bool, bool),
+    Bytes(Vec<u8>, Vec<u8>),
+}
+
+impl Range {
+    fn int(&mut self, lo: i64, hi: i64) {
+        *self = match *self {
+            Range::Int(a, b) => Range::Int(a.min(lo), b.max(hi)),
+            _ => Range::Int(lo, hi),
+        }
+    }
+    fn uint(&mut self, lo: u64, hi: u64) {
+        *self = match *self {
+            Range::Uint(a, b) => Range::Uint(a.min(lo), b.max(hi)),
+            _ => Range::Uint(lo, hi),
+        }
+    }
+    fn float(&mut self, lo: f64, hi: f64) {
+        *self = match *self {
+            Range::Float(a, b) => Range::Float(a.min(lo), b.max(hi)),
+            _ => Range::Float(lo, hi),
+        }
+    }
+    fn bool(&mut self, v: bool) {
+        *self = match *self {
+            Range::Bool(a, b) => Range::Bool(a & v, b | v),
+            _ => Range::Bool(v, v),
+        }
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        match self {
+            Range::Bytes(a, b) => {
+                if v < a.as_slice() {
+                    *a = v.to_vec();
+                }
+                if v > b.as_slice() {
+                    *b = v.to_vec();
+                }
+            }
+            _ => *self = Range::Bytes(v.to_vec(), v.to_vec()),
+        }
+    }
+
+    fn statistics(&self, nulls: u64) -> Statistics {
+        let n = Some(nulls);
+        match self {
+            Range::Empty => Statistics::int64(None, None, None, n, false),
+            Range::Int(a, b) => Statistics::int64(Some(*a), Some(*b), None, n, false),
+            // Unsigned columns are INT64 with an unsigned logical type: the bits, ordered unsigned.
+            Range::Uint(a, b) => {
+                Statistics::int64(Some(*a as i64), Some(*b as i64), None, n, false)
+            }
+            Range::Float(a, b) => Statistics::double(Some(*a), Some(*b), None, n, false),
+            Range::Bool(a, b) => Statistics::boolean(Some(*a), Some(*b), None, n, false),
+            Range::Bytes(a, b) => Statistics::byte_array(
+                Some(ByteArray::from(a.clone())),
+                Some(ByteArray::from(b.clone())),
+                None,
+                n,
+                false,
+            ),
+        }
+    }
+}
+
+/// One column of an open file: rows gather as values and are encoded a page at a time into
+/// the column chunk's bytes.
+pub(crate) struct Column {
+    ty: DataType,
+    values: Values,
+    ints: Ints,
+    /// One flag per row, for a nullable column.
+    valid: Option<Vec<bool>>,
+    /// The dictionary while pages still use it (doubles and strings).
+    dictionary: Option<Dictionary>,
+    /// The dictionary once it is full: later pages are `PLAIN`, earlier ones still index it.
+    closed: Option<Dictionary>,
+    /// The data pages so far, headers included.
+    chunk: TrackedWrite<Vec<u8>>,
+    rows: u64,
+    nulls: u64,
+    range: Range,
+    uncompressed: u64,
+    encodings: Vec<Encoding>,
+    /// A page's body before compression, and its dictionary indices.
+    body: Vec<u8>,
+    indices: Vec<u32>,
+}
+
+impl Column {
+    /// An empty column of this Arrow type.
+    ///
+    /// # Panics
+    /// For a type the lake's market-data tables do not use.
+    pub(crate) fn new(ty: &DataType, nullable: bool) -> Self {
+        let (values, ints) = match ty {
+            DataType::Int64 => (Values::Int(Vec::new()), Ints::Signed),
+            DataType::UInt64 => (Values::Int(Vec::new()), Ints::Unsigned),
+            DataType::Float64 => (Values::Float(Vec::new()), Ints::Signed),
+            DataType::Boolean => (Values::Bool(Vec::new()), Ints::Signed),
+            DataType::Utf8 => (
+                Values::Str {
+                    bytes: Vec::new(),
+                    ends: Vec::new(),
+                },
+                Ints::Signed,
+            ),
+            other => panic!("the lake writer has no encoding for {other}"),
+        };
+        let dictionary =
+            matches!(values, Values::Float(_) | Values::Str { .. }).then(Dictionary::default);
+        Column {
+            ty: ty.clone(),
+            values,
+            ints,
+            valid: nullable.then(Vec::new),
+            dictionary,
+            closed: None,
+            chunk: TrackedWrite::new(Vec::new()),
+            rows: 0,
+            nulls: 0,
+            range: Range::Empty,
+            uncompressed: 0,
+            encodings: Vec::new(),
+            body: Vec::new(),
+            indices: Vec::new(),
+        }
+    }
+
+    /// Rows not yet encoded.
+    pub(crate) fn pending(&self) -> usize {
+        match &self.valid {
+            Some(v) => v.len(),
+            None => match &self.values {
+                Values::Int(v) => v.len(),
+                Values::Float(v) => v.len(),
+                Values::Bool(v) => v.len(),
+                Values::Str { ends, .. } => ends.len(),
+            },
+        }
+    }
+
+    /// Rows so far, encoded or not.
+    pub(crate) fn len(&self) -> usize {
+        self.rows as usize + self.pending()
+    }
+
+    fn present(&mut self, yes: bool) {
+        match &mut self.valid {
+            Some(v) => v.push(yes),
+            None => assert!(yes, "a null in a column that cannot hold one"),
+        }
+    }
+
+    /// Appends an integer (an unsigned one as its bits) or a null.
+    pub(crate) fn push_int(&mut self, v: Option<i64>) {
+        self.present(v.is_some());
+        if let (Some(v), Values::Int(vals)) = (v, &mut self.values) {
+            vals.push(v);
+        }
+    }
+
+    /// Appends the same integer `n` times.
+    pub(crate) fn push_int_n(&mut self, v: Option<i64>, n: usize) {
+        if let Some(valid) = &mut self.valid {
+            valid.resize(valid.len() + n, v.is_some());
+        } else {
+            assert!(v.is_some(), "a null in a column that cannot hold one");
+        }
+        if let (Some(v), Values::Int(vals)) = (v, &mut self.values) {
+            vals.resize(vals.len() + n, v);
+        }
+    }
+
+    /// Appends a double or a null.
+    pub(crate) fn push_float(&mut self, v: Option<f64>) {
+        self.present(v.is_some());
+        if let (Some(v), Values::Float(vals)) = (v, &mut self.values) {
+            vals.push(v);
+        }
+    }
+
+    /// Appends a string.
+    pub(crate) fn push_str(&mut self, v: &str) {
+        self.present(true);
+        if let Values::Str { bytes, ends } = &mut self.values {
+            bytes.extend_from_slice(v.as_bytes());
+            ends.push(bytes.len());
+        }
+    }
+
+    /// Appends a boolean `n` times.
+    pub(crate) fn push_bool_n(&mut self, v: bool, n: usize) {
+        if let Some(valid) = &mut self.valid {
+            valid.resize(valid.len() + n, true);
+        }
+        if let Values::Bool(vals) = &mut self.values {
+            vals.resize(vals.len() + n, v);
+        }
+    }
+
+    /// Encodes the pending rows as one data page.
+    pub(crate) fn encode_page(&mut self) -> Result<()> {
+        let rows = self.pending();
+        if rows == 0 {
+            return Ok(());
+        }
+        self.body.clear();
+        if let Some(valid) = &mut self.valid {
+            let levels: Vec<u32> = valid.iter().map(|&v| v as u32).collect();
+            let nulls = levels.iter().filter(|&&l| l == 0).count();
+            self.nulls += nulls as u64;
+            self.body.extend_from_slice(&[0; 4]);
+            rle_hybrid(&levels, 1, &mut self.body);
+            let len = (self.body.len() - 4) as u32;
+            self.body[..4].copy_from_slice(&len.to_le_bytes());
+            valid.clear();
+        }
+        let encoding = match &mut self.values {
+            Values::Int(vals) => {
+                if let (Some(&first), false) = (vals.first(), vals.is_empty()) {
+                    match self.ints {
+                        Ints::Signed => {
+                            let (lo, hi) = vals
+                                .iter()
+                                .fold((first, first), |(a, b), &v| (a.min(v), b.max(v)));
+                            self.range.int(lo, hi);
+                        }
+                        Ints::Unsigned => {
+                            let first = first as u64;
+                            let (lo, hi) = vals.iter().fold((first, first), |(a, b), &v| {
+                                (a.min(v as u64), b.max(v as u64))
+                            });
+                            self.range.uint(lo, hi);
+                        }
+                    }
+                }
+                delta_binary_packed(vals, &mut self.body);
+                vals.clear();
+                Encoding::DELTA_BINARY_PACKED
+            }
+            Values::Bool(vals) => {
+                for &v in vals.iter() {
+                    self.range.bool(v);
+                }
+                plain_bools(vals, &mut self.body);
+                vals.clear();
+                Encoding::PLAIN
+            }
+            Values::Float(vals) => {
+                if let Some(&first) = vals.first() {
+                    let (lo, hi) = vals
+                        .iter()
+                        .fold((first, first), |(a, b), &v| (a.min(v), b.max(v)));
+                    self.range.float(lo, hi);
+                }
+                if let Some(dict) = &mut self.dictionary {
+                    self.indices.clear();
+                    self.indices.extend(vals.iter().map(|&v| dict.float(v)));
+                }
+                let encoding = dictionary_or_plain(
+                    self.dictionary.as_mut(),
+                    &self.indices,
+                    &mut self.body,
+                    || vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                );
+                vals.clear();
+                encoding
+            }
+            Values::Str { bytes, ends } => {
+                let mut start = 0;
+                let strings = ends.iter().map(|&end| {
+                    let s = &bytes[start..end];
+                    start = end;
+                    s
+                });
+                let dict = self.dictionary.as_mut();
+                self.indices.clear();
+                match dict {
+                    Some(dict) => {
+                        for s in strings {
+                            let before = dict.len;
+                            let i = dict.string(s);
+                            if i == before {
+                                self.range.bytes(s);
+                            }
+                            self.indices.push(i);
+                        }
+                    }
+                    None => strings.for_each(|s| self.range.bytes(s)),
+                }
+                let mut start = 0;
+                let encoding = dictionary_or_plain(
+                    self.dictionary.as_mut(),
+                    &self.indices,
+                    &mut self.body,
+                    || {
+                        let mut plain = Vec::with_capacity(bytes.len() + 4 * ends.len());
+                        for &end in ends.iter() {
+                            plain_string(&bytes[start..end], &mut plain);
+                            start = end;
+                        }
+                        plain
+                    },
+                );
+                bytes.clear();
+                ends.clear();
+                encoding
+            }
+        };
+        if self.dictionary.as_ref().is_some_and(Dictionary::full) {
+            // Later pages are PLAIN; the dictionary page keeps what earlier ones index.
+            let mut d = self.dictionary.take().expect("checked above");
+            d.floats = FxHashMap::default();
+            d.strings = FxHashMap::default();
+            d.last = None;
+            d.recent = None;
+            self.closed = Some(d);
+        }
+        if !self.encodings.contains(&encoding) {
+            self.encodings.push(encoding);
+        }
+        let body = std::mem::take(&mut self.body);
+        let page = Page::DataPage {
+            buf: Bytes::from(snappy(&body)?),
+            num_values: rows as u32,
+            encoding,
+            def_level_encoding: Encoding::RLE,
+            rep_level_encoding: Encoding::RLE,
+            statistics: None,
+        };
+        self.body = body;
+        self.write_page(CompressedPage::new(page, self.body.len()))?;
+        self.rows += rows as u64;
+        Ok(())
+    }
+
+    fn write_page(&mut self, page: CompressedPage) -> Result<()> {
+        let spec = SerializedPageWriter::new(&mut self.chunk).write_page(page)?;
+        self.uncompressed += spec.uncompressed_size as u64;
+        Ok(())
+    }
+
+    /// The chunk's bytes (dictionary page first) and its metadata; the column starts again empty.
+    fn finish(&mut self, descr: ColumnDescPtr) -> Result<(ChunkBytes, ColumnCloseResult)> {
+        self.encode_page()?;
+        let dict = self.closed.take().or_else(|| self.dictionary.take());
+        let mut dict_page = TrackedWrite::new(Vec::new());
+        let mut encodings = std::mem::take(&mut self.encodings);
+        if let Some(d) = dict.filter(|d| d.len > 0) {
+            let page = Page::DictionaryPage {
+                buf: Bytes::from(snappy(&d.plain)?),
+                num_values: d.len,
+                encoding: Encoding::PLAIN,
+                is_sorted: false,
+            };
+            let spec = SerializedPageWriter::new(&mut dict_page)
+                .write_page(CompressedPage::new(page, d.plain.len()))?;
+            self.uncompressed += spec.uncompressed_size as u64;
+            if !encodings.contains(&Encoding::PLAIN) {
+                encodings.push(Encoding::PLAIN);
+            }
+        }
+        if self.valid.is_some() {
+            encodings.push(Encoding::RLE);
+        }
+        let dict_page = Bytes::from(dict_page.into_inner()?);
+        let mut fresh = Column::new(&self.ty, self.valid.is_some());
+        fresh.body = std::mem::take(&mut self.body);
+        fresh.indices = std::mem::take(&mut self.indices);
+        let done = std::mem::replace(self, fresh);
+        let data = Bytes::from(done.chunk.into_inner()?);
+        let dict_len = dict_page.len() as i64;
+        let metadata = ColumnChunkMetaData::builder(descr)
+            .set_encodings(encodings)
+            .set_compression(Compression::SNAPPY)
+            .set_num_values(done.rows as i64)
+            .set_total_compressed_size(dict_len + data.len() as i64)
+            .set_total_uncompressed_size(done.uncompressed as i64)
+            .set_dictionary_page_offset((dict_len > 0).then_some(0))
+            .set_data_page_offset(dict_len)
+            .set_statistics(done.range.statistics(done.nulls))
+            .build()?;
+        let close = ColumnCloseResult {
+            bytes_written: (dict_len as u64) + data.len() as u64,
+            rows_written: done.rows,
+            metadata,
+            bloom_filter: None,
+            column_index: None,
+            offset_index: None,
+        };
+        Ok((
+            ChunkBytes {
+                dict: dict_page,
+                data,
+            },
+            close,
+        ))
+    }
+}
+
+/// The dictionary page's indices, or the page's values `PLAIN` when there is no dictionary (it
+/// filled up, or no value has come yet: a page of nulls before any value).
+fn dictionary_or_plain(
+    dict: Option<&mut Dictionary>,
+    indices: &[u32],
+    body: &mut Vec<u8>,
+    plain: impl FnOnce() -> Vec<u8>,
+) -> Encoding {
+    match dict {
+        Some(d) if !d.full() && d.len > 0 => {
+            let width = (32 - d.len.saturating_sub(1).leading_zeros()).max(1);
+            body.push(width as u8);
+            rle_hybrid(indices, width, body);
+            Encoding::RLE_DICTIONARY
+        }
+        _ => {
+            body.extend_from_slice(&plain());
+            Encoding::PLAIN
+        }
+    }
+}
+
+/// A column chunk as two buffers: its dictionary page (maybe empty) and its data pages.
+pub(crate) struct ChunkBytes {
+    dict: Bytes,
+    data: Bytes,
+}
+
+impl Length for ChunkBytes {
+    fn len(&self) -> u64 {
+        (self.dict.len() + self.data.len()) as u64
+    }
+}
+
+impl ChunkReader for ChunkBytes {
+    type T = std::io::Chain<Cursor<Bytes>, Cursor<Bytes>>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let mut r = Cursor::new(self.dict.clone()).chain(Cursor::new(self.data.clone()));
+        std::io::copy(&mut (&mut r).take(start), &mut std::io::sink())?;
+        Ok(r)
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let mut out = vec![0; length];
+        self.get_read(start)?.read_exact(&mut out)?;
+        Ok(Bytes::from(out))
+    }
+}
+
+fn snappy(body: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0; snap::raw::max_compress_len(body.len())];
+    let n = snap::raw::Encoder::new()
+        .compress(body, &mut out)
+        .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+    out.truncate(n);
+    Ok(out)
+}
+
+fn plain_string(s: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+fn plain_bools(vals: &[bool], out: &mut Vec<u8>) {
+    for group in vals.chunks(8) {
+        let byte = group
+            .iter()
+            .enumerate()
+            .fold(0u8, |b, (i, &v)| b | ((v as u8) << i));
+        out.push(byte);
+    }
+}
+
+fn uleb128(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The RLE / bit-packing hybrid of `values`, each below `2^width`: runs of eight or more
+/// equal values as one run, the rest bit-packed eight at a time.
+fn rle_hybrid(values: &[u32], width: u32, out: &mut Vec<u8>) {
+    let n = values.len();
+    let value_bytes = width.div_ceil(8) as usize;
+    let run_at = |i: usize| i + 8 <= n && values[i + 1..i + 8].iter().all(|&x| x == values[i]);
+    let mut i = 0;
+    while i < n {
+        if run_at(i) {
+            let v = values[i];
+            let mut j = i + 8;
+            while j < n && values[j] == v {
+                j += 1;
+            }
+            uleb128(((j - i) as u64) << 1, out);
+            out.extend_from_slice(&v.to_le_bytes()[..value_bytes]);
+            i = j;
+            continue;
+        }
+        let start = i;
+        let mut groups = 0usize;
+        loop {
+            i = (i + 8).min(n);
+            groups += 1;
+            if i == n || groups == 63 || run_at(i) {
+                break;
+            }
+        }
+        uleb128(((groups as u64) << 1) | 1, out);
+        bit_pack(&values[start..i], width, groups * 8, out);
+    }
+}
+
+/// `count` values of `width` bits, least significant bit first; missing values are zeros.
+fn bit_pack(values: &[u32], width: u32, count: usize, out: &mut Vec<u8>) {
+    let mut acc = 0u64;
+    let mut bits = 0;
+    for k in 0..count {
+        acc |= (values.get(k).copied().unwrap_or(0) as u64) << bits;
+        bits += width;
+        if bits >= 32 {
+            out.extend_from_slice(&(acc as u32).to_le_bytes());
+            acc >>= 32;
+            bits -= 32;
+        }
+    }
+    while bits > 0 {
+        out.push(acc as u8);
+        acc >>= 8;
+        bits = bits.saturating_sub(8);
+    }
+}
+
+/// Values per delta block, and miniblocks per block (so 32 values a miniblock).
+const DELTA_BLOCK: usize = 128;
+const MINIBLOCKS: usize = 4;
+const MINIBLOCK: usize = DELTA_BLOCK / MINIBLOCKS;
+
+/// `DELTA_BINARY_PACKED`: the first value, then blocks of deltas less their minimum,
+/// bit-packed 32 at a time at the width of each miniblock's largest.
+fn delta_binary_packed(vals: &[i64], out: &mut Vec<u8>) {
+    uleb128(DELTA_BLOCK as u64, out);
+    uleb128(MINIBLOCKS as u64, out);
+    uleb128(vals.len() as u64, out);
+    uleb128(zigzag(vals.first().copied().unwrap_or(0)), out);
+    let mut deltas = [0i64; DELTA_BLOCK];
+    let mut packed = [0u64; MINIBLOCK];
+    let mut k = 1;
+    while k < vals.len() {
+        let n = (vals.len() - k).min(DELTA_BLOCK);
+        let mut min = i64::MAX;
+        for j in 0..n {
+            let d = vals[k + j].wrapping_sub(vals[k + j - 1]);
+            deltas[j] = d;
+            min = min.min(d);
+        }
+        uleb128(zigzag(min), out);
+        let minis = n.div_ceil(MINIBLOCK);
+        let mut widths = [0u32; MINIBLOCKS];
+        for (m, w) in widths.iter_mut().enumerate().take(minis) {
+            let lo = m * MINIBLOCK;
+            let hi = (lo + MINIBLOCK).min(n);
+            let max = deltas[lo..hi]
+                .iter()
+                .fold(0u64, |acc, &d| acc | d.wrapping_sub(min) as u64);
+            *w = 64 - max.leading_zeros();
+        }
+        out.extend(widths.iter().map(|&w| w as u8));
+        for (m, &w) in widths.iter().enumerate().take(minis) {
+            let lo = m * MINIBLOCK;
+            let hi = (lo + MINIBLOCK).min(n);
+            for (p, &d) in packed.iter_mut().zip(&deltas[lo..hi]) {
+                *p = d.wrapping_sub(min) as u64;
+            }
+            packed[hi - lo..].fill(0);
+            bit_pack64(&packed, w, out);
+        }
+        k += n;
+    }
+}
+
+/// 32 values of `width` bits (up to 64), least significant bit first: `4 * width` bytes.
+fn bit_pack64(values: &[u64; MINIBLOCK], width: u32, out: &mut Vec<u8>) {
+    if width == 0 {
+        return;
+    }
+    let mut acc = 0u128;
+    let mut bits = 0;
+    for &v in values {
+        acc |= (v as u128) << bits;
+        bits += width;
+        if bits >= 64 {
+            out.extend_from_slice(&(acc as u64).to_le_bytes());
+            acc >>= 64;
+            bits -= 64;
+        }
+    }
+    if bits > 0 {
+        out.extend_from_slice(&(acc as u64).to_le_bytes()[..(bits / 8) as usize]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+    };
+    use arrow::datatypes::Field;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use proptest::prelude::*;
+
+    /// One row of every type the encoder takes.
+    #[derive(Clone, Debug)]
+    struct Row {
+        int: i64,
+        maybe: Option<i64>,
+        uint: u64,
+        float: f64,
+        maybe_float: Option<f64>,
+        text: String,
+        flag: bool,
+    }
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("int", DataType::Int64, false),
+            Field::new("maybe", DataType::Int64, true),
+            Field::new("uint", DataType::UInt64, false),
+            Field::new("float", DataType::Float64, false),
+            Field::new("maybe_float", DataType::Float64, true),
+            Field::new("text", DataType::Utf8, false),
+            Field::new("flag", DataType::Boolean, false),
+        ]))
+    }
+
+    /// The rows through our encoder, `page` rows a page, and the file's bytes.
+    fn encode(rows: &[Row], page: usize) -> Bytes {
+        let layout = FileLayout::new(schema()).unwrap();
+        let mut cols = layout.columns();
+        for (i, r) in rows.iter().enumerate() {
+            cols[0].push_int(Some(r.int));
+            cols[1].push_int(r.maybe);
+            cols[2].push_int(Some(r.uint as i64));
+            cols[3].push_float(Some(r.float));
+            cols[4].push_float(r.maybe_float);
+            cols[5].push_str(&r.text);
+            cols[6].push_bool_n(r.flag, 1);
+            if (i + 1) % page == 0 {
+                cols.iter_mut().for_each(|c| c.encode_page().unwrap());
+            }
+        }
+        assert!(cols.iter().all(|c| c.len() == rows.len()));
+        let file = layout.write(&mut cols).unwrap();
+        assert!(cols.iter().all(|c| c.len() == 0), "columns start again");
+        file
+    }
+
+    fn expected(rows: &[Row]) -> RecordBatch {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.int))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.maybe))),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.uint))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.float))),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.maybe_float))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.text))),
+            Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.flag)))),
+        ];
+        RecordBatch::try_new(schema(), cols).unwrap()
+    }
+
+    fn read(file: Bytes) -> RecordBatch {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        arrow::compute::concat_batches(&schema(), &batches).unwrap()
+    }
+
+    fn row() -> impl Strategy<Value = Row> {
+        (
+            any::<i64>(),
+            prop_oneof![
+                Just(None),
+                (-5i64..5).prop_map(Some),
+                any::<i64>().prop_map(Some)
+            ],
+            prop_oneof![0u64..3, any::<u64>()],
+            prop_oneof![(0u32..4).prop_map(|p| 100.0 + p as f64 / 4.0), any::<f64>()]
+                .prop_filter("no NaN in the lake", |f| !f.is_nan()),
+            prop_oneof![Just(None), (0u32..3).prop_map(|s| Some(s as f64))],
+            prop_oneof![Just("buy".to_string()), Just("sell".to_string()), ".{0,20}"],
+            any::<bool>(),
+        )
+            .prop_map(|(int, maybe, uint, float, maybe_float, text, flag)| Row {
+                int,
+                maybe,
+                uint,
+                float,
+                maybe_float,
+                text,
+                flag,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_rows_read_back_as_written(
+            rows in prop::collection::vec(row(), 1..600),
+            page in 1usize..200,
+        ) {
+            let want = expected(&rows);
+            let got = read(encode(&rows, page));
+            prop_assert_eq!(got, want);
+        }
+
+        /// Runs of a value, as timestamps repeat over a depth message's levels.
+        #[test]
+        fn runs_and_steps_read_back(
+            runs in prop::collection::vec((any::<i64>(), 1usize..40), 1..40),
+            page in 1usize..300,
+        ) {
+            let rows: Vec<Row> = runs.iter().flat_map(|&(v, n)| std::iter::repeat_n(Row {
+                int: v,
+                maybe: Some(v / 2),
+                uint: v as u64,
+                float: v as f64,
+                maybe_float: None,
+                text: "sell".into(),
+                flag: v > 0,
+            }, n)).collect();
+            prop_assert_eq!(read(encode(&rows, page)), expected(&rows));
+        }
+    }
+
+    #[test]
+    fn statistics_are_those_of_the_values() {
+        let rows: Vec<Row> = (0..1000)
+            .map(|i| Row {
+                int: 500 - i,
+                maybe: (i % 3 == 0).then_some(i),
+                uint: u64::MAX - i as u64,
+                float: (i as f64) / 8.0 - 3.0,
+                maybe_float: None,
+                text: format!("s{:03}", i % 250),
+                flag: true,
+            })
+            .collect();
+        let file = encode(&rows, 300);
+        let meta = SerializedFileReader::new(file).unwrap();
+        let group = meta.metadata().row_group(0);
+        assert_eq!(group.num_rows(), 1000);
+        let stats = |i: usize| group.column(i).statistics().unwrap().clone();
+        assert_eq!(
+            stats(0),
+            Statistics::int64(Some(-499), Some(500), None, Some(0), false)
+        );
+        assert_eq!(
+            stats(1),
+            Statistics::int64(Some(0), Some(999), None, Some(666), false)
+        );
+        let (lo, hi) = (u64::MAX - 999, u64::MAX);
+        assert_eq!(
+            stats(2),
+            Statistics::int64(Some(lo as i64), Some(hi as i64), None, Some(0), false),
+            "unsigned: the bits of the unsigned minimum and maximum"
+        );
+        assert_eq!(
+            stats(3),
+            Statistics::double(Some(-3.0), Some(121.875), None, Some(0), false)
+        );
+        assert_eq!(stats(4).null_count_opt(), Some(1000));
+        assert_eq!(
+            stats(5),
+            Statistics::byte_array(
+                Some(ByteArray::from("s000")),
+                Some(ByteArray::from("s249")),
+                None,
+                Some(0),
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn a_dictionary_past_its_size_hands_the_rest_of_the_chunk_to_plain() {
+        // 200 000 distinct doubles: 1.6 MB, past the 1 MiB dictionary.
+        let rows: Vec<Row> = (0..200_000)
+            .map(|i| Row {
+                int: i,
+                maybe: None,
+                uint: 0,
+                float: i as f64 * 0.5,
+                maybe_float: Some((i % 7) as f64),
+                text: i.to_string(),
+                flag: false,
+            })
+            .collect();
+        let file = encode(&rows, 65_536);
+        let meta = SerializedFileReader::new(file.clone()).unwrap();
+        let encodings = meta
+            .metadata()
+            .row_group(0)
+            .column(3)
+            .encodings()
+            .collect::<Vec<_>>();
+        assert!(
+            encodings.contains(&Encoding::RLE_DICTIONARY),
+            "{encodings:?}"
+        );
+        assert!(encodings.contains(&Encoding::PLAIN), "{encodings:?}");
+        assert_eq!(read(file), expected(&rows));
+    }
+
+    #[test]
+    fn bit_packing_and_runs_by_hand() {
+        // Eight 1s are a run; three values after them a bit-packed group padded to eight.
+        let mut out = Vec::new();
+        rle_hybrid(&[1, 1, 1, 1, 1, 1, 1, 1, 2, 3, 1], 2, &mut out);
+        assert_eq!(out, vec![16, 1, 3, 0b01_11_10, 0]);
+        let mut out = Vec::new();
+        delta_binary_packed(&[7], &mut out);
+        assert_eq!(out, vec![128, 1, 4, 1, 14], "one value: the header alone");
+    }
+}
