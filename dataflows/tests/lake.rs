@@ -50,6 +50,59 @@ fn ingesting_twice_adds_no_rows() {
 }
 
 #[test]
+fn a_source_read_and_written_on_one_thread_or_two_leaves_the_same_files() {
+    use flowsense::Ingestor;
+    use flowsense_sources::detect::open_inputs_with;
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lakes = Vec::new();
+        for inline in [false, true] {
+            let root = dir.path().join(format!("inline-{inline}"));
+            let lake = Lake::open(root.to_str().unwrap(), &Default::default()).unwrap();
+            // Small files, so that files are cut (and put) while the source is read.
+            let ingest = |max_rows| async move {
+                let mut rows = 0;
+                let mut removed = 0;
+                let inputs = open_inputs_with(&[binance_data()], None, &Default::default());
+                for (_, _, reader) in inputs.unwrap() {
+                    let mut ing = Ingestor::new(lake.clone(), false).with_max_rows(max_rows);
+                    let ing = if inline {
+                        ing.consume_inline(reader).await.unwrap()
+                    } else {
+                        ing.consume(reader).await.unwrap();
+                        ing
+                    };
+                    let report = ing.finish().await.unwrap();
+                    rows += report.rows.values().sum::<u64>();
+                    removed += report.files_removed;
+                }
+                (rows, removed)
+            };
+            let (rows, removed) = ingest.clone()(20_000).await;
+            assert!(rows > 100_000 && removed == 0, "{rows} {removed}");
+            let small_files = files(&root).len();
+            // Again with the default files: the small ones past the new ones' count go.
+            let (again, removed) = ingest(1 << 20).await;
+            assert_eq!(again, rows);
+            assert_eq!(
+                files(&root).len() + removed as usize,
+                small_files,
+                "inline {inline}"
+            );
+            assert!(removed > 0);
+            lakes.push(files(&root));
+        }
+        assert_eq!(
+            lakes[0].keys().collect::<Vec<_>>(),
+            lakes[1].keys().collect::<Vec<_>>()
+        );
+        for (path, bytes) in &lakes[0] {
+            assert!(&lakes[1][path] == bytes, "{path} differs");
+        }
+    });
+}
+
+#[test]
 fn binance_tables_have_the_documented_columns_and_meaning() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();

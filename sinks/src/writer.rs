@@ -165,14 +165,91 @@ pub struct WriteStats {
     pub files_removed: u64,
 }
 
+/// What a [`LakeWriter`] hands to the store, in the order it must happen.
+#[derive(Debug)]
+pub enum Output {
+    /// An encoded file to put.
+    File(Path, Bytes),
+    /// A source is done: once its files are put, files of it that this run did not write
+    /// (left by an earlier, longer run) are to be removed.
+    SourceDone(String),
+}
+
+/// The I/O half of a lake writer: puts files and removes a finished source's stale ones.
+///
+/// [`LakeWriter::flush`] uses its own; an ingest whose writer runs on its reader's thread hands
+/// the writer's [`Output`] to one on an async task instead ([`LakeWriter::take_output`]).
+pub struct LakeOutput {
+    lake: Lake,
+    /// Files put by sources not yet done.
+    written: HashSet<Path>,
+    files_removed: u64,
+}
+
+impl LakeOutput {
+    /// Output into `lake`.
+    pub fn new(lake: Lake) -> Self {
+        LakeOutput {
+            lake,
+            written: HashSet::new(),
+            files_removed: 0,
+        }
+    }
+
+    /// Stale files removed so far.
+    pub fn files_removed(&self) -> u64 {
+        self.files_removed
+    }
+
+    /// Carries out a writer's output, in order.
+    pub async fn write(&mut self, output: impl IntoIterator<Item = Output>) -> Result<()> {
+        let store = self.lake.store();
+        for out in output {
+            match out {
+                Output::File(path, bytes) => {
+                    store.put(&path, PutPayload::from(bytes)).await?;
+                    self.written.insert(path);
+                }
+                Output::SourceDone(source) => self.remove_stale(&source).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_stale(&mut self, source: &str) -> Result<()> {
+        // `<source>-<chunk>.parquet`, and nothing else: not the files of a source whose id
+        // merely starts with this one's.
+        let ours = |p: &Path| {
+            p.filename()
+                .and_then(|n| n.strip_prefix(source)?.strip_prefix('-'))
+                .and_then(|n| n.strip_suffix(".parquet"))
+                .is_some_and(|chunk| !chunk.is_empty() && chunk.bytes().all(|b| b.is_ascii_digit()))
+        };
+        if !source.is_empty() {
+            let store = self.lake.store();
+            for table in Table::ALL {
+                for meta in self.lake.list_table(table).await? {
+                    if ours(&meta.location) && !self.written.contains(&meta.location) {
+                        store.delete(&meta.location).await?;
+                        self.files_removed += 1;
+                    }
+                }
+            }
+        }
+        self.written.retain(|p| !ours(p));
+        Ok(())
+    }
+}
+
 /// Writes events of one source at a time into the lake.
 ///
 /// Call [`begin_source`](LakeWriter::begin_source), push its events, then
 /// [`end_source`](LakeWriter::end_source). Each partition's rows are encoded into its open
 /// Parquet file a page of 64 Ki rows at a time (so no column holds more than a page of values
-/// unencoded); a file is cut
-/// at 1 M rows, and its bytes wait in memory until [`flush`](LakeWriter::flush) (or
-/// `end_source`) puts them, so the caller decides when to await I/O.
+/// unencoded); a file is cut at 1 M rows, and its bytes wait in memory until
+/// [`flush`](LakeWriter::flush) (or `end_source`) puts them, so the caller decides when to await
+/// I/O. Everything but that I/O is synchronous: [`close_source`](LakeWriter::close_source) and
+/// [`take_output`](LakeWriter::take_output) let the I/O happen elsewhere.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -197,8 +274,8 @@ pub struct LakeWriter {
     index: FxHashMap<PartKey, usize>,
     /// The partition written last: consecutive events almost always share it.
     last: usize,
-    pending: Vec<(Path, Bytes)>,
-    written: HashSet<Path>,
+    pending: Vec<Output>,
+    output: LakeOutput,
     stats: WriteStats,
     max_rows: usize,
     /// Rows gathered before they are encoded as a page.
@@ -212,13 +289,13 @@ impl LakeWriter {
     /// A writer with 1 M-row files.
     pub fn new(lake: Lake) -> Self {
         LakeWriter {
+            output: LakeOutput::new(lake.clone()),
             lake,
             source: String::new(),
             parts: Vec::new(),
             index: FxHashMap::default(),
             last: usize::MAX,
             pending: Vec::new(),
-            written: HashSet::new(),
             stats: WriteStats::default(),
             max_rows: 1 << 20,
             batch_rows: BATCH_ROWS,
@@ -403,59 +480,46 @@ impl LakeWriter {
         *self.stats.rows.entry(key.table).or_default() += rows as u64;
         self.stats.files += 1;
         self.stats.bytes += buf.len() as u64;
-        self.pending.push((path, buf));
+        self.pending.push(Output::File(path, buf));
         Ok(())
     }
 
-    /// True when encoded files wait to be put.
+    /// True when encoded files (or a finished source) wait for I/O.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
-    /// Puts every encoded file.
+    /// What waits for I/O, in order, to be carried out by a [`LakeOutput`] elsewhere.
+    pub fn take_output(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Puts every encoded file (and removes stale files of finished sources).
     pub async fn flush(&mut self) -> Result<()> {
-        let store = self.lake.store();
-        for (path, bytes) in self.pending.drain(..) {
-            store.put(&path, PutPayload::from(bytes)).await?;
-            self.written.insert(path);
-        }
+        let pending = std::mem::take(&mut self.pending);
+        self.output.write(pending).await?;
+        self.stats.files_removed = self.output.files_removed();
         Ok(())
     }
 
-    /// Writes everything of the current source and removes its files that this run did not write.
-    pub async fn end_source(&mut self) -> Result<()> {
+    /// Encodes everything of the current source into files waiting for I/O, followed by the
+    /// removal of its stale files.
+    pub fn close_source(&mut self) -> Result<()> {
         for i in 0..self.parts.len() {
             self.cut(i)?;
         }
         self.parts.clear();
         self.index.clear();
         self.last = usize::MAX;
-        self.flush().await?;
-        self.remove_stale().await?;
-        self.written.clear();
+        self.pending
+            .push(Output::SourceDone(std::mem::take(&mut self.source)));
         Ok(())
     }
 
-    async fn remove_stale(&mut self) -> Result<()> {
-        if self.source.is_empty() {
-            return Ok(());
-        }
-        let store = self.lake.store();
-        let prefix = format!("{}-", self.source);
-        for table in Table::ALL {
-            let listing = self.lake.list_table(table).await?;
-            for meta in listing {
-                let name = meta.location.filename().unwrap_or_default();
-                if name.starts_with(&prefix)
-                    && name.ends_with(".parquet")
-                    && !self.written.contains(&meta.location)
-                {
-                    store.delete(&meta.location).await?;
-                    self.stats.files_removed += 1;
-                }
-            }
-        }
-        Ok(())
+    /// Writes everything of the current source and removes its files that this run did not write.
+    pub async fn end_source(&mut self) -> Result<()> {
+        self.close_source()?;
+        self.flush().await
     }
 }
 
@@ -518,6 +582,57 @@ mod tests {
         }
         let want: Vec<f64> = (0..25).map(|i| 100.0 + i as f64).collect();
         assert_eq!(all, want);
+    }
+
+    /// The `.parquet` files under `dir`, by name.
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".parquet"))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_shorter_rerun_removes_the_files_the_longer_one_left_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let part = dir.path().join("trades/date=2024-08-08/symbol=ABC");
+        // Source `s` in three files, and a source whose id merely starts with `s-`.
+        for (source, rows) in [("s", 25), ("s-b", 5)] {
+            let mut w = LakeWriter::new(lake.clone()).with_max_rows(10);
+            w.begin_source(source);
+            (0..rows).for_each(|i| w.push(&trade(i)));
+            w.end_source().await.unwrap();
+        }
+        assert_eq!(
+            names(&part),
+            [
+                "s-00000.parquet",
+                "s-00001.parquet",
+                "s-00002.parquet",
+                "s-b-00000.parquet"
+            ]
+        );
+        // `s` again, shorter, its I/O carried out elsewhere (as an inline ingest does).
+        let mut w = LakeWriter::new(lake.clone()).with_max_rows(10);
+        let mut output = LakeOutput::new(lake);
+        w.begin_source("s");
+        for i in 0..15 {
+            w.push(&trade(i));
+            output.write(w.take_output()).await.unwrap();
+        }
+        w.close_source().unwrap();
+        assert!(w.has_pending());
+        output.write(w.take_output()).await.unwrap();
+        assert_eq!(output.files_removed(), 1);
+        assert_eq!(
+            names(&part),
+            ["s-00000.parquet", "s-00001.parquet", "s-b-00000.parquet"]
+        );
+        assert_eq!(read(&part.join("s-00001.parquet")).0.len(), 5);
     }
 
     #[tokio::test]
