@@ -93,6 +93,8 @@ enum Values {
         bytes: Vec<u8>,
         ends: Vec<usize>,
     },
+    /// Strings known at compile time (a side, an action): no copy of the text.
+    Static(Vec<&'static str>),
 }
 
 /// Which integers a column holds (for the order of its statistics).
@@ -270,6 +272,7 @@ pub(crate) struct Column {
     /// A page's body before compression, and its dictionary indices.
     body: Vec<u8>,
     indices: Vec<u32>,
+    snappy: Snappy,
 }
 
 impl Column {
@@ -309,6 +312,7 @@ impl Column {
             encodings: Vec::new(),
             body: Vec::new(),
             indices: Vec::new(),
+            snappy: Snappy::default(),
         }
     }
 
@@ -321,6 +325,7 @@ impl Column {
                 Values::Float(v) => v.len(),
                 Values::Bool(v) => v.len(),
                 Values::Str { ends, .. } => ends.len(),
+                Values::Static(v) => v.len(),
             },
         }
     }
@@ -367,10 +372,34 @@ impl Column {
 
     /// Appends a string.
     pub(crate) fn push_str(&mut self, v: &str) {
+        if let Values::Static(vals) = &mut self.values {
+            // Copy the page's static strings so far: from now on it holds text.
+            let mut bytes = Vec::new();
+            let mut ends = Vec::with_capacity(vals.len());
+            for s in vals.iter() {
+                bytes.extend_from_slice(s.as_bytes());
+                ends.push(bytes.len());
+            }
+            self.values = Values::Str { bytes, ends };
+        }
         self.present(true);
         if let Values::Str { bytes, ends } = &mut self.values {
             bytes.extend_from_slice(v.as_bytes());
             ends.push(bytes.len());
+        }
+    }
+
+    /// Appends a string known at compile time, by reference.
+    pub(crate) fn push_static(&mut self, v: &'static str) {
+        if let Values::Str { ends, .. } = &self.values {
+            if !ends.is_empty() {
+                return self.push_str(v);
+            }
+            self.values = Values::Static(Vec::new());
+        }
+        self.present(true);
+        if let Values::Static(vals) = &mut self.values {
+            vals.push(v);
         }
     }
 
@@ -453,43 +482,33 @@ impl Column {
                 encoding
             }
             Values::Str { bytes, ends } => {
-                let mut start = 0;
-                let strings = ends.iter().map(|&end| {
-                    let s = &bytes[start..end];
-                    start = end;
-                    s
-                });
-                let dict = self.dictionary.as_mut();
-                self.indices.clear();
-                match dict {
-                    Some(dict) => {
-                        for s in strings {
-                            let before = dict.len;
-                            let i = dict.string(s);
-                            if i == before {
-                                self.range.bytes(s);
-                            }
-                            self.indices.push(i);
-                        }
-                    }
-                    None => strings.for_each(|s| self.range.bytes(s)),
-                }
-                let mut start = 0;
-                let encoding = dictionary_or_plain(
+                let strings = std::iter::once(&0)
+                    .chain(ends.iter())
+                    .zip(ends.iter())
+                    .map(|(&start, &end)| &bytes[start..end]);
+                let encoding = encode_strings(
                     self.dictionary.as_mut(),
-                    &self.indices,
+                    strings,
+                    |_, _| false,
+                    &mut self.range,
+                    &mut self.indices,
                     &mut self.body,
-                    || {
-                        let mut plain = Vec::with_capacity(bytes.len() + 4 * ends.len());
-                        for &end in ends.iter() {
-                            plain_string(&bytes[start..end], &mut plain);
-                            start = end;
-                        }
-                        plain
-                    },
                 );
                 bytes.clear();
                 ends.clear();
+                encoding
+            }
+            Values::Static(vals) => {
+                // The same `&'static str` twice is the same text: its address and length tell.
+                let encoding = encode_strings(
+                    self.dictionary.as_mut(),
+                    vals.iter().map(|s| s.as_bytes()),
+                    |a, b| std::ptr::eq(a, b),
+                    &mut self.range,
+                    &mut self.indices,
+                    &mut self.body,
+                );
+                vals.clear();
                 encoding
             }
         };
@@ -507,7 +526,7 @@ impl Column {
         }
         let body = std::mem::take(&mut self.body);
         let page = Page::DataPage {
-            buf: Bytes::from(snappy(&body)?),
+            buf: self.snappy.compress(&body)?,
             num_values: rows as u32,
             encoding,
             def_level_encoding: Encoding::RLE,
@@ -534,7 +553,7 @@ impl Column {
         let mut encodings = std::mem::take(&mut self.encodings);
         if let Some(d) = dict.filter(|d| d.len > 0) {
             let page = Page::DictionaryPage {
-                buf: Bytes::from(snappy(&d.plain)?),
+                buf: self.snappy.compress(&d.plain)?,
                 num_values: d.len,
                 encoding: Encoding::PLAIN,
                 is_sorted: false,
@@ -553,6 +572,7 @@ impl Column {
         let mut fresh = Column::new(&self.ty, self.valid.is_some());
         fresh.body = std::mem::take(&mut self.body);
         fresh.indices = std::mem::take(&mut self.indices);
+        fresh.snappy = std::mem::take(&mut self.snappy);
         let done = std::mem::replace(self, fresh);
         let data = Bytes::from(done.chunk.into_inner()?);
         let dict_len = dict_page.len() as i64;
@@ -606,6 +626,50 @@ fn dictionary_or_plain(
     }
 }
 
+/// A page of strings: each looked up in the dictionary (a string `same` as the one before it
+/// takes its index without a lookup), or `PLAIN`; the range takes each new value.
+fn encode_strings<'a>(
+    dict: Option<&mut Dictionary>,
+    strings: impl Iterator<Item = &'a [u8]> + Clone,
+    same: impl Fn(&[u8], &[u8]) -> bool,
+    range: &mut Range,
+    indices: &mut Vec<u32>,
+    body: &mut Vec<u8>,
+) -> Encoding {
+    indices.clear();
+    match dict {
+        Some(dict) => {
+            let mut last: Option<(&[u8], u32)> = None;
+            for s in strings.clone() {
+                let i = match last {
+                    Some((l, i)) if same(l, s) => i,
+                    _ => {
+                        let before = dict.len;
+                        let i = dict.string(s);
+                        if i == before {
+                            range.bytes(s);
+                        }
+                        last = Some((s, i));
+                        i
+                    }
+                };
+                indices.push(i);
+            }
+            dictionary_or_plain(Some(dict), indices, body, || plain_strings(strings))
+        }
+        None => {
+            strings.clone().for_each(|s| range.bytes(s));
+            dictionary_or_plain(None, indices, body, || plain_strings(strings))
+        }
+    }
+}
+
+fn plain_strings<'a>(strings: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut plain = Vec::new();
+    strings.for_each(|s| plain_string(s, &mut plain));
+    plain
+}
+
 /// A column chunk as two buffers: its dictionary page (maybe empty) and its data pages.
 pub(crate) struct ChunkBytes {
     dict: Bytes,
@@ -634,13 +698,34 @@ impl ChunkReader for ChunkBytes {
     }
 }
 
-fn snappy(body: &[u8]) -> Result<Vec<u8>> {
-    let mut out = vec![0; snap::raw::max_compress_len(body.len())];
-    let n = snap::raw::Encoder::new()
-        .compress(body, &mut out)
-        .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
-    out.truncate(n);
-    Ok(out)
+/// A Snappy encoder and its output buffer, kept from page to page (a fresh encoder allocates
+/// and clears its hash table; a fresh buffer is zeroed).
+struct Snappy {
+    encoder: snap::raw::Encoder,
+    out: Vec<u8>,
+}
+
+impl Default for Snappy {
+    fn default() -> Self {
+        Snappy {
+            encoder: snap::raw::Encoder::new(),
+            out: Vec::new(),
+        }
+    }
+}
+
+impl Snappy {
+    fn compress(&mut self, body: &[u8]) -> Result<Bytes> {
+        let max = snap::raw::max_compress_len(body.len());
+        if self.out.len() < max {
+            self.out.resize(max, 0);
+        }
+        let n = self
+            .encoder
+            .compress(body, &mut self.out)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        Ok(Bytes::copy_from_slice(&self.out[..n]))
+    }
 }
 
 fn plain_string(s: &[u8], out: &mut Vec<u8>) {
@@ -837,7 +922,12 @@ mod tests {
             cols[2].push_int(Some(r.uint as i64));
             cols[3].push_float(Some(r.float));
             cols[4].push_float(r.maybe_float);
-            cols[5].push_str(&r.text);
+            // Known words by reference, the rest as text: pages mix both.
+            match r.text.as_str() {
+                "buy" => cols[5].push_static("buy"),
+                "sell" => cols[5].push_static("sell"),
+                text => cols[5].push_str(text),
+            }
             cols[6].push_bool_n(r.flag, 1);
             if (i + 1) % page == 0 {
                 cols.iter_mut().for_each(|c| c.encode_page().unwrap());

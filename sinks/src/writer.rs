@@ -91,6 +91,10 @@ impl Rows {
     fn str(&mut self, i: usize, v: &str) {
         self.cols[i].push_str(v);
     }
+    /// A string known at compile time (a side, an action), kept by reference until encoded.
+    fn word(&mut self, i: usize, v: &'static str) {
+        self.cols[i].push_static(v);
+    }
     fn bool(&mut self, i: usize, v: bool) {
         self.cols[i].push_bool_n(v, 1);
     }
@@ -125,7 +129,7 @@ impl Rows {
         snap.push_bool_n(d.is_snapshot, n);
         for (s, levels) in [(Side::Buy, &d.bids), (Side::Sell, &d.asks)] {
             for &(p, q) in levels {
-                side.push_str(s.as_str());
+                side.push_static(s.as_str());
                 price.push_float(Some(p.as_f64()));
                 size.push_float(Some(q.as_f64()));
             }
@@ -380,9 +384,9 @@ impl LakeWriter {
                 r.i64(0, Some(o.ts.0));
                 r.i64(1, None);
                 r.u64(2, Some(o.seq));
-                r.str(3, o.action.as_str());
+                r.word(3, o.action.as_str());
                 r.u64(4, Some(o.order_id.0));
-                r.str(5, o.side.as_str());
+                r.word(5, o.side.as_str());
                 r.dec(6, Some(o.price.raw()));
                 r.dec(7, Some(o.size.raw()));
             }
@@ -396,7 +400,7 @@ impl LakeWriter {
                 r.u64(2, t.trade_id);
                 r.dec(3, Some(t.price.raw()));
                 r.dec(4, Some(t.size.raw()));
-                r.str(5, t.aggressor.as_str());
+                r.word(5, t.aggressor.as_str());
             }
             MarketEvent::Bbo(s, b) => {
                 let ts = b.ts.or(b.local_ts).unwrap_or_default();
