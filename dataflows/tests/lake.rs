@@ -407,3 +407,149 @@ fn sources_ingested_or_generated_at_once_leave_the_same_files_as_one_at_a_time()
         assert_eq!(synthetic[0], synthetic[1]);
     });
 }
+
+/// Pages the lake writer makes only now and then, read by DuckDB and Polars: a price dictionary
+/// that outgrows 1 MiB (its file goes on in `PLAIN` pages), nullable columns whose first page is
+/// all nulls (then a `PLAIN` page before any dictionary), ids near `u64::MAX`. Both readers must
+/// agree with the values written. Needs `FLOWSENSE_TEST_PYTHON` (set by `scripts/test`): a
+/// Python with DuckDB and Polars.
+#[test]
+fn duckdb_and_polars_read_the_writers_rarer_pages() {
+    use flowsense_core::{BboUpdate, MarketEvent, Price, Side, Size, Symbol, Trade, UnixNanos};
+    use flowsense_sinks::LakeWriter;
+    let python = std::env::var("FLOWSENSE_TEST_PYTHON").expect(
+        "FLOWSENSE_TEST_PYTHON is not set: run the tests through scripts/test, which installs DuckDB and Polars",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    let sym = Symbol::new("EDGE").unwrap();
+    let t0 = 1_723_161_600_000_000_000_i64;
+    let (mut price_sum, mut bid_sum, mut buys, mut with_local) = (0.0, 0.0, 0u64, 0u64);
+    rt().block_on(async {
+        let mut w = LakeWriter::new(lake);
+        w.begin_source("edge");
+        for i in 0..200_000_i64 {
+            // Every price differs: 1.6 MB of distinct doubles.
+            let price = Price::from_raw(100_000_000_000 + i * 10_000_000);
+            let local = (i >= 70_000).then_some(UnixNanos(t0 + i * 1000 + 7));
+            let side = if i % 3 == 0 { Side::Buy } else { Side::Sell };
+            price_sum += price.as_f64();
+            buys += u64::from(side == Side::Buy);
+            with_local += u64::from(local.is_some());
+            w.push(&MarketEvent::Trade(
+                sym.clone(),
+                Trade {
+                    ts: UnixNanos(t0 + i * 1000),
+                    local_ts: local,
+                    trade_id: Some(u64::MAX - 200_000 + i as u64),
+                    price,
+                    size: Size::from_units(i % 7 + 1),
+                    aggressor: side,
+                },
+            ));
+            let bid = (i >= 70_000).then(|| {
+                (
+                    Price::from_raw(99_000_000_000 + (i % 50) * 1_000_000),
+                    Size::from_units(1),
+                )
+            });
+            bid_sum += bid.map_or(0.0, |(p, _)| p.as_f64());
+            w.push(&MarketEvent::Bbo(
+                sym.clone(),
+                Box::new(BboUpdate {
+                    ts: Some(UnixNanos(t0 + i * 1000)),
+                    local_ts: None,
+                    update_id: Some(i as u64),
+                    bid,
+                    ask: Some((price, Size::from_units(2))),
+                    gap: false,
+                }),
+            ));
+        }
+        w.end_source().await.unwrap();
+    });
+    // The pages are the rare ones this test is for.
+    for (table, column) in [("trades", "price"), ("bbo", "bid_price")] {
+        let file = dir.path().join(format!(
+            "{table}/date=2024-08-09/symbol=EDGE/edge-00000.parquet"
+        ));
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap())
+                .unwrap();
+        use parquet::file::reader::FileReader;
+        let group = reader.metadata().row_group(0);
+        let i = (0..group.num_columns())
+            .find(|&i| group.column(i).column_path().string() == column)
+            .unwrap();
+        let pages = reader
+            .get_row_group(0)
+            .unwrap()
+            .get_column_page_reader(i)
+            .unwrap();
+        let data: Vec<_> = pages
+            .map(|p| p.unwrap())
+            .filter(|p| p.page_type() == parquet::basic::PageType::DATA_PAGE)
+            .map(|p| p.encoding())
+            .collect();
+        use parquet::basic::Encoding::{PLAIN, RLE_DICTIONARY};
+        let want = match table {
+            // Dictionary pages until it passes 1 MiB, then PLAIN.
+            "trades" => vec![RLE_DICTIONARY, RLE_DICTIONARY, PLAIN, PLAIN],
+            // A page of nulls before the dictionary has a value, then the dictionary.
+            _ => vec![PLAIN, RLE_DICTIONARY, RLE_DICTIONARY, RLE_DICTIONARY],
+        };
+        assert_eq!(data, want, "{table}.{column}");
+    }
+    let script = r#"
+import duckdb, polars as pl, sys, json
+lake = sys.argv[1]
+t, b = f"{lake}/trades/*/*/*.parquet", f"{lake}/bbo/*/*/*.parquet"
+d = duckdb.connect().execute(f"""SELECT
+    (SELECT [count(*), sum(price), count(local_ts), sum((side = 'buy')::INT), min(trade_id)::DOUBLE, max(trade_id)::DOUBLE, count(DISTINCT price)] FROM read_parquet('{t}')),
+    (SELECT [count(*), count(bid_price), coalesce(sum(bid_price), 0), count(local_ts)] FROM read_parquet('{b}'))""").fetchall()[0]
+c = pl.col
+pt = pl.scan_parquet(t).select(pl.len(), c("price").sum(), c("local_ts").count(), (c("side") == "buy").sum(),
+    c("trade_id").min().cast(pl.Float64).alias("lo"), c("trade_id").max().cast(pl.Float64).alias("hi"),
+    c("price").n_unique().alias("distinct")).collect().row(0)
+pb = pl.scan_parquet(b).select(pl.len(), c("bid_price").count(), c("bid_price").sum().alias("bids"),
+    c("local_ts").count()).collect().row(0)
+print(json.dumps({"duckdb": [list(map(float, d[0])), list(map(float, d[1]))], "polars": [list(map(float, pt)), list(map(float, pb))]}))
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want_trades = [
+        200_000.0,
+        price_sum,
+        with_local as f64,
+        buys as f64,
+        (u64::MAX - 200_000) as f64,
+        (u64::MAX - 1) as f64,
+        200_000.0,
+    ];
+    let want_bbo = [200_000.0, 130_000.0, bid_sum, 0.0];
+    for reader in ["duckdb", "polars"] {
+        for (table, want) in [(0, &want_trades[..]), (1, &want_bbo[..])] {
+            let row: Vec<f64> = got[reader][table]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(row.len(), want.len(), "{reader} {table}");
+            for (g, w) in row.iter().zip(want) {
+                assert!(
+                    (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+                    "{reader} table {table}: {row:?} against {want:?}"
+                );
+            }
+        }
+    }
+}
