@@ -97,6 +97,20 @@ enum Values {
     Static(Vec<&'static str>),
 }
 
+impl Values {
+    /// Statistics of this type for a chunk without values.
+    fn no_statistics(&self) -> fn(Option<u64>) -> Statistics {
+        match self {
+            Values::Int(_) => |n| Statistics::int64(None, None, None, n, false),
+            Values::Float(_) => |n| Statistics::double(None, None, None, n, false),
+            Values::Bool(_) => |n| Statistics::boolean(None, None, None, n, false),
+            Values::Str { .. } | Values::Static(_) => {
+                |n| Statistics::byte_array(None, None, None, n, false)
+            }
+        }
+    }
+}
+
 /// Which integers a column holds (for the order of its statistics).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ints {
@@ -228,10 +242,11 @@ impl Range {
         }
     }
 
-    fn statistics(&self, nulls: u64) -> Statistics {
+    /// The chunk's statistics; `empty` gives them, of the column's type, when it has no value.
+    fn statistics(&self, nulls: u64, empty: fn(Option<u64>) -> Statistics) -> Statistics {
         let n = Some(nulls);
         match self {
-            Range::Empty => Statistics::int64(None, None, None, n, false),
+            Range::Empty => empty(n),
             Range::Int(a, b) => Statistics::int64(Some(*a), Some(*b), None, n, false),
             // Unsigned columns are INT64 with an unsigned logical type: the bits, ordered unsigned.
             Range::Uint(a, b) => {
@@ -269,9 +284,10 @@ pub(crate) struct Column {
     range: Range,
     uncompressed: u64,
     encodings: Vec<Encoding>,
-    /// A page's body before compression, and its dictionary indices.
+    /// A page's body before compression, its dictionary indices and its definition levels.
     body: Vec<u8>,
     indices: Vec<u32>,
+    levels: Vec<u32>,
     snappy: Snappy,
 }
 
@@ -312,6 +328,7 @@ impl Column {
             encodings: Vec::new(),
             body: Vec::new(),
             indices: Vec::new(),
+            levels: Vec::new(),
             snappy: Snappy::default(),
         }
     }
@@ -421,18 +438,18 @@ impl Column {
         }
         self.body.clear();
         if let Some(valid) = &mut self.valid {
-            let levels: Vec<u32> = valid.iter().map(|&v| v as u32).collect();
-            let nulls = levels.iter().filter(|&&l| l == 0).count();
-            self.nulls += nulls as u64;
+            self.levels.clear();
+            self.levels.extend(valid.iter().map(|&v| v as u32));
+            self.nulls += valid.iter().filter(|&&v| !v).count() as u64;
             self.body.extend_from_slice(&[0; 4]);
-            rle_hybrid(&levels, 1, &mut self.body);
+            rle_hybrid(&self.levels, 1, &mut self.body);
             let len = (self.body.len() - 4) as u32;
             self.body[..4].copy_from_slice(&len.to_le_bytes());
             valid.clear();
         }
         let encoding = match &mut self.values {
             Values::Int(vals) => {
-                if let (Some(&first), false) = (vals.first(), vals.is_empty()) {
+                if let Some(&first) = vals.first() {
                     match self.ints {
                         Ints::Signed => {
                             let (lo, hi) = vals
@@ -551,7 +568,8 @@ impl Column {
         let dict = self.closed.take().or_else(|| self.dictionary.take());
         let mut dict_page = TrackedWrite::new(Vec::new());
         let mut encodings = std::mem::take(&mut self.encodings);
-        if let Some(d) = dict.filter(|d| d.len > 0) {
+        // Only a dictionary some page indexes is written.
+        if let Some(d) = dict.filter(|_| encodings.contains(&Encoding::RLE_DICTIONARY)) {
             let page = Page::DictionaryPage {
                 buf: self.snappy.compress(&d.plain)?,
                 num_values: d.len,
@@ -572,6 +590,7 @@ impl Column {
         let mut fresh = Column::new(&self.ty, self.valid.is_some());
         fresh.body = std::mem::take(&mut self.body);
         fresh.indices = std::mem::take(&mut self.indices);
+        fresh.levels = std::mem::take(&mut self.levels);
         fresh.snappy = std::mem::take(&mut self.snappy);
         let done = std::mem::replace(self, fresh);
         let data = Bytes::from(done.chunk.into_inner()?);
@@ -584,7 +603,10 @@ impl Column {
             .set_total_uncompressed_size(done.uncompressed as i64)
             .set_dictionary_page_offset((dict_len > 0).then_some(0))
             .set_data_page_offset(dict_len)
-            .set_statistics(done.range.statistics(done.nulls))
+            .set_statistics(
+                done.range
+                    .statistics(done.nulls, done.values.no_statistics()),
+            )
             .build()?;
         let close = ColumnCloseResult {
             bytes_written: (dict_len as u64) + data.len() as u64,
@@ -1053,7 +1075,10 @@ mod tests {
             stats(3),
             Statistics::double(Some(-3.0), Some(121.875), None, Some(0), false)
         );
+        // No value: statistics of the column's type, nulls counted.
+        assert!(matches!(stats(4), Statistics::Double(_)), "{:?}", stats(4));
         assert_eq!(stats(4).null_count_opt(), Some(1000));
+        assert_eq!(stats(4).min_bytes_opt(), None);
         assert_eq!(
             stats(5),
             Statistics::byte_array(
@@ -1093,6 +1118,31 @@ mod tests {
             "{encodings:?}"
         );
         assert!(encodings.contains(&Encoding::PLAIN), "{encodings:?}");
+        assert_eq!(read(file), expected(&rows));
+    }
+
+    #[test]
+    fn a_dictionary_no_page_indexes_is_not_written() {
+        // One page of 200 000 distinct doubles: the dictionary fills within it, so it is PLAIN.
+        let rows: Vec<Row> = (0..200_000)
+            .map(|i| Row {
+                int: i,
+                maybe: None,
+                uint: 0,
+                float: i as f64 * 0.25,
+                maybe_float: None,
+                text: "buy".into(),
+                flag: true,
+            })
+            .collect();
+        let file = encode(&rows, 200_000);
+        let meta = SerializedFileReader::new(file.clone()).unwrap();
+        let group = meta.metadata().row_group(0);
+        assert_eq!(group.column(3).dictionary_page_offset(), None);
+        assert!(
+            group.column(5).dictionary_page_offset().is_some(),
+            "text has one"
+        );
         assert_eq!(read(file), expected(&rows));
     }
 

@@ -588,6 +588,22 @@ mod tests {
         assert_eq!(all, want);
     }
 
+    #[test]
+    fn every_table_the_writer_writes_has_columns_it_can_encode() {
+        for table in [
+            Table::BookEvents,
+            Table::DepthUpdates,
+            Table::Trades,
+            Table::Bbo,
+            Table::Quotes,
+            Table::Bars,
+            Table::DeadLetters,
+        ] {
+            let layout = FileLayout::new(table.file_schema()).unwrap();
+            assert_eq!(layout.columns().len(), table.file_schema().fields().len());
+        }
+    }
+
     /// The `.parquet` files under `dir`, by name.
     fn names(dir: &std::path::Path) -> Vec<String> {
         let mut out: Vec<String> = std::fs::read_dir(dir)
