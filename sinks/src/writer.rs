@@ -45,8 +45,10 @@ pub(crate) fn table_props(delta: &[&str], plain: &[&str]) -> WriterPropertiesBui
     b
 }
 
-/// Rows a partition gathers before encoding them as a page of its file.
-const BATCH_ROWS: usize = 1 << 16;
+/// Rows a partition gathers before encoding them as a page of its file: 64 KiB of a 64-bit
+/// column, so a page is encoded while its values are still in the core's cache (64 Ki rows a
+/// page took 6 % more CPU; 4 Ki, 1 % less but files 1 % larger).
+const BATCH_ROWS: usize = 1 << 13;
 
 /// Unwraps the encoding of a page, which only fails on a broken invariant of ours.
 fn encoded(r: Result<()>) {
@@ -249,8 +251,8 @@ impl LakeOutput {
 ///
 /// Call [`begin_source`](LakeWriter::begin_source), push its events, then
 /// [`end_source`](LakeWriter::end_source). Each partition's rows are encoded into its open
-/// Parquet file a page of 64 Ki rows at a time (so no column holds more than a page of values
-/// unencoded); a file is cut at 1 M rows, and its bytes wait in memory until
+/// Parquet file a page of 8 Ki rows at a time (so no column holds more than a page of values
+/// unencoded, and a page's values are still in the cache when it is encoded); a file is cut at 1 M rows, and its bytes wait in memory until
 /// [`flush`](LakeWriter::flush) (or `end_source`) puts them, so the caller decides when to await
 /// I/O. Everything but that I/O is synchronous: [`close_source`](LakeWriter::close_source) and
 /// [`take_output`](LakeWriter::take_output) let the I/O happen elsewhere.
