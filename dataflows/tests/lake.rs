@@ -492,13 +492,17 @@ fn duckdb_and_polars_read_the_writers_rarer_pages() {
             .map(|p| p.encoding())
             .collect();
         use parquet::basic::Encoding::{PLAIN, RLE_DICTIONARY};
-        let want = match table {
+        let (first, then) = match table {
             // Dictionary pages until it passes 1 MiB, then PLAIN.
-            "trades" => vec![RLE_DICTIONARY, RLE_DICTIONARY, PLAIN, PLAIN],
-            // A page of nulls before the dictionary has a value, then the dictionary.
-            _ => vec![PLAIN, RLE_DICTIONARY, RLE_DICTIONARY, RLE_DICTIONARY],
+            "trades" => (RLE_DICTIONARY, PLAIN),
+            // Pages of nulls before the dictionary has a value, then the dictionary.
+            _ => (PLAIN, RLE_DICTIONARY),
         };
-        assert_eq!(data, want, "{table}.{column}");
+        let switch = data.iter().position(|e| *e != first).unwrap_or(data.len());
+        assert!(
+            switch > 0 && switch < data.len() && data[switch..].iter().all(|e| *e == then),
+            "{table}.{column}: {data:?}"
+        );
     }
     let script = r#"
 import duckdb, polars as pl, sys, json
