@@ -189,6 +189,18 @@ impl Dictionary {
     fn full(&self) -> bool {
         self.plain.len() > DICTIONARY_BYTES
     }
+
+    /// Empty, keeping the maps' and buffers' memory.
+    fn clear(&mut self) {
+        self.floats.clear();
+        self.strings.clear();
+        self.plain.clear();
+        self.len = 0;
+        self.last = None;
+        if let Some(recent) = &mut self.recent {
+            recent.fill((u64::MAX, u32::MAX));
+        }
+    }
 }
 
 /// Minimum and maximum of a chunk's values so far.
@@ -268,7 +280,6 @@ impl Range {
 /// One column of an open file: rows gather as values and are encoded a page at a time into
 /// the column chunk's bytes.
 pub(crate) struct Column {
-    ty: DataType,
     values: Values,
     ints: Ints,
     /// One flag per row, for a nullable column.
@@ -314,7 +325,6 @@ impl Column {
         let dictionary =
             matches!(values, Values::Float(_) | Values::Str { .. }).then(Dictionary::default);
         Column {
-            ty: ty.clone(),
             values,
             ints,
             valid: nullable.then(Vec::new),
@@ -569,7 +579,10 @@ impl Column {
         let mut dict_page = TrackedWrite::new(Vec::new());
         let mut encodings = std::mem::take(&mut self.encodings);
         // Only a dictionary some page indexes is written.
-        if let Some(d) = dict.filter(|_| encodings.contains(&Encoding::RLE_DICTIONARY)) {
+        if let Some(d) = dict
+            .as_ref()
+            .filter(|_| encodings.contains(&Encoding::RLE_DICTIONARY))
+        {
             let page = Page::DictionaryPage {
                 buf: self.snappy.compress(&d.plain)?,
                 num_values: d.len,
@@ -587,35 +600,39 @@ impl Column {
             encodings.push(Encoding::RLE);
         }
         let dict_page = Bytes::from(dict_page.into_inner()?);
-        let mut fresh = Column::new(&self.ty, self.valid.is_some());
-        fresh.body = std::mem::take(&mut self.body);
-        fresh.indices = std::mem::take(&mut self.indices);
-        fresh.levels = std::mem::take(&mut self.levels);
-        fresh.snappy = std::mem::take(&mut self.snappy);
-        let done = std::mem::replace(self, fresh);
-        let data = Bytes::from(done.chunk.into_inner()?);
+        let next = TrackedWrite::new(Vec::new());
+        let data = Bytes::from(std::mem::replace(&mut self.chunk, next).into_inner()?);
         let dict_len = dict_page.len() as i64;
         let metadata = ColumnChunkMetaData::builder(descr)
             .set_encodings(encodings)
             .set_compression(Compression::SNAPPY)
-            .set_num_values(done.rows as i64)
+            .set_num_values(self.rows as i64)
             .set_total_compressed_size(dict_len + data.len() as i64)
-            .set_total_uncompressed_size(done.uncompressed as i64)
+            .set_total_uncompressed_size(self.uncompressed as i64)
             .set_dictionary_page_offset((dict_len > 0).then_some(0))
             .set_data_page_offset(dict_len)
             .set_statistics(
-                done.range
-                    .statistics(done.nulls, done.values.no_statistics()),
+                self.range
+                    .statistics(self.nulls, self.values.no_statistics()),
             )
             .build()?;
         let close = ColumnCloseResult {
             bytes_written: (dict_len as u64) + data.len() as u64,
-            rows_written: done.rows,
+            rows_written: self.rows,
             metadata,
             bloom_filter: None,
             column_index: None,
             offset_index: None,
         };
+        // Empty again, keeping what was allocated: buffers, and the dictionary's maps.
+        self.rows = 0;
+        self.nulls = 0;
+        self.uncompressed = 0;
+        self.range = Range::Empty;
+        self.dictionary = dict.map(|mut d| {
+            d.clear();
+            d
+        });
         Ok((
             ChunkBytes {
                 dict: dict_page,
@@ -937,7 +954,11 @@ mod tests {
     /// The rows through our encoder, `page` rows a page, and the file's bytes.
     fn encode(rows: &[Row], page: usize) -> Bytes {
         let layout = FileLayout::new(schema()).unwrap();
-        let mut cols = layout.columns();
+        encode_into(&layout, &mut layout.columns(), rows, page)
+    }
+
+    /// [`encode`] with columns that may have written files before.
+    fn encode_into(layout: &FileLayout, cols: &mut [Column], rows: &[Row], page: usize) -> Bytes {
         for (i, r) in rows.iter().enumerate() {
             cols[0].push_int(Some(r.int));
             cols[1].push_int(r.maybe);
@@ -956,7 +977,7 @@ mod tests {
             }
         }
         assert!(cols.iter().all(|c| c.len() == rows.len()));
-        let file = layout.write(&mut cols).unwrap();
+        let file = layout.write(cols).unwrap();
         assert!(cols.iter().all(|c| c.len() == 0), "columns start again");
         file
     }
@@ -1018,6 +1039,22 @@ mod tests {
             let want = expected(&rows);
             let got = read(encode(&rows, page));
             prop_assert_eq!(got, want);
+        }
+
+        /// Columns reused for file after file (their dictionaries emptied, not dropped) write
+        /// each file as fresh columns would.
+        #[test]
+        fn reused_columns_write_each_file_afresh(
+            files in prop::collection::vec(prop::collection::vec(row(), 1..300), 2..4),
+            page in 1usize..100,
+        ) {
+            let layout = FileLayout::new(schema()).unwrap();
+            let mut cols = layout.columns();
+            for rows in &files {
+                let file = encode_into(&layout, &mut cols, rows, page);
+                prop_assert_eq!(&file, &encode(rows, page), "byte for byte");
+                prop_assert_eq!(read(file), expected(rows));
+            }
         }
 
         /// Runs of a value, as timestamps repeat over a depth message's levels.
@@ -1105,7 +1142,15 @@ mod tests {
                 flag: false,
             })
             .collect();
-        let file = encode(&rows, 65_536);
+        let layout = FileLayout::new(schema()).unwrap();
+        let mut cols = layout.columns();
+        let file = encode_into(&layout, &mut cols, &rows, 65_536);
+        // The columns, their full dictionaries emptied, write the next file as new ones would.
+        let after = &rows[..1000];
+        assert_eq!(
+            encode_into(&layout, &mut cols, after, 300),
+            encode(after, 300)
+        );
         let meta = SerializedFileReader::new(file.clone()).unwrap();
         let encodings = meta
             .metadata()
