@@ -67,14 +67,17 @@ impl FileLayout {
     }
 
     /// One Parquet file of one row group holding these columns' rows; the columns are empty after.
-    pub(crate) fn write(&self, cols: &mut [Column]) -> Result<Bytes> {
-        let size: usize = cols.iter().map(|c| c.chunk.bytes_written()).sum();
+    pub(crate) fn write(&self, cols: &mut [Column], scratch: &mut Scratch) -> Result<Bytes> {
+        let size: usize = (cols.iter())
+            .filter_map(|c| c.chunk.as_ref())
+            .map(|w| w.bytes_written())
+            .sum();
         let root = self.parquet.root_schema_ptr();
         let mut file =
             SerializedFileWriter::new(Vec::with_capacity(size + 4096), root, self.props.clone())?;
         let mut group = file.next_row_group()?;
         for (i, col) in cols.iter_mut().enumerate() {
-            let (bytes, close) = col.finish(self.parquet.column(i))?;
+            let (bytes, close) = col.finish(self.parquet.column(i), scratch)?;
             group.append_column(&bytes, close)?;
         }
         group.close()?;
@@ -197,9 +200,9 @@ impl Dictionary {
         self.plain.clear();
         self.len = 0;
         self.last = None;
-        if let Some(recent) = &mut self.recent {
-            recent.fill((u64::MAX, u32::MAX));
-        }
+        // 16 KiB a column: made again on the next file's first lookup, not kept by every
+        // finished partition.
+        self.recent = None;
     }
 }
 
@@ -289,12 +292,18 @@ pub(crate) struct Column {
     /// The dictionary once it is full: later pages are `PLAIN`, earlier ones still index it.
     closed: Option<Dictionary>,
     /// The data pages so far, headers included.
-    chunk: TrackedWrite<Vec<u8>>,
+    chunk: Option<TrackedWrite<Vec<u8>>>,
     rows: u64,
     nulls: u64,
     range: Range,
     uncompressed: u64,
     encodings: Vec<Encoding>,
+}
+
+/// What encoding a page needs only while it runs: one per writer, shared by all its columns,
+/// so that a source with thousands of open partitions does not hold thousands of copies.
+#[derive(Default)]
+pub(crate) struct Scratch {
     /// A page's body before compression, its dictionary indices and its definition levels.
     body: Vec<u8>,
     indices: Vec<u32>,
@@ -330,16 +339,12 @@ impl Column {
             valid: nullable.then(Vec::new),
             dictionary,
             closed: None,
-            chunk: TrackedWrite::new(Vec::new()),
+            chunk: None,
             rows: 0,
             nulls: 0,
             range: Range::Empty,
             uncompressed: 0,
             encodings: Vec::new(),
-            body: Vec::new(),
-            indices: Vec::new(),
-            levels: Vec::new(),
-            snappy: Snappy::default(),
         }
     }
 
@@ -441,20 +446,26 @@ impl Column {
     }
 
     /// Encodes the pending rows as one data page.
-    pub(crate) fn encode_page(&mut self) -> Result<()> {
+    pub(crate) fn encode_page(&mut self, scratch: &mut Scratch) -> Result<()> {
+        let Scratch {
+            body,
+            indices,
+            levels,
+            snappy,
+        } = scratch;
         let rows = self.pending();
         if rows == 0 {
             return Ok(());
         }
-        self.body.clear();
+        body.clear();
         if let Some(valid) = &mut self.valid {
-            self.levels.clear();
-            self.levels.extend(valid.iter().map(|&v| v as u32));
+            levels.clear();
+            levels.extend(valid.iter().map(|&v| v as u32));
             self.nulls += valid.iter().filter(|&&v| !v).count() as u64;
-            self.body.extend_from_slice(&[0; 4]);
-            rle_hybrid(&self.levels, 1, &mut self.body);
-            let len = (self.body.len() - 4) as u32;
-            self.body[..4].copy_from_slice(&len.to_le_bytes());
+            body.extend_from_slice(&[0; 4]);
+            rle_hybrid(levels, 1, body);
+            let len = (body.len() - 4) as u32;
+            body[..4].copy_from_slice(&len.to_le_bytes());
             valid.clear();
         }
         let encoding = match &mut self.values {
@@ -476,7 +487,7 @@ impl Column {
                         }
                     }
                 }
-                delta_binary_packed(vals, &mut self.body);
+                delta_binary_packed(vals, body);
                 vals.clear();
                 Encoding::DELTA_BINARY_PACKED
             }
@@ -484,7 +495,7 @@ impl Column {
                 for &v in vals.iter() {
                     self.range.bool(v);
                 }
-                plain_bools(vals, &mut self.body);
+                plain_bools(vals, body);
                 vals.clear();
                 Encoding::PLAIN
             }
@@ -496,15 +507,12 @@ impl Column {
                     self.range.float(lo, hi);
                 }
                 if let Some(dict) = &mut self.dictionary {
-                    self.indices.clear();
-                    self.indices.extend(vals.iter().map(|&v| dict.float(v)));
+                    indices.clear();
+                    indices.extend(vals.iter().map(|&v| dict.float(v)));
                 }
-                let encoding = dictionary_or_plain(
-                    self.dictionary.as_mut(),
-                    &self.indices,
-                    &mut self.body,
-                    || vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                );
+                let encoding = dictionary_or_plain(self.dictionary.as_mut(), indices, body, || {
+                    vals.iter().flat_map(|v| v.to_le_bytes()).collect()
+                });
                 vals.clear();
                 encoding
             }
@@ -518,8 +526,8 @@ impl Column {
                     strings,
                     |_, _| false,
                     &mut self.range,
-                    &mut self.indices,
-                    &mut self.body,
+                    indices,
+                    body,
                 );
                 bytes.clear();
                 ends.clear();
@@ -532,8 +540,8 @@ impl Column {
                     vals.iter().map(|s| s.as_bytes()),
                     |a, b| std::ptr::eq(a, b),
                     &mut self.range,
-                    &mut self.indices,
-                    &mut self.body,
+                    indices,
+                    body,
                 );
                 vals.clear();
                 encoding
@@ -551,30 +559,36 @@ impl Column {
         if !self.encodings.contains(&encoding) {
             self.encodings.push(encoding);
         }
-        let body = std::mem::take(&mut self.body);
         let page = Page::DataPage {
-            buf: self.snappy.compress(&body)?,
+            buf: snappy.compress(body)?,
             num_values: rows as u32,
             encoding,
             def_level_encoding: Encoding::RLE,
             rep_level_encoding: Encoding::RLE,
             statistics: None,
         };
-        self.body = body;
-        self.write_page(CompressedPage::new(page, self.body.len()))?;
+        self.write_page(CompressedPage::new(page, body.len()))?;
         self.rows += rows as u64;
         Ok(())
     }
 
     fn write_page(&mut self, page: CompressedPage) -> Result<()> {
-        let spec = SerializedPageWriter::new(&mut self.chunk).write_page(page)?;
+        // Made at the first page: a partition that never fills one holds no buffer for it.
+        let chunk = self
+            .chunk
+            .get_or_insert_with(|| TrackedWrite::new(Vec::new()));
+        let spec = SerializedPageWriter::new(chunk).write_page(page)?;
         self.uncompressed += spec.uncompressed_size as u64;
         Ok(())
     }
 
     /// The chunk's bytes (dictionary page first) and its metadata; the column starts again empty.
-    fn finish(&mut self, descr: ColumnDescPtr) -> Result<(ChunkBytes, ColumnCloseResult)> {
-        self.encode_page()?;
+    fn finish(
+        &mut self,
+        descr: ColumnDescPtr,
+        scratch: &mut Scratch,
+    ) -> Result<(ChunkBytes, ColumnCloseResult)> {
+        self.encode_page(scratch)?;
         let dict = self.closed.take().or_else(|| self.dictionary.take());
         let mut dict_page = TrackedWrite::new(Vec::new());
         let mut encodings = std::mem::take(&mut self.encodings);
@@ -584,7 +598,7 @@ impl Column {
             .filter(|_| encodings.contains(&Encoding::RLE_DICTIONARY))
         {
             let page = Page::DictionaryPage {
-                buf: self.snappy.compress(&d.plain)?,
+                buf: scratch.snappy.compress(&d.plain)?,
                 num_values: d.len,
                 encoding: Encoding::PLAIN,
                 is_sorted: false,
@@ -600,8 +614,10 @@ impl Column {
             encodings.push(Encoding::RLE);
         }
         let dict_page = Bytes::from(dict_page.into_inner()?);
-        let next = TrackedWrite::new(Vec::new());
-        let data = Bytes::from(std::mem::replace(&mut self.chunk, next).into_inner()?);
+        let data = match self.chunk.take() {
+            Some(w) => Bytes::from(w.into_inner()?),
+            None => Bytes::new(),
+        };
         let dict_len = dict_page.len() as i64;
         let metadata = ColumnChunkMetaData::builder(descr)
             .set_encodings(encodings)
@@ -959,6 +975,7 @@ mod tests {
 
     /// [`encode`] with columns that may have written files before.
     fn encode_into(layout: &FileLayout, cols: &mut [Column], rows: &[Row], page: usize) -> Bytes {
+        let scratch = &mut Scratch::default();
         for (i, r) in rows.iter().enumerate() {
             cols[0].push_int(Some(r.int));
             cols[1].push_int(r.maybe);
@@ -973,11 +990,12 @@ mod tests {
             }
             cols[6].push_bool_n(r.flag, 1);
             if (i + 1) % page == 0 {
-                cols.iter_mut().for_each(|c| c.encode_page().unwrap());
+                cols.iter_mut()
+                    .for_each(|c| c.encode_page(scratch).unwrap());
             }
         }
         assert!(cols.iter().all(|c| c.len() == rows.len()));
-        let file = layout.write(cols).unwrap();
+        let file = layout.write(cols, scratch).unwrap();
         assert!(cols.iter().all(|c| c.len() == 0), "columns start again");
         file
     }

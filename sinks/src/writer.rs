@@ -16,7 +16,7 @@ use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
-use crate::chunk::{Column, FileLayout};
+use crate::chunk::{Column, FileLayout, Scratch};
 use crate::{Lake, Result};
 
 /// Encodes one batch as a whole Parquet file, ready for one atomic `put`.
@@ -139,8 +139,10 @@ impl Rows {
     }
 
     /// Encodes the rows not yet in a page as one page of each column.
-    fn encode_page(&mut self) -> Result<()> {
-        self.cols.iter_mut().try_for_each(Column::encode_page)
+    fn encode_page(&mut self, scratch: &mut Scratch) -> Result<()> {
+        self.cols
+            .iter_mut()
+            .try_for_each(|c| c.encode_page(scratch))
     }
 }
 
@@ -288,6 +290,8 @@ pub struct LakeWriter {
     batch_rows: usize,
     /// Each table's schema and file properties, made once.
     layouts: HashMap<Table, FileLayout>,
+    /// Buffers every page's encoding borrows.
+    scratch: Scratch,
     dates: HashMap<i64, String>,
 }
 
@@ -306,6 +310,7 @@ impl LakeWriter {
             max_rows: 1 << 20,
             batch_rows: BATCH_ROWS,
             layouts: HashMap::new(),
+            scratch: Scratch::default(),
             dates: HashMap::new(),
         }
     }
@@ -450,7 +455,7 @@ impl LakeWriter {
         if p.rows.len() >= self.max_rows {
             encoded(self.cut(part));
         } else if p.rows.pending() >= self.batch_rows {
-            encoded(p.rows.encode_page());
+            encoded(p.rows.encode_page(&mut self.scratch));
         }
     }
 
@@ -463,7 +468,7 @@ impl LakeWriter {
         if rows == 0 {
             return Ok(());
         }
-        let buf = self.layouts[&part.key.table].write(&mut part.rows.cols)?;
+        let buf = self.layouts[&part.key.table].write(&mut part.rows.cols, &mut self.scratch)?;
         let chunk = part.chunk;
         part.chunk += 1;
         let key = &part.key;
@@ -513,6 +518,8 @@ impl LakeWriter {
     pub fn close_source(&mut self) -> Result<()> {
         for i in 0..self.parts.len() {
             self.cut(i)?;
+            // Done with: its memory goes now, not once every other partition is cut too.
+            self.parts[i].rows.cols = Vec::new();
         }
         self.parts.clear();
         self.index.clear();
