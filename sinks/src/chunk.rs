@@ -33,6 +33,9 @@ use crate::Result;
 /// A dictionary stops growing past this many bytes of values (as `parquet`'s default).
 const DICTIONARY_BYTES: usize = 1 << 20;
 
+/// Text columns whose bounds are longer than this carry no min and max in their statistics.
+const MAX_STATISTICS_BYTES: usize = 64;
+
 /// What a lake file needs once per table: its Parquet schema and writer properties (with the
 /// Arrow schema in its metadata, as `ArrowWriter` would put it).
 #[derive(Clone)]
@@ -269,6 +272,11 @@ impl Range {
             }
             Range::Float(a, b) => Statistics::double(Some(*a), Some(*b), None, n, false),
             Range::Bool(a, b) => Statistics::boolean(Some(*a), Some(*b), None, n, false),
+            // Long text (a dead letter's raw line) would bloat the footer for no pruning anyone
+            // does: its bounds are left out, as a reader allows.
+            Range::Bytes(a, b) if a.len().max(b.len()) > MAX_STATISTICS_BYTES => {
+                Statistics::byte_array(None, None, None, n, false)
+            }
             Range::Bytes(a, b) => Statistics::byte_array(
                 Some(ByteArray::from(a.clone())),
                 Some(ByteArray::from(b.clone())),
@@ -1181,6 +1189,34 @@ mod tests {
             "{encodings:?}"
         );
         assert!(encodings.contains(&Encoding::PLAIN), "{encodings:?}");
+        assert_eq!(read(file), expected(&rows));
+    }
+
+    #[test]
+    fn long_text_has_no_bounds_in_its_statistics() {
+        let rows: Vec<Row> = ["short", &"x".repeat(65)]
+            .iter()
+            .map(|t| Row {
+                int: 0,
+                maybe: None,
+                uint: 0,
+                float: 0.0,
+                maybe_float: None,
+                text: t.to_string(),
+                flag: true,
+            })
+            .collect();
+        let file = encode(&rows, 10);
+        let meta = SerializedFileReader::new(file.clone()).unwrap();
+        let stats = meta
+            .metadata()
+            .row_group(0)
+            .column(5)
+            .statistics()
+            .unwrap()
+            .clone();
+        assert_eq!((stats.min_bytes_opt(), stats.max_bytes_opt()), (None, None));
+        assert_eq!(stats.null_count_opt(), Some(0));
         assert_eq!(read(file), expected(&rows));
     }
 
