@@ -20,7 +20,7 @@ use parquet::basic::{Compression, Encoding};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::data_type::ByteArray;
-use parquet::file::metadata::ColumnChunkMetaData;
+use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
@@ -240,6 +240,35 @@ impl Range {
             _ => Range::Float(lo, hi),
         }
     }
+    fn merge(&mut self, other: &Range) {
+        match other {
+            Range::Empty => {}
+            Range::Int(a, b) => self.int(*a, *b),
+            Range::Uint(a, b) => self.uint(*a, *b),
+            Range::Float(a, b) => self.float(*a, *b),
+            Range::Bool(a, b) => {
+                self.bool(*a);
+                self.bool(*b);
+            }
+            Range::Bytes(a, b) => {
+                self.bytes(a);
+                self.bytes(b);
+            }
+        }
+    }
+
+    /// The bounds as the page index stores them (`PLAIN`), or `None` when there are none.
+    fn plain_bounds(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        match self {
+            Range::Empty => None,
+            Range::Int(a, b) => Some((a.to_le_bytes().into(), b.to_le_bytes().into())),
+            Range::Uint(a, b) => Some((a.to_le_bytes().into(), b.to_le_bytes().into())),
+            Range::Float(a, b) => Some((a.to_le_bytes().into(), b.to_le_bytes().into())),
+            Range::Bool(a, b) => Some((vec![*a as u8], vec![*b as u8])),
+            Range::Bytes(a, b) => Some((a.clone(), b.clone())),
+        }
+    }
+
     fn bool(&mut self, v: bool) {
         *self = match *self {
             Range::Bool(a, b) => Range::Bool(a & v, b | v),
@@ -304,8 +333,20 @@ pub(crate) struct Column {
     rows: u64,
     nulls: u64,
     range: Range,
+    /// Each data page's bounds, nulls, rows, and place in the chunk: the page index.
+    pages: Vec<PageEntry>,
     uncompressed: u64,
     encodings: Vec<Encoding>,
+}
+
+/// One data page, for the page index.
+struct PageEntry {
+    range: Range,
+    nulls: u64,
+    rows: u64,
+    /// Where in the data pages it starts, and its size with its header.
+    offset: u64,
+    size: u32,
 }
 
 /// What encoding a page needs only while it runs: one per writer, shared by all its columns,
@@ -351,6 +392,7 @@ impl Column {
             rows: 0,
             nulls: 0,
             range: Range::Empty,
+            pages: Vec::new(),
             uncompressed: 0,
             encodings: Vec::new(),
         }
@@ -466,10 +508,13 @@ impl Column {
             return Ok(());
         }
         body.clear();
+        // This page's bounds and nulls, for the page index and the chunk's statistics.
+        let mut range = Range::Empty;
+        let mut nulls = 0;
         if let Some(valid) = &mut self.valid {
             levels.clear();
             levels.extend(valid.iter().map(|&v| v as u32));
-            self.nulls += valid.iter().filter(|&&v| !v).count() as u64;
+            nulls = valid.iter().filter(|&&v| !v).count() as u64;
             body.extend_from_slice(&[0; 4]);
             rle_hybrid(levels, 1, body);
             let len = (body.len() - 4) as u32;
@@ -484,14 +529,14 @@ impl Column {
                             let (lo, hi) = vals
                                 .iter()
                                 .fold((first, first), |(a, b), &v| (a.min(v), b.max(v)));
-                            self.range.int(lo, hi);
+                            range.int(lo, hi);
                         }
                         Ints::Unsigned => {
                             let first = first as u64;
                             let (lo, hi) = vals.iter().fold((first, first), |(a, b), &v| {
                                 (a.min(v as u64), b.max(v as u64))
                             });
-                            self.range.uint(lo, hi);
+                            range.uint(lo, hi);
                         }
                     }
                 }
@@ -501,7 +546,7 @@ impl Column {
             }
             Values::Bool(vals) => {
                 for &v in vals.iter() {
-                    self.range.bool(v);
+                    range.bool(v);
                 }
                 plain_bools(vals, body);
                 vals.clear();
@@ -512,7 +557,7 @@ impl Column {
                     let (lo, hi) = vals
                         .iter()
                         .fold((first, first), |(a, b), &v| (a.min(v), b.max(v)));
-                    self.range.float(lo, hi);
+                    range.float(lo, hi);
                 }
                 if let Some(dict) = &mut self.dictionary {
                     indices.clear();
@@ -533,7 +578,7 @@ impl Column {
                     self.dictionary.as_mut(),
                     strings,
                     |_, _| false,
-                    &mut self.range,
+                    &mut range,
                     indices,
                     body,
                 );
@@ -547,7 +592,7 @@ impl Column {
                     self.dictionary.as_mut(),
                     vals.iter().map(|s| s.as_bytes()),
                     |a, b| std::ptr::eq(a, b),
-                    &mut self.range,
+                    &mut range,
                     indices,
                     body,
                 );
@@ -575,18 +620,21 @@ impl Column {
             rep_level_encoding: Encoding::RLE,
             statistics: None,
         };
-        self.write_page(CompressedPage::new(page, body.len()))?;
-        self.rows += rows as u64;
-        Ok(())
-    }
-
-    fn write_page(&mut self, page: CompressedPage) -> Result<()> {
         // Made at the first page: a partition that never fills one holds no buffer for it.
-        let chunk = self
-            .chunk
-            .get_or_insert_with(|| TrackedWrite::new(Vec::new()));
-        let spec = SerializedPageWriter::new(chunk).write_page(page)?;
+        let chunk = (self.chunk).get_or_insert_with(|| TrackedWrite::new(Vec::new()));
+        let spec =
+            SerializedPageWriter::new(chunk).write_page(CompressedPage::new(page, body.len()))?;
         self.uncompressed += spec.uncompressed_size as u64;
+        self.rows += rows as u64;
+        self.nulls += nulls;
+        self.range.merge(&range);
+        self.pages.push(PageEntry {
+            range,
+            nulls,
+            rows: rows as u64,
+            offset: spec.offset,
+            size: spec.compressed_size as u32,
+        });
         Ok(())
     }
 
@@ -627,7 +675,7 @@ impl Column {
             None => Bytes::new(),
         };
         let dict_len = dict_page.len() as i64;
-        let metadata = ColumnChunkMetaData::builder(descr)
+        let metadata = ColumnChunkMetaData::builder(descr.clone())
             .set_encodings(encodings)
             .set_compression(Compression::SNAPPY)
             .set_num_values(self.rows as i64)
@@ -640,13 +688,28 @@ impl Column {
                     .statistics(self.nulls, self.values.no_statistics()),
             )
             .build()?;
+        // The page index: where each page is and how many rows it has, and its bounds (left out
+        // when a bound is long text, as the chunk's statistics are).
+        let mut bounds = ColumnIndexBuilder::new(descr.physical_type());
+        let mut places = OffsetIndexBuilder::new();
+        for p in self.pages.drain(..) {
+            match p.range.plain_bounds() {
+                Some((lo, hi)) if lo.len().max(hi.len()) > MAX_STATISTICS_BYTES => {
+                    bounds.to_invalid()
+                }
+                Some((lo, hi)) => bounds.append(false, lo, hi, p.nulls as i64),
+                None => bounds.append(true, Vec::new(), Vec::new(), p.nulls as i64),
+            }
+            places.append_offset_and_size(dict_len + p.offset as i64, p.size as i32);
+            places.append_row_count(p.rows as i64);
+        }
         let close = ColumnCloseResult {
             bytes_written: (dict_len as u64) + data.len() as u64,
             rows_written: self.rows,
             metadata,
             bloom_filter: None,
-            column_index: None,
-            offset_index: None,
+            column_index: bounds.valid().then(|| bounds.build()).transpose()?,
+            offset_index: Some(places.build()),
         };
         // Empty again, keeping what was allocated: buffers, and the dictionary's maps.
         self.rows = 0;
@@ -690,7 +753,8 @@ fn dictionary_or_plain(
 }
 
 /// A page of strings: each looked up in the dictionary (a string `same` as the one before it
-/// takes its index without a lookup), or `PLAIN`; the range takes each new value.
+/// takes its index, and leaves the range as it is, without a look), or `PLAIN`; the page's range
+/// takes the strings.
 fn encode_strings<'a>(
     dict: Option<&mut Dictionary>,
     strings: impl Iterator<Item = &'a [u8]> + Clone,
@@ -707,11 +771,8 @@ fn encode_strings<'a>(
                 let i = match last {
                     Some((l, i)) if same(l, s) => i,
                     _ => {
-                        let before = dict.len;
+                        range.bytes(s);
                         let i = dict.string(s);
-                        if i == before {
-                            range.bytes(s);
-                        }
                         last = Some((s, i));
                         i
                     }
@@ -1190,6 +1251,52 @@ mod tests {
         );
         assert!(encodings.contains(&Encoding::PLAIN), "{encodings:?}");
         assert_eq!(read(file), expected(&rows));
+    }
+
+    #[test]
+    fn the_page_index_has_each_pages_place_rows_and_bounds() {
+        use parquet::file::page_index::column_index::ColumnIndexMetaData;
+        use parquet::file::serialized_reader::ReadOptionsBuilder;
+        let rows: Vec<Row> = (0..1000)
+            .map(|i| Row {
+                int: 500 - i,
+                maybe: None,
+                uint: i as u64,
+                float: i as f64,
+                maybe_float: None,
+                text: if i < 450 { "buy" } else { "sell" }.into(),
+                flag: i >= 300,
+            })
+            .collect();
+        let file = encode(&rows, 300);
+        let options = ReadOptionsBuilder::new().with_page_index().build();
+        let reader = SerializedFileReader::new_with_options(file, options).unwrap();
+        let meta = reader.metadata();
+        let places = &meta.offset_index().unwrap()[0];
+        let first_rows: Vec<i64> = places[0]
+            .page_locations()
+            .iter()
+            .map(|p| p.first_row_index)
+            .collect();
+        assert_eq!(first_rows, [0, 300, 600, 900]);
+        let bounds = &meta.column_index().unwrap()[0];
+        let ColumnIndexMetaData::INT64(ints) = &bounds[0] else {
+            panic!("{:?}", bounds[0])
+        };
+        let pages: Vec<(i64, i64)> = (0..4)
+            .map(|k| (*ints.min_value(k).unwrap(), *ints.max_value(k).unwrap()))
+            .collect();
+        assert_eq!(pages, [(201, 500), (-99, 200), (-399, -100), (-499, -400)]);
+        // A page of nulls only is marked so.
+        assert!((0..4).all(|k| bounds[1].is_null_page(k)));
+        let ColumnIndexMetaData::BYTE_ARRAY(text) = &bounds[5] else {
+            panic!("{:?}", bounds[5])
+        };
+        let words: Vec<(&[u8], &[u8])> = (0..4)
+            .map(|k| (text.min_value(k).unwrap(), text.max_value(k).unwrap()))
+            .collect();
+        let (b, s): (&[u8], &[u8]) = (b"buy", b"sell");
+        assert_eq!(words, [(b, b), (b, s), (s, s), (s, s)]);
     }
 
     #[test]
