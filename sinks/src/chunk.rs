@@ -1013,7 +1013,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// One row of every type the encoder takes.
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Debug, Default)]
     struct Row {
         int: i64,
         maybe: Option<i64>,
@@ -1171,9 +1171,9 @@ mod tests {
                 maybe: (i % 3 == 0).then_some(i),
                 uint: u64::MAX - i as u64,
                 float: (i as f64) / 8.0 - 3.0,
-                maybe_float: None,
                 text: format!("s{:03}", i % 250),
                 flag: true,
+                ..Default::default()
             })
             .collect();
         let file = encode(&rows, 300);
@@ -1221,12 +1221,10 @@ mod tests {
         let rows: Vec<Row> = (0..200_000)
             .map(|i| Row {
                 int: i,
-                maybe: None,
-                uint: 0,
                 float: i as f64 * 0.5,
                 maybe_float: Some((i % 7) as f64),
                 text: i.to_string(),
-                flag: false,
+                ..Default::default()
             })
             .collect();
         let layout = FileLayout::new(schema()).unwrap();
@@ -1260,12 +1258,11 @@ mod tests {
         let rows: Vec<Row> = (0..1000)
             .map(|i| Row {
                 int: 500 - i,
-                maybe: None,
                 uint: i as u64,
                 float: i as f64,
-                maybe_float: None,
                 text: if i < 450 { "buy" } else { "sell" }.into(),
                 flag: i >= 300,
+                ..Default::default()
             })
             .collect();
         let file = encode(&rows, 300);
@@ -1304,13 +1301,9 @@ mod tests {
         let rows: Vec<Row> = ["short", &"x".repeat(65)]
             .iter()
             .map(|t| Row {
-                int: 0,
-                maybe: None,
-                uint: 0,
-                float: 0.0,
-                maybe_float: None,
                 text: t.to_string(),
                 flag: true,
+                ..Default::default()
             })
             .collect();
         let file = encode(&rows, 10);
@@ -1333,12 +1326,10 @@ mod tests {
         let rows: Vec<Row> = (0..200_000)
             .map(|i| Row {
                 int: i,
-                maybe: None,
-                uint: 0,
                 float: i as f64 * 0.25,
-                maybe_float: None,
                 text: "buy".into(),
                 flag: true,
+                ..Default::default()
             })
             .collect();
         let file = encode(&rows, 200_000);
