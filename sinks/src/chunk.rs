@@ -132,8 +132,6 @@ struct Dictionary {
     /// The values, `PLAIN`-encoded: the dictionary page's body.
     plain: Vec<u8>,
     len: u32,
-    /// The last string looked up and its index: runs of one value (a side, an action) skip the hash.
-    last: Option<(Box<[u8]>, u32)>,
     /// Doubles looked up lately, by a hash of their bits, with their indices.
     recent: Option<Box<[(u64, u32)]>>,
 }
@@ -173,12 +171,7 @@ impl Dictionary {
     }
 
     fn string(&mut self, s: &[u8]) -> u32 {
-        if let Some((last, i)) = &self.last
-            && **last == *s
-        {
-            return *i;
-        }
-        let i = match self.strings.get(s) {
+        match self.strings.get(s) {
             Some(&i) => i,
             None => {
                 let i = self.len;
@@ -187,9 +180,7 @@ impl Dictionary {
                 self.len += 1;
                 i
             }
-        };
-        self.last = Some((s.into(), i));
-        i
+        }
     }
 
     fn full(&self) -> bool {
@@ -202,7 +193,6 @@ impl Dictionary {
         self.strings.clear();
         self.plain.clear();
         self.len = 0;
-        self.last = None;
         // 16 KiB a column: made again on the next file's first lookup, not kept by every
         // finished partition.
         self.recent = None;
@@ -570,6 +560,7 @@ impl Column {
                 encoding
             }
             Values::Str { bytes, ends } => {
+                // Equal text in a row (a bar's interval) is looked up once.
                 let strings = std::iter::once(&0)
                     .chain(ends.iter())
                     .zip(ends.iter())
@@ -577,7 +568,7 @@ impl Column {
                 let encoding = encode_strings(
                     self.dictionary.as_mut(),
                     strings,
-                    |_, _| false,
+                    |a, b| a == b,
                     &mut range,
                     indices,
                     body,
@@ -605,7 +596,6 @@ impl Column {
             let mut d = self.dictionary.take().expect("checked above");
             d.floats = FxHashMap::default();
             d.strings = FxHashMap::default();
-            d.last = None;
             d.recent = None;
             self.closed = Some(d);
         }
