@@ -1,11 +1,32 @@
 """Helpers shared by the comparison scripts: the bench venv and the flowsense binary."""
 
+import hashlib
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
-VENV = Path.home() / ".cache/flowsense/bench-venv"
+
+def _venv_for(python):
+    """The bench venv of one interpreter: a comparison runs on the Python that started it, so
+    `/usr/bin/python3 scripts/compare_backtrader.py` measures Backtrader on that build."""
+    tag = hashlib.sha1(os.path.realpath(python).encode()).hexdigest()[:8]
+    return Path.home() / f".cache/flowsense/bench-venvs/py{sys.version_info[0]}{sys.version_info[1]}-{tag}"
+
+
+VENV = (
+    Path(sys.prefix)
+    if os.environ.get("FLOWSENSE_BENCH_VENV") == "1"
+    else _venv_for(sys.executable)
+)
+
+
+def python_build():
+    """The interpreter in one line, its version and where it lives: builds of one version differ
+    (pyenv's default build ran a loop of ours 1.3x slower than Debian's Python here)."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    return f"{platform.python_implementation()} {platform.python_version()} ({os.path.realpath(base)})"
 
 
 def ensure(module, package):

@@ -12,8 +12,9 @@
    prints the wall time of each side's backtest and the ratio.
 
 Usage: scripts/compare_backtrader.py [--days 250] [--events-per-day 20000] [--flowsense PATH]
-Needs: `pip install backtrader` (the script installs it into ~/.cache/flowsense/bench-venv and
-re-runs itself there when it is missing).
+Needs: `pip install backtrader` (the script installs it into a venv of the Python that runs it,
+under ~/.cache/flowsense/bench-venvs/, and re-runs itself there when it is missing). Backtrader's
+time depends on that Python's build: the script prints which one ran.
 """
 
 import argparse
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from bench_common import ensure, flowsense_binary  # noqa: E402
+from bench_common import ensure, flowsense_binary, python_build  # noqa: E402
 
 
 def run(cmd, **kw):
@@ -171,7 +172,8 @@ def main():
             print(f"  one list is a prefix of the other ({len(a)} vs {len(b)})")
     print(f"FlowSense `flowsense backtest` process, median of 3: {fs_time:.3f} s "
           f"(of which the run itself, lake read included: {fs_inner:.3f} s)")
-    print(f"Backtrader cerebro.run() (CSV read included):       {bt_time:.3f} s")
+    print(f"Backtrader cerebro.run() (CSV read included):       {bt_time:.3f} s "
+          f"on {python_build()}")
     print(f"speed ratio, whole process:  {bt_time / fs_time:.1f}x "
           f"({len(rows) / fs_time:,.0f} vs {len(rows) / bt_time:,.0f} bars/s)")
     print(f"speed ratio, run against run: {bt_time / fs_inner:.1f}x")

@@ -17,8 +17,8 @@ a 1 s grid, and the wall time of each side's simulation (data loading excluded o
 FlowSense parses the capture before the clock starts, hftbacktest reads its converted npz).
 
 Usage: scripts/compare_hftbacktest.py [--capture data/binance/usdm/btcusdt_20240808.gz]
-Needs hftbacktest (the script installs it into ~/.cache/flowsense/bench-venv and re-runs itself
-there when it is missing).
+Needs hftbacktest (the script installs it into a venv of the Python that runs it, under
+~/.cache/flowsense/bench-venvs/, and re-runs itself there when it is missing).
 """
 
 import argparse

@@ -50,6 +50,9 @@ pub(crate) fn table_props(delta: &[&str], plain: &[&str]) -> WriterPropertiesBui
 /// page took 6 % more CPU; 4 Ki, 1 % less but files 1 % larger).
 const BATCH_ROWS: usize = 1 << 13;
 
+/// Open partitions a writer searches one by one before it hashes a key.
+const FEW_PARTS: usize = 16;
+
 /// The tables a [`LakeWriter`] writes (and the only ones a re-ingested source can have stale
 /// files in).
 const WRITTEN_TABLES: [Table; 7] = [
@@ -203,7 +206,22 @@ pub struct LakeOutput {
     lake: Lake,
     /// Files put by sources not yet done.
     written: HashSet<Path>,
+    /// The lake's files of the written tables by the source that wrote them: listed once, when
+    /// the first source is done, and kept current with the files put and removed since. (Listing
+    /// the lake at the end of every source made an ingest of many sources quadratic: 1000
+    /// synthetic days spent most of their time listing; BENCHMARKS.md, synthetic generation.)
+    by_source: Option<HashMap<String, HashSet<Path>>>,
     files_removed: u64,
+}
+
+/// The source a lake file of a [`LakeWriter`] belongs to: its name is `<source>-<chunk>.parquet`,
+/// the chunk in digits. Not the source of a file whose name merely starts with it.
+fn source_of(path: &Path) -> Option<&str> {
+    let (source, chunk) = path
+        .filename()?
+        .strip_suffix(".parquet")?
+        .rsplit_once('-')?;
+    (!chunk.is_empty() && chunk.bytes().all(|b| b.is_ascii_digit())).then_some(source)
 }
 
 impl LakeOutput {
@@ -212,6 +230,7 @@ impl LakeOutput {
         LakeOutput {
             lake,
             written: HashSet::new(),
+            by_source: None,
             files_removed: 0,
         }
     }
@@ -228,6 +247,9 @@ impl LakeOutput {
             match out {
                 Output::File(path, bytes) => {
                     store.put(&path, PutPayload::from(bytes)).await?;
+                    if let (Some(index), Some(source)) = (&mut self.by_source, source_of(&path)) {
+                        index.entry(source.to_owned()).or_default().insert(path.clone());
+                    }
                     self.written.insert(path);
                 }
                 Output::SourceDone(source) => self.remove_stale(&source).await?,
@@ -236,27 +258,40 @@ impl LakeOutput {
         Ok(())
     }
 
+    /// Removes the files of `source` that the lake holds and this run did not put: those of an
+    /// earlier, longer ingest of it.
     async fn remove_stale(&mut self, source: &str) -> Result<()> {
-        // `<source>-<chunk>.parquet`, and nothing else: not the files of a source whose id
-        // merely starts with this one's.
-        let ours = |p: &Path| {
-            p.filename()
-                .and_then(|n| n.strip_prefix(source)?.strip_prefix('-'))
-                .and_then(|n| n.strip_suffix(".parquet"))
-                .is_some_and(|chunk| !chunk.is_empty() && chunk.bytes().all(|b| b.is_ascii_digit()))
-        };
         if !source.is_empty() {
-            let store = self.lake.store();
-            for table in WRITTEN_TABLES {
-                for meta in self.lake.list_table(table).await? {
-                    if ours(&meta.location) && !self.written.contains(&meta.location) {
-                        store.delete(&meta.location).await?;
-                        self.files_removed += 1;
+            if self.by_source.is_none() {
+                let mut index: HashMap<String, HashSet<Path>> = HashMap::new();
+                for table in WRITTEN_TABLES {
+                    for path in self.lake.list_table_paths(table).await? {
+                        if let Some(s) = source_of(&path) {
+                            index.entry(s.to_owned()).or_default().insert(path);
+                        }
                     }
                 }
+                self.by_source = Some(index);
+            }
+            let files = (self.by_source.as_mut())
+                .and_then(|index| index.get_mut(source))
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let store = self.lake.store();
+            let mut kept = HashSet::new();
+            for path in files {
+                if self.written.contains(&path) {
+                    kept.insert(path);
+                } else {
+                    store.delete(&path).await?;
+                    self.files_removed += 1;
+                }
+            }
+            if let Some(index) = &mut self.by_source {
+                index.insert(source.to_owned(), kept);
             }
         }
-        self.written.retain(|p| !ours(p));
+        self.written.retain(|p| source_of(p) != Some(source));
         Ok(())
     }
 }
@@ -365,6 +400,16 @@ impl LakeWriter {
             && p.key.symbol.as_ref() == symbol
         {
             return self.last;
+        }
+        // A source's few open partitions (events of one symbol alternate between two or three
+        // tables) are found by a look at each, without hashing a key.
+        if self.parts.len() <= FEW_PARTS
+            && let Some(i) = self.parts.iter().position(|p| {
+                p.key.table == table && p.key.day == day && p.key.symbol.as_ref() == symbol
+            })
+        {
+            self.last = i;
+            return i;
         }
         let key = PartKey {
             table,
@@ -666,6 +711,36 @@ mod tests {
             ["s-00000.parquet", "s-00001.parquet", "s-b-00000.parquet"]
         );
         assert_eq!(read(&part.join("s-00001.parquet")).0.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn one_writer_lists_the_lake_once_and_still_removes_what_a_later_rerun_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let part = dir.path().join("trades/date=2024-08-08/symbol=ABC");
+        // One writer, so one listing (at the first source done): `a`, then `s` in three files,
+        // then `s` again, shorter. The third file is put after the listing and must still go.
+        let mut w = LakeWriter::new(lake.clone()).with_max_rows(10);
+        for (source, rows) in [("a", 5), ("s", 25), ("s", 15)] {
+            w.begin_source(source);
+            (0..rows).for_each(|i| w.push(&trade(i)));
+            w.end_source().await.unwrap();
+        }
+        assert_eq!(w.stats().files_removed, 1);
+        assert_eq!(
+            names(&part),
+            ["a-00000.parquet", "s-00000.parquet", "s-00001.parquet"]
+        );
+    }
+
+    #[test]
+    fn a_file_belongs_to_the_source_before_its_chunk_number() {
+        let of = |p: &str| source_of(&Path::from(p)).map(str::to_owned);
+        assert_eq!(of("t/date=x/s-b-00001.parquet").as_deref(), Some("s-b"));
+        assert_eq!(of("t/date=x/s-00001.parquet").as_deref(), Some("s"));
+        assert_eq!(of("t/date=x/s-b.parquet"), None);
+        assert_eq!(of("t/date=x/s-.parquet"), None);
+        assert_eq!(of("t/date=x/s-00001.csv"), None);
     }
 
     #[tokio::test]
