@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use comfy_table::{Table as Grid, presets::UTF8_BORDERS_ONLY};
 use flowsense_core::{DeadLetterReason, Table};
-use flowsense_sinks::{Lake, LakeOutput, LakeWriter, Output};
+use flowsense_sinks::{Lake, LakeOutput, LakeWriter, Output, SourceFiles};
 use flowsense_sources::detect::{Format, InputOptions, open_inputs_with};
 use flowsense_sources::{BytesRead, Record};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -200,15 +200,17 @@ impl Ingestor {
     /// An ingestor writing into `lake`, with a progress spinner on stderr when `progress` is set
     /// (and stderr is a terminal).
     pub fn new(lake: Lake, progress: bool) -> Self {
-        let mut ing = Ingestor::sharing(lake, Progress::new(progress, None));
+        let mut ing =
+            Ingestor::sharing(lake, Progress::new(progress, None), SourceFiles::default());
         ing.owns_progress = true;
         ing
     }
 
-    /// An ingestor that reports on a progress bar other ingestors share.
-    fn sharing(lake: Lake, progress: Progress) -> Self {
+    /// An ingestor that reports on a progress bar, and lists the lake's files, as other
+    /// ingestors of the run do.
+    fn sharing(lake: Lake, progress: Progress, files: SourceFiles) -> Self {
         Ingestor {
-            writer: LakeWriter::new(lake),
+            writer: LakeWriter::new(lake).sharing_source_files(files),
             report: IngestReport::default(),
             progress,
             owns_progress: false,
@@ -324,7 +326,8 @@ impl Ingestor {
         R: Iterator<Item = flowsense_sources::Result<Record>> + Send + 'static,
     {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Output>>(4);
-        let mut output = LakeOutput::new(self.writer.lake().clone());
+        let mut output =
+            LakeOutput::sharing(self.writer.lake().clone(), self.writer.source_files());
         let worker = std::thread::Builder::new()
             .name("flowsense-reader".into())
             .spawn(move || -> anyhow::Result<Self> {
@@ -488,11 +491,12 @@ where
     // Dropping the set (on an error) aborts the readers still running.
     let mut running = tokio::task::JoinSet::new();
     let mut report = IngestReport::default();
+    let files = SourceFiles::default();
     loop {
         while running.len() < parallel.max(1)
             && let Some((label, reader)) = readers.next()
         {
-            let mut ing = Ingestor::sharing(lake.clone(), progress.clone());
+            let mut ing = Ingestor::sharing(lake.clone(), progress.clone(), files.clone());
             running.spawn(async move {
                 let ing = if inline {
                     ing.consume_inline(reader).await

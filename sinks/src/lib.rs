@@ -27,4 +27,4 @@ pub use error::{Error, Result};
 pub use features::FeatureWriter;
 pub use flowsense_core::{Lake, S3Options};
 pub use results::{RunRow, RunWriter};
-pub use writer::{LakeOutput, LakeWriter, Output, WriteStats, encode_parquet};
+pub use writer::{LakeOutput, LakeWriter, Output, SourceFiles, WriteStats, encode_parquet};

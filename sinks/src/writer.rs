@@ -1,6 +1,7 @@
 //! The lake writer: market events and dead letters in, Hive-partitioned Parquet files out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -206,12 +207,45 @@ pub struct LakeOutput {
     lake: Lake,
     /// Files put by sources not yet done.
     written: HashSet<Path>,
-    /// The lake's files of the written tables by the source that wrote them: listed once, when
-    /// the first source is done, and kept current with the files put and removed since. (Listing
-    /// the lake at the end of every source made an ingest of many sources quadratic: 1000
-    /// synthetic days spent most of their time listing; BENCHMARKS.md, synthetic generation.)
-    by_source: Option<HashMap<String, HashSet<Path>>>,
+    by_source: SourceFiles,
     files_removed: u64,
+}
+
+/// The lake's files of the tables a [`LakeWriter`] writes, by the source that wrote them:
+/// listed once, when the first source of any writer sharing it is done, and kept current with
+/// the files they put and remove since. One per ingest run, shared by its writers. (Listing
+/// the lake at the end of every source made an ingest of many sources quadratic: 1000
+/// synthetic days spent most of their time listing; BENCHMARKS.md, synthetic generation.)
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use flowsense_sinks::{Lake, LakeWriter, SourceFiles};
+/// let dir = tempfile::tempdir().unwrap();
+/// let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+/// let files = SourceFiles::default();
+/// let a = LakeWriter::new(lake.clone()).sharing_source_files(files.clone());
+/// let b = LakeWriter::new(lake).sharing_source_files(files);
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct SourceFiles(Arc<tokio::sync::Mutex<Option<FilesBySource>>>);
+
+/// Lake files by the source that wrote them.
+type FilesBySource = HashMap<String, HashSet<Path>>;
+
+impl SourceFiles {
+    /// Every file of the written tables, by source.
+    async fn list(lake: &Lake) -> Result<FilesBySource> {
+        let mut index = FilesBySource::new();
+        for table in WRITTEN_TABLES {
+            for path in lake.list_table_paths(table).await? {
+                if let Some(s) = source_of(&path) {
+                    index.entry(s.to_owned()).or_default().insert(path);
+                }
+            }
+        }
+        Ok(index)
+    }
 }
 
 /// The source a lake file of a [`LakeWriter`] belongs to: its name is `<source>-<chunk>.parquet`,
@@ -230,8 +264,16 @@ impl LakeOutput {
         LakeOutput {
             lake,
             written: HashSet::new(),
-            by_source: None,
+            by_source: SourceFiles::default(),
             files_removed: 0,
+        }
+    }
+
+    /// Output into `lake` that shares its listing of the lake with other outputs.
+    pub fn sharing(lake: Lake, files: SourceFiles) -> Self {
+        LakeOutput {
+            by_source: files,
+            ..LakeOutput::new(lake)
         }
     }
 
@@ -247,8 +289,13 @@ impl LakeOutput {
             match out {
                 Output::File(path, bytes) => {
                     store.put(&path, PutPayload::from(bytes)).await?;
-                    if let (Some(index), Some(source)) = (&mut self.by_source, source_of(&path)) {
-                        index.entry(source.to_owned()).or_default().insert(path.clone());
+                    if let Some(source) = source_of(&path)
+                        && let Some(index) = self.by_source.0.lock().await.as_mut()
+                    {
+                        index
+                            .entry(source.to_owned())
+                            .or_default()
+                            .insert(path.clone());
                     }
                     self.written.insert(path);
                 }
@@ -262,33 +309,22 @@ impl LakeOutput {
     /// earlier, longer ingest of it.
     async fn remove_stale(&mut self, source: &str) -> Result<()> {
         if !source.is_empty() {
-            if self.by_source.is_none() {
-                let mut index: HashMap<String, HashSet<Path>> = HashMap::new();
-                for table in WRITTEN_TABLES {
-                    for path in self.lake.list_table_paths(table).await? {
-                        if let Some(s) = source_of(&path) {
-                            index.entry(s.to_owned()).or_default().insert(path);
-                        }
-                    }
+            let stale: HashSet<Path> = {
+                let mut listing = self.by_source.0.lock().await;
+                if listing.is_none() {
+                    *listing = Some(SourceFiles::list(&self.lake).await?);
                 }
-                self.by_source = Some(index);
-            }
-            let files = (self.by_source.as_mut())
-                .and_then(|index| index.get_mut(source))
-                .map(std::mem::take)
-                .unwrap_or_default();
-            let store = self.lake.store();
-            let mut kept = HashSet::new();
-            for path in files {
-                if self.written.contains(&path) {
-                    kept.insert(path);
-                } else {
-                    store.delete(&path).await?;
-                    self.files_removed += 1;
-                }
-            }
-            if let Some(index) = &mut self.by_source {
+                let index = listing.as_mut().expect("listed above");
+                let files = index.remove(source).unwrap_or_default();
+                let (kept, stale): (HashSet<Path>, _) =
+                    files.into_iter().partition(|p| self.written.contains(p));
                 index.insert(source.to_owned(), kept);
+                stale
+            };
+            let store = self.lake.store();
+            for path in stale {
+                store.delete(&path).await?;
+                self.files_removed += 1;
             }
         }
         self.written.retain(|p| source_of(p) != Some(source));
@@ -379,6 +415,18 @@ impl LakeWriter {
     /// The lake written to.
     pub fn lake(&self) -> &Lake {
         &self.lake
+    }
+
+    /// The writer shares its listing of the lake's files (for removing stale ones) with other
+    /// writers of the same run, so the lake is listed once, not once a writer.
+    pub fn sharing_source_files(mut self, files: SourceFiles) -> Self {
+        self.output = LakeOutput::sharing(self.lake.clone(), files);
+        self
+    }
+
+    /// The listing of the lake's files this writer uses, for an output elsewhere to share.
+    pub fn source_files(&self) -> SourceFiles {
+        self.output.by_source.clone()
     }
 
     /// Totals so far.
@@ -731,6 +779,39 @@ mod tests {
             names(&part),
             ["a-00000.parquet", "s-00000.parquet", "s-00001.parquet"]
         );
+    }
+
+    #[tokio::test]
+    async fn writers_sharing_one_listing_keep_each_others_new_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let part = dir.path().join("trades/date=2024-08-08/symbol=ABC");
+        // An earlier run left `s` in three files.
+        let mut w = LakeWriter::new(lake.clone()).with_max_rows(10);
+        w.begin_source("s");
+        (0..25).for_each(|i| w.push(&trade(i)));
+        w.end_source().await.unwrap();
+        // This run: `b` re-ingests `s`, shorter, and has put its first file when `a` finishes
+        // a source and so lists the lake for both.
+        let files = SourceFiles::default();
+        let mut a =
+            (LakeWriter::new(lake.clone()).with_max_rows(10)).sharing_source_files(files.clone());
+        let mut b = (LakeWriter::new(lake).with_max_rows(10)).sharing_source_files(files);
+        b.begin_source("s");
+        (0..10).for_each(|i| b.push(&trade(i)));
+        b.flush().await.unwrap();
+        a.begin_source("a");
+        a.push(&trade(0));
+        a.end_source().await.unwrap();
+        (10..15).for_each(|i| b.push(&trade(i)));
+        b.end_source().await.unwrap();
+        assert_eq!(a.stats().files_removed, 0);
+        assert_eq!(b.stats().files_removed, 1);
+        assert_eq!(
+            names(&part),
+            ["a-00000.parquet", "s-00000.parquet", "s-00001.parquet"]
+        );
+        assert_eq!(read(&part.join("s-00001.parquet")).0.len(), 5);
     }
 
     #[test]
