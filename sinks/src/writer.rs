@@ -721,17 +721,28 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn a_shorter_rerun_removes_the_files_the_longer_one_left_and_no_others() {
+    /// A lake in a temporary folder, and the partition [`trade`]'s rows go to.
+    fn trades_lake() -> (tempfile::TempDir, Lake, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
         let part = dir.path().join("trades/date=2024-08-08/symbol=ABC");
+        (dir, lake, part)
+    }
+
+    /// `rows` trades as one whole source.
+    async fn write_source(w: &mut LakeWriter, source: &str, rows: i64) {
+        w.begin_source(source);
+        (0..rows).for_each(|i| w.push(&trade(i)));
+        w.end_source().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shorter_rerun_removes_the_files_the_longer_one_left_and_no_others() {
+        let (_dir, lake, part) = trades_lake();
         // Source `s` in three files, and a source whose id merely starts with `s-`.
         for (source, rows) in [("s", 25), ("s-b", 5)] {
             let mut w = LakeWriter::new(lake.clone()).with_max_rows(10);
-            w.begin_source(source);
-            (0..rows).for_each(|i| w.push(&trade(i)));
-            w.end_source().await.unwrap();
+            write_source(&mut w, source, rows).await;
         }
         assert_eq!(
             names(&part),
@@ -763,16 +774,12 @@ mod tests {
 
     #[tokio::test]
     async fn one_writer_lists_the_lake_once_and_still_removes_what_a_later_rerun_leaves() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-        let part = dir.path().join("trades/date=2024-08-08/symbol=ABC");
+        let (_dir, lake, part) = trades_lake();
         // One writer, so one listing (at the first source done): `a`, then `s` in three files,
         // then `s` again, shorter. The third file is put after the listing and must still go.
         let mut w = LakeWriter::new(lake.clone()).with_max_rows(10);
         for (source, rows) in [("a", 5), ("s", 25), ("s", 15)] {
-            w.begin_source(source);
-            (0..rows).for_each(|i| w.push(&trade(i)));
-            w.end_source().await.unwrap();
+            write_source(&mut w, source, rows).await;
         }
         assert_eq!(w.stats().files_removed, 1);
         assert_eq!(
@@ -783,14 +790,10 @@ mod tests {
 
     #[tokio::test]
     async fn writers_sharing_one_listing_keep_each_others_new_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
-        let part = dir.path().join("trades/date=2024-08-08/symbol=ABC");
+        let (_dir, lake, part) = trades_lake();
         // An earlier run left `s` in three files.
         let mut w = LakeWriter::new(lake.clone()).with_max_rows(10);
-        w.begin_source("s");
-        (0..25).for_each(|i| w.push(&trade(i)));
-        w.end_source().await.unwrap();
+        write_source(&mut w, "s", 25).await;
         // This run: `b` re-ingests `s`, shorter, and has put its first file when `a` finishes
         // a source and so lists the lake for both.
         let files = SourceFiles::default();
@@ -800,9 +803,7 @@ mod tests {
         b.begin_source("s");
         (0..10).for_each(|i| b.push(&trade(i)));
         b.flush().await.unwrap();
-        a.begin_source("a");
-        a.push(&trade(0));
-        a.end_source().await.unwrap();
+        write_source(&mut a, "a", 1).await;
         (10..15).for_each(|i| b.push(&trade(i)));
         b.end_source().await.unwrap();
         assert_eq!(a.stats().files_removed, 0);
