@@ -8,13 +8,16 @@
 //! once the dictionary passes 1 MiB; booleans `PLAIN`; nulls as definition levels. Pages are
 //! Snappy-compressed version 1 data pages. The `parquet` crate still writes what must follow
 //! the format to the letter (page headers, the footer, the Arrow schema in the file's metadata),
-//! so a file here is read like any `ArrowWriter` file; the tests read every type back.
+//! so a file here is read like any `ArrowWriter` file; the tests read every type back. A file
+//! is never gathered into one buffer: it is put from its column chunks' own buffers between the
+//! bytes the `parquet` crate writes around them ([`Splice`]).
 
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Schema};
 use bytes::Bytes;
+use object_store::PutPayload;
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
 use parquet::basic::{Compression, Encoding};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
@@ -69,22 +72,120 @@ impl FileLayout {
             .collect()
     }
 
-    /// One Parquet file of one row group holding these columns' rows; the columns are empty after.
-    pub(crate) fn write(&self, cols: &mut [Column], scratch: &mut Scratch) -> Result<Bytes> {
-        let size: usize = (cols.iter())
-            .filter_map(|c| c.chunk.as_ref())
-            .map(|w| w.bytes_written())
-            .sum();
+    /// One Parquet file of one row group holding these columns' rows, as the parts it is put
+    /// from (see [`Splice`]); the columns are empty after.
+    pub(crate) fn write(&self, cols: &mut [Column], scratch: &mut Scratch) -> Result<PutPayload> {
+        let chunks = (cols.iter_mut().enumerate())
+            .map(|(i, col)| col.finish(self.parquet.column(i), scratch))
+            .collect::<Result<Vec<_>>>()?;
+        let parts = (chunks.iter())
+            .flat_map(|(bytes, _)| [bytes.dict.clone(), bytes.data.clone()])
+            .filter(|b| !b.is_empty())
+            .collect();
         let root = self.parquet.root_schema_ptr();
-        let mut file =
-            SerializedFileWriter::new(Vec::with_capacity(size + 4096), root, self.props.clone())?;
+        let mut file = SerializedFileWriter::new(Splice::default(), root, self.props.clone())?;
+        let start = file.bytes_written();
+        file.inner_mut().expect_chunks(start, parts);
         let mut group = file.next_row_group()?;
-        for (i, col) in cols.iter_mut().enumerate() {
-            let (bytes, close) = col.finish(self.parquet.column(i), scratch)?;
+        for (bytes, close) in chunks {
             group.append_column(&bytes, close)?;
         }
         group.close()?;
-        Ok(Bytes::from(file.into_inner()?))
+        Ok(file.into_inner()?.finish()?)
+    }
+}
+
+/// What a lake file's `SerializedFileWriter` writes into. The `parquet` crate writes the magic,
+/// the page indexes and the footer, and copies each column chunk in; a splice keeps its own
+/// bytes but, for the chunks, the chunks' buffers themselves: the file is put from those parts
+/// and never gathered into one buffer. (Gathering it cost a copy of every byte into fresh
+/// memory, the kernel zeroing each new page first: BENCHMARKS.md, ingest.) The copied bytes are
+/// checked against the chunks they stand for, so a file cannot differ from what was written.
+#[derive(Default)]
+struct Splice {
+    /// The file so far, in order: the writer's own bytes and the chunks.
+    parts: Vec<Bytes>,
+    /// The writer's own bytes since the last part.
+    own: Vec<u8>,
+    /// Where the chunks start in the file, and the chunks, in file order.
+    start: usize,
+    chunks: Vec<Bytes>,
+    /// The chunk being copied in, and how much of it has been.
+    next: usize,
+    at: usize,
+    /// Bytes written so far.
+    pos: usize,
+}
+
+impl Splice {
+    /// From byte `start` of the file on, the writer copies in `chunks`, one after another.
+    fn expect_chunks(&mut self, start: usize, chunks: Vec<Bytes>) {
+        self.start = start;
+        self.chunks = chunks;
+    }
+
+    /// The file's parts, once the writer is done.
+    fn finish(mut self) -> std::io::Result<PutPayload> {
+        if self.next < self.chunks.len() {
+            return Err(std::io::Error::other(
+                "a Parquet file was finished before all its column chunks were in it",
+            ));
+        }
+        self.flush_own();
+        Ok(self.parts.into_iter().collect())
+    }
+
+    fn flush_own(&mut self) {
+        if !self.own.is_empty() {
+            self.parts.push(Bytes::from(std::mem::take(&mut self.own)));
+        }
+    }
+}
+
+impl std::io::Write for Splice {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let n = if self.pos < self.start || self.next == self.chunks.len() {
+                // The writer's own bytes: before the chunks, or after the last.
+                let n = match self.pos < self.start {
+                    true => buf.len().min(self.start - self.pos),
+                    false => buf.len(),
+                };
+                self.own.extend_from_slice(&buf[..n]);
+                n
+            } else {
+                let chunk = &self.chunks[self.next];
+                let n = buf.len().min(chunk.len() - self.at);
+                if buf[..n] != chunk[self.at..self.at + n] {
+                    return Err(std::io::Error::other(
+                        "a column chunk was copied into its Parquet file other than it was encoded",
+                    ));
+                }
+                if self.at == 0 {
+                    let chunk = chunk.clone();
+                    self.flush_own();
+                    self.parts.push(chunk);
+                }
+                self.at += n;
+                if self.at == self.chunks[self.next].len() {
+                    self.next += 1;
+                    self.at = 0;
+                }
+                n
+            };
+            self.pos += n;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -1001,6 +1102,7 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use proptest::prelude::*;
+    use std::io::Write;
 
     /// One row of every type the encoder takes.
     #[derive(Clone, Debug, Default)]
@@ -1054,7 +1156,7 @@ mod tests {
             }
         }
         assert!(cols.iter().all(|c| c.len() == rows.len()));
-        let file = layout.write(cols, scratch).unwrap();
+        let file = Bytes::from(layout.write(cols, scratch).unwrap());
         assert!(cols.iter().all(|c| c.len() == 0), "columns start again");
         file
     }
@@ -1342,5 +1444,47 @@ mod tests {
         let mut out = Vec::new();
         delta_binary_packed(&[7], &mut out);
         assert_eq!(out, vec![128, 1, 4, 1, 14], "one value: the header alone");
+    }
+
+    #[test]
+    fn a_splice_puts_the_chunks_own_buffers_between_the_writers_bytes() {
+        let (a, b) = (Bytes::from(vec![1u8; 10_000]), Bytes::from_static(b"chunk"));
+        let mut splice = Splice::default();
+        splice.expect_chunks(4, vec![a.clone(), b.clone()]);
+        // As a buffered writer might hand them over: pieces across the parts' edges.
+        let file = [b"PAR1".as_slice(), &a[..], &b[..], b"footer"].concat();
+        for piece in file.chunks(3001) {
+            splice.write_all(piece).unwrap();
+        }
+        let parts: Vec<Bytes> = splice.finish().unwrap().into_iter().collect();
+        assert_eq!(parts.concat(), file);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(
+            parts[1].as_ptr(),
+            a.as_ptr(),
+            "the chunk itself, not a copy"
+        );
+        assert_eq!(parts[2].as_ptr(), b.as_ptr());
+    }
+
+    #[test]
+    fn a_splice_refuses_a_chunk_copied_other_than_encoded_or_left_out() {
+        let chunk = Bytes::from_static(b"chunk");
+        let mut splice = Splice::default();
+        splice.expect_chunks(4, vec![chunk.clone()]);
+        let err = splice.write_all(b"PAR1chunX").unwrap_err();
+        assert!(
+            err.to_string().contains("other than it was encoded"),
+            "{err}"
+        );
+
+        let mut splice = Splice::default();
+        splice.expect_chunks(4, vec![chunk]);
+        splice.write_all(b"PAR1chu").unwrap();
+        let err = splice.finish().unwrap_err();
+        assert!(
+            err.to_string().contains("before all its column chunks"),
+            "{err}"
+        );
     }
 }

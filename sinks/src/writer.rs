@@ -192,8 +192,8 @@ pub struct WriteStats {
 /// What a [`LakeWriter`] hands to the store, in the order it must happen.
 #[derive(Debug)]
 pub enum Output {
-    /// An encoded file to put.
-    File(Path, Bytes),
+    /// An encoded file to put, as the parts it is put from.
+    File(Path, PutPayload),
     /// A source is done: once its files are put, files of it that this run did not write
     /// (left by an earlier, longer run) are to be removed.
     SourceDone(String),
@@ -287,8 +287,8 @@ impl LakeOutput {
         let store = self.lake.store();
         for out in output {
             match out {
-                Output::File(path, bytes) => {
-                    store.put(&path, PutPayload::from(bytes)).await?;
+                Output::File(path, payload) => {
+                    store.put(&path, payload).await?;
                     if let Some(source) = source_of(&path)
                         && let Some(index) = self.by_source.0.lock().await.as_mut()
                     {
@@ -595,7 +595,7 @@ impl LakeWriter {
         };
         *self.stats.rows.entry(key.table).or_default() += rows as u64;
         self.stats.files += 1;
-        self.stats.bytes += buf.len() as u64;
+        self.stats.bytes += buf.content_length() as u64;
         self.pending.push(Output::File(path, buf));
         Ok(())
     }
