@@ -413,6 +413,10 @@ impl Range {
 pub(crate) struct Column {
     values: Values,
     ints: Ints,
+    /// The pending integers' bounds, kept as they are pushed (a depth message's levels push
+    /// each id and time once for all its rows), as keys ordered like the values: the bits, with
+    /// the sign bit flipped for unsigned ones ([`Column::int_key`]).
+    int_bounds: (i64, i64),
     /// One flag per row, for a nullable column.
     valid: Option<Vec<bool>>,
     /// The dictionary while pages still use it (doubles and strings).
@@ -476,6 +480,7 @@ impl Column {
         Column {
             values,
             ints,
+            int_bounds: (i64::MAX, i64::MIN),
             valid: nullable.then(Vec::new),
             dictionary,
             closed: None,
@@ -520,7 +525,26 @@ impl Column {
         self.present(v.is_some());
         if let (Some(v), Values::Int(vals)) = (v, &mut self.values) {
             vals.push(v);
+            self.widen_int_bounds(v);
         }
+    }
+
+    /// An integer as a key that orders as the column's values do: unsigned values (stored as
+    /// their bits) with the sign bit flipped.
+    #[inline]
+    fn int_key(&self, v: i64) -> i64 {
+        match self.ints {
+            Ints::Signed => v,
+            Ints::Unsigned => v ^ i64::MIN,
+        }
+    }
+
+    #[inline]
+    fn widen_int_bounds(&mut self, v: i64) {
+        let k = self.int_key(v);
+        let (lo, hi) = &mut self.int_bounds;
+        *lo = (*lo).min(k);
+        *hi = (*hi).max(k);
     }
 
     /// Appends the same integer `n` times.
@@ -530,8 +554,11 @@ impl Column {
         } else {
             assert!(v.is_some(), "a null in a column that cannot hold one");
         }
-        if let (Some(v), Values::Int(vals)) = (v, &mut self.values) {
+        if let (Some(v), Values::Int(vals)) = (v, &mut self.values)
+            && n > 0
+        {
             vals.resize(vals.len() + n, v);
+            self.widen_int_bounds(v);
         }
     }
 
@@ -614,20 +641,12 @@ impl Column {
         }
         let encoding = match &mut self.values {
             Values::Int(vals) => {
-                if let Some(&first) = vals.first() {
+                let (lo, hi) = std::mem::replace(&mut self.int_bounds, (i64::MAX, i64::MIN));
+                if !vals.is_empty() {
                     match self.ints {
-                        Ints::Signed => {
-                            let (lo, hi) = vals
-                                .iter()
-                                .fold((first, first), |(a, b), &v| (a.min(v), b.max(v)));
-                            range.int(lo, hi);
-                        }
+                        Ints::Signed => range.int(lo, hi),
                         Ints::Unsigned => {
-                            let first = first as u64;
-                            let (lo, hi) = vals.iter().fold((first, first), |(a, b), &v| {
-                                (a.min(v as u64), b.max(v as u64))
-                            });
-                            range.uint(lo, hi);
+                            range.uint((lo ^ i64::MIN) as u64, (hi ^ i64::MIN) as u64)
                         }
                     }
                 }
@@ -644,10 +663,7 @@ impl Column {
                 Encoding::PLAIN
             }
             Values::Float(vals) => {
-                if let Some(&first) = vals.first() {
-                    let (lo, hi) = vals
-                        .iter()
-                        .fold((first, first), |(a, b), &v| (a.min(v), b.max(v)));
+                if let Some((lo, hi)) = float_bounds(vals) {
                     range.float(lo, hi);
                 }
                 if let Some(dict) = &mut self.dictionary {
@@ -1076,20 +1092,60 @@ fn bit_pack64(values: &[u64; MINIBLOCK], width: u32, out: &mut Vec<u8>) {
     if width == 0 {
         return;
     }
+    // Packed into words on the stack, then appended at once: no capacity check a word.
+    let mut words = [0u64; MINIBLOCK];
+    let mut w = 0;
     let mut acc = 0u128;
     let mut bits = 0;
     for &v in values {
         acc |= (v as u128) << bits;
         bits += width;
         if bits >= 64 {
-            out.extend_from_slice(&(acc as u64).to_le_bytes());
+            words[w] = acc as u64;
+            w += 1;
             acc >>= 64;
             bits -= 64;
         }
     }
+    // 32 values of `width` bits fill exactly `width / 2` words, and half a word when odd.
+    let bytes = 4 * width as usize;
     if bits > 0 {
-        out.extend_from_slice(&(acc as u64).to_le_bytes()[..(bits / 8) as usize]);
+        words[w] = acc as u64;
     }
+    let all: [u8; MINIBLOCK * 8] = le_bytes(&words);
+    out.extend_from_slice(&all[..bytes]);
+}
+
+/// Words as their little-endian bytes, end to end.
+fn le_bytes(words: &[u64; MINIBLOCK]) -> [u8; MINIBLOCK * 8] {
+    let mut out = [0u8; MINIBLOCK * 8];
+    for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// The smallest and largest of some doubles (none is NaN: the lake's numbers are validated),
+/// in four independent lanes so that the comparisons do not wait on one another.
+fn float_bounds(vals: &[f64]) -> Option<(f64, f64)> {
+    let &first = vals.first()?;
+    let mut lo = [first; 4];
+    let mut hi = [first; 4];
+    let mut quads = vals.chunks_exact(4);
+    for q in &mut quads {
+        for i in 0..4 {
+            lo[i] = lo[i].min(q[i]);
+            hi[i] = hi[i].max(q[i]);
+        }
+    }
+    for &v in quads.remainder() {
+        lo[0] = lo[0].min(v);
+        hi[0] = hi[0].max(v);
+    }
+    Some((
+        lo[0].min(lo[1]).min(lo[2].min(lo[3])),
+        hi[0].max(hi[1]).max(hi[2].max(hi[3])),
+    ))
 }
 
 #[cfg(test)]
@@ -1261,7 +1317,12 @@ mod tests {
             .map(|i| Row {
                 int: 500 - i,
                 maybe: (i % 3 == 0).then_some(i),
-                uint: u64::MAX - i as u64,
+                // Both sides of 2^63, where signed and unsigned order part.
+                uint: if i % 2 == 0 {
+                    u64::MAX - i as u64
+                } else {
+                    i as u64
+                },
                 float: (i as f64) / 8.0 - 3.0,
                 text: format!("s{:03}", i % 250),
                 flag: true,
@@ -1281,7 +1342,7 @@ mod tests {
             stats(1),
             Statistics::int64(Some(0), Some(999), None, Some(666), false)
         );
-        let (lo, hi) = (u64::MAX - 999, u64::MAX);
+        let (lo, hi) = (1u64, u64::MAX);
         assert_eq!(
             stats(2),
             Statistics::int64(Some(lo as i64), Some(hi as i64), None, Some(0), false),
