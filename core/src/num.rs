@@ -91,14 +91,35 @@ const POW10: [i64; SCALE_DIGITS as usize + 1] = {
 /// The common case of [`parse_fixed`] without overflow checks: at most nine integer digits and
 /// nine decimals, which cannot overflow. `None` sends anything else to the general loop.
 fn parse_short(digits: &[u8]) -> Option<i64> {
+    match parse_fixed_prefix(digits) {
+        (value, len) if len == digits.len() => value,
+        _ => None,
+    }
+}
+
+/// The plain unsigned decimal at the start of `bytes` (digits, then maybe a dot and digits) and
+/// its length, for a parser that finds where a number ends as it reads it (a JSON string of
+/// digits, read without a second pass over them). The value is `None` where [`parse_fixed`]
+/// must decide, by its general path: more than nine integer digits or nine decimals, or no
+/// digit. When the value is `Some`, it is what [`parse_fixed`] makes of those `len` bytes.
+///
+/// ```
+/// use flowsense_core::num::{parse_fixed, parse_fixed_prefix};
+/// assert_eq!(parse_fixed_prefix(b"61837.63000000\""), (Some(61_837_630_000_000), 14));
+/// assert_eq!(parse_fixed(b"61837.63000000"), Ok(61_837_630_000_000));
+/// assert_eq!(parse_fixed_prefix(b"-1"), (None, 0));
+/// assert_eq!(parse_fixed_prefix(b"1234567890.5"), (None, 12));
+/// ```
+#[inline]
+pub fn parse_fixed_prefix(bytes: &[u8]) -> (Option<i64>, usize) {
     // One pass: the integer digits, then (after a dot) the decimals, into one number. Wrapping
     // arithmetic, because the lengths are checked only after the digits are read (too long a
     // number is refused then, whatever it wrapped to).
-    let n = digits.len();
+    let n = bytes.len();
     let mut v: i64 = 0;
     let mut i = 0;
     while i < n {
-        let d = digits[i].wrapping_sub(b'0');
+        let d = bytes[i].wrapping_sub(b'0');
         if d > 9 {
             break;
         }
@@ -106,26 +127,22 @@ fn parse_short(digits: &[u8]) -> Option<i64> {
         i += 1;
     }
     let int_len = i;
-    let mut frac_len = 0;
-    if i < n {
-        if digits[i] != b'.' {
-            return None;
-        }
+    if i < n && bytes[i] == b'.' {
         i += 1;
         while i < n {
-            let d = digits[i].wrapping_sub(b'0');
+            let d = bytes[i].wrapping_sub(b'0');
             if d > 9 {
-                return None;
+                break;
             }
             v = v.wrapping_mul(10).wrapping_add(i64::from(d));
             i += 1;
         }
-        frac_len = n - int_len - 1;
     }
+    let frac_len = (i - int_len).saturating_sub(1);
     if int_len > 9 || frac_len > SCALE_DIGITS as usize || (int_len == 0 && frac_len == 0) {
-        return None;
+        return (None, i);
     }
-    Some(v * POW10[SCALE_DIGITS as usize - frac_len])
+    (Some(v * POW10[SCALE_DIGITS as usize - frac_len]), i)
 }
 
 fn fmt_fixed(raw: i64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -328,6 +345,21 @@ mod tests {
         fn short_path_agrees_with_the_general_loop(text in "[0-9.x]{0,22}") {
             if let Some(raw) = parse_short(text.as_bytes()) {
                 prop_assert_eq!(Ok(raw), parse_digits(text.as_bytes()));
+            }
+        }
+
+        #[test]
+        fn a_prefix_read_is_what_parse_fixed_makes_of_it(text in "[0-9.x\"-]{0,24}") {
+            let (value, len) = parse_fixed_prefix(text.as_bytes());
+            let number = &text.as_bytes()[..len];
+            prop_assert!(number.iter().all(|b| b.is_ascii_digit() || *b == b'.'));
+            if let Some(raw) = value {
+                prop_assert_eq!(Ok(raw), parse_fixed(number));
+            }
+            // It stops only where the number ends: no digit after, nor a dot after a dot-less run.
+            if let Some(&next) = text.as_bytes().get(len) {
+                prop_assert!(!next.is_ascii_digit());
+                prop_assert!(next != b'.' || number.contains(&b'.'));
             }
         }
 

@@ -193,7 +193,7 @@ impl LevelsSoFar {
         }
     }
 
-    fn push(&mut self, p: &str, q: &str) {
+    fn push(&mut self, p: Num<'_>, q: Num<'_>) {
         if self.bad.is_none() {
             match price(p).and_then(|p| Ok((p, size(q, true)?))) {
                 Ok(level) => self.out.push(level),
@@ -221,7 +221,7 @@ impl<'de> Deserialize<'de> for Levels {
             ) -> std::result::Result<Levels, A::Error> {
                 let mut levels = LevelsSoFar::with_capacity(seq.size_hint().unwrap_or(16));
                 while let Some((p, q)) = seq.next_element::<(&'de str, &'de str)>()? {
-                    levels.push(p, q);
+                    levels.push(Num::text(p), Num::text(q));
                 }
                 Ok(levels.finish())
             }
@@ -257,8 +257,10 @@ struct SnapshotMsg {
 struct TradeMsg<'a> {
     T: i64,
     t: Option<u64>,
-    p: &'a str,
-    q: &'a str,
+    #[serde(borrow)]
+    p: Num<'a>,
+    #[serde(borrow)]
+    q: Num<'a>,
     m: bool,
 }
 
@@ -266,12 +268,53 @@ struct TradeMsg<'a> {
 #[allow(non_snake_case)]
 struct BookTickerMsg<'a> {
     u: u64,
-    b: &'a str,
-    B: &'a str,
-    a: &'a str,
-    A: &'a str,
+    #[serde(borrow)]
+    b: Num<'a>,
+    #[serde(borrow)]
+    B: Num<'a>,
+    #[serde(borrow)]
+    a: Num<'a>,
+    #[serde(borrow)]
+    A: Num<'a>,
     T: Option<i64>,
     E: Option<i64>,
+}
+
+/// A number as a message carries it, in a string: its text, and its fixed-point value where
+/// the one-pass reader read it as it found the string's end (`wire::Cursor::decimal`; serde
+/// leaves it to [`number`]). Shown as its text: the two readers agree when the texts do, since
+/// the value read in passing is the one [`parse_fixed`] makes of the text (tested in `core`).
+#[derive(Clone, Copy)]
+struct Num<'a> {
+    text: &'a str,
+    raw: Option<i64>,
+}
+
+impl<'a> Num<'a> {
+    /// Text whose value is yet to be read.
+    fn text(text: &'a str) -> Self {
+        Num { text, raw: None }
+    }
+
+    /// The value, or the dead letter's reason for the text.
+    fn value(self, what: &str) -> std::result::Result<i64, Bad> {
+        match self.raw {
+            Some(raw) => Ok(raw),
+            None => number(self.text, what),
+        }
+    }
+}
+
+impl std::fmt::Debug for Num<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.text.fmt(f)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Num<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        <&'a str>::deserialize(d).map(Num::text)
+    }
 }
 
 type Bad = (DeadLetterReason, String);
@@ -290,16 +333,26 @@ fn number(text: &str, what: &str) -> std::result::Result<i64, Bad> {
     })
 }
 
-fn price(text: &str) -> std::result::Result<Price, Bad> {
-    let p = Price::from_raw(number(text, "price")?);
+fn price(n: Num<'_>) -> std::result::Result<Price, Bad> {
+    price_of(n.value("price")?, n.text)
+}
+
+/// A price read as `raw` from `text`, refused unless positive.
+fn price_of(raw: i64, text: &str) -> std::result::Result<Price, Bad> {
+    let p = Price::from_raw(raw);
     if !p.is_positive() {
         return Err((DeadLetterReason::NonPositivePrice, format!("price {text}")));
     }
     Ok(p)
 }
 
-fn size(text: &str, allow_zero: bool) -> std::result::Result<Size, Bad> {
-    let s = Size::from_raw(number(text, "size")?);
+fn size(n: Num<'_>, allow_zero: bool) -> std::result::Result<Size, Bad> {
+    size_of(n.value("size")?, n.text, allow_zero)
+}
+
+/// A size read as `raw` from `text`, refused when negative (or zero, unless allowed).
+fn size_of(raw: i64, text: &str, allow_zero: bool) -> std::result::Result<Size, Bad> {
+    let s = Size::from_raw(raw);
     if s.raw() < 0 || (!allow_zero && s.raw() == 0) {
         return Err((DeadLetterReason::NonPositiveSize, format!("size {text}")));
     }

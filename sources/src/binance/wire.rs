@@ -7,9 +7,10 @@
 //! nested values in unknown fields, no duplicate fields, integers of at most 18 digits. Anything
 //! else returns `None` and the caller parses the same text with serde, which then gives the same
 //! value or the error message a dead letter carries. A test checks that the two agree on every
-//! line of the bundled captures and on mutated lines.
+//! line of the bundled captures and on mutated lines. Prices and sizes, strings of digits, are
+//! read as numbers in the same pass that finds where their strings end ([`Cursor::decimal`]).
 
-use super::{BookTickerMsg, DepthMsg, Levels, LevelsSoFar, TradeMsg};
+use super::{BookTickerMsg, DepthMsg, Levels, LevelsSoFar, Num, TradeMsg};
 
 /// A position in one JSON object's text.
 struct Cursor<'a> {
@@ -63,6 +64,26 @@ impl<'a> Cursor<'a> {
         let s = self.text.get(start..self.i)?;
         self.i += 1;
         Some(s)
+    }
+
+    /// A string of a plain decimal number (`"61837.63000000"`), its value read as its end is
+    /// found, in the same pass: the text, and the value where the short path of
+    /// [`parse_fixed`](flowsense_core::num::parse_fixed) takes it (`None` leaves the text to the
+    /// general parse, and its errors). A string that is not a plain number is read as text.
+    fn decimal(&mut self) -> Option<Num<'a>> {
+        let bytes = self.text.as_bytes();
+        if bytes.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let start = self.i + 1;
+        let (value, len) = flowsense_core::num::parse_fixed_prefix(&bytes[start..]);
+        if bytes.get(start + len) == Some(&b'"') {
+            self.i = start + len + 1;
+            // The digits and dot are ASCII: the slice is on character boundaries.
+            let text = &self.text[start..start + len];
+            return Some(Num { text, raw: value });
+        }
+        self.string().map(Num::text)
     }
 
     /// An integer as JSON writes it (no leading zeros), of at most 18 digits so that it fits.
@@ -123,9 +144,9 @@ impl<'a> Cursor<'a> {
         }
         loop {
             self.eat(b'[')?;
-            let p = self.string()?;
+            let p = self.decimal()?;
             self.eat(b',')?;
-            let q = self.string()?;
+            let q = self.decimal()?;
             self.eat(b']')?;
             levels.push(p, q);
             match self.peek()? {
@@ -211,8 +232,8 @@ pub(super) fn trade(text: &str) -> Option<TradeMsg<'_>> {
     c.fields(|c, key| match key {
         key::T => fill(&mut time, || c.int()),
         key::t => fill(&mut id, || c.uint()),
-        key::p => fill(&mut p, || c.string()),
-        key::q => fill(&mut q, || c.string()),
+        key::p => fill(&mut p, || c.decimal()),
+        key::q => fill(&mut q, || c.decimal()),
         key::m => fill(&mut m, || c.boolean()),
         _ => c.skip(),
     })?;
@@ -232,10 +253,10 @@ pub(super) fn book_ticker(text: &str) -> Option<BookTickerMsg<'_>> {
     let (mut t, mut e) = (None, None);
     c.fields(|c, key| match key {
         key::u => fill(&mut u, || c.uint()),
-        key::b => fill(&mut b, || c.string()),
-        key::B => fill(&mut bq, || c.string()),
-        key::a => fill(&mut a, || c.string()),
-        key::A => fill(&mut aq, || c.string()),
+        key::b => fill(&mut b, || c.decimal()),
+        key::B => fill(&mut bq, || c.decimal()),
+        key::a => fill(&mut a, || c.decimal()),
+        key::A => fill(&mut aq, || c.decimal()),
         key::T => fill(&mut t, || c.int()),
         key::E => fill(&mut e, || c.int()),
         _ => c.skip(),
