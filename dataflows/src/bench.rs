@@ -173,18 +173,22 @@ pub(crate) fn measure<F: FnMut() -> anyhow::Result<()>>(
 }
 
 /// Like [`measure`] for a run that writes a lake: each run gets a fresh, empty lake (in memory, or
-/// `file://` in a temporary folder), made before the clock starts.
+/// `file://` in a temporary folder), made before the clock starts. Only the runs themselves are
+/// timed and charged CPU; the folders go to `kept`, which the benchmark drops when it has printed,
+/// so that no stage pays for removing an earlier one's files (on a file system without a journal,
+/// ext4 scans past recently deleted inodes for every file it creates: see BENCHMARKS.md).
 async fn measure_writes<F>(
     name: &'static str,
     repeat: usize,
     in_memory: bool,
+    kept: &mut Vec<tempfile::TempDir>,
     mut f: F,
 ) -> anyhow::Result<Stage>
 where
     F: AsyncFnMut(&Lake) -> anyhow::Result<()>,
 {
     let mut walls = Vec::with_capacity(repeat);
-    let cpu0 = cpu_seconds();
+    let mut cpu = 0.0;
     for _ in 0..repeat.max(1) {
         let dir = tempfile::tempdir()?;
         let lake = if in_memory {
@@ -195,15 +199,17 @@ where
                 &Default::default(),
             )?
         };
+        kept.push(dir);
+        let cpu0 = cpu_seconds();
         let t = Instant::now();
         f(&lake).await?;
         walls.push(t.elapsed());
+        cpu += cpu_seconds() - cpu0;
     }
-    let cpu = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
     Ok(Stage {
         name,
         wall: median(walls),
-        cpu,
+        cpu: cpu / repeat.max(1) as f64,
     })
 }
 
@@ -214,6 +220,7 @@ async fn at_once<F>(
     what: &str,
     repeat: usize,
     parallel: usize,
+    kept: &mut Vec<tempfile::TempDir>,
     run: F,
 ) -> anyhow::Result<Option<Stage>>
 where
@@ -222,7 +229,7 @@ where
     if parallel <= 1 {
         return Ok(None);
     }
-    let stage = measure_writes(name, repeat, false, async |lake: &Lake| {
+    let stage = measure_writes(name, repeat, false, kept, async |lake: &Lake| {
         run(lake, parallel).await
     })
     .await?;
@@ -359,18 +366,21 @@ async fn bench_ingest(inputs: Vec<PathBuf>, repeat: usize) -> anyhow::Result<()>
             .await
             .map(drop)
     };
+    let mut kept = Vec::new();
     let end = measure_writes(
         "4 flowsense ingest, one source at a time",
         repeat,
         false,
+        &mut kept,
         async |lake: &Lake| ingest(lake, 1).await,
     )
     .await?;
     let mut stages = vec![gzip, json, read, end];
     let parallel = crate::ingest::default_parallelism();
     let name = "5 flowsense ingest, sources at once (-j)";
-    stages.extend(at_once(name, "sources", repeat, parallel, ingest).await?);
+    stages.extend(at_once(name, "sources", repeat, parallel, &mut kept, ingest).await?);
     print_stages("lines", lines, &stages);
+    drop(kept);
     Ok(())
 }
 
@@ -422,10 +432,12 @@ async fn bench_synth(symbols: usize, events_per_day: u64, repeat: usize) -> anyh
             .await
             .map(drop)
     };
+    let mut kept = Vec::new();
     let mem = measure_writes(
         "3 + Parquet encode, in-memory store",
         repeat,
         true,
+        &mut kept,
         async |lake: &Lake| synth(lake, 1).await,
     )
     .await?;
@@ -433,14 +445,16 @@ async fn bench_synth(symbols: usize, events_per_day: u64, repeat: usize) -> anyh
         "4 + file:// lake writes (synth -j 1)",
         repeat,
         false,
+        &mut kept,
         async |lake: &Lake| synth(lake, 1).await,
     )
     .await?;
     let mut stages = vec![gen_only, with_book, mem, disk];
     let parallel = crate::ingest::default_parallelism().min(symbols);
     let name = "5 + symbols at once (flowsense synth)";
-    stages.extend(at_once(name, "symbols", repeat, parallel, synth).await?);
+    stages.extend(at_once(name, "symbols", repeat, parallel, &mut kept, synth).await?);
     print_stages("events", messages, &stages);
+    drop(kept);
     Ok(())
 }
 

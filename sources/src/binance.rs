@@ -516,7 +516,10 @@ impl SymbolState {
 /// ```
 pub struct BinanceReader {
     files: VecDeque<PathBuf>,
-    current: Option<(PathBuf, SourceId, Box<dyn BufRead + Send>)>,
+    /// The file being read and its source.
+    current: Option<(PathBuf, SourceId)>,
+    /// The current file's decompressed text (taken out while a line lying in its buffer is read).
+    input: Option<Box<dyn BufRead + Send>>,
     file_symbol: Option<String>,
     file_name: std::sync::Arc<str>,
     file_is_futures: bool,
@@ -539,6 +542,7 @@ impl BinanceReader {
         Ok(BinanceReader {
             files: files.into(),
             current: None,
+            input: None,
             file_symbol: None,
             file_name: std::sync::Arc::from(""),
             file_is_futures: false,
@@ -946,12 +950,35 @@ impl BinanceReader {
                 );
                 let id = SourceId::for_file(&path).map_err(|e| Error::io(&path, e))?;
                 self.out.push_back(Record::SourceStart(id.clone()));
-                self.current = Some((path.clone(), id, reader));
+                self.current = Some((path.clone(), id));
+                self.input = Some(reader);
                 self.line_no = 0;
             }
-            let (_, _, reader) = self.current.as_mut().expect("opened above");
+            // A line that lies whole in the reader's buffer (a MiB) is read where it lies; only
+            // one that straddles the buffer's end, or a last line without a newline, is gathered
+            // in `buf` first.
+            let mut reader = self.input.take().expect("opened with the file");
+            let mut in_place = None;
+            let filled = loop {
+                match reader.fill_buf() {
+                    Ok(text) => {
+                        if let Some(i) = memchr::memchr(b'\n', text) {
+                            self.take_line(&text[..i]);
+                            in_place = Some(i + 1);
+                        }
+                        break Ok(());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            if let Some(n) = in_place {
+                reader.consume(n);
+                self.input = Some(reader);
+                continue;
+            }
             self.buf.clear();
-            let n = match reader.read_until(b'\n', &mut self.buf) {
+            let n = match filled.and_then(|()| reader.read_until(b'\n', &mut self.buf)) {
                 Ok(n) => n,
                 Err(e) => {
                     self.unreadable(&e);
@@ -959,8 +986,7 @@ impl BinanceReader {
                 }
             };
             if n == 0 {
-                let (_, id, _) = self.current.as_ref().expect("opened above");
-                let id = id.clone();
+                let (_, id) = self.current.clone().expect("opened above");
                 // Held diffs of this file stay held: the next file may carry the snapshot. They
                 // will be written with the source that resolves them.
                 if self.files.is_empty() {
@@ -970,28 +996,34 @@ impl BinanceReader {
                 self.current = None;
                 continue;
             }
-            self.line_no += 1;
-            self.lines_read += 1;
-            while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
-                self.buf.pop();
-            }
-            if self.buf.is_empty() {
-                continue;
-            }
+            self.input = Some(reader);
             let buf = std::mem::take(&mut self.buf);
-            match std::str::from_utf8(&buf) {
-                Ok(line) => self.handle_line(line),
-                Err(_) => {
-                    let position = self.here();
-                    let raw = String::from_utf8_lossy(&buf).into_owned();
-                    self.dead(
-                        position,
-                        (DeadLetterReason::Unparsable, "not UTF-8".into()),
-                        &raw,
-                    );
-                }
-            }
+            self.take_line(&buf);
             self.buf = buf;
+        }
+    }
+
+    /// One line of the current file, its newline left off.
+    fn take_line(&mut self, mut line: &[u8]) {
+        self.line_no += 1;
+        self.lines_read += 1;
+        while let [rest @ .., b'\n' | b'\r'] = line {
+            line = rest;
+        }
+        if line.is_empty() {
+            return;
+        }
+        match std::str::from_utf8(line) {
+            Ok(line) => self.handle_line(line),
+            Err(_) => {
+                let position = self.here();
+                let raw = String::from_utf8_lossy(line).into_owned();
+                self.dead(
+                    position,
+                    (DeadLetterReason::Unparsable, "not UTF-8".into()),
+                    &raw,
+                );
+            }
         }
     }
 }
@@ -1005,6 +1037,7 @@ impl Iterator for BinanceReader {
             Ok(false) => None,
             Err(e) => {
                 self.current = None;
+                self.input = None;
                 self.files.clear();
                 Some(Err(e))
             }
@@ -1169,5 +1202,66 @@ mod tests {
         );
         assert!(matches!(&records[0], Record::SourceStart(_)));
         assert!(matches!(&records[1], Record::Event(e) if e.symbol().as_str() == "BTCUSDT-PERP"));
+    }
+
+    /// Lines are read where they lie in the decompressor's 1 MiB buffer, and gathered when they
+    /// straddle its end: over 3 MiB of trades, every line is read once, in order, whatever its
+    /// ending (CRLF, none at the file's end), and a line that is not UTF-8 still is a dead letter
+    /// at its own line number.
+    #[test]
+    fn every_line_is_read_once_across_the_reader_buffer() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("btcusdt_20240808.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let n = 20_000u64;
+        let bad = 7_777u64;
+        for i in 1..=n {
+            if i == bad {
+                gz.write_all(b"1 \xff\xfe not text\n").unwrap();
+                continue;
+            }
+            // Lines of varying length, so that line ends fall anywhere in the buffer.
+            let pad = "x".repeat((i % 97) as usize);
+            let ending = if i % 3 == 0 {
+                "\r\n"
+            } else if i == n {
+                ""
+            } else {
+                "\n"
+            };
+            write!(
+                gz,
+                "{} {{\"stream\":\"btcusdt@trade\",\"data\":{{\"e\":\"trade\",\"E\":{ts},\"T\":{ts},\"s\":\"BTCUSDT\",\"t\":{i},\"p\":\"61804.8\",\"q\":\"0.001\",\"X\":\"{pad}\",\"m\":false}}}}{ending}",
+                1_723_161_256_419_684_465u64 + i,
+                ts = 1_723_161_257_000u64 + i,
+            )
+            .unwrap();
+        }
+        gz.finish().unwrap();
+        let mut reader = BinanceReader::open(vec![path], BinanceOptions::default()).unwrap();
+        let records: Vec<Record> = reader.by_ref().map(|r| r.unwrap()).collect();
+        let ids: Vec<u64> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Event(MarketEvent::Trade(_, t)) => t.trade_id,
+                _ => None,
+            })
+            .collect();
+        let want: Vec<u64> = (1..=n).filter(|&i| i != bad).collect();
+        assert_eq!(ids, want);
+        let dead: Vec<&DeadLetter> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Dead(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].position, format!("btcusdt_20240808.gz:{bad}"));
+        assert_eq!(reader.lines_read(), n);
     }
 }
