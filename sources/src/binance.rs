@@ -986,7 +986,7 @@ impl BinanceReader {
                 }
             };
             if n == 0 {
-                let (_, id) = self.current.clone().expect("opened above");
+                let id = self.current.as_ref().expect("opened above").1.clone();
                 // Held diffs of this file stay held: the next file may carry the snapshot. They
                 // will be written with the source that resolves them.
                 if self.files.is_empty() {
@@ -1253,13 +1253,7 @@ mod tests {
             .collect();
         let want: Vec<u64> = (1..=n).filter(|&i| i != bad).collect();
         assert_eq!(ids, want);
-        let dead: Vec<&DeadLetter> = records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Dead(d) => Some(d),
-                _ => None,
-            })
-            .collect();
+        let dead = crate::dead_letters(&records);
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].position, format!("btcusdt_20240808.gz:{bad}"));
         assert_eq!(reader.lines_read(), n);

@@ -568,13 +568,7 @@ mod tests {
         let cut = bytes.len() - std::mem::size_of::<MboMsg>() / 2;
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let records: Vec<Record> = read_all(&path);
-        let dead: Vec<&DeadLetter> = records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Dead(d) => Some(d),
-                _ => None,
-            })
-            .collect();
+        let dead = crate::dead_letters(&records);
         assert_eq!(dead.len(), 1, "{dead:?}");
         assert_eq!(dead[0].reason, DeadLetterReason::Unreadable);
         assert_eq!(

@@ -41,6 +41,18 @@ pub(crate) fn bundled(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
+/// The dead letters among a reader's records, in order.
+#[cfg(test)]
+pub(crate) fn dead_letters(records: &[Record]) -> Vec<&DeadLetter> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Dead(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Bytes the readers have read from their files so far (compressed bytes for compressed
 /// files), for a progress bar: clones share one count, so every reader of a run can add to it
 /// while the caller reads it. Sniffing a file's format is not counted.
