@@ -414,6 +414,31 @@ impl L3Book {
             L3Action::Halt => Ok(Applied {
                 touched_book: false,
             }),
+            L3Action::Clear => {
+                self.clear();
+                Ok(Applied { touched_book: true })
+            }
+            L3Action::Seed => {
+                positive_price_and_size(ev)?;
+                let opposite = match ev.side {
+                    Side::Buy => self.l2.best_ask().filter(|(a, _)| ev.price >= *a),
+                    Side::Sell => self.l2.best_bid().filter(|(b, _)| ev.price <= *b),
+                };
+                if let Some((px, _)) = opposite {
+                    return Err(Reject::new(
+                        DeadLetterReason::CrossedBook,
+                        format!(
+                            "resting {} volume at {} would cross the best {} at {}",
+                            ev.side.as_str(),
+                            ev.price,
+                            ev.side.opposite().as_str(),
+                            px
+                        ),
+                    ));
+                }
+                self.seed_level(ev.side, ev.price, ev.size);
+                Ok(Applied { touched_book: true })
+            }
         }
     }
 }
@@ -423,7 +448,10 @@ impl L3Book {
 /// Refused events come back as [`Reject`]s for the reader to dead-letter.
 ///
 /// This is the one L3 reconstruction path: the LOBSTER reader, the DBN MBO reader and the
-/// synthetic market all go through it.
+/// synthetic market all go through it. Whatever changes its book is an event it emits, so a
+/// replay of those events rebuilds the same book at every step: a session opens with a
+/// [`L3Action::Clear`] (emitted before the first event), and volume known only in aggregate
+/// enters as [`L3Action::Seed`] events ([`L3Replay::seed`]).
 ///
 /// ```
 /// use flowsense_core::{L3Action, MarketEvent, OrderEvent, OrderId, Price, Side, Size, Symbol, UnixNanos};
@@ -434,14 +462,17 @@ impl L3Book {
 ///     side: Side::Sell, price: Price::from_units(10), size: Size::from_units(5) };
 /// replay.apply(add.clone(), &mut out).unwrap();
 /// replay.apply(OrderEvent { action: L3Action::Execute, size: Size::from_units(2), ..add }, &mut out).unwrap();
-/// // add, bbo, execute, trade (a buyer lifted the offer), bbo
-/// assert_eq!(out.len(), 5);
-/// assert!(matches!(&out[3], MarketEvent::Trade(_, t) if t.aggressor == Side::Buy));
+/// // clear, bbo (the session opens), add, bbo, execute, trade (a buyer lifted the offer), bbo
+/// assert_eq!(out.len(), 7);
+/// assert!(matches!(&out[0], MarketEvent::Order(_, o) if o.action == L3Action::Clear));
+/// assert!(matches!(&out[5], MarketEvent::Trade(_, t) if t.aggressor == Side::Buy));
 /// ```
 pub struct L3Replay {
     symbol: crate::Symbol,
     book: L3Book,
     gap: bool,
+    /// A `Clear` opened the current session.
+    open: bool,
 }
 
 impl L3Replay {
@@ -451,6 +482,7 @@ impl L3Replay {
             symbol,
             book: L3Book::default(),
             gap: false,
+            open: false,
         }
     }
 
@@ -459,9 +491,54 @@ impl L3Replay {
         &self.book
     }
 
-    /// The book, for seeding.
-    pub fn book_mut(&mut self) -> &mut L3Book {
-        &mut self.book
+    /// Starts a new session: empties the book and emits the `Clear` (and the empty top of book)
+    /// that tells a replay to do the same. `seq` is the position the session starts at.
+    pub fn clear(&mut self, ts: crate::UnixNanos, seq: u64, out: &mut Vec<crate::MarketEvent>) {
+        let ev = marker(L3Action::Clear, ts, seq, Side::Buy, Price::ZERO, Size::ZERO);
+        self.open = true;
+        self.apply(ev, out)
+            .expect("clearing the book cannot be refused");
+    }
+
+    /// Adds volume known only in aggregate (from before the data began, or revealed at the edge
+    /// of the visible depth), one `Seed` event per level, then one top of book for them all.
+    /// Levels that would cross the book are refused and come back as rejects.
+    pub fn seed(
+        &mut self,
+        levels: impl IntoIterator<Item = (Side, Price, Size)>,
+        ts: crate::UnixNanos,
+        seq: u64,
+        out: &mut Vec<crate::MarketEvent>,
+    ) -> Vec<Reject> {
+        self.open_session(ts, seq, out);
+        let mut rejects = Vec::new();
+        let mut any = false;
+        for (side, price, size) in levels {
+            if !size.is_positive() {
+                continue;
+            }
+            let ev = marker(L3Action::Seed, ts, seq, side, price, size);
+            match self.book.apply(&ev) {
+                Ok(_) => {
+                    any = true;
+                    out.push(crate::MarketEvent::Order(self.symbol.clone(), ev));
+                }
+                Err(r) => rejects.push(r),
+            }
+        }
+        if any {
+            out.push(crate::MarketEvent::Bbo(
+                self.symbol.clone(),
+                Box::new(self.bbo(ts)),
+            ));
+        }
+        rejects
+    }
+
+    fn open_session(&mut self, ts: crate::UnixNanos, seq: u64, out: &mut Vec<crate::MarketEvent>) {
+        if !self.open {
+            self.clear(ts, seq, out);
+        }
     }
 
     /// Marks the following top-of-book rows as inside (or out of) a gap.
@@ -488,6 +565,9 @@ impl L3Replay {
         out: &mut Vec<crate::MarketEvent>,
     ) -> Result<(), Reject> {
         use crate::{MarketEvent, Trade};
+        if ev.action != L3Action::Clear {
+            self.open_session(ev.ts, ev.seq, out);
+        }
         let applied = self.book.apply(&ev)?;
         let ts = ev.ts;
         // Auction crosses have no aggressor; they stay in `book_events` only.
@@ -511,6 +591,26 @@ impl L3Replay {
             ));
         }
         Ok(())
+    }
+}
+
+/// A session marker (`Clear`, `Seed`): an order event under no order id.
+fn marker(
+    action: L3Action,
+    ts: crate::UnixNanos,
+    seq: u64,
+    side: Side,
+    price: Price,
+    size: Size,
+) -> OrderEvent {
+    OrderEvent {
+        ts,
+        seq,
+        action,
+        order_id: OrderId(0),
+        side,
+        price,
+        size,
     }
 }
 

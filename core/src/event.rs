@@ -67,6 +67,14 @@ pub enum L3Action {
     Cross,
     /// A trading halt indicator.
     Halt,
+    /// A new session begins: every order and level is gone (order ids may start over). Every L3
+    /// reader emits one before a session's first message, so a replay of the lake starts each
+    /// session from the same empty book the ingest did; `order_id`, `price` and `size` are 0.
+    Clear,
+    /// Volume known only in aggregate rests at a level (LOBSTER's first orderbook row, or depth
+    /// it reveals later): `size` more at `side` and `price`, under no order id (`order_id` 0).
+    /// Messages about orders the book never saw are charged to it.
+    Seed,
 }
 
 impl L3Action {
@@ -81,7 +89,32 @@ impl L3Action {
             L3Action::ExecuteHidden => "execute_hidden",
             L3Action::Cross => "cross",
             L3Action::Halt => "halt",
+            L3Action::Clear => "clear",
+            L3Action::Seed => "seed",
         }
+    }
+
+    /// The action named `name` in the `action` column, if any.
+    ///
+    /// ```
+    /// use flowsense_core::L3Action;
+    /// assert_eq!(L3Action::parse("seed"), Some(L3Action::Seed));
+    /// assert_eq!(L3Action::parse("bid"), None);
+    /// ```
+    pub fn parse(name: &str) -> Option<L3Action> {
+        Some(match name {
+            "add" => L3Action::Add,
+            "modify" => L3Action::Modify,
+            "cancel" => L3Action::Cancel,
+            "delete" => L3Action::Delete,
+            "execute" => L3Action::Execute,
+            "execute_hidden" => L3Action::ExecuteHidden,
+            "cross" => L3Action::Cross,
+            "halt" => L3Action::Halt,
+            "clear" => L3Action::Clear,
+            "seed" => L3Action::Seed,
+            _ => return None,
+        })
     }
 
     /// True for actions that print a trade.
@@ -307,6 +340,9 @@ pub enum DeadLetterReason {
     /// The rest of a file cannot be read (a compressed capture cut off mid-write, or damaged):
     /// the rows before it are kept, the file ends there and the run goes on.
     Unreadable,
+    /// A record of a kind FlowSense reads into no table (a DBN statistics or status record,
+    /// say): kept here, counted by kind, never passed over.
+    UnsupportedRecord,
 }
 
 impl DeadLetterReason {
@@ -325,11 +361,12 @@ impl DeadLetterReason {
             DeadLetterReason::DuplicateOrder => "duplicate_order",
             DeadLetterReason::InconsistentBar => "inconsistent_bar",
             DeadLetterReason::Unreadable => "unreadable",
+            DeadLetterReason::UnsupportedRecord => "unsupported_record",
         }
     }
 
     /// Every reason, for reports.
-    pub const ALL: [DeadLetterReason; 12] = [
+    pub const ALL: [DeadLetterReason; 13] = [
         DeadLetterReason::Unparsable,
         DeadLetterReason::NotFinite,
         DeadLetterReason::NonPositivePrice,
@@ -342,6 +379,7 @@ impl DeadLetterReason {
         DeadLetterReason::DuplicateOrder,
         DeadLetterReason::InconsistentBar,
         DeadLetterReason::Unreadable,
+        DeadLetterReason::UnsupportedRecord,
     ];
 }
 

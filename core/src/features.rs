@@ -69,6 +69,11 @@ pub struct FeatureRow {
     pub book_slope: Option<f64>,
     /// Trades in the bucket.
     pub trade_count: u64,
+    /// Events of the bucket after which the book was crossed or locked (best bid at or above
+    /// best ask): data that is itself crossed, marked instead of passing as a normal row.
+    pub crossed_events: u64,
+    /// The book at the bucket's end is crossed or locked.
+    pub crossed: bool,
     /// Traded size.
     pub volume: f64,
     /// Size bought by aggressors.
@@ -134,6 +139,8 @@ impl FeatureRow {
             depth_imbalance_levels: [f64::NAN; MAX_LEVELS],
             book_slope: None,
             trade_count: 0,
+            crossed_events: 0,
+            crossed: false,
             volume: 0.0,
             buy_volume: 0.0,
             sell_volume: 0.0,
@@ -217,6 +224,10 @@ pub enum FeatureColumn {
     Events,
     /// `trade_count`.
     TradeCount,
+    /// `crossed_events`.
+    CrossedEvents,
+    /// `crossed`, as 1 or 0.
+    Crossed,
     /// `ofi_levels[i]`.
     OfiLevel(usize),
     /// `depth_imbalance_levels[i]`.
@@ -238,6 +249,8 @@ impl FeatureColumn {
         match name {
             "events" => Some(FeatureColumn::Events),
             "trade_count" => Some(FeatureColumn::TradeCount),
+            "crossed_events" => Some(FeatureColumn::CrossedEvents),
+            "crossed" => Some(FeatureColumn::Crossed),
             _ => {
                 if let Some(rest) = name.strip_prefix("ofi_level_") {
                     level(rest).map(FeatureColumn::OfiLevel)
@@ -255,6 +268,8 @@ impl FeatureColumn {
         let mut v: Vec<String> = FLOAT_COLUMNS.iter().map(|s| s.to_string()).collect();
         v.push("events".into());
         v.push("trade_count".into());
+        v.push("crossed_events".into());
+        v.push("crossed".into());
         v.extend((1..=MAX_LEVELS).map(|l| format!("ofi_level_{l}")));
         v.extend((1..=MAX_LEVELS).map(|l| format!("depth_imbalance_level_{l}")));
         v
@@ -266,6 +281,8 @@ impl FeatureColumn {
             FeatureColumn::Float(i) => FLOAT_GETTERS[i](row).unwrap_or(f64::NAN),
             FeatureColumn::Events => row.events as f64,
             FeatureColumn::TradeCount => row.trade_count as f64,
+            FeatureColumn::CrossedEvents => row.crossed_events as f64,
+            FeatureColumn::Crossed => f64::from(u8::from(row.crossed)),
             FeatureColumn::OfiLevel(i) => row.ofi_levels[i],
             FeatureColumn::DepthImbalanceLevel(i) => row.depth_imbalance_levels[i],
         }
@@ -289,6 +306,8 @@ pub(crate) fn schema_fields() -> Vec<arrow::datatypes::Field> {
         Field::new("bucket", DataType::Utf8, false),
         Field::new("events", DataType::UInt64, false),
         Field::new("trade_count", DataType::UInt64, false),
+        Field::new("crossed_events", DataType::UInt64, false),
+        Field::new("crossed", DataType::Boolean, false),
     ];
     f.extend(
         FLOAT_COLUMNS
@@ -317,7 +336,7 @@ pub fn to_record_batch(
     levels: usize,
 ) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
     use arrow::array::{
-        ArrayRef, Float64Builder, Int64Array, ListBuilder, StringArray, UInt64Array,
+        ArrayRef, BooleanArray, Float64Builder, Int64Array, ListBuilder, StringArray, UInt64Array,
     };
     use std::sync::Arc;
     let levels = levels.clamp(1, MAX_LEVELS);
@@ -331,6 +350,12 @@ pub fn to_record_batch(
         Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.events))),
         Arc::new(UInt64Array::from_iter_values(
             rows.iter().map(|r| r.trade_count),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.crossed_events),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.crossed)),
         )),
     ];
     let mut floats: Vec<Float64Builder> = (0..FLOAT_COLUMNS.len())

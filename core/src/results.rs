@@ -106,10 +106,18 @@ pub struct Metrics {
     pub net_pnl: f64,
     /// `net_pnl / capital`.
     pub total_return: f64,
-    /// Annualised Sharpe ratio (absent with fewer than two returns or no variance).
+    /// Annualised Sharpe ratio (absent with fewer than two returns, no variance, or a sample
+    /// too short to annualise: see `ratio_note`).
     pub sharpe: Option<f64>,
-    /// Annualised Sortino ratio (absent without a negative return).
+    /// Annualised Sortino ratio (absent without a negative return, or as `sharpe`).
     pub sortino: Option<f64>,
+    /// Mean return per period (per mark of the strategy's bucket), not annualised.
+    pub return_mean: Option<f64>,
+    /// Sample standard deviation of the returns per period, not annualised.
+    pub return_sd: Option<f64>,
+    /// Why `sharpe` and `sortino` are absent although returns were measured: `n/a (run too
+    /// short: ...)` with the sample's length; `None` when they are annualised.
+    pub ratio_note: Option<String>,
     /// Largest fall from a peak of equity, as a fraction of the peak.
     pub max_drawdown: f64,
     /// Longest time below a previous peak, in seconds.

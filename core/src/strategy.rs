@@ -242,6 +242,23 @@ pub struct ExecutionSpec {
     /// The venue's lot: fills the L2 queue model gives are rounded down to a multiple of it
     /// (absent: no rounding), as no venue fills a fraction of a lot.
     pub lot_size: Option<f64>,
+    /// What a bar with volume 0 does to orders waiting for it (vendors print such bars, often
+    /// with moving prices): `skip` (the default) fills nothing on it, as our fills in a bar
+    /// never exceed its volume, so a market order waits for the next bar that traded; `fill`
+    /// fills on it as if its volume were unlimited (at its open, for a market order), as
+    /// Backtrader does.
+    pub zero_volume_bars: ZeroVolumeBars,
+}
+
+/// See [`ExecutionSpec::zero_volume_bars`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroVolumeBars {
+    /// Nothing fills on a bar that did not trade.
+    #[default]
+    Skip,
+    /// A bar that did not trade fills whatever meets its prices, without a volume cap.
+    Fill,
 }
 
 impl Default for ExecutionSpec {
@@ -256,6 +273,7 @@ impl Default for ExecutionSpec {
             queue_power: 2.0,
             seed: 0,
             lot_size: None,
+            zero_volume_bars: ZeroVolumeBars::Skip,
         }
     }
 }

@@ -158,6 +158,14 @@ pub fn metrics_table(metrics: &[Metrics]) -> String {
     }
     table.set_header(header);
     let o = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    // A ratio from too short a sample says so instead of printing a number that means nothing.
+    let ratio = |m: &Metrics, v: Option<f64>| {
+        if m.ratio_note.is_some() {
+            "n/a".to_string()
+        } else {
+            o(v, 2)
+        }
+    };
     for m in metrics {
         let mut row = vec![m.scope.clone(), m.regime.clone().unwrap_or_default()];
         if folds {
@@ -175,8 +183,8 @@ pub fn metrics_table(metrics: &[Metrics]) -> String {
             format!("{:.2}", m.net_pnl),
             whole(format!("{:.2}", m.fees)),
             format!("{:.3} %", m.total_return * 100.0),
-            o(m.sharpe, 2),
-            o(m.sortino, 2),
+            ratio(m, m.sharpe),
+            ratio(m, m.sortino),
             whole(format!("{:.3} %", m.max_drawdown * 100.0)),
             whole(format!("{:.0}", m.max_drawdown_duration_s)),
             whole(m.round_trips.to_string()),
@@ -190,7 +198,26 @@ pub fn metrics_table(metrics: &[Metrics]) -> String {
         }
         table.add_row(row);
     }
-    format!("{table}\n")
+    let mut text = format!("{table}\n");
+    // One note for the rows whose ratios are n/a, with their raw per-period figures.
+    if let Some(note) = metrics.iter().find_map(|m| m.ratio_note.as_deref()) {
+        text.push_str(&format!(
+            "Sharpe, Sortino: {note}. Per-period returns, not annualised:\n"
+        ));
+        for m in metrics.iter().filter(|m| m.ratio_note.is_some()) {
+            text.push_str(&format!(
+                "  {}{}: mean {}, sd {} over {} returns\n",
+                m.scope,
+                m.regime
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(" ({r})")),
+                m.return_mean.map_or("-".into(), |v| format!("{v:.3e}")),
+                m.return_sd.map_or("-".into(), |v| format!("{v:.3e}")),
+                m.periods
+            ));
+        }
+    }
+    text
 }
 
 /// A worker's end of the trading graph: writes records and accumulates metrics.

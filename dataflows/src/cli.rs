@@ -107,6 +107,11 @@ pub enum Command {
         /// the first two bars).
         #[arg(long)]
         interval: Option<flowsense_core::job::Span>,
+        /// Bars: which column holds what, for headers the usual names do not cover:
+        /// `time=Date,close=Adj Close` (roles: time, clock, open, high, low, close, volume,
+        /// symbol, trades; a number is a column's position, from 1).
+        #[arg(long)]
+        columns: Option<flowsense_sources::bars::ColumnMap>,
         /// Sources ingested at once, each on its own reader thread and writer task (a source is
         /// a file, or one symbol's chain of daily Binance files). Default: one per core, at most 8.
         #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
@@ -281,6 +286,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             time_tolerance_ms,
             symbol,
             interval,
+            columns,
             parallel,
             quiet,
         } => {
@@ -297,11 +303,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             options.binance.time_tolerance_ns = time_tolerance_ms.saturating_mul(1_000_000);
             options.bars.symbol = symbol;
             options.bars.interval = interval;
+            options.bars.columns = columns.unwrap_or_default();
             let parallel = parallel.map_or_else(crate::ingest::default_parallelism, usize::from);
             let report = rt.block_on(crate::ingest::ingest_sources(
                 &lake, &paths, format, &options, !quiet, parallel,
             ))?;
             eprint!("{}", report.summary(lake.url().as_str()));
+            if !report.nothing_read.is_empty() {
+                anyhow::bail!(
+                    "no record of {} landed in a table; they are in dead_letters as \
+                     unsupported_record",
+                    report.nothing_read.join("; ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Synth {

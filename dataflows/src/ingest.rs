@@ -30,6 +30,11 @@ pub struct IngestReport {
     pub dead: BTreeMap<DeadLetterReason, u64>,
     /// Files not read to their end (`unreadable` dead letters): where, and why.
     pub unreadable: Vec<String>,
+    /// `unsupported_record` dead letters per kind of record (`statistics`, `status`, ...).
+    pub unsupported: BTreeMap<String, u64>,
+    /// Sources none of whose records landed in a table although they had some: each names
+    /// its schema. The ingest fails when there are any (nothing may vanish without a word).
+    pub nothing_read: Vec<String>,
     /// Market events read.
     pub events: u64,
     /// Sources (files, synthetic symbol-days) completed.
@@ -58,6 +63,10 @@ impl IngestReport {
             *self.dead.entry(r).or_default() += n;
         }
         self.unreadable.extend(other.unreadable);
+        for (k, n) in other.unsupported {
+            *self.unsupported.entry(k).or_default() += n;
+        }
+        self.nothing_read.extend(other.nothing_read);
         self.events += other.events;
         self.sources += other.sources;
         self.files += other.files;
@@ -113,6 +122,18 @@ impl IngestReport {
                 self.dead_total()
             ));
         }
+        if !self.unsupported.is_empty() {
+            let kinds: Vec<String> = (self.unsupported.iter())
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            out.push_str(&format!(
+                "records of kinds FlowSense does not read (dead letters, unsupported_record): {}\n",
+                kinds.join(", ")
+            ));
+        }
+        for s in &self.nothing_read {
+            out.push_str(&format!("nothing read: {s}\n"));
+        }
         if !self.unreadable.is_empty() {
             let mut files = self.unreadable.clone();
             files.sort();
@@ -148,6 +169,11 @@ pub struct Ingestor {
     started: Instant,
     /// Stale files removed by a [`LakeOutput`] other than the writer's own (inline runs).
     removed_elsewhere: u64,
+    /// Events of the current source.
+    source_events: u64,
+    /// `unsupported_record` dead letters of the current source, and the schema they name.
+    source_unsupported: u64,
+    source_schema: Option<String>,
 }
 
 /// The progress bar the ingestors of one run share, and what they count on it.
@@ -216,6 +242,9 @@ impl Ingestor {
             owns_progress: false,
             started: Instant::now(),
             removed_elsewhere: 0,
+            source_events: 0,
+            source_unsupported: 0,
+            source_schema: None,
         }
     }
 
@@ -239,6 +268,7 @@ impl Ingestor {
         match record {
             Record::Event(ev) => {
                 self.report.events += 1;
+                self.source_events += 1;
                 self.writer.push(&ev);
                 if self.report.events.is_multiple_of(PROGRESS_EVERY) {
                     self.progress.add_events(PROGRESS_EVERY);
@@ -249,13 +279,31 @@ impl Ingestor {
                 if d.reason == DeadLetterReason::Unreadable {
                     (self.report.unreadable).push(format!("{}: {}", d.position, d.detail));
                 }
+                if d.reason == DeadLetterReason::UnsupportedRecord {
+                    // The detail reads `KIND: ... (schema SCHEMA)`.
+                    let kind = d.detail.split(':').next().unwrap_or("record");
+                    *self.report.unsupported.entry(kind.to_string()).or_default() += 1;
+                    self.source_unsupported += 1;
+                    self.source_schema = d
+                        .detail
+                        .rsplit_once("(schema ")
+                        .map(|(_, s)| s.trim_end_matches(')').to_string());
+                }
                 self.writer.push_dead(&d);
             }
             Record::SourceStart(id) => {
+                (self.source_events, self.source_unsupported) = (0, 0);
                 self.writer.begin_source(id.as_str());
                 self.progress.bar.set_message(format!("{id} started"));
             }
-            Record::SourceDone(_) => {
+            Record::SourceDone(id) => {
+                if self.source_events == 0 && self.source_unsupported > 0 {
+                    let schema = self.source_schema.take().unwrap_or_else(|| "?".into());
+                    self.report.nothing_read.push(format!(
+                        "{id}: schema {schema}, {} records, none of a kind FlowSense reads",
+                        self.source_unsupported
+                    ));
+                }
                 self.writer.close_source()?;
                 self.report.sources += 1;
             }

@@ -498,6 +498,9 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     for (c, _) in cols.iter().skip(3) {
         num.insert(c, metrics.f64(c)?);
     }
+    let ratio_note = metrics.str("ratio_note")?;
+    let (return_mean, return_sd) = (metrics.f64("return_mean")?, metrics.f64("return_sd")?);
+    let periods = metrics.f64("periods")?;
     for r in 0..metrics.len() {
         let portfolio_row = text_cols["scope"][r].as_deref() == Some("portfolio");
         write!(
@@ -513,6 +516,11 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
             let cell = match c {
                 "scope" | "regime" => esc(text_cols[c][r].as_deref().unwrap_or("")),
                 "fold" => fold[r].map_or(String::new(), |f| f.to_string()),
+                // A ratio of too short a sample: no number, its raw per-period figures.
+                "sharpe" | "sortino" if ratio_note[r].is_some() => format!(
+                    "<span title=\"{}\">n/a (run too short)</span>",
+                    esc(ratio_note[r].as_deref().unwrap_or(""))
+                ),
                 // Regime rows carry return figures only.
                 "gross_pnl"
                 | "fees"
@@ -549,10 +557,35 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     h.push_str(
         "</table><p class=\"note\">Returns are simple returns of equity between closes of the \
          strategy's bucket; Sharpe and Sortino are annualised by √(365.25 · 86400 / bucket \
-         seconds), zero risk-free rate. On a few minutes of data they say little. Regime rows \
+         seconds), zero risk-free rate, and only from at least 30 returns over at least a day \
+         of data: a shorter run shows n/a and its raw per-period figures below. Regime rows \
          count each return towards the regime in force when it began. Fees are in the quote \
          currency; the portfolio is the sum of one sleeve of capital per symbol.</p>",
     );
+    if let Some(note) = ratio_note.iter().flatten().next() {
+        write!(
+            h,
+            "<p class=\"note\">Sharpe and Sortino: {}. Per-period returns, not annualised:",
+            esc(note)
+        )?;
+        for r in (0..metrics.len()).filter(|&r| ratio_note[r].is_some()) {
+            let scope = text_cols["scope"][r].as_deref().unwrap_or("");
+            let regime = text_cols["regime"][r]
+                .as_deref()
+                .map_or(String::new(), |g| format!(" ({g})"));
+            let e = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3e}"));
+            write!(
+                h,
+                "<br>{}{}: mean {}, sd {} over {} returns",
+                esc(scope),
+                esc(&regime),
+                e(return_mean[r]),
+                e(return_sd[r]),
+                periods[r].unwrap_or(0.0)
+            )?;
+        }
+        h.push_str("</p>");
+    }
 
     h.push_str("<h2>Portfolio</h2>");
     h.push_str(&chart(

@@ -153,9 +153,21 @@ pub async fn data_span(spec: &JobSpec, lake: &Lake) -> anyhow::Result<(i64, i64)
     }
 }
 
-fn score(r: &TradingReport) -> (f64, f64) {
+/// A training run's score: its Sharpe ratio, per period where the window is too short to
+/// annualise (the ranking is the same: annualising multiplies every candidate by one factor),
+/// then its net PnL.
+/// The flag is true when the Sharpe is per period.
+fn score(r: &TradingReport) -> (f64, f64, bool) {
     let m = &r.metrics[0];
-    (m.sharpe.unwrap_or(f64::NEG_INFINITY), m.net_pnl)
+    let per_period = match (m.return_mean, m.return_sd) {
+        (Some(mean), Some(sd)) if sd > 0.0 => Some(mean / sd),
+        _ => None,
+    };
+    (
+        m.sharpe.or(per_period).unwrap_or(f64::NEG_INFINITY),
+        m.net_pnl,
+        m.sharpe.is_none(),
+    )
 }
 
 /// What a walk-forward run did.
@@ -220,7 +232,7 @@ pub fn run(
     for (k, fold) in folds.iter().enumerate() {
         let k = k as u32;
         // Train: the best entry on the grid.
-        let mut best: Option<(f64, (f64, f64))> = None;
+        let mut best: Option<(f64, (f64, f64, bool))> = None;
         for m in ENTRY_GRID {
             let mut s = windowed(spec, fold.train);
             let entry = strategy.entry * m;
@@ -233,7 +245,7 @@ pub fn run(
                 best = Some((entry, sc));
             }
         }
-        let (entry, (train_sharpe, train_net)) = best.expect("the grid is not empty");
+        let (entry, (train_sharpe, train_net, per_period)) = best.expect("the grid is not empty");
         let entry = (entry * 1e9).round() / 1e9;
         // Test, out of sample.
         let mut s = windowed(spec, fold.test);
@@ -244,7 +256,8 @@ pub fn run(
         report.events += r.events;
         symbols.extend(r.symbols.iter().cloned());
         let params = format!(
-            "entry={entry} (train Sharpe {}, net {train_net:.2})",
+            "entry={entry} (train Sharpe{} {}, net {train_net:.2})",
+            if per_period { " per period" } else { "" },
             if train_sharpe.is_finite() {
                 format!("{train_sharpe:.2}")
             } else {

@@ -24,7 +24,7 @@ impl FeatureSink for Shared {
 }
 
 /// Runs a job on `workers` threads and returns its rows sorted by (symbol, bucket, ts).
-fn run_collect(spec: &JobSpec, lake: &Lake, workers: usize) -> Vec<FeatureRow> {
+pub(crate) fn run_collect(spec: &JobSpec, lake: &Lake, workers: usize) -> Vec<FeatureRow> {
     let rows = Arc::new(Mutex::new(Vec::new()));
     let r = rows.clone();
     let opts = RunOptions {

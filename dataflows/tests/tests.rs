@@ -1,6 +1,7 @@
 //! FlowSense integration tests, all in one binary (each test binary links DataFusion).
 
 mod backtest;
+mod books;
 mod cli;
 mod common;
 mod dead_letters;

@@ -155,6 +155,8 @@ struct Counts {
     cancels: u64,
     /// Volume without an aggressor side (from bars).
     unsigned: i128,
+    /// Events after which the book was crossed or locked.
+    crossed: u64,
 }
 
 impl Counts {
@@ -167,6 +169,7 @@ impl Counts {
         }
         self.adds += e.adds;
         self.cancels += e.cancels;
+        self.crossed += e.crossed as u64;
         if let Some((_, _, raw, buy)) = e.trade {
             self.trades += 1;
             if buy {
@@ -192,6 +195,7 @@ impl Counts {
             adds: self.adds - start.adds,
             cancels: self.cancels - start.cancels,
             unsigned: self.unsigned - start.unsigned,
+            crossed: self.crossed - start.crossed,
         }
     }
 }
@@ -222,6 +226,8 @@ struct Effect {
     trade: Option<(f64, f64, i64, bool)>,
     /// A bar: (open, high, low, close, volume fixed point, notional, trades).
     bar: Option<(f64, f64, f64, f64, i64, f64, u64)>,
+    /// The book was crossed or locked after the event.
+    crossed: bool,
 }
 
 impl Flow {
@@ -378,8 +384,6 @@ pub struct FeatureEngine {
     per_event: bool,
     kyle_window: usize,
     book: SymbolBook,
-    /// UTC day of the L3 book's session.
-    book_day: i64,
     bids: Levels,
     asks: Levels,
     prev_bids: Levels,
@@ -427,7 +431,6 @@ impl FeatureEngine {
             per_event: spec.per_event,
             kyle_window: spec.kyle_window,
             book: SymbolBook::Empty,
-            book_day: i64::MIN,
             bids: Levels::default(),
             asks: Levels::default(),
             prev_bids: Levels::default(),
@@ -559,14 +562,13 @@ impl FeatureEngine {
         let mut fresh_book = false;
         match ev {
             MarketEvent::Order(_, o) => {
-                // L3 sources are sessions of one symbol-day (LOBSTER files, DBN days, the
-                // synthetic market): order ids start over, so each UTC day gets a fresh book.
-                let day = o.ts.day();
-                if !matches!(self.book, SymbolBook::L3(_)) || self.book_day != day {
+                // A session's `Clear` empties the book (L3 readers emit one before each
+                // session's first message); nothing of the last session's book carries over.
+                if !matches!(self.book, SymbolBook::L3(_)) {
                     self.book = SymbolBook::L3(Box::default());
-                    self.book_day = day;
                     fresh_book = true;
                 }
+                fresh_book |= o.action == L3Action::Clear;
                 let SymbolBook::L3(book) = &mut self.book else {
                     unreachable!("set above")
                 };
@@ -646,7 +648,14 @@ impl FeatureEngine {
             }
             MarketEvent::Bbo(..) | MarketEvent::Quote(..) => return None,
         }
-        if e.book_changed && self.may_change_top(ev) {
+        if fresh_book {
+            // A new session: no flow is measured across it, and no mid change.
+            self.bids = Levels::default();
+            self.asks = Levels::default();
+            self.mid = None;
+            self.mid2 = None;
+        }
+        if e.book_changed && (fresh_book || self.may_change_top(ev)) {
             // An order message changes one side only: the other keeps the levels it had, unless
             // the book was just started afresh (a new session).
             let (bids, asks) = match ev {
@@ -657,7 +666,13 @@ impl FeatureEngine {
             };
             self.refresh_book(&mut e, bids, asks);
         }
+        e.crossed = self.crossed();
         Some(e)
+    }
+
+    /// True when the book's best bid is at or above its best ask (crossed or locked).
+    fn crossed(&self) -> bool {
+        self.bids.n > 0 && self.asks.n > 0 && self.bids.px_raw[0] >= self.asks.px_raw[0]
     }
 
     /// False when every price the event touched lies beyond the `levels` best of a full side: the
@@ -735,6 +750,7 @@ impl FeatureEngine {
             row.ask_price = Some(apx[0]);
             row.ask_size = Some(asz[0]);
         }
+        row.crossed = self.crossed();
         for m in 0..l {
             if m < b.n && m < a.n {
                 row.depth_imbalance_levels[m] = (bsz[m] - asz[m]) / (bsz[m] + asz[m]);
@@ -837,6 +853,7 @@ fn fill_flow(row: &mut FeatureRow, flow: &Flow, secs: Option<f64>) {
     row.ofi_l5 = to_f64(f.ofi[..5].iter().sum());
     row.ofi_l10 = to_f64(f.ofi.iter().sum());
     row.trade_count = f.trades;
+    row.crossed_events = f.crossed;
     let volume = f.buy + f.sell + f.unsigned;
     row.volume = to_f64(volume);
     row.buy_volume = to_f64(f.buy);
@@ -943,6 +960,107 @@ mod tests {
             // As text: the rows hold NaNs (empty depth levels), which `==` never equates.
             assert_eq!(format!("{f:?}"), format!("{l:?}"));
         }
+    }
+
+    fn order(ms: i64, action: L3Action, id: u64, side: Side, px: i64, sz: i64) -> MarketEvent {
+        use flowsense_core::{OrderEvent, OrderId, Price, Size, UnixNanos};
+        MarketEvent::Order(
+            Symbol::new("ABC").unwrap(),
+            OrderEvent {
+                ts: UnixNanos::from_millis(ms),
+                seq: ms as u64,
+                action,
+                order_id: OrderId(id),
+                side,
+                price: Price::from_units(px),
+                size: Size::from_units(sz),
+            },
+        )
+    }
+
+    #[test]
+    fn a_new_session_starts_from_an_empty_book_whatever_the_last_one_held() {
+        let spec = FeatureSpec {
+            buckets: vec!["1s".parse().unwrap()],
+            levels: 2,
+            ..FeatureSpec::default()
+        };
+        let mut e = FeatureEngine::new(Symbol::new("ABC").unwrap(), &spec);
+        let mut rows = Vec::new();
+        // Session one: a full two-level book around 350, order ids from 1.
+        for (i, (side, px)) in [
+            (Side::Buy, 349),
+            (Side::Buy, 348),
+            (Side::Sell, 351),
+            (Side::Sell, 352),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            e.on_event(
+                &order(i as i64, L3Action::Add, i as u64 + 1, side, px, 5),
+                &mut rows,
+            );
+        }
+        // Session two, a day later, around 330: its first orders lie beyond the last session's
+        // levels (below its bids, and then asks below its bids), its ids start over.
+        let day = 86_400_000;
+        e.on_event(&order(day, L3Action::Clear, 0, Side::Buy, 0, 0), &mut rows);
+        e.on_event(
+            &order(day + 1, L3Action::Add, 1, Side::Buy, 329, 2),
+            &mut rows,
+        );
+        e.on_event(
+            &order(day + 2, L3Action::Add, 2, Side::Sell, 331, 3),
+            &mut rows,
+        );
+        e.on_event(
+            &order(day + 3, L3Action::Seed, 0, Side::Sell, 332, 4),
+            &mut rows,
+        );
+        e.finish(&mut rows);
+        assert_eq!(e.rejects(), 0);
+        let last = rows.last().unwrap();
+        assert_eq!((last.bid_price, last.ask_price), (Some(329.0), Some(331.0)));
+        assert_eq!((last.bid_size, last.ask_size), (Some(2.0), Some(3.0)));
+        assert!(!last.crossed && last.crossed_events == 0);
+        // No flow across the session break: the new book's own adds only (2 + 3 + 4 at levels).
+        assert_eq!(last.ofi_l1, 2.0 - 3.0);
+        assert_eq!(last.ofi_levels[1], -4.0);
+    }
+
+    #[test]
+    fn crossed_data_is_marked_per_bucket() {
+        use flowsense_core::{DepthUpdate, Price, Size, UnixNanos};
+        let spec = FeatureSpec {
+            buckets: vec!["1s".parse().unwrap()],
+            ..FeatureSpec::default()
+        };
+        let sym = Symbol::new("ABC").unwrap();
+        let mut e = FeatureEngine::new(sym.clone(), &spec);
+        let depth = |ms: i64, bid: i64, ask: i64, snapshot: bool| {
+            MarketEvent::Depth(
+                sym.clone(),
+                Box::new(DepthUpdate {
+                    ts: UnixNanos::from_millis(ms),
+                    bids: vec![(Price::from_units(bid), Size::from_units(1))],
+                    asks: vec![(Price::from_units(ask), Size::from_units(1))],
+                    is_snapshot: snapshot,
+                    ..Default::default()
+                }),
+            )
+        };
+        let mut rows = Vec::new();
+        e.on_event(&depth(0, 99, 101, true), &mut rows);
+        e.on_event(&depth(100, 102, 103, true), &mut rows); // 102 over 101? a snapshot: fine
+        e.on_event(&depth(200, 104, 103, false), &mut rows); // bid 104 over the ask 103
+        e.on_event(&depth(1_100, 99, 105, true), &mut rows); // the next second: crossed, then not
+        e.on_event(&depth(1_200, 106, 107, false), &mut rows); // bid 106 over ask 105
+        e.finish(&mut rows);
+        let marks: Vec<(u64, bool)> = rows.iter().map(|r| (r.crossed_events, r.crossed)).collect();
+        assert_eq!(marks, [(1, true), (1, true)]);
+        let clean: Vec<_> = rows.iter().filter(|r| r.crossed_events == 0).collect();
+        assert!(clean.is_empty());
     }
 
     #[test]

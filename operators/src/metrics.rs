@@ -41,6 +41,57 @@ impl Returns {
         let dd = (self.down_sq / self.n.max(1) as f64).sqrt();
         (self.n >= 2 && dd > 0.0).then(|| self.mean / dd * periods_per_year.sqrt())
     }
+
+    /// The per-period mean and sample deviation, raw (not annualised).
+    fn moments(&self) -> (Option<f64>, Option<f64>) {
+        let mean = (self.n >= 1).then_some(self.mean);
+        let sd = (self.n >= 2).then(|| (self.m2 / (self.n - 1) as f64).sqrt());
+        (mean, sd)
+    }
+}
+
+/// Returns a Sharpe or Sortino ratio is annualised from, at the least: fewer say nothing.
+pub const MIN_RATIO_PERIODS: u64 = 30;
+/// Data a Sharpe or Sortino ratio is annualised from, at the least (a day, in nanoseconds).
+pub const MIN_RATIO_SPAN_NS: i64 = flowsense_core::UnixNanos::DAY;
+
+/// Why a sample of `periods` returns over `span_ns` of data is too short to annualise, or
+/// `None` when it is long enough (at least [`MIN_RATIO_PERIODS`] returns over at least
+/// [`MIN_RATIO_SPAN_NS`]). An annualised ratio from a few hundred one-second returns (thousands
+/// in magnitude, either sign) means nothing; the raw per-period mean and deviation are given
+/// instead.
+///
+/// ```
+/// use flowsense_operators::metrics::too_short;
+/// use flowsense_core::UnixNanos;
+/// assert!(too_short(180, 180 * 1_000_000_000).unwrap().starts_with("n/a (run too short"));
+/// assert_eq!(too_short(30, UnixNanos::DAY), None);
+/// assert!(too_short(29, 30 * UnixNanos::DAY).is_some());
+/// ```
+pub fn too_short(periods: u64, span_ns: i64) -> Option<String> {
+    if periods >= MIN_RATIO_PERIODS && span_ns >= MIN_RATIO_SPAN_NS {
+        return None;
+    }
+    Some(format!(
+        "n/a (run too short: {periods} returns over {}; Sharpe and Sortino are annualised from \
+         at least {MIN_RATIO_PERIODS} returns over at least a day)",
+        span_text(span_ns)
+    ))
+}
+
+/// A span as `2d 3h`, `4h 5m`, `3m 0s` or `12.5 s`.
+fn span_text(ns: i64) -> String {
+    let s = ns.max(0) / 1_000_000_000;
+    let (d, h, m) = (s / 86_400, s / 3_600 % 24, s / 60 % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {}s", s % 60)
+    } else {
+        format!("{:.1} s", ns.max(0) as f64 * 1e-9)
+    }
 }
 
 /// Accumulates one scope's [`Metrics`] from its records, marks in time order.
@@ -61,7 +112,10 @@ impl Returns {
 /// assert!((metrics.net_pnl - 4.5).abs() < 1e-9);
 /// assert!((metrics.max_drawdown - 0.1).abs() < 1e-9);
 /// assert_eq!(metrics.max_drawdown_duration_s, 2.0 * 86_400.0); // below 110 from day 2 to the end
-/// assert!(metrics.sharpe.unwrap() > 0.0);
+/// // Three returns are too few to annualise: no Sharpe ratio, the raw figures instead.
+/// assert_eq!(metrics.sharpe, None);
+/// assert!(metrics.ratio_note.as_deref().unwrap().starts_with("n/a (run too short: 3 returns"));
+/// assert!(metrics.return_mean.unwrap() > 0.0);
 /// ```
 #[derive(Clone, Debug)]
 pub struct MetricsBuilder {
@@ -208,9 +262,31 @@ impl MetricsBuilder {
     }
 
     /// The scope's metrics, then one row per regime (return figures only).
+    ///
+    /// Sharpe and Sortino are annualised only from a long enough sample ([`too_short`]): the
+    /// whole run's span, and the row's own number of returns; otherwise they are absent and
+    /// `ratio_note` says why, beside the raw per-period `return_mean` and `return_sd`.
     pub fn finish(&self) -> Vec<Metrics> {
         let end = self.prev.as_ref().map_or(self.capital, |p| p.0);
         let net = end - self.capital;
+        let span = match (self.first_ts, self.last_ts) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        };
+        let ratios = |r: &Returns| {
+            let note = too_short(r.n, span);
+            let (sharpe, sortino) = if note.is_none() {
+                (
+                    r.sharpe(self.periods_per_year),
+                    r.sortino(self.periods_per_year),
+                )
+            } else {
+                (None, None)
+            };
+            let (mean, sd) = r.moments();
+            (sharpe, sortino, mean, sd, note)
+        };
+        let (sharpe, sortino, return_mean, return_sd, ratio_note) = ratios(&self.returns);
         let all = Metrics {
             scope: self.scope.clone(),
             regime: None,
@@ -225,8 +301,11 @@ impl MetricsBuilder {
             fees: self.fees,
             net_pnl: net,
             total_return: net / self.capital,
-            sharpe: self.returns.sharpe(self.periods_per_year),
-            sortino: self.returns.sortino(self.periods_per_year),
+            sharpe,
+            sortino,
+            return_mean,
+            return_sd,
+            ratio_note,
             max_drawdown: self.max_dd,
             max_drawdown_duration_s: self.max_dd_ns as f64 * 1e-9,
             round_trips: self.trips,
@@ -239,6 +318,7 @@ impl MetricsBuilder {
         };
         let mut out = Vec::with_capacity(1 + self.by_regime.len());
         for (name, r) in &self.by_regime {
+            let (sharpe, sortino, return_mean, return_sd, ratio_note) = ratios(r);
             out.push(Metrics {
                 scope: self.scope.clone(),
                 regime: Some(name.clone()),
@@ -246,8 +326,11 @@ impl MetricsBuilder {
                 capital: self.capital,
                 net_pnl: r.pnl,
                 total_return: r.pnl / self.capital,
-                sharpe: r.sharpe(self.periods_per_year),
-                sortino: r.sortino(self.periods_per_year),
+                sharpe,
+                sortino,
+                return_mean,
+                return_sd,
+                ratio_note,
                 ..Default::default()
             });
         }
@@ -278,6 +361,31 @@ mod tests {
 
     #[test]
     fn sharpe_and_sortino_follow_the_stated_convention() {
+        // Returns +1 %, -1 %, +2 %, ... per hourly bucket, 36 of them over 36 hours.
+        let mut m = MetricsBuilder::new("ABC", 100.0, 3600.0);
+        let cycle = [0.01, -0.01, 0.02];
+        let r: Vec<f64> = (0..36).map(|i| cycle[i % 3]).collect();
+        let mut e = 100.0;
+        m.record(&point(0, e, "calm"));
+        for (i, x) in r.iter().enumerate() {
+            e *= 1.0 + x;
+            m.record(&point((i as i64 + 1) * 3_600_000_000_000, e, "calm"));
+        }
+        let rows = m.finish();
+        let n = r.len() as f64;
+        let mean = r.iter().sum::<f64>() / n;
+        let sd = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let ppy: f64 = 365.25 * 24.0;
+        assert_eq!(rows[0].ratio_note, None);
+        assert!((rows[0].sharpe.unwrap() - mean / sd * ppy.sqrt()).abs() < 1e-9);
+        let down = (12.0 * 0.01f64.powi(2) / n).sqrt();
+        assert!((rows[0].sortino.unwrap() - mean / down * ppy.sqrt()).abs() < 1e-9);
+        assert!((rows[0].return_mean.unwrap() - mean).abs() < 1e-12);
+        assert!((rows[0].return_sd.unwrap() - sd).abs() < 1e-12);
+    }
+
+    #[test]
+    fn regimes_count_each_return_towards_the_regime_it_began_in() {
         // Returns +1 %, -1 %, +2 % per 60 s bucket.
         let mut m = MetricsBuilder::new("ABC", 100.0, 60.0);
         let eq = [100.0, 101.0, 101.0 * 0.99, 101.0 * 0.99 * 1.02];
@@ -286,14 +394,6 @@ mod tests {
             m.record(&point(i as i64 * 60_000_000_000, *e, g));
         }
         let rows = m.finish();
-        let r = [0.01, -0.01, 0.02];
-        let mean = r.iter().sum::<f64>() / 3.0;
-        let sd = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
-        let ppy: f64 = 365.25 * 1440.0;
-        assert!((rows[0].sharpe.unwrap() - mean / sd * ppy.sqrt()).abs() < 1e-9);
-        let down = (0.01f64.powi(2) / 3.0).sqrt();
-        assert!((rows[0].sortino.unwrap() - mean / down * ppy.sqrt()).abs() < 1e-9);
-        // Per regime, by the regime at the start of each period: calm had +1 % and -1 %, wild +2 %.
         assert_eq!(rows.len(), 3);
         let calm = rows
             .iter()
@@ -305,6 +405,52 @@ mod tests {
             .unwrap();
         assert_eq!((calm.periods, wild.periods), (2, 1));
         assert!((wild.net_pnl - 101.0 * 0.99 * 0.02).abs() < 1e-9);
-        assert_eq!(wild.sharpe, None, "one return has no deviation");
+        // Three minutes of data: no ratio, the raw figures instead.
+        for row in &rows {
+            assert_eq!((row.sharpe, row.sortino), (None, None));
+            assert!(
+                row.ratio_note
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("n/a (run too short")
+            );
+        }
+        assert!((calm.return_mean.unwrap() - 0.0).abs() < 1e-12);
+        assert_eq!(wild.return_sd, None, "one return has no deviation");
+    }
+
+    /// Marks every `step` ns, `n` returns in all.
+    fn run(n: i64, step: i64) -> Metrics {
+        let mut m = MetricsBuilder::new("ABC", 100.0, step as f64 * 1e-9);
+        for i in 0..=n {
+            let e = if i % 2 == 0 { 100.0 } else { 101.0 };
+            m.record(&point(i * step, e, "calm"));
+        }
+        m.finish().remove(0)
+    }
+
+    #[test]
+    fn ratios_need_thirty_returns_over_a_day() {
+        let day = UnixNanos::DAY;
+        // 30 returns over exactly a day: annualised.
+        let ok = run(30, day / 30);
+        assert!(ok.sharpe.is_some() && ok.ratio_note.is_none());
+        // 30 returns over a day less 30 ns: too short a span.
+        let short = run(30, day / 30 - 1);
+        assert_eq!(short.sharpe, None);
+        assert!(
+            short
+                .ratio_note
+                .unwrap()
+                .contains("30 returns over 23h 59m")
+        );
+        // 29 daily returns: a month of data, too few returns.
+        let few = run(29, day);
+        assert_eq!((few.sharpe, few.sortino), (None, None));
+        assert!(few.ratio_note.unwrap().contains("29 returns over 29d 0h"));
+        assert_eq!(few.periods, 29);
+        assert!(few.return_mean.is_some() && few.return_sd.is_some());
+        // 30 daily returns.
+        assert!(run(30, day).sharpe.is_some());
     }
 }

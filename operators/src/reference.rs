@@ -17,6 +17,8 @@ struct Snapshot {
     bids: Vec<(i64, i64)>,
     asks: Vec<(i64, i64)>,
     book_event: bool,
+    /// A session's `clear`: no flow is measured across it.
+    clear: bool,
     adds: u64,
     cancels: u64,
     trade: Option<(i64, i64, bool)>,
@@ -52,10 +54,12 @@ pub fn recompute(
             let mut r = flowsense_core::FeatureRow::empty(sym, end, label.clone().into());
             r.events = inside.len() as u64;
             state(&mut r, s, levels);
+            r.crossed = crossed(s);
+            r.crossed_events = inside.iter().filter(|&&i| crossed(&snaps[i])).count() as u64;
             // OFI: formula on each consecutive pair of book states, the later one inside.
             let mut ofi = [0i128; MAX_LEVELS];
             for &i in &inside {
-                if !snaps[i].book_event {
+                if !snaps[i].book_event || snaps[i].clear {
                     continue;
                 }
                 let prev = (0..i).rev().find(|&j| snaps[j].book_event);
@@ -64,6 +68,7 @@ pub fn recompute(
                     bids: vec![],
                     asks: vec![],
                     book_event: true,
+                    clear: false,
                     adds: 0,
                     cancels: 0,
                     trade: None,
@@ -175,6 +180,11 @@ fn mid(s: &Snapshot) -> Option<f64> {
     }
 }
 
+/// Best bid at or above best ask.
+fn crossed(s: &Snapshot) -> bool {
+    matches!((s.bids.first(), s.asks.first()), (Some(b), Some(a)) if b.0 >= a.0)
+}
+
 /// The OFI of level `m` between two book states, written as in the papers: bid flow minus ask
 /// flow, each split on whether the level's price rose, stayed or fell.
 fn textbook_ofi(prev: &Snapshot, cur: &Snapshot, m: usize) -> i128 {
@@ -283,12 +293,47 @@ fn vpin(trades: &[(f64, bool)], size: Option<f64>, window: usize) -> Option<f64>
 /// One side's levels, (price, size) fixed point.
 type Side2 = Vec<(i64, i64)>;
 
+/// `s` with the book, aggregated from scratch: L3 orders and seeded volume, or the L2 levels.
+fn snapshot(
+    mut s: Snapshot,
+    orders: &HashMap<u64, (Side, i64, i64)>,
+    seeded: &HashMap<(bool, i64), i64>,
+    l2: &[BTreeMap<i64, i64>; 2],
+    is_l3: bool,
+    levels: usize,
+) -> Snapshot {
+    let (mut bids, mut asks): (Side2, Side2) = if is_l3 {
+        let mut agg: [HashMap<i64, i64>; 2] = [HashMap::new(), HashMap::new()];
+        for (side, px, sz) in orders.values() {
+            *agg[(*side == Side::Sell) as usize].entry(*px).or_default() += sz;
+        }
+        for (&(sell, px), sz) in seeded {
+            *agg[sell as usize].entry(px).or_default() += sz;
+        }
+        let [b, a] = agg;
+        (b.into_iter().collect(), a.into_iter().collect())
+    } else {
+        (
+            l2[0].iter().map(|(p, q)| (*p, *q)).collect(),
+            l2[1].iter().map(|(p, q)| (*p, *q)).collect(),
+        )
+    };
+    bids.sort_by_key(|x| std::cmp::Reverse(x.0));
+    asks.sort_by_key(|x| x.0);
+    bids.truncate(levels);
+    asks.truncate(levels);
+    s.bids = bids;
+    s.asks = asks;
+    s
+}
+
 /// Rebuilds the book after every counted event with plain maps.
 fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
     let mut orders: HashMap<u64, (Side, i64, i64)> = HashMap::new();
     let mut l2: [BTreeMap<i64, i64>; 2] = [BTreeMap::new(), BTreeMap::new()];
     let mut is_l3 = false;
-    let mut l3_day = i64::MIN;
+    // Volume known only in aggregate (`seed` events), by (is sell, price).
+    let mut seeded: HashMap<(bool, i64), i64> = HashMap::new();
     let mut out = Vec::new();
     let mut last_ts = i64::MIN;
     for ev in events {
@@ -299,6 +344,7 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
             bids: vec![],
             asks: vec![],
             book_event: false,
+            clear: false,
             adds: 0,
             cancels: 0,
             trade: None,
@@ -306,12 +352,16 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
         match ev {
             MarketEvent::Order(_, o) => {
                 is_l3 = true;
-                if o.ts.day() != l3_day {
-                    orders.clear();
-                    l3_day = o.ts.day();
-                }
                 let (side, px, sz) = (o.side, o.price.raw(), o.size.raw());
                 match o.action {
+                    L3Action::Clear => {
+                        orders.clear();
+                        seeded.clear();
+                        s.clear = true;
+                    }
+                    L3Action::Seed => {
+                        *seeded.entry((side == Side::Sell, px)).or_default() += sz;
+                    }
                     L3Action::Add => {
                         if orders.contains_key(&o.order_id.0) {
                             continue;
@@ -321,6 +371,22 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
                     }
                     L3Action::Cancel | L3Action::Execute | L3Action::Delete => {
                         let Some(rest) = orders.get_mut(&o.order_id.0) else {
+                            // An order the book never saw: charged to seeded volume, if any.
+                            let key = (side == Side::Sell, px);
+                            match seeded.get_mut(&key) {
+                                Some(v) if sz > 0 && sz <= *v => {
+                                    *v -= sz;
+                                    if *v == 0 {
+                                        seeded.remove(&key);
+                                    }
+                                }
+                                _ => continue,
+                            }
+                            if o.action != L3Action::Execute {
+                                s.cancels = 1;
+                            }
+                            s.book_event = true;
+                            out.push(snapshot(s, &orders, &seeded, &l2, is_l3, levels));
                             continue;
                         };
                         let take = if o.action == L3Action::Delete {
@@ -381,27 +447,7 @@ fn replay(events: &[MarketEvent], levels: usize) -> Vec<Snapshot> {
             }
             _ => continue,
         }
-        // The book, aggregated from scratch.
-        let (mut bids, mut asks): (Side2, Side2) = if is_l3 {
-            let mut agg: [HashMap<i64, i64>; 2] = [HashMap::new(), HashMap::new()];
-            for (side, px, sz) in orders.values() {
-                *agg[(*side == Side::Sell) as usize].entry(*px).or_default() += sz;
-            }
-            let [b, a] = agg;
-            (b.into_iter().collect(), a.into_iter().collect())
-        } else {
-            (
-                l2[0].iter().map(|(p, q)| (*p, *q)).collect(),
-                l2[1].iter().map(|(p, q)| (*p, *q)).collect(),
-            )
-        };
-        bids.sort_by_key(|x| std::cmp::Reverse(x.0));
-        asks.sort_by_key(|x| x.0);
-        bids.truncate(levels);
-        asks.truncate(levels);
-        s.bids = bids;
-        s.asks = asks;
-        out.push(s);
+        out.push(snapshot(s, &orders, &seeded, &l2, is_l3, levels));
     }
     out
 }

@@ -25,7 +25,14 @@
 //!   fee as above); a limit order the bar trades through (low below a buy's price, high above a
 //!   sell's) fills at its price as a maker at the bar's close time, and otherwise waits for
 //!   later bars; the rest of a market or IOC order is cancelled. Our fills in one bar never
-//!   exceed its volume.
+//!   exceed its volume, so a bar of volume 0 (vendors print them, prices moving or not) fills
+//!   nothing and a market order waits for the next bar that traded; with `[execution]
+//!   zero_volume_bars = "fill"` such a bar fills as if its volume were unlimited, at its open
+//!   for a market order, as Backtrader does.
+//! - **Sessions.** On L3 data each session opens with a `clear` book event (every L3 reader
+//!   writes one, and volume known only in aggregate follows as `seed` events): the exchange's
+//!   book starts empty, and the strategy's orders still resting from the last session are
+//!   cancelled (day orders expire at the close), each with a `Cancelled` report.
 //! - **Resting.** A resting order fills only when the data prints a trade that would have reached
 //!   it, never on a book change alone, and pays `maker_fee`:
 //!   - on **L3** data the queue is exact (FIFO): the orders ahead are those resting at the price
@@ -86,10 +93,7 @@ use rustc_hash::FxHashMap;
 enum DataBook {
     Empty,
     L2(Box<L2Book>),
-    L3 {
-        book: Box<L3Book>,
-        day: i64,
-    },
+    L3(Box<L3Book>),
     /// Bars only: no book, orders meet the next bar.
     Bars,
 }
@@ -99,7 +103,7 @@ impl DataBook {
         match self {
             DataBook::Empty | DataBook::Bars => None,
             DataBook::L2(b) => Some(b),
-            DataBook::L3 { book, .. } => Some(book.l2()),
+            DataBook::L3(book) => Some(book.l2()),
         }
     }
 }
@@ -358,7 +362,7 @@ impl SimExchange {
         }
         let price = order.price.expect("checked above");
         let queue = match &self.book {
-            DataBook::L3 { book, .. } => Queue::Exact {
+            DataBook::L3(book) => Queue::Exact {
                 ahead: book.orders_at(order.side, price).into_iter().collect(),
                 seeded: book.seeded_at(order.side, price),
             },
@@ -460,7 +464,15 @@ impl SimExchange {
     fn on_bar(&mut self, b: &flowsense_core::Bar) {
         let slip = self.spec.slippage_bps / 1e4;
         let close = b.close_time().0;
+        // A bar that did not trade fills nothing and cancels nothing: orders wait for the next
+        // bar that traded. Unless the run says to fill on it, without a volume cap.
         let mut avail = b.volume;
+        if !avail.is_positive() {
+            match self.spec.zero_volume_bars {
+                flowsense_core::strategy::ZeroVolumeBars::Skip => return,
+                flowsense_core::strategy::ZeroVolumeBars::Fill => avail = Size::from_raw(i64::MAX),
+            }
+        }
         let mut fills = Vec::new();
         let mut cancels = Vec::new();
         let mut rejects = Vec::new();
@@ -596,6 +608,10 @@ impl SimExchange {
                         *seeded = seeded.saturating_sub(o.size);
                     }
                 }
+                L3Action::Seed if r.order.side == o.side && r.order.price == Some(o.price) => {
+                    // Volume from before the data began, only now revealed: it was ahead.
+                    *seeded += o.size;
+                }
                 L3Action::Modify => {
                     if let Some(s) = ahead.get_mut(&o.order_id) {
                         // A price change or a larger size loses priority; a smaller size keeps it.
@@ -636,31 +652,33 @@ impl Broker for SimExchange {
         let now = self.clock;
         match ev {
             MarketEvent::Order(_, o) => {
-                let day = o.ts.day();
-                if !matches!(&self.book, DataBook::L3 { day: d, .. } if *d == day) {
-                    // L3 sessions are one symbol-day: order ids start over.
-                    self.book = DataBook::L3 {
-                        book: Box::default(),
-                        day,
-                    };
+                if !matches!(&self.book, DataBook::L3(_)) {
+                    self.book = DataBook::L3(Box::default());
+                }
+                if o.action == L3Action::Clear {
+                    // The session ended: its book is gone, and so are our orders in it (day
+                    // orders expire at the close).
+                    for r in std::mem::take(&mut self.resting) {
+                        self.report(r.order.id, now, ReportKind::Cancelled);
+                    }
                 }
                 if !self.resting.is_empty() {
                     match o.action {
                         L3Action::Execute => {
                             let known = match &self.book {
-                                DataBook::L3 { book, .. } => book.order(o.order_id).is_some(),
+                                DataBook::L3(book) => book.order(o.order_id).is_some(),
                                 _ => false,
                             };
                             let id = known.then_some(o.order_id);
                             self.on_print(o.side, o.price, o.size, id, now);
                         }
-                        L3Action::Cancel | L3Action::Delete | L3Action::Modify => {
+                        L3Action::Cancel | L3Action::Delete | L3Action::Modify | L3Action::Seed => {
                             self.on_l3_queue(o)
                         }
                         _ => {}
                     }
                 }
-                if let DataBook::L3 { book, .. } = &mut self.book {
+                if let DataBook::L3(book) = &mut self.book {
                     let _ = book.apply(o);
                 }
             }
@@ -699,7 +717,7 @@ impl Broker for SimExchange {
             }
             MarketEvent::Trade(_, tr) => {
                 // On L3 data the executions drive fills; their trade rows would count twice.
-                if !matches!(self.book, DataBook::L3 { .. }) && !self.resting.is_empty() {
+                if !matches!(self.book, DataBook::L3(_)) && !self.resting.is_empty() {
                     self.on_print(tr.aggressor.opposite(), tr.price, tr.size, None, now);
                 }
             }

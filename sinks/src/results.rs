@@ -422,6 +422,11 @@ pub fn write_run(lake: &Lake, run: &RunRow, metrics: &[Metrics]) -> Result<()> {
             fv(&|x| x.total_return),
             fo(&|x| x.sharpe),
             fo(&|x| x.sortino),
+            fo(&|x| x.return_mean),
+            fo(&|x| x.return_sd),
+            Arc::new(StringArray::from(
+                m.iter().map(|x| x.ratio_note.clone()).collect::<Vec<_>>(),
+            )),
             whole(&|x| x.max_drawdown),
             whole(&|x| x.max_drawdown_duration_s),
             whole_u(&|x| x.round_trips),

@@ -72,12 +72,7 @@ pub fn detect(path: &Path) -> Result<Option<Format>> {
     {
         return Ok(Some(Format::Binance));
     }
-    let header = line.to_ascii_lowercase();
-    if header.contains(',')
-        && ["open", "high", "low", "close"]
-            .iter()
-            .all(|c| header.contains(c))
-    {
+    if crate::bars::recognises_header(&line) {
         return Ok(Some(Format::Bars));
     }
     Err(Error::format(path, "cannot tell the format; pass --format"))

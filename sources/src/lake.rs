@@ -474,16 +474,7 @@ struct Cols {
 }
 
 fn action_of(s: &str) -> L3Action {
-    match s {
-        "add" => L3Action::Add,
-        "modify" => L3Action::Modify,
-        "cancel" => L3Action::Cancel,
-        "delete" => L3Action::Delete,
-        "execute" => L3Action::Execute,
-        "execute_hidden" => L3Action::ExecuteHidden,
-        "cross" => L3Action::Cross,
-        _ => L3Action::Halt,
-    }
+    L3Action::parse(s).unwrap_or(L3Action::Halt)
 }
 
 /// What reading one book row led to.

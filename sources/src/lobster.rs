@@ -308,7 +308,8 @@ impl LobsterReader {
         }
     }
 
-    /// Seeds the book from the first orderbook row with the first message undone.
+    /// Seeds the book from the first orderbook row with the first message undone: the session's
+    /// `Clear` and one `Seed` event per level, ahead of the first message.
     fn seed(&mut self, first: &Message, row: &(Levels, Levels)) {
         let mut l2 = L2Book::default();
         for &(p, s) in &row.0 {
@@ -324,17 +325,36 @@ impl LobsterReader {
             2..=4 => l2.add_to_level(first.side, px, sz),
             _ => {}
         }
-        let book = self.replay.book_mut();
-        for side in [Side::Buy, Side::Sell] {
-            for (p, s) in l2.depth(side, usize::MAX) {
-                book.seed_level(side, p, s);
-            }
+        let levels: Vec<(Side, Price, Size)> = [Side::Buy, Side::Sell]
+            .into_iter()
+            .flat_map(|side| {
+                l2.depth(side, usize::MAX)
+                    .into_iter()
+                    .map(move |(p, s)| (side, p, s))
+            })
+            .collect();
+        let mut events = Vec::new();
+        let rejects = self
+            .replay
+            .seed(levels, first.ts, self.line_no, &mut events);
+        self.out.extend(events.into_iter().map(Record::Event));
+        for r in rejects {
+            let raw = format!("{:?}", row);
+            self.dead(r.reason, format!("first orderbook row: {}", r.detail), &raw);
         }
     }
 
-    /// Compares the book with the row, seeding volume revealed at the edge of the visible depth.
-    fn compare(&mut self, row: &(Levels, Levels), before_worst: [Option<Price>; 2]) {
+    /// Compares the book with the row, seeding volume revealed at the edge of the visible depth:
+    /// its `Seed` events go into `events` before the message's top of book, which is read again.
+    fn compare(
+        &mut self,
+        row: &(Levels, Levels),
+        before_worst: [Option<Price>; 2],
+        ts: UnixNanos,
+        events: &mut Vec<flowsense_core::MarketEvent>,
+    ) {
         let levels = self.name.levels;
+        let mut revealed = Vec::new();
         for (i, (side, wanted)) in [(Side::Sell, &row.0), (Side::Buy, &row.1)]
             .into_iter()
             .enumerate()
@@ -347,10 +367,18 @@ impl LobsterReader {
                     (Side::Buy, Some(w)) => p < w,
                 };
                 if ours < s && beyond {
-                    self.replay.book_mut().seed_level(side, p, s - ours);
-                    self.check.revealed += 1;
+                    revealed.push((side, p, s - ours));
                 }
             }
+        }
+        if !revealed.is_empty() {
+            // The message's top of book is replaced by the one after the seeds.
+            if matches!(events.last(), Some(flowsense_core::MarketEvent::Bbo(..))) {
+                events.pop();
+            }
+            let n = revealed.len() as u64;
+            let rejects = self.replay.seed(revealed, ts, self.line_no, events);
+            self.check.revealed += n - rejects.len() as u64;
         }
         let l2 = self.replay.book().l2();
         let ok = l2.depth(Side::Sell, levels) == row.0 && l2.depth(Side::Buy, levels) == row.1;
@@ -471,11 +499,7 @@ impl LobsterReader {
         match self.replay.apply(ev, &mut events) {
             Ok(()) => {
                 if let Some(r) = &row {
-                    self.compare(r, worst);
-                    // Revealed volume changes the top only when it is all there was on a side.
-                    if let Some(flowsense_core::MarketEvent::Bbo(_, b)) = events.last_mut() {
-                        **b = self.replay.bbo(msg.ts);
-                    }
+                    self.compare(r, worst, msg.ts, &mut events);
                 }
                 self.out.extend(events.drain(..).map(Record::Event));
             }
@@ -569,6 +593,8 @@ impl LobsterWriter {
             L3Action::Cross => 6,
             L3Action::Halt => 7,
             L3Action::Modify => return Err(std::io::Error::other("LOBSTER has no modify message")),
+            // Session markers are no messages: the orderbook file carries what they say.
+            L3Action::Clear | L3Action::Seed => return Ok(()),
         };
         let secs = ev.ts.0 - self.midnight.0;
         let dir = if ev.side == Side::Buy { 1 } else { -1 };

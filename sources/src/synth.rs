@@ -638,6 +638,7 @@ mod tests {
                     match o.action {
                         L3Action::Add => adds += 1,
                         L3Action::Cancel | L3Action::Delete => cancels += 1,
+                        L3Action::Clear => continue, // the session's start
                         _ => execs += 1,
                     }
                     let h = ((o.ts.0.rem_euclid(UnixNanos::DAY) - OPEN_NS) / 3_600_000_000_000)

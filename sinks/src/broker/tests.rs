@@ -457,6 +457,62 @@ fn bars_fill_at_the_next_open_or_through_the_limit() {
 }
 
 #[test]
+fn a_bar_of_volume_zero_fills_nothing_or_uncapped_as_configured() {
+    let bar = |minute: i64, o: f64, c: f64, volume: f64| {
+        MarketEvent::Bar(
+            sym(),
+            Box::new(flowsense_core::Bar {
+                open_time: UnixNanos(minute * 60_000_000_000),
+                interval: 60_000_000_000,
+                open: px(o),
+                high: px(o.max(c)),
+                low: px(o.min(c)),
+                close: px(c),
+                volume: sz(volume),
+                trades: None,
+            }),
+        )
+    };
+    let run = |mode| {
+        let spec = ExecutionSpec {
+            zero_volume_bars: mode,
+            ..plain()
+        };
+        let mut ex = SimExchange::new(sym(), &spec);
+        ex.on_market(&bar(0, 100.0, 100.5, 3.0));
+        ex.submit(market(1, Side::Buy, 2.0, 60_000_000));
+        ex.on_market(&bar(1, 100.7, 101.0, 0.0)); // prices move, nothing traded
+        ex.on_market(&bar(2, 101.2, 101.0, 5.0));
+        kinds(&mut ex)
+    };
+    use flowsense_core::strategy::ZeroVolumeBars;
+    // The default: the order waits out the bar that did not trade, and fills at the next open.
+    assert_eq!(run(ZeroVolumeBars::Skip), ["accepted", "fill 2@101.2"]);
+    // As Backtrader: it fills at the open of the bar of volume 0.
+    assert_eq!(run(ZeroVolumeBars::Fill), ["accepted", "fill 2@100.7"]);
+}
+
+#[test]
+fn a_new_l3_session_empties_the_book_and_cancels_resting_orders() {
+    let mut ex = SimExchange::new(sym(), &plain());
+    ex.on_market(&l3(0, L3Action::Add, 1, Side::Buy, 99.0, 3.0));
+    ex.on_market(&l3(1, L3Action::Add, 2, Side::Sell, 101.0, 3.0));
+    ex.submit(limit(1, Side::Buy, 99.0, 1.0, 0)); // rests behind order 1
+    ex.on_market(&l3(200, L3Action::Add, 3, Side::Sell, 102.0, 1.0));
+    // The next session: ids start over, and its order 1 is a new one at another price.
+    ex.on_market(&l3(1_000, L3Action::Clear, 0, Side::Buy, 0.0, 0.0));
+    ex.on_market(&l3(1_001, L3Action::Seed, 0, Side::Buy, 98.0, 2.0));
+    ex.on_market(&l3(1_002, L3Action::Add, 1, Side::Sell, 100.0, 2.0));
+    ex.on_market(&l3(1_003, L3Action::Execute, 1, Side::Sell, 100.0, 2.0));
+    assert_eq!(ex.resting(), 0);
+    assert_eq!(kinds(&mut ex), ["accepted", "cancelled"]);
+    // The new session's book is the seed alone: a market buy finds no ask, a sell the seed.
+    ex.submit(market(2, Side::Sell, 1.0, 2_000));
+    ex.on_market(&l3(2_200, L3Action::Add, 4, Side::Sell, 103.0, 1.0));
+    assert_eq!(kinds(&mut ex), ["accepted", "fill 1@98"]);
+}
+
+#[test]
 fn modelled_fills_round_down_to_whole_lots() {
     let spec = ExecutionSpec {
         lot_size: Some(1.0),
