@@ -5,6 +5,9 @@
 //! `main.rs` only parses arguments and dispatches here.
 
 #![forbid(missing_docs)]
+// The runtime and command line time whole runs, pace replays and stamp run ids with the wall
+// clock; operators, readers and sinks may not (clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 pub mod backtest;
 pub mod bench;

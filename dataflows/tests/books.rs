@@ -16,13 +16,16 @@ use proptest::prelude::*;
 use crate::common;
 use crate::graph::run_collect;
 
+/// Best bid and ask prices.
+type TopOfBook = (Option<f64>, Option<f64>);
+
 /// One row of a table, in the order the ingest wrote it.
 #[derive(Clone, Debug)]
 struct Row {
     ts: i64,
     local_ts: Option<i64>,
     /// (bid, ask) for `bbo` rows; `None` for trades.
-    top: Option<(Option<f64>, Option<f64>)>,
+    top: Option<TopOfBook>,
 }
 
 /// A table's rows per symbol and date, each partition's files in name order, rows as stored.
@@ -92,13 +95,13 @@ fn read_table(lake: &Path, table: &str) -> BTreeMap<(String, String), Vec<Row>> 
 /// Per symbol, the ingest's tops of book in the order the lake replay feeds the graph (dates in
 /// order; within a date book rows and trades merged by feed time, book first on ties), each with
 /// the time the graph gives it (exchange time, never going back).
-fn replayed_tops(lake: &Path) -> BTreeMap<String, Vec<(i64, (Option<f64>, Option<f64>))>> {
+fn replayed_tops(lake: &Path) -> BTreeMap<String, Vec<(i64, TopOfBook)>> {
     let bbo = read_table(lake, "bbo");
     let trades = read_table(lake, "trades");
     let mut keys: Vec<(String, String)> = bbo.keys().chain(trades.keys()).cloned().collect();
     keys.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
     keys.dedup();
-    let mut out: BTreeMap<String, Vec<(i64, (Option<f64>, Option<f64>))>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<(i64, TopOfBook)>> = BTreeMap::new();
     let mut clock: BTreeMap<String, i64> = BTreeMap::new();
     for key in keys {
         let empty = Vec::new();

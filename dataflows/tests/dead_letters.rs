@@ -129,7 +129,11 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
         )
         .await;
         eprintln!("{dead}");
-        for reason in DeadLetterReason::ALL {
+        // Unsupported records are DBN's alone: a_dbn_file_of_records_read_into_no_table_... has them.
+        let reasons = DeadLetterReason::ALL
+            .into_iter()
+            .filter(|r| *r != DeadLetterReason::UnsupportedRecord);
+        for reason in reasons {
             assert!(
                 report.dead.contains_key(&reason),
                 "no {reason} in the report"
@@ -205,5 +209,92 @@ fn every_bad_row_lands_in_dead_letters_and_the_run_finishes() {
         )
         .await;
         assert_eq!(ok_books, 3, "snapshot, first diff, second diff");
+    });
+}
+
+/// A DBN file of a schema FlowSense reads into no table (statistics): every record is an
+/// `unsupported_record` dead letter, the summary counts them by kind, and the ingest exits
+/// non-zero naming the schema; a file beside it of a schema it reads still lands.
+#[test]
+fn a_dbn_file_of_records_read_into_no_table_fails_the_ingest_by_name() {
+    use dbn::encode::{EncodeRecord, dbn::Encoder};
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, schema: dbn::Schema, ohlcv: bool| {
+        let date = time::Date::from_calendar_date(2024, time::Month::January, 2).unwrap();
+        let meta = dbn::Metadata::builder()
+            .dataset("XNAS.ITCH".to_string())
+            .schema(Some(schema))
+            .start(0)
+            .stype_in(Some(dbn::SType::RawSymbol))
+            .stype_out(dbn::SType::InstrumentId)
+            .mappings(vec![dbn::SymbolMapping {
+                raw_symbol: "ABC".into(),
+                intervals: vec![dbn::MappingInterval {
+                    start_date: date,
+                    end_date: date.next_day().unwrap(),
+                    symbol: "7".into(),
+                }],
+            }])
+            .build();
+        let path = dir.path().join("in").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut enc = Encoder::new(std::io::BufWriter::new(file), &meta).unwrap();
+        for k in 0..3u64 {
+            let ts = 1_704_205_800_000_000_000 + k * 60_000_000_000;
+            if ohlcv {
+                let hd = dbn::RecordHeader::new::<dbn::OhlcvMsg>(dbn::rtype::OHLCV_1M, 1, 7, ts);
+                let p = 100_000_000_000;
+                let bar = dbn::OhlcvMsg {
+                    hd,
+                    open: p,
+                    high: p,
+                    low: p,
+                    close: p,
+                    volume: 5,
+                };
+                enc.encode_record(&bar).unwrap();
+            } else {
+                let hd = dbn::RecordHeader::new::<dbn::StatMsg>(dbn::rtype::STATISTICS, 1, 7, ts);
+                enc.encode_record(&dbn::StatMsg {
+                    hd,
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+        }
+        path
+    };
+    write(
+        "xnas-20240102.statistics.dbn",
+        dbn::Schema::Statistics,
+        false,
+    );
+    write("xnas-20240102.ohlcv-1m.dbn", dbn::Schema::Ohlcv1M, true);
+    let lake = dir.path().join("lake");
+    let input = dir.path().join("in");
+    let err = run_err(&[
+        "ingest",
+        "--lake",
+        lake.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    for part in [
+        "3 statistics",
+        "xnas-20240102.statistics",
+        "schema statistics, 3 records",
+        "unsupported_record",
+    ] {
+        assert!(err.contains(part), "{part:?} not in: {err}");
+    }
+    let lake = Lake::open(lake.to_str().unwrap(), &Default::default()).unwrap();
+    rt().block_on(async {
+        let dead = query_u64(
+            &lake,
+            "SELECT count(*) FROM dead_letters WHERE reason LIKE 'unsupported_record: statistics%'",
+        )
+        .await;
+        assert_eq!(dead, 3);
+        assert_eq!(query_u64(&lake, "SELECT count(*) FROM bars").await, 3);
     });
 }

@@ -130,20 +130,61 @@ fn binance_tables_have_the_documented_columns_and_meaning() {
 fn lobster_files_from_the_generator_ingest_to_the_same_trades() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SynthConfig { symbols: 2, days: 1, events_per_day: 30_000, seed: 11, ..Default::default() };
-        let direct = Lake::open(dir.path().join("direct").to_str().unwrap(), &Default::default()).unwrap();
+        let cfg = SynthConfig {
+            symbols: 2,
+            days: 1,
+            events_per_day: 30_000,
+            seed: 11,
+            ..Default::default()
+        };
+        let direct = Lake::open(
+            dir.path().join("direct").to_str().unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
         let lobster_dir = dir.path().join("lobster");
-        flowsense::synth::synth(&direct, &cfg, Some(&lobster_dir), false).await.unwrap();
-        let via = Lake::open(dir.path().join("via").to_str().unwrap(), &Default::default()).unwrap();
-        let report = ingest_paths(&via, &[lobster_dir], Some(Format::Lobster), false).await.unwrap();
+        flowsense::synth::synth(&direct, &cfg, Some(&lobster_dir), false)
+            .await
+            .unwrap();
+        let via = Lake::open(
+            dir.path().join("via").to_str().unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
+        let report = ingest_paths(&via, &[lobster_dir], Some(Format::Lobster), false)
+            .await
+            .unwrap();
         assert_eq!(report.dead_total(), 0);
         let trades = "SELECT symbol, ts, price, size, side FROM trades";
         let a = query_csv(&direct, trades).await;
         assert!(a.lines().count() > 1000);
         assert_same_text(&a, &query_csv(&via, trades).await, "trades");
-        // LOBSTER files omit the orders resting at the open; everything after matches.
-        let tops = "SELECT symbol, ts, bid_price, bid_size, ask_price, ask_size FROM bbo WHERE ts % 86400000000000 > 48600000000000";
-        assert_same_text(&query_csv(&direct, tops).await, &query_csv(&via, tops).await, "bbo");
+        // LOBSTER files omit the orders resting at the open: their first orderbook row seeds the
+        // book at the first message instead. After each session's first message, all matches.
+        let opens = query_csv(
+            &via,
+            "SELECT symbol, ts FROM book_events WHERE action = 'clear'",
+        )
+        .await;
+        let after: Vec<String> = opens
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (sym, ts) = l.split_once(',').unwrap();
+                format!("(symbol = '{sym}' AND ts > {ts})")
+            })
+            .collect();
+        assert_eq!(after.len(), 2);
+        let tops = format!(
+            "SELECT symbol, ts, bid_price, bid_size, ask_price, ask_size FROM bbo WHERE {}",
+            after.join(" OR ")
+        );
+        let tops = tops.as_str();
+        assert_same_text(
+            &query_csv(&direct, tops).await,
+            &query_csv(&via, tops).await,
+            "bbo",
+        );
     });
 }
 

@@ -1,5 +1,8 @@
 //! FlowSense integration tests, all in one binary (each test binary links DataFusion).
 
+// Tests and their helpers: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod backtest;
 mod books;
 mod cli;

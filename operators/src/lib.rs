@@ -1,4 +1,5 @@
-//! FlowSense's timely operators. This share: order-flow features.
+//! FlowSense's timely operators: order-flow features, the trading strategy with its risk
+//! limits and simulated exchange, and run metrics.
 //!
 //! The hot path is one operator per family of per-symbol state, so an event crosses one operator
 //! boundary, not one per feature. Each operator is a thin timely shell around a plain engine
@@ -9,7 +10,10 @@
 //!   bucket (and per event when asked) out: OFI (best level and multi-level), mid, spread,
 //!   microprice, weighted mid, depth imbalance, book slope, trade-flow imbalance, signed volume,
 //!   VPIN, Kyle's lambda, realized volatility, trade intensity, returns, add and cancel rates,
-//!   OHLCV and VWAP.
+//!   OHLCV and VWAP, and marks of crossed data.
+//! - [`Trader`]: feature rows and market events in, the strategy's orders, fills, positions,
+//!   equity marks and risk events out, against a [`flowsense_core::order::Broker`] per symbol.
+//! - [`metrics::MetricsBuilder`]: a run's PnL, ratios, drawdown and fill figures.
 
 #![forbid(missing_docs)]
 

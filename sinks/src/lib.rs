@@ -1,5 +1,5 @@
-//! Where FlowSense writes: the Parquet lake on object storage (and, in later issues, Kafka and
-//! broker sinks).
+//! Where FlowSense writes: the Parquet lake on object storage, the results of trading runs, and
+//! the simulated exchange that backtests trade against ([`broker`]).
 //!
 //! [`Lake`] opens `file://` paths (the embedded default, `./lake`) and `s3://bucket/prefix` URLs
 //! through `object_store`. [`LakeWriter`] turns market events and dead letters into Hive-partitioned

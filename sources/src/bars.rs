@@ -751,7 +751,7 @@ impl BarsReader {
                         Err(problems) => {
                             return Err(Error::format(
                                 &self.path,
-                                &format!(
+                                format!(
                                     "the header {:?} has {problems}; name the columns with \
                                      --columns (e.g. --columns time=Date,close=\"Adj Close\"; \
                                      roles: {})",
@@ -763,7 +763,7 @@ impl BarsReader {
                     }
                 }
                 let l = Layout::headerless_mapped(fields.len(), &self.columns)
-                    .map_err(|e| Error::format(&self.path, &e))?;
+                    .map_err(|e| Error::format(&self.path, e))?;
                 self.layout = Some(l);
                 l
             }
@@ -906,8 +906,11 @@ mod tests {
             .join(name)
     }
 
-    /// (symbol, open time in s, open, close, volume) of each bar, and the dead letters.
-    fn read(path: &Path, opts: BarsOptions) -> Result<(Vec<(String, i64, f64, f64, f64)>, usize)> {
+    /// (symbol, open time in s, open, close, volume) of a bar.
+    type Seen = (String, i64, f64, f64, f64);
+
+    /// Each bar read, and the number of dead letters.
+    fn read(path: &Path, opts: BarsOptions) -> Result<(Vec<Seen>, usize)> {
         let mut bars = Vec::new();
         let mut dead = 0;
         for r in BarsReader::open(path, opts)? {

@@ -457,7 +457,7 @@ impl DbnReader {
         let schema = self.schema;
         let msg = match dbn::RecordRefEnum::try_from(rec) {
             Ok(dbn::RecordRefEnum::Mbo(m)) => Msg::Mbo(m.clone()),
-            Ok(dbn::RecordRefEnum::Mbp10(m)) => Msg::Mbp10(m.clone()),
+            Ok(dbn::RecordRefEnum::Mbp10(m)) => Msg::Mbp10(Box::new(m.clone())),
             Ok(dbn::RecordRefEnum::Trade(m)) => Msg::Trade(m.clone()),
             Ok(dbn::RecordRefEnum::Mbp1(m)) => {
                 // TBBO records are MBP-1 records of trades (rtype TBBO, or MBP-1 in a TBBO file).
@@ -701,7 +701,7 @@ impl DbnReader {
 /// A decoded record, owned.
 enum Msg {
     Mbo(MboMsg),
-    Mbp10(Mbp10Msg),
+    Mbp10(Box<Mbp10Msg>),
     Trade(TradeMsg),
     Top(Top, String),
     Ohlcv(OhlcvMsg),
@@ -966,8 +966,11 @@ mod tests {
         }
     }
 
-    /// (table, symbol, ts offset in s, a price) of every event, and the dead letters' reasons.
-    fn tables(path: &Path) -> (Vec<(&'static str, String, u64, f64)>, Vec<String>) {
+    /// (table, symbol, ts offset in s, a price) of an event.
+    type Landed = (&'static str, String, u64, f64);
+
+    /// Every event, and the dead letters' reasons.
+    fn tables(path: &Path) -> (Vec<Landed>, Vec<String>) {
         let mut events = Vec::new();
         let mut dead = Vec::new();
         for r in read_all(path) {
