@@ -5,10 +5,10 @@ The strategy, on both sides: every 100 ms, quote `qty` at the best bid and at th
 (post-only limits), within a position of `max_position` either way; a quote whose price left the
 touch is cancelled and re-placed once the cancel is confirmed. Both simulators: 1 ms order entry
 and 1 ms response latency, a power queue model with n = 2, maker fee 2 bp, taker fee 8 bp.
-FlowSense fills partially (the expected share of each trade past the queue); hftbacktest runs
-its no-partial-fill exchange (its partial-fill exchange stops with error code 14 on this capture
-after 15 s), so fill counts differ by construction and volumes and positions are the figures
-to compare. FlowSense runs it with `flowsense bench market-making` (the strategy loop in Rust
+hftbacktest runs its no-partial-fill exchange (its partial-fill exchange stops with error code
+14 on this capture after 15 s), and FlowSense runs the same rules by default here
+(`--queue-fills whole --queue-cancels gross`); `--queue-fills partial --queue-cancels net` runs
+FlowSense's own defaults, to see how far they move from it. FlowSense runs it with `flowsense bench market-making` (the strategy loop in Rust
 around `SimExchange`), hftbacktest with its Numba API on the capture converted by its own
 converter.
 
@@ -140,6 +140,12 @@ def main():
     ap.add_argument("--qty", type=float, default=0.01)
     ap.add_argument("--max-position", type=float, default=0.05)
     ap.add_argument("--flowsense")
+    ap.add_argument("--queue-fills", choices=["partial", "whole"], default="whole",
+                    help="FlowSense's fill rule: whole (hftbacktest's no-partial rule, the default "
+                         "here, so both sides run one rule) or partial (FlowSense's default)")
+    ap.add_argument("--queue-cancels", choices=["net", "gross"], default="gross",
+                    help="FlowSense's queue model: gross (hftbacktest's power model's form, the "
+                         "default here) or net (FlowSense's default)")
     args = ap.parse_args()
     ensure("hftbacktest", "hftbacktest")
     from hftbacktest.data.utils import binancefutures
@@ -153,7 +159,8 @@ def main():
                         "--max-position", str(args.max_position), "--interval", "100ms",
                         "--order-latency", "1ms", "--response-latency", "1ms",
                         "--queue-power", "2", "--maker-fee", "0.0002", "--taker-fee", "0.0008",
-                        "--lot-size", "0.001"],
+                        "--lot-size", "0.001", "--queue-fills", args.queue_fills,
+                        "--queue-cancels", args.queue_cancels],
                        check=True, capture_output=True, text=True)
     summary = r.stderr.strip().splitlines()[-1]
     ours = list(csv.DictReader(io.StringIO(r.stdout)))
@@ -188,6 +195,7 @@ def main():
     ours_buy = sum(float(f["qty"]) for f in ours if f["side"] == "buy")
     ours_pnl = summary.split("PnL at the last mid ")[1]
     print(f"capture: {args.capture}")
+    print(f"FlowSense's rules: queue_fills = {args.queue_fills}, queue_cancels = {args.queue_cancels}")
     print(f"{'':28} {'FlowSense':>14} {'hftbacktest':>14}")
     print(f"{'fills':28} {len(ours):>14} {hbt['fills']:>14}")
     print(f"{'volume traded':28} {ours_vol:>14.4f} {hbt['volume']:>14.4f}")

@@ -248,6 +248,37 @@ pub struct ExecutionSpec {
     /// fills on it as if its volume were unlimited (at its open, for a market order), as
     /// Backtrader does.
     pub zero_volume_bars: ZeroVolumeBars,
+    /// How a trade at a resting order's price fills it once the queue ahead is gone: `partial`
+    /// (the default) fills the part of the trade past the queue; `whole` fills the whole rest of
+    /// the order (and a trade through its price fills it whole too), as hftbacktest's
+    /// no-partial-fill exchange does.
+    pub queue_fills: QueueFills,
+    /// What the L2 queue model counts as cancels when a level falls: `net` (the default), the
+    /// fall less the trades at the price since the last update (they already left the front);
+    /// `gross`, the whole fall, as hftbacktest's power queue model does.
+    pub queue_cancels: QueueCancels,
+}
+
+/// See [`ExecutionSpec::queue_fills`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueFills {
+    /// The part of a trade that reaches past the queue ahead.
+    #[default]
+    Partial,
+    /// The whole rest of the order, once a trade reaches past the queue ahead.
+    Whole,
+}
+
+/// See [`ExecutionSpec::queue_cancels`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueCancels {
+    /// A level's fall less the trades at its price since the last update.
+    #[default]
+    Net,
+    /// A level's whole fall.
+    Gross,
 }
 
 /// See [`ExecutionSpec::zero_volume_bars`].
@@ -274,6 +305,8 @@ impl Default for ExecutionSpec {
             seed: 0,
             lot_size: None,
             zero_volume_bars: ZeroVolumeBars::Skip,
+            queue_fills: QueueFills::Partial,
+            queue_cancels: QueueCancels::Net,
         }
     }
 }

@@ -522,8 +522,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     maker_fee,
                     taker_fee,
                     lot_size,
+                    queue_fills,
+                    queue_cancels,
                 },
         } => {
+            use flowsense_core::strategy::{QueueCancels, QueueFills};
             drop(rt);
             let mm = crate::bench_mm::MarketMaking {
                 inputs,
@@ -539,6 +542,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     taker_fee,
                     slippage_bps: 0.0,
                     lot_size: (lot_size > 0.0).then_some(lot_size),
+                    queue_fills: if queue_fills == "whole" {
+                        QueueFills::Whole
+                    } else {
+                        QueueFills::Partial
+                    },
+                    queue_cancels: if queue_cancels == "gross" {
+                        QueueCancels::Gross
+                    } else {
+                        QueueCancels::Net
+                    },
                     ..Default::default()
                 },
             };

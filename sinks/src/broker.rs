@@ -50,6 +50,12 @@
 //!     fractional, so with `lot_size` set the fills this model gives are rounded down to whole
 //!     lots (the rest of the trade is lost to us, conservatively).
 //!
+//!   Two settings run hftbacktest's rules instead, for comparisons on the same data:
+//!   `queue_fills = "whole"` fills the whole rest of the order once a trade reaches past the
+//!   queue ahead (or trades through its price), as its no-partial-fill exchange does, and
+//!   `queue_cancels = "gross"` counts a level's whole fall as cancels (trades at the price
+//!   included), as its power queue model does; by default the fall less those trades counts.
+//!
 //! ```
 //! use flowsense_core::order::{Broker, ClientOrderId, Order, OrderKind, ReportKind};
 //! use flowsense_core::strategy::ExecutionSpec;
@@ -391,6 +397,7 @@ impl SimExchange {
     /// (L3: decided per order by the caller through `exec_id`).
     fn on_print(&mut self, side: Side, price: Price, size: Size, exec_id: Option<OrderId>, t: i64) {
         let lot = self.spec.lot_size;
+        let whole = self.spec.queue_fills == flowsense_core::strategy::QueueFills::Whole;
         let mut fills = Vec::new();
         for r in &mut self.resting {
             if r.order.side != side || !r.left.is_positive() || matches!(r.queue, Queue::Bar) {
@@ -402,7 +409,7 @@ impl SimExchange {
                 Side::Sell => price > mine,
             };
             let fill = if through {
-                r.left.min(size)
+                if whole { r.left } else { r.left.min(size) }
             } else if price == mine {
                 match &mut r.queue {
                     Queue::Modelled { ahead, traded, .. } => {
@@ -414,7 +421,9 @@ impl SimExchange {
                         if let Some(lot) = lot {
                             excess = (excess / lot + 1e-9).floor() * lot;
                         }
-                        if excess > 0.0 {
+                        if excess > 0.0 && whole {
+                            r.left
+                        } else if excess > 0.0 {
                             r.left.min(Size::from_f64(excess).unwrap_or(Size::ZERO))
                         } else {
                             Size::ZERO
@@ -435,6 +444,7 @@ impl SimExchange {
                             *seeded = seeded.saturating_sub(size);
                             Size::ZERO
                         }
+                        _ if whole => r.left,
                         _ => r.left.min(size),
                     },
                 }
@@ -555,6 +565,7 @@ impl SimExchange {
     /// The data's level at (`side`, `price`) changed to `size` (L2).
     fn on_level(&mut self, side: Side, price: Price, size: Size) {
         let n = self.spec.queue_power;
+        let gross = self.spec.queue_cancels == flowsense_core::strategy::QueueCancels::Gross;
         let f = |x: f64| if x <= 0.0 { 0.0 } else { x.powf(n) };
         let new = size.as_f64();
         for r in &mut self.resting {
@@ -569,8 +580,13 @@ impl SimExchange {
             else {
                 continue;
             };
-            // Trades already took their share from the front.
-            let before = (*level - *traded).max(0.0);
+            // Trades already took their share from the front (`net`); `gross` counts the
+            // level's whole fall as cancels, as hftbacktest's power model does.
+            let before = if gross {
+                *level
+            } else {
+                (*level - *traded).max(0.0)
+            };
             let cancelled = before - new;
             if cancelled > 0.0 {
                 let behind = (before - *ahead).max(0.0);

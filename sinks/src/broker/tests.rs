@@ -513,6 +513,61 @@ fn a_new_l3_session_empties_the_book_and_cancels_resting_orders() {
 }
 
 #[test]
+fn the_no_partial_rule_fills_the_whole_quote_once_the_queue_ahead_is_gone() {
+    use flowsense_core::strategy::QueueFills;
+    let run = |rule| {
+        let spec = ExecutionSpec {
+            queue_fills: rule,
+            ..plain()
+        };
+        let mut ex = SimExchange::new(sym(), &spec);
+        ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 5.0)], true));
+        ex.submit(limit(1, Side::Buy, 99.0, 3.0, 0)); // behind 5
+        ex.on_market(&trade(200, 99.0, 4.0, Side::Sell)); // 1 ahead left
+        ex.on_market(&trade(300, 99.0, 2.0, Side::Sell)); // 1 ahead, then 1 past it
+        let first = fills(&mut ex).iter().map(|f| f.size).collect::<Vec<_>>();
+        let mut ex = SimExchange::new(sym(), &spec);
+        ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 5.0)], true));
+        ex.submit(limit(2, Side::Buy, 99.0, 2.0, 0));
+        ex.on_market(&book(
+            500,
+            &[(99.0, 0.0), (98.0, 4.0)],
+            &[(101.0, 5.0)],
+            false,
+        ));
+        ex.on_market(&trade(600, 98.5, 0.5, Side::Sell)); // through 99: fills
+        let second = fills(&mut ex).iter().map(|f| f.size).collect::<Vec<_>>();
+        (first, second)
+    };
+    assert_eq!(run(QueueFills::Partial), (vec![sz(1.0)], vec![sz(0.5)]));
+    assert_eq!(run(QueueFills::Whole), (vec![sz(3.0)], vec![sz(2.0)]));
+}
+
+#[test]
+fn gross_cancels_count_the_traded_part_of_a_fall_as_cancels_too() {
+    use flowsense_core::strategy::QueueCancels;
+    let ahead_after = |model| {
+        let spec = ExecutionSpec {
+            queue_cancels: model,
+            queue_power: 0.0, // every cancel split in half
+            ..plain()
+        };
+        let mut ex = SimExchange::new(sym(), &spec);
+        ex.on_market(&book(0, &[(99.0, 10.0)], &[(101.0, 5.0)], true));
+        ex.submit(limit(1, Side::Buy, 99.0, 1.0, 0)); // behind 10
+        ex.on_market(&trade(200, 99.0, 4.0, Side::Sell)); // 6 ahead
+        ex.on_market(&book(300, &[(99.0, 4.0)], &[(101.0, 5.0)], false)); // the level fell by 6
+        // Then a trade of 3.5: fills what is past the queue ahead.
+        ex.on_market(&trade(400, 99.0, 3.5, Side::Sell));
+        fills(&mut ex).iter().map(|f| f.size).collect::<Vec<_>>()
+    };
+    // net: 2 of the fall are cancels (6 - 4 traded), half from ahead: 5 ahead, capped at the level's 4.
+    assert_eq!(ahead_after(QueueCancels::Net), Vec::<Size>::new());
+    // gross: all 6 are cancels, half from ahead: 3 ahead, and the 3.5 trade fills 0.5.
+    assert_eq!(ahead_after(QueueCancels::Gross), vec![sz(0.5)]);
+}
+
+#[test]
 fn modelled_fills_round_down_to_whole_lots() {
     let spec = ExecutionSpec {
         lot_size: Some(1.0),
