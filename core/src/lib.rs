@@ -34,6 +34,7 @@ pub mod num;
 pub mod order;
 pub mod results;
 pub mod schema;
+pub mod span;
 pub mod strategy;
 
 pub use error::{Error, Result};

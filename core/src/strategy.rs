@@ -32,7 +32,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::expr::Expr;
-use crate::job::Span;
+use crate::span::Span;
 
 /// A strategy: a signal read at every close of one bucket width, turned into a target position.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flowsense_sinks::{Lake, S3Options};
 
+use crate::output::OutputFormat;
+
 /// FlowSense: order-flow analytics and trading on a timely dataflow graph.
 #[derive(Parser, Debug)]
 #[command(name = "flowsense", version, about, long_about = None)]
@@ -62,19 +64,6 @@ pub enum FormatArg {
     Dbn,
     /// OHLCV bars in CSV (with a header naming the columns, or Binance kline files).
     Bars,
-}
-
-/// Output formats for `sql`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// A table for people.
-    Table,
-    /// CSV with a header.
-    Csv,
-    /// JSON lines, one object per row.
-    Json,
-    /// Parquet (to stdout or `--output`).
-    Parquet,
 }
 
 /// Subcommands.

@@ -7,7 +7,7 @@ use flowsense_sinks::Lake;
 use flowsense_sources::synth::SynthConfig;
 use flowsense_sql::LakeSession;
 
-use crate::cli::OutputFormat;
+use crate::output::{OutputFormat, write_batches};
 
 /// Where the demo's job spec lives (it is compiled in, so the demo runs from anywhere).
 pub const DEMO_JOB_PATH: &str = "examples/demo-features.toml";
@@ -166,7 +166,7 @@ pub async fn run(lake: &Lake, data: Option<PathBuf>) -> anyhow::Result<()> {
             .query(sql)
             .await
             .with_context(|| format!("running: {sql}"))?;
-        crate::sql::write_batches(&batches, OutputFormat::Table, &mut stdout)?;
+        write_batches(&batches, OutputFormat::Table, &mut stdout)?;
     }
     Ok(())
 }

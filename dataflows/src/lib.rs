@@ -19,6 +19,7 @@ pub mod demo;
 pub mod ingest;
 pub mod job;
 pub mod monitor;
+pub mod output;
 pub mod report;
 pub mod run;
 pub mod sql;

@@ -4,51 +4,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use arrow::record_batch::RecordBatch;
-use arrow::util::pretty::pretty_format_batches;
 use flowsense_sinks::Lake;
 use flowsense_sql::LakeSession;
 
-use crate::cli::OutputFormat;
-
-/// Writes batches in a format.
-pub fn write_batches(
-    batches: &[RecordBatch],
-    format: OutputFormat,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    match format {
-        OutputFormat::Table => writeln!(out, "{}", pretty_format_batches(batches)?)?,
-        OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(out);
-            for b in batches {
-                w.write(b)?;
-            }
-        }
-        OutputFormat::Json => {
-            let mut w = arrow::json::LineDelimitedWriter::new(out);
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        OutputFormat::Parquet => {
-            let Some(first) = batches.first() else {
-                return Ok(());
-            };
-            let mut buf = Vec::new();
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None)?;
-            for b in batches {
-                w.write(b)?;
-            }
-            w.close()?;
-            out.write_all(&buf)?;
-        }
-    }
-    Ok(())
-}
+use crate::output::{OutputFormat, write_batches};
 
 /// Runs `flowsense sql`.
 pub async fn run(

@@ -24,8 +24,10 @@ pub mod order_flow;
 pub mod portfolio;
 #[cfg(test)]
 mod reference;
+pub mod trade_strategy;
 pub mod trader;
 pub mod vpin;
 
 pub use order_flow::{FeatureCounters, OrderFlowFeatures};
-pub use trader::{TradeStrategy, Trader};
+pub use trade_strategy::TradeStrategy;
+pub use trader::Trader;

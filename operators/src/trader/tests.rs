@@ -2,6 +2,7 @@
 //! styles and their cancel/replace policy, sizing and the risk gate.
 
 use super::*;
+use crate::TradeStrategy;
 use flowsense_core::job::JobSpec;
 use flowsense_core::{DepthUpdate, Trade};
 use flowsense_sinks::SimExchange;
