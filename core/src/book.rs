@@ -277,27 +277,33 @@ impl L3Book {
         self.l2.clear();
     }
 
+    /// Refuses an event that would rest at or through the opposite side's best price.
+    fn refuse_crossing(&self, ev: &OrderEvent, what: &str) -> Result<(), Reject> {
+        let opposite = match ev.side {
+            Side::Buy => self.l2.best_ask().filter(|(a, _)| ev.price >= *a),
+            Side::Sell => self.l2.best_bid().filter(|(b, _)| ev.price <= *b),
+        };
+        match opposite {
+            Some((px, _)) => Err(Reject::new(
+                DeadLetterReason::CrossedBook,
+                format!(
+                    "{what}{} at {} would cross the best {} at {}",
+                    ev.side.as_str(),
+                    ev.price,
+                    ev.side.opposite().as_str(),
+                    px
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Applies one event, or refuses it and leaves the book unchanged.
     pub fn apply(&mut self, ev: &OrderEvent) -> Result<Applied, Reject> {
         match ev.action {
             L3Action::Add => {
                 positive_price_and_size(ev)?;
-                let opposite = match ev.side {
-                    Side::Buy => self.l2.best_ask().filter(|(a, _)| ev.price >= *a),
-                    Side::Sell => self.l2.best_bid().filter(|(b, _)| ev.price <= *b),
-                };
-                if let Some((px, _)) = opposite {
-                    return Err(Reject::new(
-                        DeadLetterReason::CrossedBook,
-                        format!(
-                            "{} at {} would cross the best {} at {}",
-                            ev.side.as_str(),
-                            ev.price,
-                            ev.side.opposite().as_str(),
-                            px
-                        ),
-                    ));
-                }
+                self.refuse_crossing(ev, "")?;
                 if self.orders.contains_key(&ev.order_id) {
                     return Err(Reject::new(
                         DeadLetterReason::DuplicateOrder,
@@ -420,22 +426,7 @@ impl L3Book {
             }
             L3Action::Seed => {
                 positive_price_and_size(ev)?;
-                let opposite = match ev.side {
-                    Side::Buy => self.l2.best_ask().filter(|(a, _)| ev.price >= *a),
-                    Side::Sell => self.l2.best_bid().filter(|(b, _)| ev.price <= *b),
-                };
-                if let Some((px, _)) = opposite {
-                    return Err(Reject::new(
-                        DeadLetterReason::CrossedBook,
-                        format!(
-                            "resting {} volume at {} would cross the best {} at {}",
-                            ev.side.as_str(),
-                            ev.price,
-                            ev.side.opposite().as_str(),
-                            px
-                        ),
-                    ));
-                }
+                self.refuse_crossing(ev, "resting ")?;
                 self.seed_level(ev.side, ev.price, ev.size);
                 Ok(Applied { touched_book: true })
             }

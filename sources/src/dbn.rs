@@ -479,14 +479,7 @@ impl DbnReader {
             }
             Ok(dbn::RecordRefEnum::Cmbp1(m)) => {
                 let tcbbo = m.hd.rtype == rtype::TCBBO || schema == Some(dbn::Schema::Tcbbo);
-                let l = &m.levels[0];
-                let pair = dbn::BidAskPair {
-                    bid_px: l.bid_px,
-                    ask_px: l.ask_px,
-                    bid_sz: l.bid_sz,
-                    ask_sz: l.ask_sz,
-                    ..Default::default()
-                };
+                let pair = consolidated(&m.levels[0]);
                 Msg::Top(
                     Top::levels(
                         &m.hd,
@@ -507,14 +500,7 @@ impl DbnReader {
                 format!("{m:?}"),
             ),
             Ok(dbn::RecordRefEnum::Cbbo(m)) => {
-                let l = &m.levels[0];
-                let pair = dbn::BidAskPair {
-                    bid_px: l.bid_px,
-                    ask_px: l.ask_px,
-                    bid_sz: l.bid_sz,
-                    ask_sz: l.ask_sz,
-                    ..Default::default()
-                };
+                let pair = consolidated(&m.levels[0]);
                 Msg::Top(
                     Top::levels(&m.hd, m.ts_recv, &pair, 0, TopKind::Sampled),
                     format!("{m:?}"),
@@ -695,6 +681,17 @@ impl DbnReader {
         };
         self.out
             .push_back(Record::Event(MarketEvent::Bar(sym, Box::new(bar))));
+    }
+}
+
+/// A consolidated top's prices and sizes, without the publishers that quote them.
+fn consolidated(l: &dbn::ConsolidatedBidAskPair) -> dbn::BidAskPair {
+    dbn::BidAskPair {
+        bid_px: l.bid_px,
+        ask_px: l.ask_px,
+        bid_sz: l.bid_sz,
+        ask_sz: l.ask_sz,
+        ..Default::default()
     }
 }
 
