@@ -1,9 +1,9 @@
 //! Orders, fills and execution reports, and the [`Broker`] trait every execution venue implements
-//! (the simulated exchange of backtests and paper trading, and later a real broker).
+//! (the simulated exchange of backtests and paper trading, `flowsense_operators::exchange`, and
+//! the live brokers' sinks).
 //!
 //! The trait lives here, in the shared vocabulary, so that the strategy operators can drive any
-//! broker without depending on the crate that implements one (`flowsense-sinks`, which
-//! re-exports it as `flowsense_sinks::broker::Broker`).
+//! broker without depending on the crate that implements one.
 //!
 //! Two clocks meet here. A strategy decides on *feed time* (when the data reached it: the
 //! source's receive time where recorded, else exchange time); an exchange acts on *exchange

@@ -29,7 +29,7 @@ use flowsense_core::results::{Metrics, TradeRecord};
 use flowsense_core::{Lake, Symbol, UnixNanos};
 use flowsense_operators::metrics::MetricsBuilder;
 use flowsense_operators::{FeatureCounters, TradeStrategy};
-use flowsense_sinks::SimExchange;
+use flowsense_operators::SimExchange;
 use flowsense_sinks::results::{RunRow, RunWriter, clear_run, write_run};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;

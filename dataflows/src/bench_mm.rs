@@ -17,7 +17,7 @@ use flowsense_core::job::Span;
 use flowsense_core::order::{Broker, ClientOrderId, ExecReport, Order, OrderKind, ReportKind};
 use flowsense_core::strategy::ExecutionSpec;
 use flowsense_core::{MarketEvent, Price, Side, Size, Symbol, UnixNanos};
-use flowsense_sinks::SimExchange;
+use flowsense_operators::SimExchange;
 use flowsense_sources::Record;
 
 /// Options of the market-making run.

@@ -19,6 +19,7 @@
 
 pub mod by_symbol;
 pub mod engine;
+pub mod exchange;
 pub mod metrics;
 pub mod order_flow;
 pub mod portfolio;
@@ -28,6 +29,7 @@ pub mod trade_strategy;
 pub mod trader;
 pub mod vpin;
 
+pub use exchange::SimExchange;
 pub use order_flow::{FeatureCounters, OrderFlowFeatures};
 pub use trade_strategy::TradeStrategy;
 pub use trader::Trader;

@@ -31,7 +31,7 @@ use crate::trader::Trader;
 /// use flowsense_core::results::TradeRecord;
 /// use flowsense_core::{DepthUpdate, MarketEvent, Price, Side, Size, Symbol, Trade, UnixNanos};
 /// use flowsense_operators::TradeStrategy;
-/// use flowsense_sinks::SimExchange;
+/// use flowsense_operators::SimExchange;
 /// use timely::dataflow::operators::capture::{Capture, Event};
 /// use timely::dataflow::operators::vec::ToStream;
 ///

@@ -1,5 +1,4 @@
-//! Where FlowSense writes: the Parquet lake on object storage, the results of trading runs, and
-//! the simulated exchange that backtests trade against ([`broker`]).
+//! Where FlowSense writes: the Parquet lake on object storage and the results of trading runs.
 //!
 //! [`Lake`] opens `file://` paths (the embedded default, `./lake`) and `s3://bucket/prefix` URLs
 //! through `object_store`. [`LakeWriter`] turns market events and dead letters into Hive-partitioned
@@ -15,14 +14,12 @@
 
 #![forbid(missing_docs)]
 
-pub mod broker;
 mod chunk;
 pub mod error;
 pub mod features;
 pub mod results;
 pub mod writer;
 
-pub use broker::{Broker, SimExchange};
 pub use error::{Error, Result};
 pub use features::FeatureWriter;
 pub use flowsense_core::{Lake, S3Options};

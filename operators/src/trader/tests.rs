@@ -5,7 +5,7 @@ use super::*;
 use crate::TradeStrategy;
 use flowsense_core::job::JobSpec;
 use flowsense_core::{DepthUpdate, Trade};
-use flowsense_sinks::SimExchange;
+use crate::SimExchange;
 
 fn sym() -> Symbol {
     Symbol::new("ABC").unwrap()

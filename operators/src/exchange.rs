@@ -1,5 +1,6 @@
-//! Brokers: the [`Broker`] trait (defined in `flowsense-core`, re-exported here) and
-//! [`SimExchange`], the simulated exchange that backtests and paper runs trade against.
+//! The exchange model: [`SimExchange`], the simulated exchange that backtests and paper runs trade
+//! against, behind the [`Broker`] trait (defined in `flowsense-core`, re-exported here) that live
+//! brokers implement too.
 //!
 //! # The simulated exchange
 //! One `SimExchange` per symbol rebuilds the book from the market data it is shown (L3 order
@@ -60,7 +61,7 @@
 //! use flowsense_core::order::{Broker, ClientOrderId, Order, OrderKind, ReportKind};
 //! use flowsense_core::strategy::ExecutionSpec;
 //! use flowsense_core::{DepthUpdate, MarketEvent, Price, Side, Size, Symbol, Trade, UnixNanos};
-//! use flowsense_sinks::broker::SimExchange;
+//! use flowsense_operators::exchange::SimExchange;
 //!
 //! let sym = Symbol::new("ABC").unwrap();
 //! let spec = ExecutionSpec { maker_fee: 0.0, ..Default::default() }; // 1 ms latencies
