@@ -71,7 +71,7 @@ impl WalkForward {
     /// `last`; the last test window may be short.
     ///
     /// ```
-    /// use flowsense::walk_forward::WalkForward;
+    /// use flowsense_dataflows::walk_forward::WalkForward;
     /// let wf: WalkForward = "train=3m,test=1m".parse().unwrap();
     /// let min = 60_000_000_000;
     /// let folds = wf.folds(0, 6 * min - 1);

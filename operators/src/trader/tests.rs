@@ -2,10 +2,10 @@
 //! styles and their cancel/replace policy, sizing and the risk gate.
 
 use super::*;
+use crate::SimExchange;
 use crate::TradeStrategy;
 use flowsense_core::job::JobSpec;
 use flowsense_core::{DepthUpdate, Trade};
-use crate::SimExchange;
 
 fn sym() -> Symbol {
     Symbol::new("ABC").unwrap()

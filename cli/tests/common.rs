@@ -42,8 +42,12 @@ pub async fn query_csv(lake: &Lake, sql: &str) -> String {
 /// Batches as CSV lines (header first, then rows sorted).
 pub fn to_csv(batches: &[RecordBatch]) -> String {
     let mut buf = Vec::new();
-    flowsense::output::write_batches(batches, flowsense::output::OutputFormat::Csv, &mut buf)
-        .unwrap();
+    flowsense_dataflows::output::write_batches(
+        batches,
+        flowsense_dataflows::output::OutputFormat::Csv,
+        &mut buf,
+    )
+    .unwrap();
     let text = String::from_utf8(buf).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {

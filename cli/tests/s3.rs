@@ -4,7 +4,7 @@
 //! bucket named by `FLOWSENSE_TEST_S3_BUCKET`, default `flowsense-test`, that exists):
 //! `scripts/test` starts a server and sets them.
 
-use flowsense::ingest::ingest_paths;
+use flowsense_dataflows::ingest::ingest_paths;
 use flowsense_sinks::{Lake, S3Options};
 
 use crate::common::*;
@@ -69,8 +69,8 @@ fn a_backtest_on_an_s3_lake_writes_the_same_results_as_on_a_local_one() {
     for lake in [&local, &remote] {
         rt().block_on(ingest_paths(lake, &[binance_data()], None, false))
             .unwrap();
-        let opts = flowsense::backtest::TradingOptions::backtest("s3-bt");
-        flowsense::backtest::run_trading(&spec, lake, &opts).unwrap();
+        let opts = flowsense_dataflows::backtest::TradingOptions::backtest("s3-bt");
+        flowsense_dataflows::backtest::run_trading(&spec, lake, &opts).unwrap();
     }
     rt().block_on(async {
         for sql in [
@@ -83,7 +83,7 @@ fn a_backtest_on_an_s3_lake_writes_the_same_results_as_on_a_local_one() {
             assert_eq!(l, r, "{sql}");
             assert!(l.lines().count() > 1);
         }
-        let html = flowsense::report::build(&remote, "s3-bt").await.unwrap();
+        let html = flowsense_dataflows::report::build(&remote, "s3-bt").await.unwrap();
         assert!(html.contains("<svg"));
     });
 }

@@ -1,8 +1,8 @@
 //! Every kind of bad input ends as a row in `dead_letters` with its reason, and the run finishes
 //! with the good rows written.
 
-use flowsense::ingest::ingest_paths;
 use flowsense_core::DeadLetterReason;
+use flowsense_dataflows::ingest::ingest_paths;
 use flowsense_sinks::Lake;
 
 use crate::common::*;

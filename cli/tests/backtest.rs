@@ -2,11 +2,11 @@
 //! `flowsense run` give the same orders and fills; every results table is written and readable;
 //! a re-run under the same id replaces the first; the drawdown halt holds inside the graph.
 
-use flowsense::backtest::{TradingOptions, run_trading};
-use flowsense::run::RunOptions;
 use flowsense_core::Lake;
 use flowsense_core::job::JobSpec;
 use flowsense_core::results::TradeRecord;
+use flowsense_dataflows::backtest::{TradingOptions, run_trading};
+use flowsense_dataflows::run::RunOptions;
 
 use crate::common;
 
@@ -22,7 +22,7 @@ fn binance_lake() -> (tempfile::TempDir, Lake) {
     )
     .unwrap();
     common::rt()
-        .block_on(flowsense::ingest::ingest_paths_with(
+        .block_on(flowsense_dataflows::ingest::ingest_paths_with(
             &lake,
             &[common::binance_data()],
             None,
@@ -394,7 +394,9 @@ fn walk_forward_trains_on_each_fold_and_chains_the_tests() {
     ));
     assert_eq!(mode, "mode\n\"walk-forward train=2m,test=30s\"");
     // The report shows what each fold chose.
-    let html = rt.block_on(flowsense::report::build(&lake, "wf")).unwrap();
+    let html = rt
+        .block_on(flowsense_dataflows::report::build(&lake, "wf"))
+        .unwrap();
     assert!(
         html.contains("<th>params</th>") && html.contains("entry="),
         "no params in the report"

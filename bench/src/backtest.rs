@@ -7,9 +7,9 @@ use std::sync::Arc;
 use flowsense_core::Lake;
 use flowsense_core::job::JobSpec;
 
-use crate::backtest::{TradingOptions, run_trading};
-use crate::job::{CountSink, FeatureSink, SourceCounts, worker_source};
-use crate::run::{RunOptions, run_job};
+use flowsense_dataflows::backtest::{TradingOptions, run_trading};
+use flowsense_dataflows::job::{CountSink, FeatureSink, SourceCounts, worker_source};
+use flowsense_dataflows::run::{RunOptions, run_job};
 
 /// Options of the backtest benchmark.
 #[derive(Clone, Debug)]
@@ -83,7 +83,7 @@ pub fn run(b: BacktestBench) -> anyhow::Result<()> {
     // The backtest first, so the peak memory printed after it is its own.
     let mut trades = (0u64, 0u64);
     let mut events = 0u64;
-    let bt = crate::bench::measure(
+    let bt = crate::measure(
         "backtest (features + strategy + simulated exchange)",
         b.repeat,
         || {
@@ -100,18 +100,18 @@ pub fn run(b: BacktestBench) -> anyhow::Result<()> {
         },
     )?;
     let peak = peak_rss_mib();
-    let src = crate::bench::measure("synthetic source alone (baseline)", b.repeat, || {
+    let src = crate::measure("synthetic source alone (baseline)", b.repeat, || {
         let counts = Arc::new(std::sync::Mutex::new(SourceCounts::default()));
         let n = worker_source(&spec, &lake, 0, 1, counts)?.count();
         std::hint::black_box(n);
         Ok(())
     })?;
-    let feat = crate::bench::measure("feature graph alone", b.repeat, || {
+    let feat = crate::measure("feature graph alone", b.repeat, || {
         let opts = RunOptions {
             workers: b.workers,
             ..Default::default()
         };
-        let sinks: crate::run::SinkFactory =
+        let sinks: flowsense_dataflows::run::SinkFactory =
             Arc::new(|_, _| Ok(Box::new(CountSink::default()) as Box<dyn FeatureSink>));
         run_job(&spec, &lake, &opts, sinks)?;
         Ok(())

@@ -14,8 +14,8 @@ use flowsense_sources::lake::{LakeReplay, LakeSelection};
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::job::{CountSink, FeatureSink, SharedSink, build_job};
-use crate::run::{RunOptions, feed_batch, run_job};
+use flowsense_dataflows::job::{CountSink, FeatureSink, SharedSink, build_job};
+use flowsense_dataflows::run::{RunOptions, feed_batch, run_job};
 
 /// Options of the graph benchmark.
 #[derive(Clone, Debug)]
@@ -63,18 +63,18 @@ fn plain_loop(events: impl Iterator<Item = MarketEvent>, spec: &FeatureSpec) -> 
 
 /// A stage's timing and the events it went through.
 struct Row {
-    stage: crate::bench::Stage,
+    stage: crate::Stage,
     events: u64,
 }
 
-/// [`crate::bench::measure`] for a stage that reports how many events it handled.
+/// [`crate::measure`] for a stage that reports how many events it handled.
 fn timed(
     name: &'static str,
     repeat: usize,
     mut f: impl FnMut() -> anyhow::Result<u64>,
 ) -> anyhow::Result<Row> {
     let mut events = 0;
-    let stage = crate::bench::measure(name, repeat, || {
+    let stage = crate::measure(name, repeat, || {
         events = f()?;
         Ok(())
     })?;
@@ -139,7 +139,7 @@ pub fn run(b: GraphBench) -> anyhow::Result<()> {
                 workers: w,
                 ..Default::default()
             };
-            let sinks: crate::run::SinkFactory =
+            let sinks: flowsense_dataflows::run::SinkFactory =
                 Arc::new(|_, _| Ok(Box::new(CountSink::default()) as Box<dyn FeatureSink>));
             Ok(run_job(&spec, &b.lake, &opts, sinks)?.events())
         })?);
@@ -237,7 +237,7 @@ fn latency(events: &[MarketEvent], b: &GraphBench) -> anyhow::Result<()> {
         let mut high = i64::MIN;
         for ev in evs.clone() {
             high = high.max(ev.ts().0);
-            let t = crate::run::input_time(high, epoch);
+            let t = flowsense_dataflows::run::input_time(high, epoch);
             if t > *h.input.time() {
                 h.input.advance_to(t);
             }

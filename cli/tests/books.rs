@@ -173,7 +173,7 @@ fn open(dir: &Path) -> Lake {
 fn synth_lake(dir: &Path, cfg: &SynthConfig) -> Lake {
     let lake = open(dir);
     common::rt()
-        .block_on(flowsense::synth::synth(&lake, cfg, None, false))
+        .block_on(flowsense_dataflows::synth::synth(&lake, cfg, None, false))
         .unwrap();
     lake
 }
@@ -212,12 +212,17 @@ fn lobster_days_each_start_from_their_orderbook_file() {
     let files = dir.path().join("lobster");
     let scratch = open(&dir.path().join("scratch"));
     common::rt()
-        .block_on(flowsense::synth::synth(&scratch, &cfg, Some(&files), false))
+        .block_on(flowsense_dataflows::synth::synth(
+            &scratch,
+            &cfg,
+            Some(&files),
+            false,
+        ))
         .unwrap();
     let lake_dir = dir.path().join("lake");
     let lake = open(&lake_dir);
     let report = common::rt()
-        .block_on(flowsense::ingest::ingest_paths(
+        .block_on(flowsense_dataflows::ingest::ingest_paths(
             &lake,
             &[files],
             Some(flowsense_sources::detect::Format::Lobster),
@@ -258,7 +263,7 @@ fn two_binance_days_continue_one_book() {
     let lake_dir = dir.path().join("lake");
     let lake = open(&lake_dir);
     common::rt()
-        .block_on(flowsense::ingest::ingest_paths(
+        .block_on(flowsense_dataflows::ingest::ingest_paths(
             &lake,
             &[dir.path().join("capture")],
             None,
@@ -291,9 +296,9 @@ proptest! {
 
 #[test]
 fn a_backtest_over_several_days_quotes_the_ingests_book() {
-    use flowsense::backtest::{TradingOptions, run_trading};
     use flowsense_core::order::OrderKind;
     use flowsense_core::results::TradeRecord;
+    use flowsense_dataflows::backtest::{TradingOptions, run_trading};
     let dir = tempfile::tempdir().unwrap();
     let cfg = SynthConfig {
         symbols: 2,

@@ -1,6 +1,6 @@
 //! Ingest into a local lake: idempotence, LOBSTER round trips, SQL over the result.
 
-use flowsense::ingest::ingest_paths;
+use flowsense_dataflows::ingest::ingest_paths;
 use flowsense_sinks::Lake;
 use flowsense_sources::detect::Format;
 use flowsense_sources::synth::SynthConfig;
@@ -38,11 +38,11 @@ fn ingesting_twice_adds_no_rows() {
         };
         let small =
             Lake::open(dir.path().join("s").to_str().unwrap(), &Default::default()).unwrap();
-        flowsense::synth::synth(&small, &synth(20_000), None, false)
+        flowsense_dataflows::synth::synth(&small, &synth(20_000), None, false)
             .await
             .unwrap();
         let once = query_csv(&small, COUNTS).await;
-        flowsense::synth::synth(&small, &synth(20_000), None, false)
+        flowsense_dataflows::synth::synth(&small, &synth(20_000), None, false)
             .await
             .unwrap();
         assert_eq!(query_csv(&small, COUNTS).await, once);
@@ -51,7 +51,7 @@ fn ingesting_twice_adds_no_rows() {
 
 #[test]
 fn a_source_read_and_written_on_one_thread_or_two_leaves_the_same_files() {
-    use flowsense::Ingestor;
+    use flowsense_dataflows::Ingestor;
     use flowsense_sources::detect::open_inputs_with;
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -143,7 +143,7 @@ fn lobster_files_from_the_generator_ingest_to_the_same_trades() {
         )
         .unwrap();
         let lobster_dir = dir.path().join("lobster");
-        flowsense::synth::synth(&direct, &cfg, Some(&lobster_dir), false)
+        flowsense_dataflows::synth::synth(&direct, &cfg, Some(&lobster_dir), false)
             .await
             .unwrap();
         let via = Lake::open(
@@ -199,7 +199,7 @@ fn sql_is_read_only_and_sees_partition_columns() {
             events_per_day: 5_000,
             ..Default::default()
         };
-        flowsense::synth::synth(&lake, &cfg, None, false)
+        flowsense_dataflows::synth::synth(&lake, &cfg, None, false)
             .await
             .unwrap();
         let csv = query_csv(
@@ -256,7 +256,7 @@ fn flowsense_sql_operators_give_what_plain_datafusion_gives() {
             events_per_day: 20_000,
             ..Default::default()
         };
-        flowsense::synth::synth(&lake, &cfg, None, false)
+        flowsense_dataflows::synth::synth(&lake, &cfg, None, false)
             .await
             .unwrap();
         let on = flowsense_sql::LakeSession::open(&lake).await.unwrap();
@@ -387,7 +387,7 @@ fn sources_ingested_or_generated_at_once_leave_the_same_files_as_one_at_a_time()
         for parallel in [1, 3] {
             let root = dir.path().join(format!("j{parallel}"));
             let lake = Lake::open(root.to_str().unwrap(), &Default::default()).unwrap();
-            let report = flowsense::ingest::ingest_sources(
+            let report = flowsense_dataflows::ingest::ingest_sources(
                 &lake,
                 &[binance_data()],
                 None,
@@ -439,9 +439,10 @@ fn sources_ingested_or_generated_at_once_leave_the_same_files_as_one_at_a_time()
         for parallel in [1, 3] {
             let root = dir.path().join(format!("synth-j{parallel}"));
             let lake = Lake::open(root.to_str().unwrap(), &Default::default()).unwrap();
-            let report = flowsense::synth::synth_parallel(&lake, &cfg, None, false, parallel)
-                .await
-                .unwrap();
+            let report =
+                flowsense_dataflows::synth::synth_parallel(&lake, &cfg, None, false, parallel)
+                    .await
+                    .unwrap();
             assert_eq!(report.sources, 6, "three symbols, two days");
             synthetic.push(files(&root));
         }

@@ -3,10 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use flowsense::job::FeatureSink;
-use flowsense::run::{RunOptions, run_job};
 use flowsense_core::job::JobSpec;
 use flowsense_core::{FeatureRow, Lake};
+use flowsense_dataflows::job::FeatureSink;
+use flowsense_dataflows::run::{RunOptions, run_job};
 
 use crate::common;
 
@@ -177,7 +177,7 @@ fn lake_replay_gives_the_same_features_as_the_capture_files() {
     let lake = Lake::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let data = common::binance_data();
     common::rt()
-        .block_on(flowsense::ingest::ingest_paths_with(
+        .block_on(flowsense_dataflows::ingest::ingest_paths_with(
             &lake,
             std::slice::from_ref(&data),
             None,
