@@ -7,8 +7,8 @@ touch is cancelled and re-placed once the cancel is confirmed. Both simulators: 
 and 1 ms response latency, a power queue model with n = 2, maker fee 2 bp, taker fee 8 bp.
 hftbacktest runs its no-partial-fill exchange (its partial-fill exchange stops with error code
 14 on this capture after 15 s), and FlowSense runs the same rules by default here
-(`--queue-fills whole --queue-cancels gross`); `--queue-fills partial --queue-cancels net` runs
-FlowSense's own defaults, to see how far they move from it. FlowSense runs it with `flowsense bench market-making` (the strategy loop in Rust
+(`--queue-fills whole --queue-cancels net`); `--queue-fills partial` runs FlowSense's own
+default fill rule, to see how far it moves from them. FlowSense runs it with `flowsense bench market-making` (the strategy loop in Rust
 around `SimExchange`), hftbacktest with its Numba API on the capture converted by its own
 converter.
 
@@ -143,9 +143,9 @@ def main():
     ap.add_argument("--queue-fills", choices=["partial", "whole"], default="whole",
                     help="FlowSense's fill rule: whole (hftbacktest's no-partial rule, the default "
                          "here, so both sides run one rule) or partial (FlowSense's default)")
-    ap.add_argument("--queue-cancels", choices=["net", "gross"], default="gross",
-                    help="FlowSense's queue model: gross (hftbacktest's power model's form, the "
-                         "default here) or net (FlowSense's default)")
+    ap.add_argument("--queue-cancels", choices=["net", "gross"], default="net",
+                    help="FlowSense's queue model: net (hftbacktest's power model's form and "
+                         "FlowSense's default) or gross (trades counted again as cancels)")
     args = ap.parse_args()
     ensure("hftbacktest", "hftbacktest")
     from hftbacktest.data.utils import binancefutures

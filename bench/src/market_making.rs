@@ -83,8 +83,23 @@ pub fn run(mm: &MarketMaking, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut reports: Vec<ExecReport> = Vec::new();
     writeln!(out, "ts,side,price,qty,liquidity")?;
     let mut last_mid = None;
+    // A receive clock behind the exchange's (this capture's runs 1.27 s behind) would let orders
+    // arrive before the data they answer; as hftbacktest's converter does, move feed time
+    // forward by the largest such gap, so that no event is received before it happened.
+    let skew = events
+        .iter()
+        .map(|e| e.ts().0 - e.feed_ts().0)
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    if skew > 0 {
+        eprintln!(
+            "feed time moved {:.3} s forward: the capture's receive clock ran behind",
+            skew as f64 / 1e9
+        );
+    }
     for ev in &events {
-        let feed = ev.feed_ts().0;
+        let feed = ev.feed_ts().0 + skew;
         // The maker acts on what it knew before this event.
         if next_quote == i64::MIN {
             next_quote = feed - feed.rem_euclid(interval) + interval;

@@ -100,12 +100,12 @@ pub enum BenchCommand {
         /// The venue's lot: modelled fills round down to it (0 for none).
         #[arg(long, default_value_t = 0.001)]
         lot_size: f64,
-        /// `partial` (the part of a trade past the queue) or `whole` (the whole rest of the
-        /// order, as hftbacktest's no-partial-fill exchange).
+        /// `partial` (the part of a trade past the queue) or `whole` (hftbacktest's
+        /// no-partial-fill exchange: the whole rest of the order, also when the book crosses it).
         #[arg(long, default_value = "partial", value_parser = ["partial", "whole"])]
         queue_fills: String,
-        /// `net` (a level's fall less the trades at its price) or `gross` (the whole fall, as
-        /// hftbacktest's power queue model) counts as cancels.
+        /// `net` (a level's fall less the trades at its price, as hftbacktest's power queue
+        /// model) or `gross` (the whole fall) counts as cancels.
         #[arg(long, default_value = "net", value_parser = ["net", "gross"])]
         queue_cancels: String,
     },

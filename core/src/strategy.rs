@@ -253,9 +253,10 @@ pub struct ExecutionSpec {
     /// the order (and a trade through its price fills it whole too), as hftbacktest's
     /// no-partial-fill exchange does.
     pub queue_fills: QueueFills,
-    /// What the L2 queue model counts as cancels when a level falls: `net` (the default), the
-    /// fall less the trades at the price since the last update (they already left the front);
-    /// `gross`, the whole fall, as hftbacktest's power queue model does.
+    /// What the L2 queue model counts as cancels when a level falls: `net` (the default, and
+    /// what hftbacktest's power queue model does), the fall less the trades at the price since
+    /// the last update (they already left the front); `gross`, the whole fall (trades counted
+    /// again as cancels: a bound on how much the model leans on that subtraction).
     pub queue_cancels: QueueCancels,
 }
 

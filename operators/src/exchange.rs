@@ -51,11 +51,14 @@
 //!     fractional, so with `lot_size` set the fills this model gives are rounded down to whole
 //!     lots (the rest of the trade is lost to us, conservatively).
 //!
-//!   Two settings run hftbacktest's rules instead, for comparisons on the same data:
-//!   `queue_fills = "whole"` fills the whole rest of the order once a trade reaches past the
-//!   queue ahead (or trades through its price), as its no-partial-fill exchange does, and
-//!   `queue_cancels = "gross"` counts a level's whole fall as cancels (trades at the price
-//!   included), as its power queue model does; by default the fall less those trades counts.
+//!   `queue_fills = "whole"` runs hftbacktest's no-partial-fill exchange instead, for
+//!   comparisons on the same data: a trade at the price takes the volume ahead (which may go
+//!   below zero: how far the trade reached past it), and once that overshoot rounds to a lot
+//!   the whole rest of the order fills; a trade through the price fills it whole; and a book
+//!   change alone fills it whole when the opposite best reaches its price (a buy at or above
+//!   the best ask). Cancels count the volume behind from the level as last seen, as hftbacktest
+//!   does. `queue_cancels = "gross"` counts a level's whole fall as cancels, trades at the
+//!   price included; by default (`net`, as hftbacktest) the fall less those trades counts.
 //!
 //! ```
 //! use flowsense_core::order::{Broker, ClientOrderId, Order, OrderKind, ReportKind};
@@ -413,6 +416,20 @@ impl SimExchange {
                 if whole { r.left } else { r.left.min(size) }
             } else if price == mine {
                 match &mut r.queue {
+                    Queue::Modelled { ahead, traded, .. } if whole => {
+                        // hftbacktest's no-partial rule: the queue ahead may go below zero (the
+                        // trade reached that far past it), and the order fills whole once that
+                        // overshoot rounds to at least one lot.
+                        let q = size.as_f64();
+                        *traded += q;
+                        *ahead -= q;
+                        let past = -*ahead;
+                        let reached = match lot {
+                            Some(lot) => (past / lot).round() >= 1.0,
+                            None => past > 0.0,
+                        };
+                        if reached { r.left } else { Size::ZERO }
+                    }
                     Queue::Modelled { ahead, traded, .. } => {
                         let q = size.as_f64();
                         *traded += q;
@@ -422,9 +439,7 @@ impl SimExchange {
                         if let Some(lot) = lot {
                             excess = (excess / lot + 1e-9).floor() * lot;
                         }
-                        if excess > 0.0 && whole {
-                            r.left
-                        } else if excess > 0.0 {
+                        if excess > 0.0 {
                             r.left.min(Size::from_f64(excess).unwrap_or(Size::ZERO))
                         } else {
                             Size::ZERO
@@ -567,6 +582,7 @@ impl SimExchange {
     fn on_level(&mut self, side: Side, price: Price, size: Size) {
         let n = self.spec.queue_power;
         let gross = self.spec.queue_cancels == flowsense_core::strategy::QueueCancels::Gross;
+        let whole = self.spec.queue_fills == flowsense_core::strategy::QueueFills::Whole;
         let f = |x: f64| if x <= 0.0 { 0.0 } else { x.powf(n) };
         let new = size.as_f64();
         for r in &mut self.resting {
@@ -590,17 +606,66 @@ impl SimExchange {
             };
             let cancelled = before - new;
             if cancelled > 0.0 {
-                let behind = (before - *ahead).max(0.0);
+                // hftbacktest counts the volume behind from the level as last seen, trades
+                // included; `whole` runs its rules as it runs them.
+                let behind = if whole {
+                    *level - *ahead
+                } else {
+                    before - *ahead
+                }
+                .max(0.0);
                 let (fa, fb) = (f(*ahead), f(behind));
                 let share = if fa + fb > 0.0 { fa / (fa + fb) } else { 0.5 };
                 let from_behind = cancelled * (1.0 - share);
                 let overflow = (from_behind - behind).max(0.0);
                 *ahead -= cancelled * share + overflow;
             }
-            *ahead = ahead.clamp(0.0, new);
+            *ahead = if whole {
+                ahead.min(new)
+            } else {
+                ahead.clamp(0.0, new)
+            };
             *level = new;
             *traded = 0.0;
         }
+    }
+
+    /// hftbacktest's no-partial exchange also fills on a book change alone: a resting order
+    /// whose price the opposite best reached (a buy at or above the best ask, a sell at or
+    /// below the best bid) fills whole at its price, as a maker. Only with `queue_fills =
+    /// "whole"`, on L2 data.
+    fn fill_crossed(&mut self, t: i64) {
+        let Some(book) = self.book.l2() else {
+            return;
+        };
+        let (bid, ask) = (book.best_bid().map(|l| l.0), book.best_ask().map(|l| l.0));
+        let mut fills = Vec::new();
+        for r in &mut self.resting {
+            if !matches!(r.queue, Queue::Modelled { .. }) || !r.left.is_positive() {
+                continue;
+            }
+            let mine = r.order.price.expect("resting orders are limits");
+            let crossed = match r.order.side {
+                Side::Buy => ask.is_some_and(|a| a <= mine),
+                Side::Sell => bid.is_some_and(|b| b >= mine),
+            };
+            if crossed {
+                fills.push((r.order.id, r.order.side, mine, r.left, t - r.since.0));
+                r.left = Size::ZERO;
+            }
+        }
+        for (id, side, price, size, wait) in fills {
+            self.execute(Exec {
+                id,
+                side,
+                price,
+                size,
+                liquidity: Liquidity::Maker,
+                t,
+                wait: Some(wait),
+            });
+        }
+        self.resting.retain(|r| r.left.is_positive());
     }
 
     /// An L3 message about an order in the queue ahead of ours.
@@ -729,6 +794,9 @@ impl Broker for SimExchange {
                     }
                     for (side, price, size) in changed {
                         self.on_level(side, price, size);
+                    }
+                    if self.spec.queue_fills == flowsense_core::strategy::QueueFills::Whole {
+                        self.fill_crossed(now);
                     }
                 }
             }

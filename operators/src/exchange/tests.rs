@@ -544,6 +544,54 @@ fn the_no_partial_rule_fills_the_whole_quote_once_the_queue_ahead_is_gone() {
 }
 
 #[test]
+fn the_no_partial_rule_also_fills_when_the_opposite_best_reaches_the_quote() {
+    use flowsense_core::strategy::QueueFills;
+    let run = |rule| {
+        let spec = ExecutionSpec {
+            queue_fills: rule,
+            ..plain()
+        };
+        let mut ex = SimExchange::new(sym(), &spec);
+        ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 5.0)], true));
+        ex.submit(limit(1, Side::Buy, 99.0, 2.0, 0)); // behind 5
+        ex.submit(limit(2, Side::Sell, 101.0, 1.0, 0)); // behind 5
+        // The asks fall to 99 without a trade: the book crosses our bid.
+        ex.on_market(&book(500, &[], &[(101.0, 0.0), (99.0, 3.0)], false));
+        fills(&mut ex)
+            .iter()
+            .map(|f| (f.side, f.price, f.size, f.liquidity))
+            .collect::<Vec<_>>()
+    };
+    // On trades only: nothing fills on a book change.
+    assert_eq!(run(QueueFills::Partial), vec![]);
+    // hftbacktest's no-partial exchange: the bid fills whole at its price, as a maker.
+    assert_eq!(
+        run(QueueFills::Whole),
+        vec![(Side::Buy, px(99.0), sz(2.0), Liquidity::Maker)]
+    );
+}
+
+#[test]
+fn the_no_partial_rule_needs_the_overshoot_to_round_to_a_lot() {
+    use flowsense_core::strategy::QueueFills;
+    let spec = ExecutionSpec {
+        queue_fills: QueueFills::Whole,
+        lot_size: Some(1.0),
+        ..plain()
+    };
+    let mut ex = SimExchange::new(sym(), &spec);
+    ex.on_market(&book(0, &[(99.0, 5.0)], &[(101.0, 5.0)], true));
+    ex.submit(limit(1, Side::Buy, 99.0, 3.0, 0)); // behind 5
+    ex.on_market(&trade(200, 99.0, 5.4, Side::Sell)); // 0.4 past the queue: rounds to 0 lots
+    assert!(fills(&mut ex).is_empty());
+    ex.on_market(&trade(300, 99.0, 0.2, Side::Sell)); // 0.6 past it: rounds to 1 lot
+    assert_eq!(
+        fills(&mut ex).iter().map(|f| f.size).collect::<Vec<_>>(),
+        vec![sz(3.0)]
+    );
+}
+
+#[test]
 fn gross_cancels_count_the_traded_part_of_a_fall_as_cancels_too() {
     use flowsense_core::strategy::QueueCancels;
     let ahead_after = |model| {
