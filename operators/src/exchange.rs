@@ -472,6 +472,12 @@ impl SimExchange {
                 fills.push((r.order.id, r.order.side, mine, fill, t - r.since.0));
             }
         }
+        self.execute_maker_fills(fills, t);
+    }
+
+    /// Executes resting orders' fills (id, side, price, size, time waited) as a maker at `t`,
+    /// and drops the orders that are done.
+    fn execute_maker_fills(&mut self, fills: Vec<(ClientOrderId, Side, Price, Size, i64)>, t: i64) {
         for (id, side, price, size, wait) in fills {
             self.execute(Exec {
                 id,
@@ -654,18 +660,7 @@ impl SimExchange {
                 r.left = Size::ZERO;
             }
         }
-        for (id, side, price, size, wait) in fills {
-            self.execute(Exec {
-                id,
-                side,
-                price,
-                size,
-                liquidity: Liquidity::Maker,
-                t,
-                wait: Some(wait),
-            });
-        }
-        self.resting.retain(|r| r.left.is_positive());
+        self.execute_maker_fills(fills, t);
     }
 
     /// An L3 message about an order in the queue ahead of ours.
