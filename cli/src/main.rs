@@ -10,9 +10,11 @@ mod backtest;
 mod bench;
 mod demo;
 mod ingest;
+mod jobs;
 mod lake_args;
 mod report;
 mod run;
+mod serve;
 mod sql;
 mod synth;
 
@@ -70,6 +72,18 @@ enum Command {
     /// fills on the price), risk events and round trips, read from the lake; `--pdf` also
     /// prints it to PDF with headless Chromium.
     Report(report::ReportArgs),
+    /// Start the service: a long-running cluster that takes dataflow jobs over HTTP
+    /// (`/api/v1`; `-w`, `-n`, `-p`, `-h` as `flowsense run` takes them; process 0 listens).
+    #[command(disable_help_flag = true)]
+    Serve(serve::ServeArgs),
+    /// Submit a job spec to a running service; prints the job's id.
+    Submit(jobs::SubmitArgs),
+    /// List the service's jobs.
+    Jobs(jobs::JobsArgs),
+    /// Show one job of the service: its state, its graph's figures and its errors.
+    Job(jobs::JobArgs),
+    /// Stop a job of the service (gracefully, or `--immediate`).
+    Stop(jobs::StopArgs),
     /// Measure ingest, generation, lake writes and SQL against same-run baselines.
     Bench {
         /// Which benchmark.
@@ -89,6 +103,11 @@ fn main() -> ExitCode {
         Command::Run(args) => args.execute(),
         Command::Backtest(args) => args.execute(),
         Command::Report(args) => args.execute(),
+        Command::Serve(args) => args.execute(),
+        Command::Submit(args) => args.execute(),
+        Command::Jobs(args) => args.execute(),
+        Command::Job(args) => args.execute(),
+        Command::Stop(args) => args.execute(),
         Command::Bench { which } => which.execute(),
     };
     match result {

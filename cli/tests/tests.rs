@@ -11,3 +11,4 @@ mod dead_letters;
 mod graph;
 mod lake;
 mod s3;
+mod service;

@@ -345,6 +345,8 @@ impl Table {
                 Field::new("events", DataType::UInt64, false),
                 f64n("seconds"),
                 Field::new("spec", DataType::Utf8, false),
+                Field::new("state", DataType::Utf8, true),
+                Field::new("error", DataType::Utf8, true),
             ],
             Table::Metrics => {
                 let n = |name: &str| Field::new(name, DataType::Float64, true);

@@ -235,6 +235,8 @@ pub struct TradeSink {
     /// Print every record as a JSON line (`[sinks] stdout = true`), for piping.
     json: Option<String>,
     error: Option<anyhow::Error>,
+    /// Set by [`TradeSink::discard`]: records are dropped unseen.
+    discarding: bool,
 }
 
 impl TradeSink {
@@ -251,6 +253,7 @@ impl TradeSink {
             collected: collect.then(Vec::new),
             json: spec.sinks.stdout.then(|| spec.name.clone()),
             error: None,
+            discarding: false,
         }
     }
 
@@ -287,6 +290,10 @@ impl TradeSink {
     }
 
     fn write(&mut self, records: &mut Vec<TradeRecord>) {
+        if self.discarding {
+            records.clear();
+            return;
+        }
         if let Some(job) = &self.json {
             let mut buf = Vec::new();
             for r in records.iter() {
@@ -334,18 +341,88 @@ impl TradeSink {
     }
 }
 
-/// What one worker hands back.
-struct WorkerResult {
-    events: u64,
-    sink: TradeSinkResult,
+/// What one worker's trading graph did: its events, records by table and the pieces of the
+/// run's metrics. The driver combines every worker's ([`combine`]); the service ships them
+/// from every process to its controller, so they are serde.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct WorkerTrades {
+    /// Market events the worker fed in.
+    pub events: u64,
+    /// Each symbol's metrics (and each regime's).
+    pub symbols: Vec<Metrics>,
+    /// Orders, fills and trips of every symbol, for the portfolio's counts.
+    pub totals: Option<MetricsBuilder>,
+    /// Every equity mark: (time, symbol, equity).
+    pub marks: Vec<(i64, Symbol, f64)>,
+    /// Records by table name.
+    pub counts: BTreeMap<String, u64>,
+    /// Every record, when collected (never shipped).
+    #[serde(skip)]
+    pub collected: Vec<TradeRecord>,
 }
 
-struct TradeSinkResult {
-    symbols: Vec<Metrics>,
-    totals: MetricsBuilder,
-    marks: Vec<(i64, Symbol, f64)>,
-    counts: BTreeMap<&'static str, u64>,
-    collected: Vec<TradeRecord>,
+impl TradeSink {
+    /// Worker `index`'s sink for run `run_id`: into the lake's run tables when `write` (its
+    /// files named for walk-forward `fold` when given), every record kept when `collect`.
+    pub fn for_worker(
+        spec: &JobSpec,
+        lake: &Lake,
+        run_id: &str,
+        index: usize,
+        write: bool,
+        fold: Option<u32>,
+        collect: bool,
+    ) -> anyhow::Result<Rc<RefCell<TradeSink>>> {
+        let writer = if write {
+            let w = RunWriter::new(lake.clone(), run_id, index)?;
+            Some(match fold {
+                Some(k) => w.for_fold(k),
+                None => w,
+            })
+        } else {
+            None
+        };
+        Ok(Rc::new(RefCell::new(TradeSink::new(spec, writer, collect))))
+    }
+
+    /// The first error writing records, if any (later records were dropped).
+    pub fn take_error(&mut self) -> Option<anyhow::Error> {
+        self.error.take()
+    }
+
+    /// Records written so far, over all tables.
+    pub fn records(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// Drops what is buffered and every later record: the run is being thrown away (its files
+    /// already written are removed by [`clear_run`]).
+    pub fn discard(&mut self) {
+        self.writer = None;
+        self.json = None;
+        self.discarding = true;
+    }
+
+    /// Writes what is buffered and hands back the worker's part of the run.
+    pub fn finish(&mut self, events: u64) -> anyhow::Result<WorkerTrades> {
+        if let Some(e) = self.error.take() {
+            return Err(e.context("writing the run's records"));
+        }
+        if let Some(w) = &mut self.writer {
+            w.finish().context("writing the run's records")?;
+        }
+        Ok(WorkerTrades {
+            events,
+            symbols: self.symbols.values().flat_map(|m| m.finish()).collect(),
+            totals: Some(self.totals.clone()),
+            marks: std::mem::take(&mut self.marks),
+            counts: std::mem::take(&mut self.counts)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            collected: self.collected.take().unwrap_or_default(),
+        })
+    }
 }
 
 /// Builds the trading graph in `scope`: the input, the `Trade` operator, the sink and a probe.
@@ -362,6 +439,7 @@ pub fn build_trading<'scope>(
     let probe = ProbeHandle::new();
     let trade_probe = ProbeHandle::new();
     let exec = spec.execution.clone();
+    let dataflow = scope.addr()[0];
     scope
         .input_from(&mut input)
         .trade(
@@ -380,6 +458,7 @@ pub fn build_trading<'scope>(
         })
         .probe_with(&probe);
     Ok(JobHandles {
+        dataflow,
         input,
         stages: vec![("Trade", trade_probe), ("TradeSink", probe.clone())],
         probe,
@@ -419,9 +498,8 @@ pub fn run_trading(
     opts: &TradingOptions,
 ) -> anyhow::Result<TradingReport> {
     spec.validate()?;
-    let strategy = spec
-        .strategy
-        .clone()
+    spec.strategy
+        .as_ref()
         .context("the job has no [strategy]: add one to backtest it (see examples/)")?;
     if opts.write && opts.run.process == 0 && opts.fold.is_none() {
         clear_run(lake, &opts.run_id).context("removing an earlier run with this id")?;
@@ -455,18 +533,11 @@ pub fn run_trading(
             }
         })
     });
-    let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerResult> {
+    let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerTrades> {
         let (index, peers) = (worker.index(), worker.peers());
-        let writer = if o.write {
-            let w = RunWriter::new(lake_c.clone(), &o.run_id, index)?;
-            Some(match o.fold {
-                Some(k) => w.for_fold(k),
-                None => w,
-            })
-        } else {
-            None
-        };
-        let sink = Rc::new(RefCell::new(TradeSink::new(&spec_c, writer, o.collect)));
+        let sink = TradeSink::for_worker(
+            &spec_c, &lake_c, &o.run_id, index, o.write, o.fold, o.collect,
+        )?;
         let sink_w = sink.clone();
         let spec_w = spec_c.clone();
         let mut h =
@@ -489,53 +560,74 @@ pub fn run_trading(
         drop(h.input);
         worker.step_while(|| !h.probe.done());
         let mut s = sink.borrow_mut();
-        if let Some(e) = s.error.take() {
-            return Err(e.context(format!("worker {index}: writing the run's records")));
-        }
-        if let Some(w) = &mut s.writer {
-            w.finish()
-                .with_context(|| format!("worker {index}: writing the run's records"))?;
-        }
-        let symbols = s.symbols.values().flat_map(|m| m.finish()).collect();
-        Ok(WorkerResult {
-            events,
-            sink: TradeSinkResult {
-                symbols,
-                totals: s.totals.clone(),
-                marks: std::mem::take(&mut s.marks),
-                counts: std::mem::take(&mut s.counts),
-                collected: s.collected.take().unwrap_or_default(),
-            },
-        })
+        s.finish(events).with_context(|| format!("worker {index}"))
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
 
-    let mut report = TradingReport {
-        run_id: opts.run_id.clone(),
-        ..Default::default()
-    };
     let joined = guards.join();
     spinner.finish_and_clear();
     if let Some(t) = ticker {
         t.thread().unpark();
         let _ = t.join();
     }
+    let mut workers = Vec::new();
+    for r in joined {
+        workers.push(r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))??);
+    }
+    let mut report = combine(spec, &opts.run_id, workers)?;
+    report.seconds = start.elapsed().as_secs_f64();
+
+    if opts.write && opts.run.process == 0 && opts.fold.is_none() {
+        let mode = if opts.paced && spec.replay.is_some() {
+            "replay"
+        } else {
+            "backtest"
+        };
+        let run = run_row(
+            spec,
+            &opts.run_id,
+            mode,
+            &report.symbols,
+            report.events,
+            report.seconds,
+        )?;
+        write_run(lake, &run, &report.metrics).context("writing the run's row and metrics")?;
+    }
+    Ok(report)
+}
+
+/// Combines every worker's part of a trading run into the run's report: counts summed, each
+/// symbol's metrics, and the portfolio's from every symbol's equity marks.
+pub fn combine(
+    spec: &JobSpec,
+    run_id: &str,
+    workers: Vec<WorkerTrades>,
+) -> anyhow::Result<TradingReport> {
+    let strategy = spec
+        .strategy
+        .as_ref()
+        .context("the job has no [strategy] to trade")?;
+    let mut report = TradingReport {
+        run_id: run_id.to_string(),
+        ..Default::default()
+    };
     let bucket_seconds = strategy.bucket.seconds();
     let mut totals = MetricsBuilder::portfolio(spec.risk.capital, bucket_seconds);
     let mut marks = Vec::new();
     let mut per_symbol = Vec::new();
-    for r in joined {
-        let r = r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))??;
+    for r in workers {
         report.events += r.events;
-        for (k, v) in r.sink.counts {
+        for (k, v) in r.counts {
+            let k = TABLES.iter().find(|t| **t == k).copied().unwrap_or("other");
             *report.counts.entry(k).or_default() += v;
         }
-        totals.absorb_counts(&r.sink.totals);
-        marks.extend(r.sink.marks);
-        per_symbol.extend(r.sink.symbols);
-        report.records.extend(r.sink.collected);
+        if let Some(t) = &r.totals {
+            totals.absorb_counts(t);
+        }
+        marks.extend(r.marks);
+        per_symbol.extend(r.symbols);
+        report.records.extend(r.collected);
     }
-    report.seconds = start.elapsed().as_secs_f64();
     report
         .records
         .sort_by(|a, b| (a.symbol(), a.ts()).cmp(&(b.symbol(), b.ts())));
@@ -572,29 +664,38 @@ pub fn run_trading(
     report.totals = Some(totals);
     report.capital = capital;
     report.symbols = names.iter().map(|s| s.to_string()).collect();
-
-    if opts.write && opts.run.process == 0 && opts.fold.is_none() {
-        let (data_from, data_to) = match &spec.source {
-            Source::Lake(l) => l.range()?,
-            _ => (None, None),
-        };
-        let run = RunRow {
-            run_id: opts.run_id.clone(),
-            job: spec.name.clone(),
-            mode: if opts.paced && spec.replay.is_some() {
-                "replay".into()
-            } else {
-                "backtest".into()
-            },
-            started: started_rfc3339(),
-            data_from,
-            data_to,
-            symbols: report.symbols.join(","),
-            events: report.events,
-            seconds: report.seconds,
-            spec: spec.to_toml(),
-        };
-        write_run(lake, &run, &report.metrics).context("writing the run's row and metrics")?;
-    }
     Ok(report)
+}
+
+/// The run tables a trading sink counts records of.
+const TABLES: [&str; 5] = ["orders", "fills", "equity", "risk_events", "positions"];
+
+/// The `runs` row of a run of `spec` under `run_id` in `mode` (`backtest`, `replay`,
+/// `features`) over `symbols`, finished now after `seconds`.
+pub fn run_row(
+    spec: &JobSpec,
+    run_id: &str,
+    mode: &str,
+    symbols: &[String],
+    events: u64,
+    seconds: f64,
+) -> anyhow::Result<RunRow> {
+    let (data_from, data_to) = match &spec.source {
+        Source::Lake(l) => l.range()?,
+        _ => (None, None),
+    };
+    Ok(RunRow {
+        run_id: run_id.to_string(),
+        job: spec.name.clone(),
+        mode: mode.to_string(),
+        started: started_rfc3339(),
+        data_from,
+        data_to,
+        symbols: symbols.join(","),
+        events,
+        seconds,
+        spec: spec.to_toml(),
+        state: Some("finished".into()),
+        error: None,
+    })
 }

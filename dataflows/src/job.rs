@@ -34,6 +34,8 @@ use timely::dataflow::{InputHandleVec, ProbeHandle, Scope};
 
 /// What a job's dataflow gives its driver.
 pub struct JobHandles {
+    /// The dataflow's index on its worker (the first part of its operators' addresses).
+    pub dataflow: usize,
     /// Where the driver sends the worker's events.
     pub input: InputHandleVec<u64, MarketEvent>,
     /// Passes a time once every output at or before it has reached the sinks.
@@ -199,6 +201,18 @@ impl SharedSink {
         }
     }
 
+    /// Drops what the sink buffered and every later row, writing nothing more: the run is
+    /// being thrown away (files it already wrote are the caller's to remove).
+    pub fn discard(&mut self) {
+        self.sink = Box::new(CountSink(0));
+        self.error = None;
+    }
+
+    /// The first error the sink returned, if any (it stays for [`SharedSink::finish`]).
+    pub fn failed(&self) -> Option<String> {
+        self.error.as_ref().map(|e| format!("{e:#}"))
+    }
+
     /// Flushes the sink, returning the first error of the run.
     pub fn finish(&mut self) -> anyhow::Result<()> {
         if let Some(e) = self.error.take() {
@@ -221,6 +235,7 @@ pub fn build_job<'scope>(
     let probe = ProbeHandle::new();
     let features_probe = ProbeHandle::new();
     let counters = Rc::new(RefCell::new(FeatureCounters::default()));
+    let dataflow = scope.addr()[0];
     scope
         .input_from(&mut input)
         .order_flow_features_counted(&spec.features, counters.clone())
@@ -236,6 +251,7 @@ pub fn build_job<'scope>(
         )
         .probe_with(&probe);
     JobHandles {
+        dataflow,
         input,
         stages: vec![
             ("OrderFlowFeatures", features_probe),
@@ -353,6 +369,13 @@ fn all_events(
             };
             let paths: Vec<std::path::PathBuf> = c.paths.iter().map(Into::into).collect();
             let inputs = detect::open_inputs_with(&paths, format, &Default::default())?;
+            if inputs.is_empty() {
+                anyhow::bail!(
+                    "source.capture.paths: none of {:?} is a file of a known format (Binance, \
+                     LOBSTER, DBN or bars)",
+                    c.paths
+                );
+            }
             let streams: Vec<EventStream> = inputs
                 .into_iter()
                 .map(|(_, _, reader)| {

@@ -11,6 +11,7 @@
 
 pub mod backtest;
 pub mod demo;
+pub mod feed;
 pub mod ingest;
 pub mod job;
 pub mod monitor;

@@ -15,7 +15,7 @@ use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use timely::worker::Worker;
 
 /// One operator's figures on one worker.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OperatorStats {
     /// Global worker index.
     pub worker: usize,
@@ -43,7 +43,7 @@ pub struct OperatorStats {
 }
 
 /// One channel's figures on one worker.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChannelStats {
     /// Global worker index.
     pub worker: usize,
@@ -80,7 +80,7 @@ type RawChannel = (Vec<usize>, (usize, usize), (usize, usize), String, [u64; 4])
 #[derive(Clone, Default)]
 pub struct WorkerMonitor {
     raw: Rc<RefCell<Raw>>,
-    lag: Rc<RefCell<HashMap<String, i64>>>,
+    lag: Rc<RefCell<HashMap<(usize, String), i64>>>,
     worker: usize,
 }
 
@@ -144,10 +144,10 @@ impl WorkerMonitor {
         m
     }
 
-    /// Records a frontier lag sample for the operator called `name`.
-    pub fn lag(&self, name: &str, lag_ns: i64) {
+    /// Records a frontier lag sample for the operator called `name` in dataflow `dataflow`.
+    pub fn lag(&self, dataflow: usize, name: &str, lag_ns: i64) {
         let mut l = self.lag.borrow_mut();
-        let e = l.entry(name.to_string()).or_insert(lag_ns);
+        let e = l.entry((dataflow, name.to_string())).or_insert(lag_ns);
         *e = (*e).max(lag_ns);
     }
 
@@ -174,7 +174,10 @@ impl WorkerMonitor {
                         name: name.clone(),
                         schedules: *n,
                         busy_ns: busy.as_nanos() as u64,
-                        frontier_lag_ns: lag.get(name).copied(),
+                        frontier_lag_ns: addr
+                            .first()
+                            .and_then(|&d| lag.get(&(d, name.clone())))
+                            .copied(),
                         ..Default::default()
                     },
                 )
@@ -208,6 +211,27 @@ impl WorkerMonitor {
         }
         let mut ops: Vec<OperatorStats> = by_addr.into_values().collect();
         ops.sort_by_key(|o| o.id);
+        (ops, channels)
+    }
+
+    /// Drops the figures of dataflow `dataflow` (a long-running worker, once its job is done).
+    pub fn forget(&self, dataflow: usize) {
+        let mut r = self.raw.borrow_mut();
+        r.ops.retain(|_, o| o.0.first() != Some(&dataflow));
+        r.channels.retain(|_, c| c.0.first() != Some(&dataflow));
+        self.lag.borrow_mut().retain(|k, _| k.0 != dataflow);
+    }
+}
+
+impl WorkerMonitor {
+    /// The figures of one dataflow's operators and channels (those whose address starts with
+    /// its index), as [`WorkerMonitor::snapshot`] gives them.
+    pub fn snapshot_of(&self, dataflow: usize) -> (Vec<OperatorStats>, Vec<ChannelStats>) {
+        let (mut ops, mut channels) = self.snapshot();
+        let prefix = format!("{dataflow}");
+        let mine = |addr: &str| addr.split('.').next() == Some(prefix.as_str());
+        ops.retain(|o| mine(&o.addr));
+        channels.retain(|c| mine(&c.source));
         (ops, channels)
     }
 }

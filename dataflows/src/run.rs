@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use flowsense_core::job::JobSpec;
 use flowsense_core::{Lake, Symbol};
 use flowsense_sinks::FeatureWriter;
 
+use crate::feed::{Fed, Feeder, Pace};
 use crate::job::{
     FanOut, FeatureSink, JsonLinesSink, LakeFeatureSink, SharedSink, SourceCounts, build_job,
     worker_source,
@@ -193,37 +194,12 @@ pub fn feed_batch(
     epoch: u64,
     monitor: Option<&crate::monitor::WorkerMonitor>,
 ) -> u64 {
-    let mut events = 0u64;
-    let mut in_batch = 0;
-    let mut since_wait = 0;
-    let mut high = i64::MIN;
-    for ev in source {
-        high = high.max(ev.ts().0);
-        if in_batch == batch {
-            let t = input_time(high, epoch);
-            if t > *h.input.time() {
-                h.input.advance_to(t);
-            }
-            in_batch = 0;
-            since_wait += 1;
-            worker.step();
-            if let Some(m) = monitor {
-                sample_lag(m, h);
-            }
-            if since_wait == 16 {
-                // Bound what is in flight: let the graph catch up.
-                let now = *h.input.time();
-                while h.probe.less_than(&now) {
-                    worker.step_or_park(None);
-                }
-                since_wait = 0;
-            }
-        }
-        h.input.send(ev);
-        in_batch += 1;
-        events += 1;
-    }
-    events
+    drive(
+        worker,
+        h,
+        Feeder::new(source, Pace::Batch { batch }, epoch),
+        monitor,
+    )
 }
 
 /// Feeds a source as a live feed would: each event leaves when its time comes at `speed` x real
@@ -236,39 +212,48 @@ pub fn feed_replay(
     speed: f64,
     monitor: Option<&crate::monitor::WorkerMonitor>,
 ) -> u64 {
-    let mut events = 0u64;
-    let mut origin: Option<(i64, Instant)> = None;
-    let mut high = i64::MIN;
-    for ev in source {
-        let ts = ev.ts().0;
-        high = high.max(ts);
-        let (t0, w0) = *origin.get_or_insert((ts, Instant::now()));
-        let due = w0 + Duration::from_secs_f64(((ts - t0).max(0) as f64 * 1e-9) / speed);
-        let t = input_time(high, epoch);
-        if t > *h.input.time() {
-            h.input.advance_to(t);
-        }
-        while Instant::now() < due {
-            worker.step_or_park(Some(due.saturating_duration_since(Instant::now())));
-        }
-        h.input.send(ev);
-        events += 1;
-        worker.step();
-        if let Some(m) = monitor {
-            sample_lag(m, h);
+    drive(
+        worker,
+        h,
+        Feeder::new(source, Pace::Replay { speed }, epoch),
+        monitor,
+    )
+}
+
+/// Steps one job's feeder to the end of its source, stepping the worker between feeds.
+fn drive<S: Iterator<Item = flowsense_core::MarketEvent>>(
+    worker: &mut timely::worker::Worker,
+    h: &mut crate::job::JobHandles,
+    mut feeder: Feeder<S>,
+    monitor: Option<&crate::monitor::WorkerMonitor>,
+) -> u64 {
+    loop {
+        match feeder.feed(h) {
+            Fed::Sent(_) => {
+                worker.step();
+                if let Some(m) = monitor {
+                    sample_lag(m, h);
+                }
+            }
+            Fed::Behind => {
+                worker.step_or_park(None);
+            }
+            Fed::Until(due) => {
+                worker.step_or_park(Some(due.saturating_duration_since(Instant::now())));
+            }
+            Fed::Exhausted => return feeder.events(),
         }
     }
-    events
 }
 
 /// Samples each stage's frontier lag: the input's time minus the stage's output frontier.
-fn sample_lag(monitor: &crate::monitor::WorkerMonitor, h: &crate::job::JobHandles) {
+pub fn sample_lag(monitor: &crate::monitor::WorkerMonitor, h: &crate::job::JobHandles) {
     let now = *h.input.time() as i64;
     for (name, probe) in &h.stages {
         let f = probe.with_frontier(|f| f.iter().min().copied());
         // Time 0 is timely's start, before the first event's epoch: not a lag.
         if let Some(f) = f.filter(|&f| f > 0) {
-            monitor.lag(name, (now - f as i64).max(0));
+            monitor.lag(h.dataflow, name, (now - f as i64).max(0));
         }
     }
 }

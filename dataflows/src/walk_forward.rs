@@ -310,6 +310,8 @@ pub fn run(
         events: report.events,
         seconds: report.seconds,
         spec: spec.to_toml(),
+        state: Some("finished".into()),
+        error: None,
     };
     write_run(lake, &run, &report.metrics).context("writing the run's row and metrics")?;
     Ok(report)

@@ -8,7 +8,7 @@ use flowsense_core::order::Liquidity;
 use flowsense_core::results::{Metrics, TradeRecord};
 
 /// Running moments of a return series (Welford), with the downside sum of squares.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Returns {
     n: u64,
     mean: f64,
@@ -117,7 +117,7 @@ fn span_text(ns: i64) -> String {
 /// assert!(metrics.ratio_note.as_deref().unwrap().starts_with("n/a (run too short: 3 returns"));
 /// assert!(metrics.return_mean.unwrap() > 0.0);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct MetricsBuilder {
     scope: String,
     capital: f64,

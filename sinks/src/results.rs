@@ -348,6 +348,11 @@ pub struct RunRow {
     pub seconds: f64,
     /// The job spec, as TOML.
     pub spec: String,
+    /// How the run ended: `finished`, `failed` or `stopped` (NULL in runs written before the
+    /// service recorded it; they all finished).
+    pub state: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
 }
 
 /// Writes the run's row into `runs` and its metrics into `metrics`.
@@ -366,6 +371,8 @@ pub fn write_run(lake: &Lake, run: &RunRow, metrics: &[Metrics]) -> Result<()> {
             Arc::new(UInt64Array::from(vec![run.events])),
             Arc::new(Float64Array::from(vec![run.seconds])),
             s(vec![run.spec.clone()]),
+            Arc::new(StringArray::from(vec![run.state.clone()])),
+            Arc::new(StringArray::from(vec![run.error.clone()])),
         ],
     )?;
     let m = metrics;
