@@ -10,6 +10,8 @@
 //!   with the process's peak memory.
 //! - [`market_making`]: a market maker on a capture through the simulated exchange, for the
 //!   side-by-side with hftbacktest (`scripts/compare_hftbacktest.py`).
+//! - [`service`]: jobs submitted to a running cluster beside `flowsense run`, submit-to-running
+//!   latency and the API under load.
 //! - [`sql`]: named queries over a lake, for the side-by-side with DuckDB (`scripts/bench_sql.py`).
 
 #![forbid(missing_docs)]
@@ -25,6 +27,7 @@ pub mod backtest;
 pub mod graph;
 pub mod ingest;
 pub mod market_making;
+pub mod service;
 pub mod sql;
 pub mod synth;
 

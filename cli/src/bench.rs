@@ -109,6 +109,26 @@ pub enum BenchCommand {
         #[arg(long, default_value = "net", value_parser = ["net", "gross"])]
         queue_cancels: String,
     },
+    /// The service: a feature job submitted to a running 1 x 2 cluster beside `flowsense run -w
+    /// 2`, and 2 x 1 beside 1 x 2; submit-to-running latency beside a plain round trip; the API
+    /// under load (wrk) beside `GET /health`. Servers are this binary, spawned.
+    Service {
+        /// Symbols of the synthetic feature job.
+        #[arg(long, default_value_t = 2)]
+        symbols: usize,
+        /// Mean events per symbol-day.
+        #[arg(long, default_value_t = 1_000_000)]
+        events_per_day: u64,
+        /// Runs per stage; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Small jobs submitted for the latency figures.
+        #[arg(long, default_value_t = 100)]
+        submissions: usize,
+        /// Seconds of load per endpoint.
+        #[arg(long, default_value_t = 5)]
+        load_seconds: u64,
+    },
     /// Runs named queries (a JSON object `{"name": "SQL", ...}`) over a lake; prints one JSON line
     /// per query with the median time. `scripts/bench_sql.py` runs it beside DuckDB.
     Sql {
@@ -167,6 +187,20 @@ impl BenchCommand {
                 repeat,
                 memory_events,
                 buckets,
+            })?,
+            BenchCommand::Service {
+                symbols,
+                events_per_day,
+                repeat,
+                submissions,
+                load_seconds,
+            } => flowsense_bench::service::run(flowsense_bench::service::ServiceBench {
+                exe: std::env::current_exe()?,
+                symbols,
+                events_per_day,
+                repeat,
+                submissions,
+                load_seconds,
             })?,
             BenchCommand::Backtest {
                 events,

@@ -202,8 +202,11 @@ async fn check_source(spec: &JobSpec, lake: &Lake, lake_url: &str) -> Result<()>
 /// Submit a job: the body is the job spec as TOML (as `flowsense run` reads it), or JSON of
 /// the same spec.
 #[utoipa::path(post, path = "/jobs", tag = "jobs",
-    request_body(content = String, description = "The job spec (TOML, or JSON of the same spec)",
-        content_type = "application/toml"),
+    request_body(description = "The job spec: TOML (as `flowsense run` reads it), or JSON of the same spec",
+        content(
+            (String = "application/toml"),
+            (String = "text/plain"),
+            (Object = "application/json"))),
     responses(
         (status = 201, description = "Accepted", body = Submitted),
         (status = 400, description = "The spec does not parse, or a key or value is wrong", body = ErrorBody),

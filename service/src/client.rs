@@ -43,6 +43,11 @@ impl Client {
         }
     }
 
+    /// The server's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }

@@ -304,6 +304,7 @@ fn install(
     reports: &mut ReportChannel,
 ) -> Option<WorkerJob> {
     let (index, peers) = (worker.index(), worker.peers());
+    let _span = tracing::info_span!("job", id = %id, worker = index).entered();
     let counts = Arc::new(Mutex::new(SourceCounts::default()));
     let spec = match JobSpec::from_toml(spec_toml) {
         Ok(s) => s,
@@ -386,6 +387,7 @@ fn install(
     };
     match error {
         Some(msg) => {
+            tracing::warn!(error = %msg, "the job failed to start");
             reports.send(id, index, ReportEvent::Failing(msg.clone()));
             job.end(Outcome::Failed(msg));
         }
@@ -418,6 +420,7 @@ fn finish(
     peers: usize,
     reports: &mut ReportChannel,
 ) {
+    let _span = tracing::info_span!("job", id = %job.id, worker = index).entered();
     let mut outcome = job.ending.take().unwrap_or(Outcome::Finished);
     let mut trades = None;
     let keep = matches!(outcome, Outcome::Finished | Outcome::Stopped);
@@ -463,6 +466,7 @@ fn finish(
     if let Some(d) = job.dataflow {
         monitor.forget(d);
     }
+    tracing::debug!(outcome = ?outcome, events = figures.events, rows = figures.rows, "job ended here");
     reports.send(
         &job.id,
         index,

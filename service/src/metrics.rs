@@ -116,6 +116,15 @@ impl Metrics {
                 .set(n as i64);
         }
         prom.register("jobs", "Jobs by state", states);
+        let to_running = latency_histogram();
+        for l in jobs.latencies() {
+            to_running.observe(l);
+        }
+        prom.register(
+            "job_submit_to_running_seconds",
+            "From a submission to every worker running the job",
+            to_running,
+        );
 
         let events = Family::<JobLabels, Counter>::default();
         let rows = Family::<JobLabels, Counter>::default();

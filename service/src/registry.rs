@@ -198,9 +198,12 @@ impl JobRecord {
                 .filter_map(|(w, s)| {
                     let p = self.previous.get(w)?;
                     let dt = s.at.duration_since(p.at).as_secs_f64();
-                    (dt > 0.0).then(|| (s.figures.events - p.figures.events) as f64 / dt)
+                    (dt > 0.0)
+                        .then(|| s.figures.events.saturating_sub(p.figures.events) as f64 / dt)
                 })
-                .sum()
+                .sum::<f64>()
+                // An empty sum is -0.0.
+                + 0.0
         } else {
             0.0
         };
@@ -287,7 +290,7 @@ pub struct Registry {
     worker0: Mutex<Option<Thread>>,
     peers: AtomicUsize,
     fatal: Mutex<Option<String>>,
-    /// Submit-to-running latencies, in seconds, for the benchmark.
+    /// Submit-to-running latencies of the latest jobs, in seconds, for the metrics.
     latencies: Mutex<Vec<f64>>,
 }
 
@@ -565,6 +568,10 @@ impl Registry {
                     j.state = JobState::Running;
                     j.running_at = Some(now);
                     if let (Some(t), Ok(mut l)) = (j.submitted_at, self.latencies.lock()) {
+                        // The latest 10 000 at most.
+                        if l.len() >= 10_000 {
+                            l.drain(..5_000);
+                        }
                         l.push(now.duration_since(t).as_secs_f64());
                     }
                     tracing::info!(job = %j.id, "job running");
