@@ -774,6 +774,264 @@ fn the_stream_pushes_a_running_jobs_graph_and_prometheus_scrapes_its_records() {
     c.stop(&job.id, true).unwrap();
 }
 
+/// An example job renamed and paced at `speed` x real time.
+fn paced_example(file: &str, name: &str, speed: f64) -> String {
+    let text = std::fs::read_to_string(common::repo_path(file)).unwrap();
+    let old = text
+        .lines()
+        .find(|l| l.starts_with("name = "))
+        .unwrap()
+        .to_string();
+    text.replacen(&old, &format!("name = \"{name}\""), 1)
+        .replacen(
+            "[features]",
+            &format!("[replay]\nspeed = {speed}\n\n[features]"),
+            1,
+        )
+}
+
+/// Every message of a stream until the server closes it.
+fn read_stream(url: &str) -> Vec<Value> {
+    let (mut ws, _) = tungstenite::connect(url).unwrap();
+    let mut out = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => out.push(serde_json::from_str(&t).unwrap()),
+            Ok(tungstenite::Message::Close(_)) | Err(_) => return out,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The rows of `topic` in the messages, by symbol, each row as its JSON text.
+fn streamed_rows(
+    messages: &[Value],
+    topic: &str,
+) -> std::collections::BTreeMap<String, Vec<Value>> {
+    let mut by_symbol = std::collections::BTreeMap::<String, Vec<Value>>::new();
+    for m in messages.iter().filter(|m| m["topic"] == topic) {
+        for r in m["data"].as_array().unwrap() {
+            by_symbol
+                .entry(
+                    r["symbol"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("no symbol in {r}"))
+                        .to_string(),
+                )
+                .or_default()
+                .push(r.clone());
+        }
+    }
+    by_symbol
+}
+
+/// Streamed rows are the lake's rows: per symbol, exactly the lake's rows from the first one
+/// streamed on (the stream carries what is written after the subscription), and nearly all.
+#[track_caller]
+fn assert_streamed_rows_landed(
+    what: &str,
+    streamed: &std::collections::BTreeMap<String, Vec<Value>>,
+    lake: &[Value],
+) {
+    let key = |r: &Value| serde_json::to_string(r).unwrap();
+    let mut total = 0;
+    for (symbol, rows) in streamed {
+        let first = rows
+            .iter()
+            .map(|r| r["ts"].as_i64().unwrap())
+            .min()
+            .unwrap();
+        let mut want: Vec<String> = lake
+            .iter()
+            .filter(|r| r["symbol"] == symbol.as_str() && r["ts"].as_i64().unwrap() >= first)
+            .map(|r| {
+                // The streamed rows carry the file's columns; compare those.
+                let o = r.as_object().unwrap();
+                let kept: serde_json::Map<String, Value> = o
+                    .iter()
+                    .filter(|(k, _)| rows[0].get(k.as_str()).is_some())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                key(&Value::Object(kept))
+            })
+            .collect();
+        let mut got: Vec<String> = rows.iter().map(key).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{what} of {symbol}: streamed vs the lake"
+        );
+        assert_eq!(got, want, "{what} of {symbol}: streamed vs the lake");
+        total += got.len();
+    }
+    assert!(
+        total * 10 >= lake.len() * 9 && total > 0,
+        "{what}: {total} streamed of {} in the lake",
+        lake.len()
+    );
+}
+
+#[test]
+fn the_stream_sends_the_rows_a_job_writes_and_a_paced_jobs_book_and_tape() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = binance_lake(dir.path());
+    // Two processes, so rows written on process 1 cross to the controller on process 0.
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let server = Server::cluster(&served, &["-w", "1"], &[], 2, Some(&hosts));
+    let c = server.client();
+    let ws = server.url.replace("http://", "ws://");
+
+    // A batch job streams no book, a trading job no features, a feature job no fills.
+    let batch = c
+        .submit(
+            &std::fs::read_to_string(common::repo_path("examples/binance-features.toml")).unwrap(),
+        )
+        .unwrap();
+    let e = error_of(
+        get(
+            &server,
+            &format!("/api/v1/stream?job={}&topics=book", batch.id),
+        ),
+        400,
+    );
+    assert!(e.contains("paced jobs only"), "{e}");
+    let e = error_of(
+        get(
+            &server,
+            &format!("/api/v1/stream?job={}&topics=fills", batch.id),
+        ),
+        400,
+    );
+    assert!(e.contains("writes no fills"), "{e}");
+    wait_for(&c, &batch.id, "ended", |j| j.state.is_final());
+
+    // Subscribed as soon as they are submitted: a paced backtest and a paced feature job.
+    let trading = c
+        .submit(&paced_example(
+            "examples/binance-ofi-backtest.toml",
+            "streamed-ofi",
+            30.0,
+        ))
+        .unwrap();
+    let features = c
+        .submit(
+            "name = \"streamed-features\"\n[replay]\nspeed = 14400.0\n[source.synthetic]\n\
+             symbols = 4\ndays = 1\nseed = 7\nevents_per_day = 200000\n[features]\n\
+             buckets = [\"1m\"]\nlevels = 5\n",
+        )
+        .unwrap();
+    let e = error_of(
+        get(
+            &server,
+            &format!("/api/v1/stream?job={}&topics=features", trading.id),
+        ),
+        400,
+    );
+    assert!(e.contains("writes no features"), "{e}");
+    let (tu, fu) = (
+        format!(
+            "{ws}/api/v1/stream?job={}&topics=orders,fills,equity,book,trades,job",
+            trading.id
+        ),
+        format!("{ws}/api/v1/stream?job={}&topics=features", features.id),
+    );
+    let fr = std::thread::spawn(move || read_stream(&fu));
+    let tm = read_stream(&tu);
+    let fm = fr.join().unwrap();
+    let workers: std::collections::BTreeSet<u64> = tm
+        .iter()
+        .chain(&fm)
+        .filter_map(|m| m["worker"].as_u64())
+        .collect();
+    // The Binance symbols all route to worker 0; the synthetic ones to both.
+    assert_eq!(workers.len(), 2, "rows from both processes: {workers:?}");
+    let tj = c.job(&trading.id).unwrap();
+    assert_eq!(tj.state, JobState::Finished, "{tj:?}");
+    assert_eq!(c.job(&features.id).unwrap().state, JobState::Finished);
+
+    // Rows: what streamed is what the lake holds, as the output endpoint gives it.
+    let lake_rows = |id: &str, table: &str| -> Vec<Value> {
+        let (status, v) = get(
+            &server,
+            &format!("/api/v1/jobs/{id}/output?table={table}&limit=10000"),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["rows"].as_array().unwrap().clone()
+    };
+    for table in ["orders", "fills", "equity"] {
+        let lake = lake_rows(&trading.id, table);
+        assert!(lake.len() > 5, "{table}: {}", lake.len());
+        assert_streamed_rows_landed(table, &streamed_rows(&tm, table), &lake);
+    }
+    let lake = lake_rows(&features.id, "features");
+    assert_streamed_rows_landed("features", &streamed_rows(&fm, "features"), &lake);
+    assert!(
+        fm.iter().all(|m| m["topic"] == "features"),
+        "only what was asked for"
+    );
+
+    // Books: the top 10 levels of each side, best first, never crossed.
+    let books: Vec<&Value> = tm
+        .iter()
+        .filter(|m| m["topic"] == "book")
+        .flat_map(|m| m["data"].as_array().unwrap())
+        .collect();
+    assert!(books.len() > 10, "{} books", books.len());
+    for b in &books {
+        let side = |k: &str| -> Vec<(f64, f64)> {
+            b[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|l| (l[0].as_f64().unwrap(), l[1].as_f64().unwrap()))
+                .collect()
+        };
+        let (bids, asks) = (side("bids"), side("asks"));
+        assert!(bids.len() <= 10 && asks.len() <= 10, "{b}");
+        assert!(bids.windows(2).all(|w| w[0].0 > w[1].0), "{b}");
+        assert!(asks.windows(2).all(|w| w[0].0 < w[1].0), "{b}");
+        if let (Some(bid), Some(ask)) = (bids.first(), asks.first()) {
+            assert!(bid.0 < ask.0, "crossed: {b}");
+        }
+    }
+    // The tape: every trade of the job's symbols from the first one streamed on.
+    let tape = streamed_rows(&tm, "trades");
+    assert_eq!(tape.len(), 3, "{:?}", tape.keys());
+    let rt = common::rt();
+    for (symbol, trades) in &tape {
+        let first = trades
+            .iter()
+            .map(|t| t["ts"].as_i64().unwrap())
+            .min()
+            .unwrap();
+        let n = rt.block_on(common::query_csv(
+            &lake_at(&served),
+            &format!(
+                "SELECT count(*) AS n FROM trades WHERE symbol = '{symbol}' AND ts >= {first}"
+            ),
+        ));
+        assert_eq!(
+            n.lines().nth(1).unwrap(),
+            trades.len().to_string(),
+            "{symbol}"
+        );
+        assert!(
+            trades
+                .iter()
+                .all(|t| t["side"] == "buy" || t["side"] == "sell")
+        );
+    }
+    // The figures came too, and the last says the job finished.
+    let last = tm.iter().rev().find(|m| m["topic"] == "job").unwrap();
+    assert_eq!(last["data"]["state"], "finished");
+}
+
 /// A query's rows as JSON lines, sorted (the features table has list columns CSV cannot hold).
 async fn json_lines(lake: &Lake, sql: &str) -> String {
     let session = flowsense_sql::LakeSession::open(lake).await.unwrap();

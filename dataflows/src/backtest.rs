@@ -237,6 +237,8 @@ pub struct TradeSink {
     error: Option<anyhow::Error>,
     /// Set by [`TradeSink::discard`]: records are dropped unseen.
     discarding: bool,
+    /// A copy of every record written while tapped (the service streams them).
+    tapped: Option<Vec<TradeRecord>>,
 }
 
 impl TradeSink {
@@ -254,6 +256,7 @@ impl TradeSink {
             json: spec.sinks.stdout.then(|| spec.name.clone()),
             error: None,
             discarding: false,
+            tapped: None,
         }
     }
 
@@ -306,6 +309,9 @@ impl TradeSink {
             if std::io::stdout().lock().write_all(&buf).is_err() {
                 self.json = None;
             }
+        }
+        if let Some(t) = &mut self.tapped {
+            t.extend(records.iter().cloned());
         }
         for r in records.drain(..) {
             let table = match &r {
@@ -388,6 +394,21 @@ impl TradeSink {
     /// The first error writing records, if any (later records were dropped).
     pub fn take_error(&mut self) -> Option<anyhow::Error> {
         self.error.take()
+    }
+
+    /// Starts (or stops) keeping a copy of the records written from now on, for
+    /// [`TradeSink::take_tapped`]; a stop drops what was kept.
+    pub fn tap(&mut self, on: bool) {
+        match (on, &self.tapped) {
+            (true, None) => self.tapped = Some(Vec::new()),
+            (false, _) => self.tapped = None,
+            _ => {}
+        }
+    }
+
+    /// The records written since the last call while tapped.
+    pub fn take_tapped(&mut self) -> Vec<TradeRecord> {
+        self.tapped.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Records written so far, over all tables.

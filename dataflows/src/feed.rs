@@ -44,6 +44,9 @@ pub enum Fed {
     Exhausted,
 }
 
+/// What a feeder shows each event before it goes in ([`Feeder::observe`]).
+pub type Observer = Box<dyn FnMut(&MarketEvent)>;
+
 /// Sends a source's events into a job's input, a step at a time.
 ///
 /// ```
@@ -59,6 +62,7 @@ pub struct Feeder<S: Iterator<Item = MarketEvent>> {
     events: u64,
     since_wait: usize,
     origin: Option<(i64, Instant)>,
+    observer: Option<Observer>,
 }
 
 impl<S: Iterator<Item = MarketEvent>> Feeder<S> {
@@ -72,7 +76,27 @@ impl<S: Iterator<Item = MarketEvent>> Feeder<S> {
             events: 0,
             since_wait: 0,
             origin: None,
+            observer: None,
         }
+    }
+
+    /// Shows `f` every event before it goes in (the service keeps a paced job's books with it,
+    /// for its stream).
+    ///
+    /// ```
+    /// use flowsense_dataflows::feed::{Feeder, Pace};
+    /// let f = Feeder::new(std::iter::empty(), Pace::Replay { speed: 1.0 }, 1_000_000)
+    ///     .observe(Box::new(|ev| println!("{:?}", ev.ts())));
+    /// assert_eq!(f.events(), 0);
+    /// ```
+    pub fn observe(mut self, f: Observer) -> Self {
+        self.observer = Some(f);
+        self
+    }
+
+    /// The pace the events go in at.
+    pub fn pace(&self) -> Pace {
+        self.pace
     }
 
     /// Events sent so far.
@@ -107,6 +131,9 @@ impl<S: Iterator<Item = MarketEvent>> Feeder<S> {
         while n < batch {
             let Some(ev) = self.source.next() else { break };
             self.high = self.high.max(ev.ts().0);
+            if let Some(o) = &mut self.observer {
+                o(&ev);
+            }
             h.input.send(ev);
             n += 1;
         }
@@ -137,6 +164,9 @@ impl<S: Iterator<Item = MarketEvent>> Feeder<S> {
             self.high = self.high.max(ts);
             self.advance(h);
             if let Some(ev) = self.source.next() {
+                if let Some(o) = &mut self.observer {
+                    o(&ev);
+                }
                 h.input.send(ev);
             }
             n += 1;

@@ -178,6 +178,8 @@ pub struct SharedSink {
     pub error: Option<anyhow::Error>,
     /// Rows written.
     pub rows: u64,
+    /// A copy of every row written while tapped (the service streams them).
+    tapped: Option<Vec<FeatureRow>>,
 }
 
 impl SharedSink {
@@ -187,6 +189,7 @@ impl SharedSink {
             sink,
             error: None,
             rows: 0,
+            tapped: None,
         }))
     }
 
@@ -196,6 +199,9 @@ impl SharedSink {
             return;
         }
         self.rows += rows.len() as u64;
+        if let Some(t) = &mut self.tapped {
+            t.extend(rows.iter().cloned());
+        }
         if let Err(e) = self.sink.write(rows) {
             self.error = Some(e);
         }
@@ -206,6 +212,21 @@ impl SharedSink {
     pub fn discard(&mut self) {
         self.sink = Box::new(CountSink(0));
         self.error = None;
+    }
+
+    /// Starts (or stops) keeping a copy of the rows written from now on, for
+    /// [`SharedSink::take_tapped`]; a stop drops what was kept.
+    pub fn tap(&mut self, on: bool) {
+        match (on, &self.tapped) {
+            (true, None) => self.tapped = Some(Vec::new()),
+            (false, _) => self.tapped = None,
+            _ => {}
+        }
+    }
+
+    /// The rows written since the last call while tapped.
+    pub fn take_tapped(&mut self) -> Vec<FeatureRow> {
+        self.tapped.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The first error the sink returned, if any (it stays for [`SharedSink::finish`]).

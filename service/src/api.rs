@@ -26,7 +26,9 @@ use utoipa_scalar::{Scalar, Servable};
 use crate::error::{ErrorBody, Result, ServiceError};
 use crate::graph::{GraphView, graph_of};
 use crate::metrics::Metrics;
-use crate::registry::{JobError, JobView, Registry};
+use crate::protocol::Topic;
+use crate::registry::{JobError, JobKind, JobView, Registry, Subscription};
+use tokio::sync::broadcast::error::RecvError;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -413,24 +415,10 @@ pub fn rows_of(batches: &[arrow::record_batch::RecordBatch]) -> Result<Rows> {
                 .collect()
         })
         .unwrap_or_default();
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::JsonArray>(&mut buf);
-        for b in batches {
-            w.write(b)
-                .map_err(|e| ServiceError::Internal(format!("encoding rows: {e}")))?;
-        }
-        w.finish()
-            .map_err(|e| ServiceError::Internal(format!("encoding rows: {e}")))?;
-    }
-    let rows = if buf.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_slice(&buf)
-            .map_err(|e| ServiceError::Internal(format!("encoding rows: {e}")))?
-    };
+    let buf = crate::tap::json_array(batches)
+        .map_err(|e| ServiceError::Internal(format!("encoding rows: {e}")))?;
+    let rows = serde_json::from_slice(&buf)
+        .map_err(|e| ServiceError::Internal(format!("encoding rows: {e}")))?;
     Ok(Rows { columns, rows })
 }
 
@@ -655,20 +643,24 @@ async fn metrics(State(s): State<AppState>) -> Response {
 struct StreamParams {
     /// The job's id.
     job: String,
-    /// Comma-separated topics: `graph` (the job's graph each second) and `job` (its state
-    /// and counts each second).
+    /// Comma-separated topics (default `graph,job`): `graph` (the job's graph each second),
+    /// `job` (its state and counts each second); rows as they are written: `features` (a
+    /// feature job), `orders`, `fills`, `equity`, `positions`, `risk_events` (a trading job);
+    /// and for a paced job (`[replay]`) `book` (the top 10 levels of each symbol that changed,
+    /// every 250 ms) and `trades` (the tape).
     topics: Option<String>,
 }
 
-/// The topics the stream sends.
-const TOPICS: [&str; 2] = ["graph", "job"];
-
-/// A WebSocket of a job's figures: each second, one JSON message per topic,
-/// `{"topic": "graph", "job": ID, "data": {...}}`; it ends after the job does.
+/// A WebSocket of a job's figures and rows: one JSON message per topic and event,
+/// `{"topic": "graph", "job": ID, "data": {...}}` each second for the figures and
+/// `{"topic": "fills", "job": ID, "worker": W, "data": [rows]}` as rows are written (the
+/// lake's columns, as `GET /jobs/{id}/output` gives them); rows are those written after the
+/// subscription. A subscriber too slow for the rows gets `{"topic": "lagged", "missed": N}`.
+/// The stream ends after the job does, once its last rows are sent.
 #[utoipa::path(get, path = "/stream", tag = "jobs",
     params(StreamParams),
     responses((status = 101, description = "Switching to the WebSocket"),
-        (status = 400, description = "Unknown topic or not a WebSocket request", body = ErrorBody),
+        (status = 400, description = "Unknown topic, a topic the job does not write, or not a WebSocket request", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody)))]
 async fn stream(
     State(s): State<AppState>,
@@ -682,59 +674,123 @@ async fn stream(
         .get("job")
         .ok_or_else(|| ServiceError::BadRequest("give the job: ?job=ID".into()))?
         .clone();
-    s.registry.job(&job)?;
-    let topics: Vec<String> = q
+    let (kind, paced) = s.registry.with_job(&job, |j| (j.kind(), j.paced()))?;
+    let mut topics: Vec<Topic> = Vec::new();
+    for t in q
         .get("topics")
         .map_or("graph,job", String::as_str)
         .split(',')
-        .map(|t| t.trim().to_string())
+        .map(str::trim)
         .filter(|t| !t.is_empty())
-        .collect();
-    if let Some(t) = topics.iter().find(|t| !TOPICS.contains(&t.as_str())) {
-        return Err(ServiceError::BadRequest(format!(
-            "topics: {t:?} is not streamed; use {}",
-            TOPICS.join(", ")
-        )));
+    {
+        let topic = Topic::parse(t).ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "topics: {t:?} is not streamed; use {}",
+                Topic::ALL.map(Topic::name).join(", ")
+            ))
+        })?;
+        let features = kind == JobKind::Features;
+        if (topic == Topic::Features && !features) || (topic.is_trading() && features) {
+            return Err(ServiceError::BadRequest(format!(
+                "topics: job {job} is a {} job and writes no {t}; a feature job streams \
+                 features, a trading job orders, fills, equity, positions and risk_events",
+                kind.mode()
+            )));
+        }
+        if topic.paced_only() && !paced {
+            return Err(ServiceError::BadRequest(format!(
+                "topics: {t} streams for paced jobs only (a [replay] section); job {job} runs \
+                 as fast as it can, so its book would move faster than any screen"
+            )));
+        }
+        if !topics.contains(&topic) {
+            topics.push(topic);
+        }
     }
     let ws = ws.map_err(|e| {
         ServiceError::BadRequest(format!(
             "this endpoint speaks WebSocket: send an upgrade request ({e})"
         ))
     })?;
-    Ok(ws.on_upgrade(move |socket| push_figures(socket, s, job, topics)))
+    // Subscribed before the upgrade, so the workers start copying rows as soon as they can.
+    let sub = if topics.iter().any(|t| t.is_rows()) {
+        Some(s.registry.subscribe(&job, &topics)?)
+    } else {
+        None
+    };
+    Ok(ws.on_upgrade(move |socket| push_stream(socket, s, job, topics, sub)))
 }
 
-async fn push_figures(mut socket: WebSocket, s: AppState, job: String, topics: Vec<String>) {
+async fn push_stream(
+    mut socket: WebSocket,
+    s: AppState,
+    job: String,
+    topics: Vec<Topic>,
+    mut sub: Option<Subscription>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ended = 0;
+    let text = |t: String| Message::Text(t.into());
     loop {
-        tick.tick().await;
-        let Ok(view) = s.registry.job(&job) else {
-            break;
-        };
-        for t in &topics {
-            let data = match t.as_str() {
-                "graph" => s
-                    .registry
-                    .with_job(&job, |j| serde_json::to_value(graph_of(j, &job)).ok())
-                    .ok()
-                    .flatten(),
-                _ => serde_json::to_value(&view).ok(),
-            };
-            let msg = serde_json::json!({"topic": t, "job": job, "data": data});
-            if socket
-                .send(Message::Text(msg.to_string().into()))
-                .await
-                .is_err()
-            {
-                return;
+        let rows = async {
+            match &mut sub {
+                Some(sub) => sub.rx.recv().await,
+                None => std::future::pending().await,
             }
-        }
-        // One last round once the job has ended, then close.
-        if view.state.is_final() {
-            ended += 1;
-            if ended > 1 {
-                break;
+        };
+        tokio::select! {
+            m = rows => {
+                let msg = match m {
+                    Ok(m) if topics.contains(&m.topic) => m.text.to_string(),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => serde_json::json!(
+                        {"topic": "lagged", "job": job, "missed": n}).to_string(),
+                    Err(RecvError::Closed) => {
+                        sub = None;
+                        continue;
+                    }
+                };
+                if socket.send(text(msg)).await.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                let Ok(view) = s.registry.job(&job) else {
+                    break;
+                };
+                if view.state.is_final()
+                    && let Some(sub) = &mut sub
+                {
+                    // Every row came before the job's end: send what is left first.
+                    while let Ok(m) = sub.rx.try_recv() {
+                        if topics.contains(&m.topic)
+                            && socket.send(text(m.text.to_string())).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                for t in topics.iter().filter(|t| !t.is_rows()) {
+                    let data = match t {
+                        Topic::Graph => s
+                            .registry
+                            .with_job(&job, |j| serde_json::to_value(graph_of(j, &job)).ok())
+                            .ok()
+                            .flatten(),
+                        _ => serde_json::to_value(&view).ok(),
+                    };
+                    let msg = serde_json::json!({"topic": t.name(), "job": job, "data": data});
+                    if socket.send(text(msg.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+                // One last round once the job has ended, then close.
+                if view.state.is_final() {
+                    ended += 1;
+                    if ended > 1 {
+                        break;
+                    }
+                }
             }
         }
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use flowsense_core::job::JobSpec;
-use flowsense_core::{Lake, Symbol};
+use flowsense_core::{Lake, Symbol, Table};
 use flowsense_dataflows::backtest::{TradeSink, build_trading};
 use flowsense_dataflows::feed::{Fed, Feeder, Pace};
 use flowsense_dataflows::job::{CountSink, JobHandles, SharedSink, SourceCounts, build_job};
@@ -34,8 +34,9 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::synchronization::Sequencer;
 use timely::worker::Worker;
 
-use crate::protocol::{Command, Outcome, Report, ReportEvent, WorkerFigures};
+use crate::protocol::{Command, Outcome, Report, ReportEvent, Topic, WorkerFigures};
 use crate::registry::Registry;
+use crate::tap::{JobTap, json_array};
 
 /// How often a worker sends each job's figures.
 const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -70,10 +71,59 @@ impl JobSink {
     }
 
     fn discard(&self) {
+        self.tap(&[]);
         match self {
             JobSink::Features(s) => s.borrow_mut().discard(),
             JobSink::Trading(s) => s.borrow_mut().discard(),
         }
+    }
+
+    /// Keeps a copy of what is written on `topics` from now on (none: stops).
+    fn tap(&self, topics: &[Topic]) {
+        match self {
+            JobSink::Features(s) => s.borrow_mut().tap(topics.contains(&Topic::Features)),
+            JobSink::Trading(s) => s.borrow_mut().tap(topics.iter().any(|t| t.is_trading())),
+        }
+    }
+
+    /// What was written while tapped since the last call, as the stream's reports.
+    fn tapped(&self, spec: &JobSpec, id: &str, tap: &JobTap) -> anyhow::Result<Vec<ReportEvent>> {
+        let mut out = Vec::new();
+        match self {
+            JobSink::Features(s) => {
+                let rows = s.borrow_mut().take_tapped();
+                if !rows.is_empty() {
+                    let b = flowsense_sinks::features::table_batch(
+                        &spec.name,
+                        &rows,
+                        spec.features.levels,
+                    )?;
+                    out.push(ReportEvent::Rows {
+                        topic: Topic::Features,
+                        json: String::from_utf8(json_array(&[b])?)?,
+                    });
+                }
+            }
+            JobSink::Trading(s) => {
+                let records = s.borrow_mut().take_tapped();
+                for (table, b) in flowsense_sinks::results::record_batches(id, &records)? {
+                    let topic = match table {
+                        Table::Orders => Topic::Orders,
+                        Table::Fills => Topic::Fills,
+                        Table::Equity => Topic::Equity,
+                        Table::Positions => Topic::Positions,
+                        _ => Topic::RiskEvents,
+                    };
+                    if tap.wants(topic) {
+                        out.push(ReportEvent::Rows {
+                            topic,
+                            json: String::from_utf8(json_array(&[b])?)?,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn rows(&self) -> u64 {
@@ -101,6 +151,8 @@ struct WorkerJob {
     due: Option<Instant>,
     events: u64,
     last_stats: Instant,
+    /// What the stream's subscribers want of it.
+    tap: JobTap,
 }
 
 impl WorkerJob {
@@ -114,11 +166,33 @@ impl WorkerJob {
         self.handles = None;
         if matches!(why, Outcome::Discarded | Outcome::Failed(_)) {
             self.sink.discard();
+            self.tap.set(Vec::new());
         }
         match (&self.ending, &why) {
             (Some(Outcome::Failed(_)), _) => {}
             (Some(Outcome::Discarded), Outcome::Stopped) => {}
             _ => self.ending = Some(why),
+        }
+    }
+
+    /// Sends what the stream's subscribers want and is due (everything, when `all`).
+    fn stream(&mut self, index: usize, reports: &mut ReportChannel, all: bool) {
+        if self.tap.topics.is_empty() {
+            return;
+        }
+        let due = self.tap.rows_due(all);
+        let mut events = self.tap.market_reports(due, all);
+        if due {
+            match self.sink.tapped(&self.spec, &self.id, &self.tap) {
+                Ok(rows) => events.extend(rows),
+                // An encoding failure is a bug; the job goes on without its stream's rows.
+                Err(e) => {
+                    tracing::warn!(job = %self.id, error = %format!("{e:#}"), "streaming rows")
+                }
+            }
+        }
+        for e in events {
+            reports.send(&self.id, index, e);
         }
     }
 
@@ -205,6 +279,14 @@ pub fn worker_loop(worker: &mut Worker, shared: Arc<Shared>) -> anyhow::Result<(
                     let job = install(worker, &shared.lake, &id, &spec, &mut reports);
                     jobs.extend(job);
                 }
+                Command::Tap { id, topics } => {
+                    if let Some(j) = jobs.iter_mut().find(|j| j.id == id)
+                        && !matches!(j.ending, Some(Outcome::Discarded | Outcome::Failed(_)))
+                    {
+                        j.sink.tap(&topics);
+                        j.tap.set(topics);
+                    }
+                }
                 Command::Stop { id, immediate } => {
                     if let Some(j) = jobs.iter_mut().find(|j| j.id == id) {
                         j.end(if immediate {
@@ -242,6 +324,7 @@ pub fn worker_loop(worker: &mut Worker, shared: Arc<Shared>) -> anyhow::Result<(
                 reports.send(&j.id, index, ReportEvent::Failing(msg.clone()));
                 j.end(Outcome::Failed(msg));
             }
+            j.stream(index, &mut reports, false);
         }
 
         // Figures once a second, and the end of every job whose output has all arrived.
@@ -355,6 +438,7 @@ fn install(
         }
         (h, JobSink::Features(sink))
     };
+    let tap = JobTap::new(spec.replay.is_some());
     let feeder =
         match flowsense_dataflows::job::worker_source(&spec, lake, index, peers, counts.clone()) {
             Ok(source) => {
@@ -364,7 +448,14 @@ fn install(
                         batch: RunOptions::default().batch,
                     },
                 };
-                Some(Feeder::new(source, pace, spec.epoch.nanos()))
+                let f = Feeder::new(source, pace, spec.epoch.nanos());
+                Some(match &tap.market {
+                    Some(m) => {
+                        let m = m.clone();
+                        f.observe(Box::new(move |ev| m.borrow_mut().apply(ev)))
+                    }
+                    None => f,
+                })
             }
             Err(e) => {
                 note(&mut error, e.context("opening the job's source"));
@@ -384,6 +475,7 @@ fn install(
         due: None,
         events: 0,
         last_stats: Instant::now(),
+        tap,
     };
     match error {
         Some(msg) => {
@@ -426,6 +518,9 @@ fn finish(
     let keep = matches!(outcome, Outcome::Finished | Outcome::Stopped);
     let figures = job.figures(monitor);
     if keep {
+        // The stream's last rows go before the end, so a subscriber has them all when the
+        // job's state turns final.
+        job.stream(index, reports, true);
         let committed: anyhow::Result<()> = match &job.sink {
             JobSink::Features(s) => s.borrow_mut().finish().context("writing features"),
             JobSink::Trading(s) => s

@@ -20,6 +20,7 @@ pub mod graph;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;
+pub mod tap;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{Result, ServiceError};
-use crate::protocol::{Command, Outcome, Report, ReportEvent, WorkerFigures};
+use crate::protocol::{Command, Outcome, Report, ReportEvent, Topic, WorkerFigures};
 
 /// A job's state.
 #[derive(
@@ -255,6 +255,11 @@ impl JobRecord {
     pub fn kind(&self) -> JobKind {
         self.kind
     }
+
+    /// Whether its source is paced (`[replay]`), as a live feed would be.
+    pub fn paced(&self) -> bool {
+        self.spec.as_ref().is_some_and(|s| s.replay.is_some())
+    }
 }
 
 /// A past run read back from the lake's `runs` table.
@@ -280,6 +285,53 @@ pub struct PastRun {
 
 struct Inner {
     jobs: BTreeMap<String, JobRecord>,
+    /// The streams of jobs with subscribers.
+    streams: BTreeMap<String, JobStream>,
+}
+
+/// Messages of the stream's row topics kept for a slow subscriber before it misses some.
+const STREAM_BACKLOG: usize = 4096;
+
+/// One job's stream: the rows its workers send, to every subscriber, and how many
+/// subscribers want each topic.
+struct JobStream {
+    tx: tokio::sync::broadcast::Sender<StreamMessage>,
+    wanted: BTreeMap<Topic, usize>,
+}
+
+impl JobStream {
+    fn topics(&self) -> Vec<Topic> {
+        self.wanted
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+}
+
+/// A message of a row topic, ready to send: `{"topic": .., "job": .., "worker": .., "data": [..]}`.
+#[derive(Clone, Debug)]
+pub struct StreamMessage {
+    /// Its topic.
+    pub topic: Topic,
+    /// The message as JSON text.
+    pub text: Arc<str>,
+}
+
+/// A subscriber's end of a job's stream; dropping it unsubscribes (the workers stop copying
+/// a topic nobody wants).
+pub struct Subscription {
+    /// The messages of the row topics subscribed to (and of others': filter by topic).
+    pub rx: tokio::sync::broadcast::Receiver<StreamMessage>,
+    registry: Arc<Registry>,
+    id: String,
+    topics: Vec<Topic>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.registry.unsubscribe(&self.id, &self.topics);
+    }
 }
 
 /// The controller's jobs, shared by the HTTP handlers and worker 0.
@@ -302,6 +354,7 @@ impl Registry {
             lake,
             inner: Mutex::new(Inner {
                 jobs: BTreeMap::new(),
+                streams: BTreeMap::new(),
             }),
             commands: Mutex::new(tx),
             worker0: Mutex::new(None),
@@ -475,6 +528,68 @@ impl Registry {
         Ok(view)
     }
 
+    /// Subscribes to job `id`'s row `topics` (the others are the caller's to poll): the
+    /// workers copy what the job writes on them from now on.
+    pub fn subscribe(self: &Arc<Self>, id: &str, topics: &[Topic]) -> Result<Subscription> {
+        let mut inner = self.lock();
+        let state = inner
+            .jobs
+            .get(id)
+            .map(|j| j.state)
+            .ok_or_else(|| ServiceError::NotFound(format!("job {id:?}")))?;
+        let topics: Vec<Topic> = topics.iter().copied().filter(|t| t.is_rows()).collect();
+        let stream = inner
+            .streams
+            .entry(id.to_string())
+            .or_insert_with(|| JobStream {
+                tx: tokio::sync::broadcast::channel(STREAM_BACKLOG).0,
+                wanted: BTreeMap::new(),
+            });
+        let before = stream.topics();
+        for t in &topics {
+            *stream.wanted.entry(*t).or_default() += 1;
+        }
+        let after = stream.topics();
+        let rx = stream.tx.subscribe();
+        if after != before && !state.is_final() {
+            // Sent under the lock, so taps leave in the order the subscriptions changed.
+            self.send(Command::Tap {
+                id: id.to_string(),
+                topics: after,
+            })?;
+        }
+        Ok(Subscription {
+            rx,
+            registry: self.clone(),
+            id: id.to_string(),
+            topics,
+        })
+    }
+
+    fn unsubscribe(&self, id: &str, topics: &[Topic]) {
+        let mut inner = self.lock();
+        let live = inner.jobs.get(id).is_some_and(|j| !j.state.is_final());
+        let Some(stream) = inner.streams.get_mut(id) else {
+            return;
+        };
+        let before = stream.topics();
+        for t in topics {
+            if let Some(n) = stream.wanted.get_mut(t) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        let after = stream.topics();
+        if stream.tx.receiver_count() <= 1 && after.is_empty() {
+            inner.streams.remove(id);
+        }
+        if after != before && live {
+            let _ = self.send(Command::Tap {
+                id: id.to_string(),
+                topics: after,
+            });
+        }
+    }
+
     /// Asks every worker to stop job `id`.
     pub fn stop(&self, id: &str, immediate: bool) -> Result<JobView> {
         let mut inner = self.lock();
@@ -557,11 +672,28 @@ impl Registry {
     pub fn apply(self: &Arc<Self>, r: Report) {
         let peers = self.peers().max(1);
         let mut inner = self.lock();
+        if let ReportEvent::Rows { topic, json } = &r.event {
+            if let Some(s) = inner.streams.get(&r.id) {
+                let text = format!(
+                    "{{\"topic\":\"{}\",\"job\":{},\"worker\":{},\"data\":{json}}}",
+                    topic.name(),
+                    serde_json::Value::from(r.id.as_str()),
+                    r.worker
+                );
+                // No subscriber left is not an error: the tap stops with the next command.
+                let _ = s.tx.send(StreamMessage {
+                    topic: *topic,
+                    text: text.into(),
+                });
+            }
+            return;
+        }
         let Some(j) = inner.jobs.get_mut(&r.id) else {
             return;
         };
         let now = Instant::now();
         match r.event {
+            ReportEvent::Rows { .. } => {}
             ReportEvent::Running => {
                 j.running.insert(r.worker);
                 if j.running.len() == peers && j.state == JobState::Submitted {

@@ -17,6 +17,53 @@ use crate::Result;
 
 type Key = (i64, Symbol, std::sync::Arc<str>);
 
+/// The day (since the epoch) of the `date=` partition a row is filed under: a bucket's row
+/// carries its end, so the day the bucket starts in.
+fn partition_day(row: &FeatureRow) -> i64 {
+    let at = if &*row.bucket == flowsense_core::features::EVENT_BUCKET {
+        row.ts
+    } else {
+        row.ts - 1
+    };
+    UnixNanos(at).day()
+}
+
+/// Rows as the lake's `features` table shows them to SQL: the file's columns, then the
+/// partition's `date` and `symbol` (what the service streams, so that it equals what lands).
+///
+/// ```
+/// use flowsense_core::{FeatureRow, Symbol};
+/// let row = FeatureRow::empty(Symbol::new("ABC").unwrap(), 1_723_161_256_000_000_000, "1s".into());
+/// let b = flowsense_sinks::features::table_batch("job", &[row], 5).unwrap();
+/// let n = b.num_columns();
+/// assert_eq!(b.schema().field(n - 2).name(), "date");
+/// assert_eq!(b.schema().field(n - 1).name(), "symbol");
+/// ```
+pub fn table_batch(
+    job: &str,
+    rows: &[FeatureRow],
+    levels: usize,
+) -> Result<arrow::record_batch::RecordBatch> {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let file = flowsense_core::features::to_record_batch(job, rows, levels)?;
+    let mut fields: Vec<Arc<Field>> = file.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new("date", DataType::Utf8, false)));
+    fields.push(Arc::new(Field::new("symbol", DataType::Utf8, false)));
+    let mut cols: Vec<ArrayRef> = file.columns().to_vec();
+    cols.push(Arc::new(StringArray::from_iter_values(rows.iter().map(
+        |r| UnixNanos(partition_day(r) * UnixNanos::DAY).date_string(),
+    ))));
+    cols.push(Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| r.symbol.as_str()),
+    )));
+    Ok(arrow::record_batch::RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        cols,
+    )?)
+}
+
 /// Most feature columns are measurements that rarely repeat (flows, ratios, volatilities): a
 /// dictionary would hash every value only to be abandoned, so the table is written plain, with
 /// `ts` as deltas; the names (`job`, `bucket`) and the price-like columns, which do repeat, keep
@@ -106,13 +153,7 @@ impl FeatureWriter {
 
     /// Adds a row; a partition that reaches the file size is written out.
     pub fn push(&mut self, row: FeatureRow) -> Result<()> {
-        // A bucket's row carries its end: file it under the day the bucket starts in.
-        let at = if &*row.bucket == flowsense_core::features::EVENT_BUCKET {
-            row.ts
-        } else {
-            row.ts - 1
-        };
-        let key = (UnixNanos(at).day(), row.symbol.clone(), row.bucket.clone());
+        let key = (partition_day(&row), row.symbol.clone(), row.bucket.clone());
         let part = self.parts.entry(key.clone()).or_default();
         part.0.push(row);
         if part.0.len() >= self.max_rows {

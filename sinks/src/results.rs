@@ -202,6 +202,39 @@ impl RunWriter {
     }
 }
 
+/// Records of run `run_id` as the batches the lake would hold: one per table, in the tables'
+/// file schemas, in the order the tables first appear. What a run streams (the service's
+/// WebSocket) is then exactly what it writes.
+///
+/// ```
+/// use flowsense_core::order::RiskEvent;
+/// use flowsense_core::results::TradeRecord;
+/// use flowsense_core::{Symbol, Table, UnixNanos};
+/// let r = TradeRecord::Risk(RiskEvent { ts: UnixNanos(1), symbol: Symbol::new("ABC").unwrap(),
+///     kind: "halt".into(), detail: "down 15 %".into() });
+/// let batches = flowsense_sinks::results::record_batches("r1", &[r]).unwrap();
+/// assert_eq!(batches[0].0, Table::RiskEvents);
+/// assert_eq!(batches[0].1.num_rows(), 1);
+/// ```
+pub fn record_batches(run_id: &str, records: &[TradeRecord]) -> Result<Vec<(Table, RecordBatch)>> {
+    let mut parts: Vec<(Table, Columns)> = Vec::new();
+    for r in records {
+        let t = table_of(r);
+        let i = match parts.iter().position(|(k, _)| *k == t) {
+            Some(i) => i,
+            None => {
+                parts.push((t, Columns::new(t)));
+                parts.len() - 1
+            }
+        };
+        parts[i].1.push(run_id, r);
+    }
+    parts
+        .into_iter()
+        .map(|(t, mut c)| Ok((t, c.finish(t)?)))
+        .collect()
+}
+
 /// One table's rows as Arrow column builders (in the table's schema order), appended to as the
 /// records arrive: a run's records are never held as a list of records, and no value but the
 /// record's own strings is allocated per row.
