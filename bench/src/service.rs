@@ -148,6 +148,44 @@ fn submit_and_wait(c: &Client, text: &str) -> anyhow::Result<f64> {
     }
 }
 
+/// Submits, subscribes to the job's `features` at once (a reader on its own thread) and polls
+/// until the job ends: wall seconds from the request to the final state, and the rows the
+/// stream delivered (read to its close).
+fn submit_streamed(c: &Client, text: &str) -> anyhow::Result<(f64, usize)> {
+    let start = Instant::now();
+    let id = c.submit(text)?.id;
+    let url = format!(
+        "{}/api/v1/stream?job={id}&topics=features",
+        c_url(c).replace("http://", "ws://")
+    );
+    let reader = std::thread::spawn(move || -> anyhow::Result<usize> {
+        let (mut ws, _) = tungstenite::connect(url)?;
+        let mut rows = 0;
+        loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    let v: serde_json::Value = serde_json::from_str(&t)?;
+                    rows += v["data"].as_array().map_or(0, Vec::len);
+                }
+                Ok(tungstenite::Message::Close(_)) | Err(_) => return Ok(rows),
+                Ok(_) => {}
+            }
+        }
+    });
+    let seconds = loop {
+        let j = c.job(&id)?;
+        if j.state.is_final() {
+            anyhow::ensure!(j.state == JobState::Finished, "job {id}: {j:?}");
+            break start.elapsed().as_secs_f64();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let rows = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stream's reader panicked"))??;
+    Ok((seconds, rows))
+}
+
 /// Runs every stage and prints the figures.
 pub fn run(b: ServiceBench) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -184,6 +222,19 @@ pub fn run(b: ServiceBench) -> anyhow::Result<()> {
     println!(
         "  submitted to a running 1 x 2 cluster          {served:8.3} s   {:.2}x of flowsense run -w 2",
         served / by_hand
+    );
+    // The same job with a subscriber to its rows: what the stream's copying costs.
+    let mut streamed = Vec::new();
+    let mut rows = 0;
+    for _ in 0..repeat {
+        let (t, n) = submit_streamed(&c, &text)?;
+        streamed.push(t);
+        rows = n;
+    }
+    let streamed = median(streamed);
+    println!(
+        "  the same, streaming its features ({rows} rows)  {streamed:8.3} s   {:.2}x of unstreamed",
+        streamed / served
     );
     {
         let two_by_one = serve(&b.exe, &lake, 2, 1)?;
