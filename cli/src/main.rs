@@ -84,6 +84,9 @@ enum Command {
     Job(jobs::JobArgs),
     /// Stop a job of the service (gracefully, or `--immediate`).
     Stop(jobs::StopArgs),
+    /// Print the service's OpenAPI 3.1 document (what `GET /api/v1/openapi.json` serves),
+    /// for client generators; the web UI's types are generated from it.
+    Openapi,
     /// Measure ingest, generation, lake writes and SQL against same-run baselines.
     Bench {
         /// Which benchmark.
@@ -108,6 +111,13 @@ fn main() -> ExitCode {
         Command::Jobs(args) => args.execute(),
         Command::Job(args) => args.execute(),
         Command::Stop(args) => args.execute(),
+        Command::Openapi => flowsense_service::api::openapi()
+            .to_pretty_json()
+            .map(|doc| {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
         Command::Bench { which } => which.execute(),
     };
     match result {

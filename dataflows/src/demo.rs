@@ -21,6 +21,35 @@ pub const DEMO_STRATEGY_PATH: &str = "examples/binance-ofi-backtest.toml";
 /// The demo's strategy: order-flow imbalance on the real captures, limit orders at the touch.
 pub const DEMO_STRATEGY: &str = include_str!("../../examples/binance-ofi-backtest.toml");
 
+/// The feature job of the bundled captures (`flowsense demo --serve` replays it).
+pub const LIVE_FEATURES: &str = include_str!("../../examples/binance-features.toml");
+
+/// The bundled real captures' symbols.
+pub const CAPTURE_SYMBOLS: [&str; 3] = ["BTCUSDT-PERP", "BTCUSD_PERP", "BTCUSDT"];
+
+/// The jobs `flowsense demo --serve` keeps running: the bundled captures replayed from the
+/// lake at `speed` times real time, through the feature graph (`live-features`) and through
+/// the demo's strategy trading on paper against the simulated exchange (`paper-ofi`).
+///
+/// ```
+/// let jobs = flowsense_dataflows::demo::live_jobs(1.0).unwrap();
+/// assert_eq!(jobs[0].name, "live-features");
+/// assert!(jobs[1].strategy.is_some() && jobs[1].replay.is_some());
+/// ```
+pub fn live_jobs(speed: f64) -> anyhow::Result<Vec<flowsense_core::job::JobSpec>> {
+    use flowsense_core::job::{JobSpec, Replay};
+    let mut out = Vec::new();
+    for (name, text) in [("live-features", LIVE_FEATURES), ("paper-ofi", DEMO_STRATEGY)] {
+        let mut spec = JobSpec::from_toml(text)?;
+        spec.name = name.to_string();
+        spec.symbols = CAPTURE_SYMBOLS.iter().map(|s| s.to_string()).collect();
+        spec.replay = Some(Replay { speed });
+        spec.validate()?;
+        out.push(spec);
+    }
+    Ok(out)
+}
+
 /// The demo backtest's run id.
 pub const DEMO_RUN: &str = "demo-ofi";
 

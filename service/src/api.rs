@@ -52,29 +52,43 @@ pub struct AppState {
         description = "Submit, watch and stop dataflow jobs on a FlowSense cluster; query its lake with SQL."
     ),
     tags((name = "jobs", description = "Dataflow jobs"), (name = "lake", description = "SQL over the lake"),
-         (name = "service", description = "Health, readiness and metrics"))
+         (name = "service", description = "Health, readiness and metrics")),
+    components(schemas(StreamMessageDoc, crate::protocol::Topic, crate::tap::BookLevels, crate::tap::TapeTrade))
 )]
 struct ApiDoc;
 
-/// The service's router: the API under `/api/v1`, its OpenAPI document and Scalar page, and
-/// `/metrics` as Prometheus expects it.
-pub fn router(state: AppState) -> Router {
+/// The API's routes under `/api/v1` and the OpenAPI document that describes them.
+fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let v1 = OpenApiRouter::new()
         .routes(routes!(submit_job, list_jobs))
         .routes(routes!(get_job))
         .routes(routes!(stop_job))
         .routes(routes!(job_errors))
         .routes(routes!(job_graph))
+        .routes(routes!(job_spec))
         .routes(routes!(job_output))
+        .routes(routes!(run_report))
         .routes(routes!(run_sql))
         .routes(routes!(list_tables))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
         .routes(routes!(stream));
-    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
-        .split_for_parts();
+        .split_for_parts()
+}
+
+/// The OpenAPI 3.1 document of the API (`flowsense openapi` prints it; the UI's types are
+/// generated from it).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_parts().1
+}
+
+/// The service's router: the API under `/api/v1`, its OpenAPI document and Scalar page,
+/// `/metrics` as Prometheus expects it, and the web UI at `/`.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_parts();
     let doc_json = Arc::new(doc.clone());
     api.route(
         "/api/v1/openapi.json",
@@ -85,6 +99,7 @@ pub fn router(state: AppState) -> Router {
     )
     .merge(Scalar::with_url("/api/v1/docs", doc))
     .route("/metrics", axum::routing::get(metrics))
+    .merge(crate::ui::routes())
     .fallback(not_found)
     .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
     .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -310,6 +325,34 @@ async fn job_graph(State(s): State<AppState>, Path(id): Path<String>) -> Result<
     Ok(Json(s.registry.with_job(&id, |j| graph_of(j, &id))?))
 }
 
+/// The spec a job was submitted with, every default filled in: JSON (default) or TOML
+/// (`Accept: application/toml`), as `flowsense run` reads it.
+#[utoipa::path(get, path = "/jobs/{id}/spec", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The spec", content((Object = "application/json"), (String = "application/toml"))),
+        (status = 404, description = "No such job, or a past run whose spec is in the lake's runs table", body = ErrorBody)))]
+async fn job_spec(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let spec = s.registry.with_job(&id, |j| j.spec().cloned())?.ok_or_else(|| {
+        ServiceError::NotFound(format!(
+            "job {id} ran before this server started; its spec is in the lake: \
+             SELECT spec FROM runs WHERE run_id = '{id}'"
+        ))
+    })?;
+    let toml = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("toml"));
+    Ok(if toml {
+        ([(header::CONTENT_TYPE, "application/toml")], spec.to_toml()).into_response()
+    } else {
+        Json(spec).into_response()
+    })
+}
+
 /// Rows of a query, as JSON.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Rows {
@@ -420,6 +463,105 @@ pub fn rows_of(batches: &[arrow::record_batch::RecordBatch]) -> Result<Rows> {
     let rows = serde_json::from_slice(&buf)
         .map_err(|e| ServiceError::Internal(format!("encoding rows: {e}")))?;
     Ok(Rows { columns, rows })
+}
+
+/// Which form of a report.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ReportParams {
+    /// `html` (default) or `pdf` (printed by headless Chromium, which the server must have).
+    format: Option<String>,
+}
+
+/// A run's report, as `flowsense report` writes it: one HTML page (metrics, equity, drawdown,
+/// position, fills on the price, risk events, round trips), or that page printed to PDF.
+#[utoipa::path(get, path = "/runs/{id}/report", tag = "lake",
+    params(("id" = String, Path, description = "The run's id (a job's id, or a backtest's --run-id)"), ReportParams),
+    responses((status = 200, description = "The report", content(
+            (String = "text/html"), (Vec<u8> = "application/pdf"))),
+        (status = 400, description = "Unknown format", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 503, description = "PDF asked, and no Chromium to print it", body = ErrorBody)))]
+async fn run_report(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let pdf = match q.get("format").map(String::as_str) {
+        None | Some("html") => false,
+        Some("pdf") => true,
+        Some(other) => {
+            return Err(ServiceError::BadRequest(format!(
+                "format={other:?}: use html or pdf"
+            )));
+        }
+    };
+    let html = flowsense_dataflows::report::build(&s.lake, &id)
+        .await
+        .map_err(|e| {
+            let msg = format!("{e:#}");
+            if msg.starts_with("no run ") {
+                ServiceError::NotFound(msg)
+            } else {
+                ServiceError::Internal(format!("the report of {id}: {msg}"))
+            }
+        })?;
+    if !pdf {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response());
+    }
+    let chromium = flowsense_dataflows::report::find_chromium().ok_or_else(|| {
+        ServiceError::Unavailable(
+            "no Chromium on this server to print the PDF: install chromium or set \
+             FLOWSENSE_CHROMIUM; the HTML report (format=html) needs none"
+                .into(),
+        )
+    })?;
+    let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+        let dir = tempfile::tempdir()?;
+        let page = dir.path().join("report.html");
+        let out = dir.path().join("report.pdf");
+        std::fs::write(&page, html)?;
+        flowsense_dataflows::report::print_pdf(&chromium, &page, &out)?;
+        Ok(std::fs::read(&out)?)
+    })
+    .await
+    .map_err(|e| ServiceError::Internal(format!("printing the report: {e}")))?
+    .map_err(|e| ServiceError::Internal(format!("printing the report: {e:#}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.pdf\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// A message of `GET /stream` (documented here so clients generate its type): the figures of
+/// `graph` (a [`GraphView`]) and `job` (a [`JobView`]) each second, the rows of the row topics
+/// as they are written, and `lagged` when a slow subscriber missed messages.
+#[allow(dead_code)]
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamMessageDoc {
+    /// The topic (`graph`, `job`, `features`, `orders`, `fills`, `equity`, `positions`,
+    /// `risk_events`, `book`, `trades`), or `lagged`.
+    pub topic: String,
+    /// The job's id.
+    pub job: String,
+    /// The worker whose rows these are (row topics).
+    pub worker: Option<usize>,
+    /// A [`GraphView`] (`graph`), a [`JobView`] (`job`), or rows in the lake's columns.
+    pub data: Option<serde_json::Value>,
+    /// Messages missed (`lagged`).
+    pub missed: Option<u64>,
 }
 
 /// A query.

@@ -1,7 +1,8 @@
 //! FlowSense's service: `flowsense serve` runs a long-running timely cluster whose workers
 //! install dataflow jobs at runtime ([`cluster`]), with an HTTP controller on process 0
 //! ([`api`], [`registry`]) that takes jobs, shows their graphs and figures ([`graph`],
-//! [`metrics`]) and answers SQL over the lake; [`client`] is the CLI's side of it.
+//! [`metrics`]) and answers SQL over the lake, and serves the web UI ([`ui`]); [`client`] is
+//! the CLI's side of it.
 //!
 //! A job runs the same whether submitted or run by hand: the workers build it with the
 //! builders of `flowsense run` and `flowsense backtest` and feed it with the same feeder.
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod registry;
 pub mod tap;
+pub mod ui;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -100,6 +102,15 @@ fn watch_panics(registry: Arc<Registry>) {
 /// `config.listen` and prints `flowsense serve: listening on http://ADDR` on stdout once it
 /// accepts connections.
 pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    serve_with(config, |_| {})
+}
+
+/// [`serve`], calling `listening` on a thread of its own with the API's address once process
+/// 0 accepts connections (`flowsense demo --serve` submits its jobs from there).
+pub fn serve_with(
+    config: ServeConfig,
+    listening: impl FnOnce(std::net::SocketAddr) + Send + 'static,
+) -> anyhow::Result<()> {
     init_tracing(&config.log_format);
     let lake = Lake::open(&config.lake, &S3Options::default())
         .with_context(|| format!("opening the lake at {}", config.lake))?;
@@ -153,8 +164,13 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         watch_panics(reg);
         tracing::info!(%addr, workers = config.workers, processes = config.processes,
             lake = %config.lake, "serving");
-        println!("flowsense serve: listening on http://{addr} (API /api/v1, docs /api/v1/docs)");
+        println!(
+            "flowsense serve: listening on http://{addr} (UI /, API /api/v1, docs /api/v1/docs)"
+        );
         std::io::stdout().flush()?;
+        std::thread::Builder::new()
+            .name("flowsense-listening".into())
+            .spawn(move || listening(addr))?;
         Some(rt)
     } else {
         None

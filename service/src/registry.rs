@@ -256,6 +256,11 @@ impl JobRecord {
         self.kind
     }
 
+    /// The spec it was submitted with (absent for a past run read back from the lake).
+    pub fn spec(&self) -> Option<&JobSpec> {
+        self.spec.as_ref()
+    }
+
     /// Whether its source is paced (`[replay]`), as a live feed would be.
     pub fn paced(&self) -> bool {
         self.spec.as_ref().is_some_and(|s| s.replay.is_some())

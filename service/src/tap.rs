@@ -66,15 +66,20 @@ pub struct BookLevels {
     pub asks: Vec<(f64, f64)>,
 }
 
-/// A market trade as the tape shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct TapeTrade {
-    symbol: String,
-    ts: i64,
-    price: f64,
-    size: f64,
+/// A market trade as the tape (`trades` topic) shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct TapeTrade {
+    /// The symbol.
+    pub symbol: String,
+    /// Exchange time, nanoseconds since the epoch.
+    pub ts: i64,
+    /// The price.
+    pub price: f64,
+    /// The size.
+    pub size: f64,
     /// The aggressor: `buy` when a buyer lifted the offer.
-    side: &'static str,
+    #[schema(value_type = String)]
+    pub side: &'static str,
 }
 
 #[derive(Default)]

@@ -1,0 +1,73 @@
+//! Charts on lightweight-charts (TradingView's): a time chart of lines with optional
+//! horizontal lines (an alert, a halt), themed from the page's CSS colours.
+
+import { useEffect, useRef } from 'preact/hooks';
+import { createChart, LineSeries, type IChartApi, type ISeriesApi, type UTCTimestamp } from 'lightweight-charts';
+import type { Point } from '../lib/portfolio';
+
+/** The chart options that follow the page's theme. */
+export function themed() {
+  const css = getComputedStyle(document.documentElement);
+  const v = (n: string) => css.getPropertyValue(n).trim();
+  return {
+    layout: { background: { color: 'transparent' }, textColor: v('--fg') || '#333' },
+    grid: { vertLines: { color: v('--grid') || '#eee' }, horzLines: { color: v('--grid') || '#eee' } },
+    timeScale: { timeVisible: true, secondsVisible: true },
+    autoSize: true,
+  };
+}
+
+export interface LineDef {
+  name: string;
+  colour: string;
+  points: Point[];
+}
+
+/** Lines over time; `levels` draws dashed horizontal lines (value and title). */
+export function LineChart({
+  lines,
+  levels,
+  height = 220,
+  percent,
+  testId,
+}: {
+  lines: LineDef[];
+  levels?: { value: number; title: string; colour: string }[];
+  height?: number;
+  percent?: boolean;
+  testId?: string;
+}) {
+  const el = useRef<HTMLDivElement>(null);
+  const chart = useRef<IChartApi>();
+  const series = useRef(new Map<string, ISeriesApi<'Line'>>());
+  useEffect(() => {
+    if (!el.current) return;
+    chart.current = createChart(el.current, themed());
+    return () => {
+      chart.current?.remove();
+      chart.current = undefined;
+      series.current.clear();
+    };
+  }, []);
+  useEffect(() => {
+    const c = chart.current;
+    if (!c) return;
+    for (const l of lines) {
+      let s = series.current.get(l.name);
+      if (!s) {
+        s = c.addSeries(LineSeries, {
+          color: l.colour,
+          lineWidth: 2,
+          title: l.name,
+          priceFormat: percent ? { type: 'percent', precision: 2 } : { type: 'price', precision: 2, minMove: 0.01 },
+        });
+        for (const lv of levels ?? []) {
+          s.createPriceLine({ price: lv.value, color: lv.colour, lineStyle: 2, lineWidth: 1, title: lv.title, axisLabelVisible: true });
+        }
+        series.current.set(l.name, s);
+      }
+      s.setData(l.points.map((p) => ({ time: p.time as UTCTimestamp, value: p.value })));
+    }
+  }, [lines]);
+  return <div ref={el} class="chart" style={{ height: `${height}px` }} data-testid={testId} />;
+}
