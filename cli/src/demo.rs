@@ -63,7 +63,11 @@ impl DemoArgs {
             eprintln!(
                 "\nflowsense demo: the web UI is at http://{addr}/ (jobs, graph, market, portfolio, \
                  backtests, SQL); live jobs: {}. Ctrl-C stops.",
-                specs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                specs
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             keep_running(&client, &specs);
         })?;
@@ -78,9 +82,7 @@ fn keep_running(client: &Client, specs: &[(String, String)]) {
         match client.jobs() {
             Ok(jobs) => {
                 for (name, toml) in specs {
-                    let live = jobs
-                        .iter()
-                        .any(|j| &j.name == name && !j.state.is_final());
+                    let live = jobs.iter().any(|j| &j.name == name && !j.state.is_final());
                     // Refused while the workers are still joining: tried again shortly.
                     if !live && client.submit(toml).is_ok() {
                         eprintln!("flowsense demo: {name} started");

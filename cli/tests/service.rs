@@ -1056,3 +1056,112 @@ fn which(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// GET with headers, answering the status, the headers asked for and the body's bytes.
+fn get_raw(
+    s: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+    want: &[&str],
+) -> (u16, Vec<String>, Vec<u8>) {
+    let mut req = agent().get(format!("{}{path}", s.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req.call().unwrap();
+    let got = want
+        .iter()
+        .map(|h| {
+            r.headers()
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_vec().unwrap();
+    (status, got, body)
+}
+
+#[test]
+fn the_server_serves_the_ui_a_jobs_spec_and_a_runs_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = binance_lake(dir.path());
+    let spec =
+        std::fs::read_to_string(common::repo_path("examples/binance-ofi-backtest.toml")).unwrap();
+    let id = {
+        let server = Server::start(&lake, &["-w", "1"], &[]);
+        // The UI's page, and the bundle it loads (gzipped when asked).
+        let (status, ct, page) = get_raw(&server, "/", &[], &["content-type"]);
+        assert_eq!((status, ct[0].as_str()), (200, "text/html"));
+        let page = String::from_utf8(page).unwrap();
+        let script = page
+            .split("src=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        assert!(script.starts_with("/assets/"), "{page}");
+        let (status, h, _) = get_raw(
+            &server,
+            &script,
+            &[("accept-encoding", "gzip")],
+            &["content-type", "content-encoding", "cache-control"],
+        );
+        assert_eq!(status, 200);
+        assert_eq!(h[0], "text/javascript");
+        assert_eq!(h[1], "gzip");
+        assert!(h[2].contains("immutable"), "{h:?}");
+        assert_eq!(get_raw(&server, "/assets/none.js", &[], &[]).0, 404);
+
+        let c = server.client();
+        let job = c.submit(&spec).unwrap();
+        let j = wait_for(&c, &job.id, "ended", |j| j.state.is_final());
+        assert_eq!(j.state, JobState::Finished, "{j:?}");
+        let (status, json) = get(&server, &format!("/api/v1/jobs/{}/spec", job.id));
+        assert_eq!(status, 200, "{json}");
+        assert_eq!(json["name"], "binance-ofi");
+        assert_eq!(json["risk"]["drawdown_halt"], 0.05);
+        let (status, _, toml) = get_raw(
+            &server,
+            &format!("/api/v1/jobs/{}/spec", job.id),
+            &[("accept", "application/toml")],
+            &[],
+        );
+        assert_eq!(status, 200);
+        assert!(
+            String::from_utf8(toml)
+                .unwrap()
+                .contains("name = \"binance-ofi\"")
+        );
+        assert_eq!(get(&server, "/api/v1/jobs/none/spec").0, 404);
+
+        // The report, as `flowsense report` writes it.
+        let path = format!("/api/v1/runs/{}/report", job.id);
+        let (status, ct, html) = get_raw(&server, &path, &[], &["content-type"]);
+        assert_eq!(status, 200);
+        assert!(ct[0].starts_with("text/html"), "{ct:?}");
+        assert!(String::from_utf8(html).unwrap().contains(&job.id));
+        let e = error_of(get(&server, &format!("{path}?format=svg")), 400);
+        assert!(e.contains("html or pdf"), "{e}");
+        let e = error_of(get(&server, "/api/v1/runs/none/report"), 404);
+        assert!(e.contains("no run"), "{e}");
+        if flowsense_dataflows::report::find_chromium().is_some() {
+            let (status, ct, pdf) = get_raw(
+                &server,
+                &format!("{path}?format=pdf"),
+                &[],
+                &["content-type"],
+            );
+            assert_eq!((status, ct[0].as_str()), (200, "application/pdf"));
+            assert!(pdf.starts_with(b"%PDF"));
+        }
+        job.id
+    };
+    // A restarted server answers a past run's spec from the lake's runs table.
+    let server = Server::start(&lake, &["-w", "1"], &[]);
+    let (status, json) = get(&server, &format!("/api/v1/jobs/{id}/spec"));
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["name"], "binance-ofi");
+}

@@ -39,7 +39,10 @@ pub const CAPTURE_SYMBOLS: [&str; 3] = ["BTCUSDT-PERP", "BTCUSD_PERP", "BTCUSDT"
 pub fn live_jobs(speed: f64) -> anyhow::Result<Vec<flowsense_core::job::JobSpec>> {
     use flowsense_core::job::{JobSpec, Replay};
     let mut out = Vec::new();
-    for (name, text) in [("live-features", LIVE_FEATURES), ("paper-ofi", DEMO_STRATEGY)] {
+    for (name, text) in [
+        ("live-features", LIVE_FEATURES),
+        ("paper-ofi", DEMO_STRATEGY),
+    ] {
         let mut spec = JobSpec::from_toml(text)?;
         spec.name = name.to_string();
         spec.symbols = CAPTURE_SYMBOLS.iter().map(|s| s.to_string()).collect();

@@ -325,23 +325,23 @@ async fn job_graph(State(s): State<AppState>, Path(id): Path<String>) -> Result<
     Ok(Json(s.registry.with_job(&id, |j| graph_of(j, &id))?))
 }
 
-/// The spec a job was submitted with, every default filled in: JSON (default) or TOML
-/// (`Accept: application/toml`), as `flowsense run` reads it.
+/// The spec a job was submitted with (a past run's from the lake's `runs` table), every
+/// default filled in: JSON (default) or TOML (`Accept: application/toml`), as `flowsense run`
+/// reads it.
 #[utoipa::path(get, path = "/jobs/{id}/spec", tag = "jobs",
     params(("id" = String, Path, description = "The job's id")),
     responses((status = 200, description = "The spec", content((Object = "application/json"), (String = "application/toml"))),
-        (status = 404, description = "No such job, or a past run whose spec is in the lake's runs table", body = ErrorBody)))]
+        (status = 404, description = "No such job", body = ErrorBody)))]
 async fn job_spec(
     State(s): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let spec = s.registry.with_job(&id, |j| j.spec().cloned())?.ok_or_else(|| {
-        ServiceError::NotFound(format!(
-            "job {id} ran before this server started; its spec is in the lake: \
-             SELECT spec FROM runs WHERE run_id = '{id}'"
-        ))
-    })?;
+    let spec = match s.registry.with_job(&id, |j| j.spec().cloned())? {
+        Some(spec) => spec,
+        // A run from before this server started: its spec is in the lake's runs table.
+        None => past_spec(&s, &id).await?,
+    };
     let toml = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -350,6 +350,33 @@ async fn job_spec(
         ([(header::CONTENT_TYPE, "application/toml")], spec.to_toml()).into_response()
     } else {
         Json(spec).into_response()
+    })
+}
+
+/// The spec of a past run, from the lake's `runs` table.
+async fn past_spec(s: &AppState, id: &str) -> Result<JobSpec> {
+    let sql = format!(
+        "SELECT spec FROM runs WHERE run_id = '{}' LIMIT 1",
+        id.replace('\'', "''")
+    );
+    let batches = s
+        .sql
+        .query(&sql)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("{sql}: {e}")))?;
+    let rows = rows_of(&batches)?;
+    let text = rows
+        .rows
+        .first()
+        .and_then(|r| r.get("spec"))
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            ServiceError::NotFound(format!("job {id}: no spec in the lake's runs table"))
+        })?;
+    JobSpec::from_toml(text).map_err(|e| {
+        ServiceError::Internal(format!(
+            "job {id}: its spec in the runs table does not parse: {e}"
+        ))
     })
 }
 
@@ -508,11 +535,7 @@ async fn run_report(
             }
         })?;
     if !pdf {
-        return Ok((
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            html,
-        )
-            .into_response());
+        return Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response());
     }
     let chromium = flowsense_dataflows::report::find_chromium().ok_or_else(|| {
         ServiceError::Unavailable(

@@ -46,7 +46,8 @@ function useTheme(): [Theme, () => void] {
 /** Which jobs a page without a job id offers, best first. */
 function candidates(page: string, jobs: JobView[]): JobView[] {
   const fits = (j: JobView) => (page === 'portfolio' ? j.kind !== 'features' : page === 'market' ? j.kind !== 'backtest' || j.state === 'running' : true);
-  const rank = (j: JobView) => (j.state === 'running' ? 0 : 1);
+  // Running first; on the market, a paper strategy (orders and fills on the chart) first.
+  const rank = (j: JobView) => (j.state === 'running' ? 0 : 2) + (page === 'market' && j.kind === 'features' ? 1 : 0);
   return [...jobs].reverse().filter(fits).sort((a, b) => rank(a) - rank(b));
 }
 

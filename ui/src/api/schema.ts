@@ -118,8 +118,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The spec a job was submitted with, every default filled in: JSON (default) or TOML
-         *     (`Accept: application/toml`), as `flowsense run` reads it.
+         * The spec a job was submitted with (a past run's from the lake's `runs` table), every
+         *     default filled in: JSON (default) or TOML (`Accept: application/toml`), as `flowsense run`
+         *     reads it.
          */
         get: operations["job_spec"];
         put?: never;
@@ -849,7 +850,7 @@ export interface operations {
                     "application/toml": string;
                 };
             };
-            /** @description No such job, or a past run whose spec is in the lake's runs table */
+            /** @description No such job */
             404: {
                 headers: {
                     [name: string]: unknown;

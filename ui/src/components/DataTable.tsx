@@ -16,7 +16,18 @@ interface Props {
   limit?: number;
   /** Cell renderers by column. */
   render?: Record<string, (v: unknown, row: Row) => preact.ComponentChildren>;
+  /** Numbers to 8 significant digits, nanosecond times (`ts`, `opened`, ...) as UTC times. */
+  pretty?: boolean;
   testId?: string;
+}
+
+const TIME_COLUMNS = new Set(['ts', 'opened', 'closed', 'ts_from', 'ts_to', 'data_from', 'data_to', 'local_ts']);
+
+/** A cell as `pretty` shows it. */
+export function prettyCell(col: string, v: unknown): string {
+  if (typeof v !== 'number') return cell(v);
+  if (TIME_COLUMNS.has(col) && v > 1e15) return new Date(v / 1e6).toISOString().replace('T', ' ').replace('Z', '');
+  return Number.isInteger(v) ? String(v) : String(+v.toPrecision(8));
 }
 
 /** CSV of the columns and rows, quoted as RFC 4180 says. */
@@ -46,7 +57,7 @@ function compare(a: unknown, b: unknown): number {
   return String(a).localeCompare(String(b), 'en', { numeric: true });
 }
 
-export function DataTable({ columns, rows, filter, csvName, limit = 500, render, testId }: Props) {
+export function DataTable({ columns, rows, filter, csvName, limit = 500, render, pretty, testId }: Props) {
   const [sort, setSort] = useState<{ col: string; desc: boolean } | undefined>(undefined);
   const [text, setText] = useState('');
   const shown = useMemo(() => {
@@ -104,7 +115,7 @@ export function DataTable({ columns, rows, filter, csvName, limit = 500, render,
                   const v = r[c];
                   return (
                     <td key={c} class={typeof v === 'number' ? 'n' : undefined}>
-                      {render?.[c] ? render[c](v, r) : cell(v)}
+                      {render?.[c] ? render[c](v, r) : pretty ? prettyCell(c, v) : cell(v)}
                     </td>
                   );
                 })}

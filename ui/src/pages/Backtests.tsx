@@ -102,17 +102,17 @@ export function BacktestPage({ run }: { run: string }) {
         </div>
       </div>
       <h2>Metrics</h2>
-      <DataTable columns={cols} rows={overall} testId="metrics-overall" />
+      <DataTable columns={cols} rows={overall} pretty testId="metrics-overall" />
       {regimes.length > 0 && (
         <>
           <h3>Per regime</h3>
-          <DataTable columns={cols} rows={regimes} testId="metrics-regime" />
+          <DataTable columns={cols} rows={regimes} pretty testId="metrics-regime" />
         </>
       )}
       {folds.length > 0 && (
         <>
           <h3>Per walk-forward fold</h3>
-          <DataTable columns={cols} rows={folds} testId="metrics-fold" />
+          <DataTable columns={cols} rows={folds} pretty testId="metrics-fold" />
         </>
       )}
       <h2>Fills</h2>
@@ -121,6 +121,7 @@ export function BacktestPage({ run }: { run: string }) {
           columns={fills.data.columns.map((c) => c.name)}
           rows={fills.data.rows as Record<string, unknown>[]}
           filter
+          pretty
           csvName={`${run}-fills.csv`}
           testId="bt-fills"
         />

@@ -71,7 +71,7 @@ export function GraphMonitor({ view, history }: { view: GraphView; history: Map<
   const node = view.nodes.find((n) => n.id === picked);
   return (
     <div class="graph-layout">
-      <div class="graph-canvas">
+      <div class={`graph-canvas${view.nodes.length <= 12 ? ' fit' : ''}`}>
         <svg
           data-testid="graph-svg"
           viewBox={`0 0 ${laid.width} ${laid.height}`}

@@ -80,6 +80,7 @@ export function JobPage({ id }: { id: string }) {
           columns={output.data.columns.map((c) => c.name)}
           rows={output.data.rows as Record<string, unknown>[]}
           filter
+          pretty
           csvName={`${id}-${current}.csv`}
           testId="output-table"
         />

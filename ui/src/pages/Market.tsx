@@ -156,7 +156,7 @@ function PriceChart({ state, symbol }: { state: MarketState; symbol?: string }) 
   }>();
   useEffect(() => {
     if (!el.current) return;
-    const chart = createChart(el.current, themed());
+    const chart = createChart(el.current, { ...themed(), timeScale: { timeVisible: true, secondsVisible: true, barSpacing: 8, rightOffset: 4 } });
     const candles = chart.addSeries(CandlestickSeries, { title: 'price' });
     const mid = chart.addSeries(LineSeries, { color: '#8a63d2', lineWidth: 1, title: 'mid' });
     const ofi = chart.addSeries(LineSeries, { color: '#1f6feb', lineWidth: 1, title: 'OFI (L1, 1s)' }, 1);
@@ -203,7 +203,6 @@ function PriceChart({ state, symbol }: { state: MarketState; symbol?: string }) 
         price: f.price as number,
         shape: 'circle',
         color: f.side === 'buy' ? '#1a7f37' : '#cf222e',
-        text: `${f.side} ${num(f.size as number, 4)}`,
       });
     }
     marks.sort((a, b) => (a.time as number) - (b.time as number));
@@ -215,7 +214,7 @@ function PriceChart({ state, symbol }: { state: MarketState; symbol?: string }) 
 function Ladder({ book }: { book: BookLevels }) {
   const max = Math.max(...book.bids.map((l) => l[1]), ...book.asks.map((l) => l[1]), 1e-12);
   const row = (side: 'bid' | 'ask', [p, s]: [number, number], i: number) => (
-    <tr key={`${side}${i}`} class={side}>
+    <tr key={`${side}${i}`} class={side} data-price={p}>
       <td class="n">{price(p)}</td>
       <td class="n size">
         <div class="depth" style={{ width: `${(100 * s) / max}%` }} />
@@ -256,7 +255,7 @@ function Tape({ trades }: { trades: TapeTrade[] }) {
       </thead>
       <tbody>
         {trades.map((t, i) => (
-          <tr key={i} class={t.side === 'buy' ? 'bid' : 'ask'}>
+          <tr key={i} class={t.side === 'buy' ? 'bid' : 'ask'} data-ts={t.ts} data-price={t.price}>
             <td>{nsTime(t.ts)}</td>
             <td class="n">{price(t.price)}</td>
             <td class="n">{num(t.size, 4)}</td>

@@ -102,6 +102,7 @@ export function PortfolioPage({ id }: { id: string }) {
         columns={columnsOf(live.rows[tab] ?? [])}
         rows={[...(live.rows[tab] ?? [])].reverse()}
         filter
+        pretty
         csvName={`${id}-${tab}.csv`}
         testId={`table-${tab}`}
       />
