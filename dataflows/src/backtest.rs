@@ -238,7 +238,7 @@ pub struct TradeSink {
     /// Set by [`TradeSink::discard`]: records are dropped unseen.
     discarding: bool,
     /// A copy of every record written while tapped (the service streams them).
-    tapped: Option<Vec<TradeRecord>>,
+    tapped: crate::tapped::Tapped<TradeRecord>,
 }
 
 impl TradeSink {
@@ -256,7 +256,7 @@ impl TradeSink {
             json: spec.sinks.stdout.then(|| spec.name.clone()),
             error: None,
             discarding: false,
-            tapped: None,
+            tapped: Default::default(),
         }
     }
 
@@ -310,9 +310,7 @@ impl TradeSink {
                 self.json = None;
             }
         }
-        if let Some(t) = &mut self.tapped {
-            t.extend(records.iter().cloned());
-        }
+        self.tapped.extend_from_slice(records);
         for r in records.drain(..) {
             let table = match &r {
                 TradeRecord::Order(_) => "orders",
@@ -399,16 +397,12 @@ impl TradeSink {
     /// Starts (or stops) keeping a copy of the records written from now on, for
     /// [`TradeSink::take_tapped`]; a stop drops what was kept.
     pub fn tap(&mut self, on: bool) {
-        match (on, &self.tapped) {
-            (true, None) => self.tapped = Some(Vec::new()),
-            (false, _) => self.tapped = None,
-            _ => {}
-        }
+        self.tapped.set(on);
     }
 
     /// The records written since the last call while tapped.
     pub fn take_tapped(&mut self) -> Vec<TradeRecord> {
-        self.tapped.as_mut().map(std::mem::take).unwrap_or_default()
+        self.tapped.take()
     }
 
     /// Records written so far, over all tables.

@@ -179,7 +179,7 @@ pub struct SharedSink {
     /// Rows written.
     pub rows: u64,
     /// A copy of every row written while tapped (the service streams them).
-    tapped: Option<Vec<FeatureRow>>,
+    tapped: crate::tapped::Tapped<FeatureRow>,
 }
 
 impl SharedSink {
@@ -189,7 +189,7 @@ impl SharedSink {
             sink,
             error: None,
             rows: 0,
-            tapped: None,
+            tapped: Default::default(),
         }))
     }
 
@@ -199,9 +199,7 @@ impl SharedSink {
             return;
         }
         self.rows += rows.len() as u64;
-        if let Some(t) = &mut self.tapped {
-            t.extend(rows.iter().cloned());
-        }
+        self.tapped.extend_from_slice(rows);
         if let Err(e) = self.sink.write(rows) {
             self.error = Some(e);
         }
@@ -217,16 +215,12 @@ impl SharedSink {
     /// Starts (or stops) keeping a copy of the rows written from now on, for
     /// [`SharedSink::take_tapped`]; a stop drops what was kept.
     pub fn tap(&mut self, on: bool) {
-        match (on, &self.tapped) {
-            (true, None) => self.tapped = Some(Vec::new()),
-            (false, _) => self.tapped = None,
-            _ => {}
-        }
+        self.tapped.set(on);
     }
 
     /// The rows written since the last call while tapped.
     pub fn take_tapped(&mut self) -> Vec<FeatureRow> {
-        self.tapped.as_mut().map(std::mem::take).unwrap_or_default()
+        self.tapped.take()
     }
 
     /// The first error the sink returned, if any (it stays for [`SharedSink::finish`]).

@@ -20,6 +20,7 @@ pub mod report;
 pub mod run;
 pub mod sql;
 pub mod synth;
+pub mod tapped;
 pub mod walk_forward;
 
 pub use ingest::{IngestReport, Ingestor};

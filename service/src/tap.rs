@@ -122,7 +122,7 @@ impl Book {
 pub struct Market {
     books: BTreeMap<Symbol, (Book, i64, bool)>,
     /// Trades since the last take, while the tape is wanted.
-    tape: Option<Vec<TapeTrade>>,
+    tape: flowsense_dataflows::tapped::Tapped<TapeTrade>,
 }
 
 impl Market {
@@ -165,19 +165,17 @@ impl Market {
                 }
             }
             MarketEvent::Trade(s, t) => {
-                if let Some(tape) = &mut self.tape {
-                    tape.push(TapeTrade {
-                        symbol: s.as_str().to_string(),
-                        ts: t.ts.0,
-                        price: t.price.as_f64(),
-                        size: t.size.as_f64(),
-                        side: if t.aggressor == Side::Buy {
-                            "buy"
-                        } else {
-                            "sell"
-                        },
-                    });
-                }
+                self.tape.push_with(|| TapeTrade {
+                    symbol: s.as_str().to_string(),
+                    ts: t.ts.0,
+                    price: t.price.as_f64(),
+                    size: t.size.as_f64(),
+                    side: if t.aggressor == Side::Buy {
+                        "buy"
+                    } else {
+                        "sell"
+                    },
+                });
             }
             _ => {}
         }
@@ -185,11 +183,7 @@ impl Market {
 
     /// Keeps the trades from now on (or stops, dropping what was kept).
     pub fn tape(&mut self, on: bool) {
-        match (on, &self.tape) {
-            (true, None) => self.tape = Some(Vec::new()),
-            (false, _) => self.tape = None,
-            _ => {}
-        }
+        self.tape.set(on);
     }
 
     /// The top `levels` of every book that changed since the last call.
@@ -217,7 +211,7 @@ impl Market {
     }
 
     fn take_tape(&mut self) -> Vec<TapeTrade> {
-        self.tape.as_mut().map(std::mem::take).unwrap_or_default()
+        self.tape.take()
     }
 }
 
