@@ -1,6 +1,7 @@
 // The UI's benchmark: bundle size (raw, gzipped, and as the server sends it), first load time
-// in headless Chromium against a running server (cold cache, median of runs; the server's
-// Scalar API page is the baseline loaded in the same loop), and the graph monitor's frame time
+// in headless Chromium against a running server (cold cache, median of runs; the baseline is
+// a server-rendered page of the same server, the demo backtest's HTML report, loaded in the
+// same loop), and the graph monitor's frame time
 // with 100 operators updated every second (against 5, the size of a real job's graph).
 //   flowsense demo --serve --lake /tmp/bench-lake &
 //   node ui/bench/ui.mjs http://127.0.0.1:7878 [--runs 15] [--seconds 15]
@@ -82,7 +83,7 @@ const ui = [];
 const docs = [];
 for (let i = 0; i < RUNS; i++) {
   ui.push(await load(`${url}/#/jobs`, () => document.querySelector('[data-testid="jobs-table"] tbody tr') !== null));
-  docs.push(await load(`${url}/api/v1/docs`, () => document.body.innerText.includes('FlowSense')));
+  docs.push(await load(`${url}/api/v1/runs/demo-ofi/report`, () => document.querySelector('svg') !== null));
 }
 const row = (name, xs) =>
   console.log(
@@ -90,7 +91,7 @@ const row = (name, xs) =>
   );
 console.log(`== first load, cold cache, median of ${RUNS}`);
 row('UI (#/jobs, table drawn)', ui);
-row('baseline: Scalar /api/v1/docs', docs);
+row('baseline: demo-ofi report', docs);
 console.log(`ratio UI / baseline (ready): ${f(median(ui.map((x) => x.ready)) / median(docs.map((x) => x.ready)), 2)}x`);
 
 // 3. Graph monitor frame time: animation frame intervals and each update's render time.

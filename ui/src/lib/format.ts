@@ -1,23 +1,36 @@
 //! How numbers, times and durations are shown.
 
+// Formatters are built once: `toLocaleString` builds one per call, which is most of the graph
+// monitor's time per update at 100 operators (BENCHMARKS.md).
+const formats = new Map<string, Intl.NumberFormat>();
+function format(min: number, max: number): Intl.NumberFormat {
+  const key = `${min}:${max}`;
+  let f = formats.get(key);
+  if (!f) {
+    f = new Intl.NumberFormat('en-US', { minimumFractionDigits: min, maximumFractionDigits: max });
+    formats.set(key, f);
+  }
+  return f;
+}
+
 /** A count or rate with thousands separators; fractional below 100. */
 export function num(x: number | null | undefined, digits = 2): string {
   if (x === null || x === undefined || Number.isNaN(x)) return '–';
   const a = Math.abs(x);
-  if (a >= 100 || Number.isInteger(x)) return Math.round(x).toLocaleString('en-US');
-  return x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+  if (a >= 100 || Number.isInteger(x)) return format(0, 0).format(Math.round(x));
+  return format(0, digits).format(x);
 }
 
 /** A price: as many decimals as it needs, up to 8. */
 export function price(x: number | null | undefined): string {
   if (x === null || x === undefined) return '–';
-  return x.toLocaleString('en-US', { maximumFractionDigits: 8 });
+  return format(0, 8).format(x);
 }
 
 /** Money with two decimals and a sign when asked. */
 export function money(x: number | null | undefined, signed = false): string {
   if (x === null || x === undefined) return '–';
-  const s = x.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const s = format(2, 2).format(x);
   return signed && x > 0 ? `+${s}` : s;
 }
 
