@@ -167,7 +167,11 @@ fn submit_streamed(c: &Client, text: &str) -> anyhow::Result<(f64, usize)> {
                     let v: serde_json::Value = serde_json::from_str(&t)?;
                     rows += v["data"].as_array().map_or(0, Vec::len);
                 }
-                Ok(tungstenite::Message::Close(_)) | Err(_) => return Ok(rows),
+                Ok(tungstenite::Message::Close(_))
+                | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Ok(rows);
+                }
+                Err(e) => anyhow::bail!("the stream after {rows} rows: {e}"),
                 Ok(_) => {}
             }
         }

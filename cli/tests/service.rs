@@ -1165,3 +1165,32 @@ fn the_server_serves_the_ui_a_jobs_spec_and_a_runs_report() {
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["name"], "binance-ofi");
 }
+
+/// A subscriber that connects as soon as its job is submitted gets the rows from its tap on:
+/// most of a batch job's, which runs for seconds (the first steps may run before the tap).
+#[test]
+fn a_subscriber_from_the_submission_on_gets_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("lake"), &["-w", "2"], &[]);
+    let c = server.client();
+    let job = c
+        .submit(&synthetic("batch-streamed", 200_000, false))
+        .unwrap();
+    let messages = read_stream(&format!(
+        "{}/api/v1/stream?job={}&topics=features,job",
+        server.url.replace("http://", "ws://"),
+        job.id
+    ));
+    let j = wait_for(&c, &job.id, "ended", |j| j.state.is_final());
+    assert_eq!(j.state, JobState::Finished, "{j:?}");
+    let streamed: usize = streamed_rows(&messages, "features")
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert!(
+        streamed as u64 <= j.rows && streamed as u64 * 2 >= j.rows,
+        "{streamed} of {} rows streamed, in {} messages",
+        j.rows,
+        messages.len()
+    );
+}

@@ -36,7 +36,7 @@ use timely::worker::Worker;
 
 use crate::protocol::{Command, Outcome, Report, ReportEvent, Topic, WorkerFigures};
 use crate::registry::Registry;
-use crate::tap::{JobTap, json_array};
+use crate::tap::{JobTap, json_messages};
 
 /// How often a worker sends each job's figures.
 const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -98,10 +98,12 @@ impl JobSink {
                         &rows,
                         spec.features.levels,
                     )?;
-                    out.push(ReportEvent::Rows {
-                        topic: Topic::Features,
-                        json: String::from_utf8(json_array(&[b])?)?,
-                    });
+                    for json in json_messages(&b)? {
+                        out.push(ReportEvent::Rows {
+                            topic: Topic::Features,
+                            json,
+                        });
+                    }
                 }
             }
             JobSink::Trading(s) => {
@@ -115,10 +117,9 @@ impl JobSink {
                         _ => Topic::RiskEvents,
                     };
                     if tap.wants(topic) {
-                        out.push(ReportEvent::Rows {
-                            topic,
-                            json: String::from_utf8(json_array(&[b])?)?,
-                        });
+                        for json in json_messages(&b)? {
+                            out.push(ReportEvent::Rows { topic, json });
+                        }
                     }
                 }
             }

@@ -53,6 +53,37 @@ pub fn json_array(batches: &[RecordBatch]) -> Result<Vec<u8>, arrow::error::Arro
     Ok(buf)
 }
 
+/// Most rows in one stream message: a batch job's worker writes tens of thousands of rows per
+/// interval, which as one message would be megabytes (beyond common WebSocket clients' frame
+/// limits, and a long stall for a browser to parse).
+pub const ROWS_PER_MESSAGE: usize = 1000;
+
+/// `batch` as JSON arrays of at most [`ROWS_PER_MESSAGE`] rows each, in order.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::Int64Array;
+/// use arrow::record_batch::RecordBatch;
+/// let b = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from_iter_values(0..2500)) as _)]).unwrap();
+/// let parts = flowsense_service::tap::json_messages(&b).unwrap();
+/// assert_eq!(parts.len(), 3);
+/// assert!(parts[2].starts_with("[{\"x\":2000}"));
+/// ```
+pub fn json_messages(batch: &RecordBatch) -> Result<Vec<String>, arrow::error::ArrowError> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < batch.num_rows() {
+        let len = ROWS_PER_MESSAGE.min(batch.num_rows() - offset);
+        let json = json_array(&[batch.slice(offset, len)])?;
+        out.push(
+            String::from_utf8(json)
+                .map_err(|e| arrow::error::ArrowError::JsonError(e.to_string()))?,
+        );
+        offset += len;
+    }
+    Ok(out)
+}
+
 /// One symbol's book as the stream sends it: the top levels of each side, best first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BookLevels {

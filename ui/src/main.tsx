@@ -1,16 +1,11 @@
 //! FlowSense's web UI: the layout, the navigation and the hash routes of its pages.
 
-import { render } from 'preact';
+import { render, type ComponentType } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, ok, type JobView } from './api/client';
 import { usePoll, useRoute } from './lib/hooks';
 import { JobsPage } from './pages/Jobs';
 import { JobPage } from './pages/Job';
-import { GraphPage } from './pages/Graph';
-import { GraphBenchPage } from './pages/GraphBench';
-import { MarketPage } from './pages/Market';
-import { PortfolioPage } from './pages/Portfolio';
-import { BacktestPage, BacktestsPage } from './pages/Backtests';
 import { SqlPage } from './pages/Sql';
 import { StateBadge } from './components/bits';
 import './style.css';
@@ -23,6 +18,39 @@ const NAV = [
   ['backtests', 'Backtests'],
   ['sql', 'SQL'],
 ] as const;
+
+/**
+ * A page loaded when first shown: the chart and layout libraries (most of the bundle) are
+ * fetched only by the pages that draw with them, so the jobs list and the SQL console load
+ * without them.
+ */
+function lazy<P extends object>(load: () => Promise<ComponentType<P>>): ComponentType<P> {
+  let loaded: ComponentType<P> | undefined;
+  return (props: P) => {
+    const [, setReady] = useState(false);
+    const [error, setError] = useState<string>();
+    useEffect(() => {
+      if (!loaded)
+        load().then(
+          (c) => {
+            loaded = c;
+            setReady(true);
+          },
+          (e: Error) => setError(`This page did not load: ${e.message}`),
+        );
+    }, []);
+    if (error) return <div class="error">{error}</div>;
+    const Page = loaded;
+    return Page ? <Page {...props} /> : <p class="muted">Loading…</p>;
+  };
+}
+
+const GraphPage = lazy(() => import('./pages/Graph').then((m) => m.GraphPage));
+const GraphBenchPage = lazy(() => import('./pages/GraphBench').then((m) => m.GraphBenchPage));
+const MarketPage = lazy(() => import('./pages/Market').then((m) => m.MarketPage));
+const PortfolioPage = lazy(() => import('./pages/Portfolio').then((m) => m.PortfolioPage));
+const BacktestsPage = lazy(() => import('./pages/Backtests').then((m) => m.BacktestsPage));
+const BacktestPage = lazy(() => import('./pages/Backtests').then((m) => m.BacktestPage));
 
 type Theme = 'light' | 'dark';
 

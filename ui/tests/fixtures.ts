@@ -81,4 +81,4 @@ export async function shot(page: Page, name: string) {
 }
 
 // The UI's own formatting, so the tests compare what the pages are meant to show.
-export { cell, money } from '../src/lib/format';
+export { cell, money, num } from '../src/lib/format';

@@ -2,7 +2,7 @@
 // equal the API's or `flowsense sql`'s), the graph monitor moves while the replay runs, a job
 // submitted from the UI runs and stops from the UI, bad TOML shows its line, and the SQL
 // console shows the guard's refusal. Each page's screenshot goes to docs/ui/.
-import { apiGet, cell, expect, flowsenseSql, liveJob, money, shot, test, type Job } from './fixtures';
+import { apiGet, cell, expect, flowsenseSql, liveJob, money, num, shot, test, type Job } from './fixtures';
 
 test('the jobs page lists every job with the state the API gives', async ({ page, request }) => {
   await liveJob(request, 'paper-ofi');
@@ -13,7 +13,10 @@ test('the jobs page lists every job with the state the API gives', async ({ page
     const row = page.locator(`tr[data-job="${j.id}"]`);
     await expect(row).toContainText(j.name);
     await expect(row).toContainText(j.kind);
-    if (j.state === 'finished') await expect(row.locator('.badge')).toHaveText('finished');
+    if (j.state === 'finished') {
+      await expect(row.locator('.badge')).toHaveText('finished');
+      await expect(row.locator('[data-field="events"]')).toHaveText(num(j.events));
+    }
   }
   await expect(page.locator('[data-testid="jobs-table"] tbody tr')).toHaveCount(jobs.length);
   await shot(page, 'jobs');
