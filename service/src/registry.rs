@@ -140,6 +140,9 @@ pub struct JobView {
     pub error: Option<String>,
     /// How the job was stopped, if it was: `graceful` or `immediate`.
     pub stop: Option<String>,
+    /// Whether its source is paced (`[replay]`), as a live feed would be: such a job also
+    /// streams its `book` and `trades`.
+    pub paced: bool,
 }
 
 /// One error of a job.
@@ -226,6 +229,7 @@ impl JobRecord {
             stop: self
                 .stop
                 .map(|i| if i { "immediate" } else { "graceful" }.to_string()),
+            paced: self.paced(),
         }
     }
 

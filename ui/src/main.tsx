@@ -73,7 +73,7 @@ function useTheme(): [Theme, () => void] {
 
 /** Which jobs a page without a job id offers, best first. */
 function candidates(page: string, jobs: JobView[]): JobView[] {
-  const fits = (j: JobView) => (page === 'portfolio' ? j.kind !== 'features' : page === 'market' ? j.kind !== 'backtest' || j.state === 'running' : true);
+  const fits = (j: JobView) => (page === 'portfolio' ? j.kind !== 'features' : page === 'market' ? j.paced : true);
   // Running first; on the market, a paper strategy (orders and fills on the chart) first.
   const rank = (j: JobView) => (j.state === 'running' ? 0 : 2) + (page === 'market' && j.kind === 'features' ? 1 : 0);
   return [...jobs].reverse().filter(fits).sort((a, b) => rank(a) - rank(b));
@@ -121,19 +121,21 @@ function Health() {
 }
 
 function Page({ route }: { route: string[] }) {
+  // Keyed by the id, so a page moved to another job starts afresh (no figures, rows or
+  // subscriptions of the last one).
   const [page, id] = route;
   switch (page) {
     case undefined:
     case 'jobs':
-      return id ? <JobPage id={id} /> : <JobsPage />;
+      return id ? <JobPage key={id} id={id} /> : <JobsPage />;
     case 'graph':
-      return id ? <GraphPage id={id} /> : <PickJob page="graph" />;
+      return id ? <GraphPage key={id} id={id} /> : <PickJob page="graph" />;
     case 'market':
-      return id ? <MarketPage id={id} /> : <PickJob page="market" />;
+      return id ? <MarketPage key={id} id={id} /> : <PickJob page="market" />;
     case 'portfolio':
-      return id ? <PortfolioPage id={id} /> : <PickJob page="portfolio" />;
+      return id ? <PortfolioPage key={id} id={id} /> : <PickJob page="portfolio" />;
     case 'backtests':
-      return id ? <BacktestPage run={id} /> : <BacktestsPage />;
+      return id ? <BacktestPage key={id} run={id} /> : <BacktestsPage />;
     case 'sql':
       return <SqlPage />;
     case 'bench':

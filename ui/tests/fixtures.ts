@@ -2,6 +2,7 @@
 // directly, `flowsense sql` run on the same lake, and screenshots into docs/ui/.
 import { test as base, expect, type APIRequestContext, type Page } from '@playwright/test';
 import { execFileSync } from 'node:child_process';
+import type { JobView } from '../src/api/client';
 import path from 'node:path';
 
 export { expect };
@@ -42,13 +43,8 @@ export async function apiGet<T>(request: APIRequestContext, p: string): Promise<
   return (await r.json()) as T;
 }
 
-export interface Job {
-  id: string;
-  name: string;
-  kind: string;
-  state: string;
-  events: number;
-}
+/** A job as the API shows it (the type generated from the OpenAPI document). */
+export type Job = JobView;
 
 /** The demo's live job of `name`, once it is running. */
 export async function liveJob(request: APIRequestContext, name: string): Promise<Job> {

@@ -128,6 +128,13 @@ test('the live market shows the paper job book, its tape from the lake, and its 
   const found = flowsenseSql(`SELECT count(*) AS n FROM trades WHERE symbol = '${symbol}' AND ts BETWEEN ${ts - 1000} AND ${ts + 1000} AND price = ${price}`);
   expect(Number(found[0].n)).toBeGreaterThan(0);
   await expect(page.getByTestId('price-chart').locator('canvas').first()).toBeVisible();
+  // A job that is not paced streams no book: the page says so and subscribes to nothing.
+  const batch = await apiGet<Job>(request, '/jobs/demo-ofi');
+  expect(batch.paced).toBe(false);
+  await page.goto('/#/market/demo-ofi');
+  await expect(page.getByTestId('not-paced')).toBeVisible();
+  await page.goto(`/#/market/${job.id}`);
+  await expect(page.getByTestId('ladder').locator('tr.bid').first()).toBeVisible();
   // Some seconds of candles and features for the picture.
   await page.waitForTimeout(15_000);
   await shot(page, 'market');

@@ -431,6 +431,11 @@ export interface components {
             /** @description The spec's name. */
             name: string;
             /**
+             * @description Whether its source is paced (`[replay]`), as a live feed would be: such a job also
+             *     streams its `book` and `trades`.
+             */
+            paced: boolean;
+            /**
              * Format: int64
              * @description Output rows written (features, or orders, fills, equity, ...), over all workers.
              */

@@ -34,16 +34,19 @@ export interface Loaded<T> {
  * call keeps the last data and says why.
  */
 export function usePoll<T>(load: () => Promise<T>, deps: unknown[], everyMs?: number): Loaded<T> {
-  const [data, setData] = useState<T | undefined>(undefined);
+  // The data is kept with the deps it was loaded for, so a change of deps never shows the
+  // last ones' data for a moment.
+  const key = JSON.stringify(deps);
+  const [data, setData] = useState<{ key: string; value: T } | undefined>(undefined);
   const [error, setError] = useState<string | undefined>(undefined);
   const [tick, setTick] = useState(0);
   useEffect(() => {
     let live = true;
     const run = () =>
       load().then(
-        (d) => {
+        (value) => {
           if (live) {
-            setData(d);
+            setData({ key, value });
             setError(undefined);
           }
         },
@@ -55,8 +58,8 @@ export function usePoll<T>(load: () => Promise<T>, deps: unknown[], everyMs?: nu
       live = false;
       if (t) clearInterval(t);
     };
-  }, [...deps, tick]);
-  return { data, error, reload: () => setTick((n) => n + 1) };
+  }, [key, tick]);
+  return { data: data?.key === key ? data.value : undefined, error, reload: () => setTick((n) => n + 1) };
 }
 
 /**

@@ -50,7 +50,7 @@ export function JobLinks({ job }: { job: JobView }) {
   return (
     <span class="links">
       <a href={`#/graph/${id}`}>graph</a>
-      <a href={`#/market/${id}`}>market</a>
+      {job.paced && <a href={`#/market/${id}`}>market</a>}
       {job.kind !== 'features' && <a href={`#/portfolio/${id}`}>portfolio</a>}
     </span>
   );

@@ -87,7 +87,8 @@ export function MarketPage({ id }: { id: string }) {
   const [symbol, setSymbol] = useState<string>();
   useTicker(250);
   const trading = job.data !== undefined && job.data.kind !== 'features';
-  const open = useStream(job.data ? id : undefined, trading ? ['book', 'trades', 'orders', 'fills'] : ['book', 'trades'], (m) => {
+  // Only a paced job streams its book and tape (the server refuses the others' subscriptions).
+  const open = useStream(job.data?.paced ? id : undefined, trading ? ['book', 'trades', 'orders', 'fills'] : ['book', 'trades'], (m) => {
     const data: unknown = m.data;
     if (!Array.isArray(data)) return;
     if (m.topic === 'book') for (const b of data as BookLevels[]) st.current.book(b);
@@ -102,7 +103,6 @@ export function MarketPage({ id }: { id: string }) {
   const symbols = [...st.current.symbols].sort();
   const sym = symbol && symbols.includes(symbol) ? symbol : symbols[0];
   const book = sym ? st.current.books.get(sym) : undefined;
-  const paced = job.error === undefined;
   return (
     <section>
       <p class="crumbs">
@@ -113,7 +113,13 @@ export function MarketPage({ id }: { id: string }) {
         <span class={`live ${open ? 'on' : ''}`}>{open ? 'live' : 'offline'}</span>
       </h1>
       <ErrorBox error={job.error} />
-      {paced && (
+      {job.data && !job.data.paced && (
+        <p class="muted" data-testid="not-paced">
+          Job {id} runs as fast as it can (no <code>[replay]</code>), so it streams no book or tape:
+          the market shows paced jobs. Its rows are on its <a href={`#/jobs/${encodeURIComponent(id)}`}>job page</a>.
+        </p>
+      )}
+      {job.data?.paced && (
         <div class="row">
           <label>
             Symbol{' '}
@@ -128,7 +134,7 @@ export function MarketPage({ id }: { id: string }) {
           </span>
         </div>
       )}
-      {symbols.length === 0 && open && <p class="muted">Waiting for the book… (the market streams for paced jobs only)</p>}
+      {symbols.length === 0 && open && <p class="muted">Waiting for the book…</p>}
       <div class="market-layout">
         <div class="market-chart">
           <PriceChart state={st.current} symbol={sym} />
