@@ -128,6 +128,9 @@ test('the live market shows the paper job book, its tape from the lake, and its 
   const found = flowsenseSql(`SELECT count(*) AS n FROM trades WHERE symbol = '${symbol}' AND ts BETWEEN ${ts - 1000} AND ${ts + 1000} AND price = ${price}`);
   expect(Number(found[0].n)).toBeGreaterThan(0);
   await expect(page.getByTestId('price-chart').locator('canvas').first()).toBeVisible();
+  // The feature panes offer the feature job's columns.
+  await expect(page.getByTestId('feature-0')).toHaveValue('ofi_l1');
+  await expect(page.getByTestId('feature-1').locator('option', { hasText: 'kyle_lambda' })).toHaveCount(1);
   // A job that is not paced streams no book: the page says so and subscribes to nothing.
   const batch = await apiGet<Job>(request, '/jobs/demo-ofi');
   expect(batch.paced).toBe(false);

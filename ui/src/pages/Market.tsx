@@ -1,5 +1,6 @@
 //! Live market of a paced job: for one symbol, the price chart (1 s candles from the tape, the
-//! mid from the book), the strategy's orders and fills as markers, OFI and VPIN below it, the
+//! mid from the book), the strategy's orders and fills as markers, two chosen features (OFI and
+//! VPIN at first) below it, the
 //! order-book ladder (10 levels, sizes as bars) and the trade tape.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
@@ -85,6 +86,7 @@ export function MarketPage({ id }: { id: string }) {
   const jobs = usePoll(async () => ok(await api.GET('/api/v1/jobs')), [], 5000);
   const st = useRef(new MarketState());
   const [symbol, setSymbol] = useState<string>();
+  const [panes, setPanes] = useState<[string, string]>(['ofi_l1', 'vpin']);
   useTicker(250);
   const trading = job.data !== undefined && job.data.kind !== 'features';
   // Only a paced job streams its book and tape (the server refuses the others' subscriptions).
@@ -129,15 +131,37 @@ export function MarketPage({ id }: { id: string }) {
               ))}
             </select>
           </label>
-          <span class="muted">
-            {features ? `features from job ${features}` : 'no running feature job: OFI and VPIN are not shown'}
-          </span>
+          {features ? (
+            <>
+              {[0, 1].map((i) => (
+                <label key={i}>
+                  {i === 0 ? 'Features' : 'and'}{' '}
+                  <select
+                    value={panes[i]}
+                    data-testid={`feature-${i}`}
+                    onChange={(e) => {
+                      const next: [string, string] = [...panes];
+                      next[i] = (e.target as HTMLSelectElement).value;
+                      setPanes(next);
+                    }}
+                  >
+                    {featureColumns(st.current.features, panes).map((c) => (
+                      <option key={c}>{c}</option>
+                    ))}
+                  </select>
+                </label>
+              ))}
+              <span class="muted">(1 s buckets of job {features})</span>
+            </>
+          ) : (
+            <span class="muted">no running feature job: no features are shown</span>
+          )}
         </div>
       )}
       {symbols.length === 0 && open && <p class="muted">Waiting for the book…</p>}
       <div class="market-layout">
         <div class="market-chart">
-          <PriceChart state={st.current} symbol={sym} />
+          <PriceChart state={st.current} symbol={sym} panes={panes} />
         </div>
         <div class="market-side">
           <h3>Book {book && <span class="muted">{nsTime(book.ts)}</span>}</h3>
@@ -150,14 +174,23 @@ export function MarketPage({ id }: { id: string }) {
   );
 }
 
-function PriceChart({ state, symbol }: { state: MarketState; symbol?: string }) {
+/** The numeric columns of the feature rows (what a pane can show), the chosen ones first. */
+function featureColumns(rows: Row[], chosen: string[]): string[] {
+  const skip = new Set(['ts', 'mid', 'job', 'bucket', 'symbol', 'date']);
+  const cols = new Set(chosen);
+  const r = rows[rows.length - 1];
+  if (r) for (const [k, v] of Object.entries(r)) if (!skip.has(k) && (typeof v === 'number' || v === null)) cols.add(k);
+  return [...cols];
+}
+
+function PriceChart({ state, symbol, panes }: { state: MarketState; symbol?: string; panes: [string, string] }) {
   const el = useRef<HTMLDivElement>(null);
   const parts = useRef<{
     chart: IChartApi;
     candles: ISeriesApi<'Candlestick'>;
     mid: ISeriesApi<'Line'>;
-    ofi: ISeriesApi<'Line'>;
-    vpin: ISeriesApi<'Line'>;
+    upper: ISeriesApi<'Line'>;
+    lower: ISeriesApi<'Line'>;
     markers: ISeriesMarkersPluginApi<Time>;
   }>();
   useEffect(() => {
@@ -165,10 +198,10 @@ function PriceChart({ state, symbol }: { state: MarketState; symbol?: string }) 
     const chart = createChart(el.current, { ...themed(), timeScale: { timeVisible: true, secondsVisible: true, barSpacing: 8, rightOffset: 4 } });
     const candles = chart.addSeries(CandlestickSeries, { title: 'price' });
     const mid = chart.addSeries(LineSeries, { color: '#8a63d2', lineWidth: 1, title: 'mid' });
-    const ofi = chart.addSeries(LineSeries, { color: '#1f6feb', lineWidth: 1, title: 'OFI (L1, 1s)' }, 1);
-    const vpin = chart.addSeries(LineSeries, { color: '#d97706', lineWidth: 1, title: 'VPIN' }, 2);
+    const upper = chart.addSeries(LineSeries, { color: '#1f6feb', lineWidth: 1 }, 1);
+    const lower = chart.addSeries(LineSeries, { color: '#d97706', lineWidth: 1 }, 2);
     const markers = createSeriesMarkers(candles, []);
-    parts.current = { chart, candles, mid, ofi, vpin, markers };
+    parts.current = { chart, candles, mid, upper, lower, markers };
     return () => {
       chart.remove();
       parts.current = undefined;
@@ -190,8 +223,10 @@ function PriceChart({ state, symbol }: { state: MarketState; symbol?: string }) 
       }
       return out;
     };
-    p.ofi.setData(line('ofi_l1'));
-    p.vpin.setData(line('vpin'));
+    p.upper.applyOptions({ title: panes[0] });
+    p.upper.setData(line(panes[0]));
+    p.lower.applyOptions({ title: panes[1] });
+    p.lower.setData(line(panes[1]));
     const marks: SeriesMarker<Time>[] = [];
     for (const o of state.orders.filter((o) => o.symbol === symbol)) {
       marks.push({
