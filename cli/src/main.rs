@@ -12,6 +12,7 @@ mod demo;
 mod ingest;
 mod jobs;
 mod lake_args;
+mod record;
 mod report;
 mod run;
 mod serve;
@@ -51,6 +52,9 @@ struct Cli {
 enum Command {
     /// Read market data files into the lake.
     Ingest(ingest::IngestArgs),
+    /// Record a live feed (Binance spot, USD-M or COIN-M websockets with depth snapshots) into
+    /// files `flowsense ingest` reads.
+    Record(record::RecordArgs),
     /// Generate a seeded synthetic market into the lake.
     Synth(synth::SynthArgs),
     /// Run SQL over the lake: one query, or an interactive prompt when none is given.
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ingest(args) => args.execute(),
+        Command::Record(args) => args.execute(),
         Command::Synth(args) => args.execute(),
         Command::Sql(args) => args.execute(),
         Command::Demo(args) => args.execute(),

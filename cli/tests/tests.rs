@@ -10,5 +10,6 @@ mod common;
 mod dead_letters;
 mod graph;
 mod lake;
+mod record;
 mod s3;
 mod service;

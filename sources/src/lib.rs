@@ -22,6 +22,7 @@ pub mod dbn;
 pub mod detect;
 pub mod error;
 pub mod lake;
+pub mod live;
 pub mod lobster;
 pub mod merge;
 pub mod prefetch;

@@ -1,0 +1,321 @@
+//! `flowsense record` against a local Binance: a websocket server that replays the bundled
+//! USD-M capture's stream frames as Binance sends them, and a REST server that answers the
+//! depth snapshot, on real sockets. What is recorded ingests to the same trades and books as
+//! the capture itself.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use flowsense_core::Lake;
+
+use crate::common;
+
+/// The first `n` lines of the bundled USD-M capture.
+fn capture_lines(n: usize) -> Vec<String> {
+    let path = common::binance_data().join("usdm/btcusdt_20240808.gz");
+    let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap());
+    BufReader::new(gz)
+        .lines()
+        .take(n)
+        .map(|l| l.unwrap())
+        .collect()
+}
+
+/// A REST server answering every request with `body` as JSON; records the request lines.
+fn rest_server(body: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut s = stream.unwrap();
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            log.lock().unwrap().push(first.trim().to_string());
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
+    });
+    (url, seen)
+}
+
+/// A websocket server that sends `frames` to each connection, then closes it; records the
+/// request paths.
+// tungstenite's handshake callback returns its error response by value.
+#[allow(clippy::result_large_err)]
+fn ws_server(frames: Vec<String>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let log = log.clone();
+            let frames = frames.clone();
+            std::thread::spawn(move || {
+                let callback =
+                    |req: &tungstenite::handshake::server::Request,
+                     resp: tungstenite::handshake::server::Response| {
+                        log.lock().unwrap().push(req.uri().to_string());
+                        Ok(resp)
+                    };
+                let mut ws = tungstenite::accept_hdr(stream.unwrap(), callback).unwrap();
+                for f in frames {
+                    if ws.send(tungstenite::Message::text(f)).is_err() {
+                        return;
+                    }
+                }
+                let _ = ws.close(None);
+                // Drain until the client's close arrives.
+                while ws.read().is_ok() {}
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn lake_csv(lake: &Path, sql: &str) -> String {
+    let lake = Lake::open(lake.to_str().unwrap(), &Default::default()).unwrap();
+    common::rt().block_on(common::query_csv(&lake, sql))
+}
+
+#[test]
+fn a_recording_of_a_local_binance_ingests_as_the_capture_does() {
+    let lines = capture_lines(6000);
+    let (snapshots, frames): (Vec<&String>, Vec<&String>) = lines.iter().partition(|l| {
+        l.split_once(' ')
+            .unwrap()
+            .1
+            .starts_with("{\"lastUpdateId\"")
+    });
+    let snapshot = snapshots[0].split_once(' ').unwrap().1.to_string();
+    let frames: Vec<String> = frames
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect();
+    let (ws_url, ws_seen) = ws_server(frames.clone());
+    let (rest_url, rest_seen) = rest_server(snapshot);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec");
+    let done = common::run_ok(&[
+        "record",
+        "--source",
+        "binance-usdm",
+        "--symbols",
+        "BTCUSDT",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-reconnect",
+        "--ws-url",
+        &ws_url,
+        "--rest-url",
+        &rest_url,
+    ]);
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        said.contains(&format!(
+            "recorded {} messages and 1 snapshots",
+            frames.len()
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        ws_seen.lock().unwrap().as_slice(),
+        ["/stream?streams=btcusdt@depth@0ms/btcusdt@trade/btcusdt@bookTicker"]
+    );
+    assert_eq!(
+        rest_seen.lock().unwrap().as_slice(),
+        ["GET /fapi/v1/depth?symbol=BTCUSDT&limit=1000 HTTP/1.1"]
+    );
+    let files: Vec<_> = std::fs::read_dir(out.join("usdm"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with("btcusdt_") && files[0].ends_with(".gz"),
+        "{files:?}"
+    );
+
+    // The capture's same lines, as a capture file, beside the recording.
+    let original = dir.path().join("orig/usdm");
+    std::fs::create_dir_all(&original).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(original.join("btcusdt_20240808.gz")).unwrap(),
+        flate2::Compression::fast(),
+    );
+    for l in &lines {
+        writeln!(gz, "{l}").unwrap();
+    }
+    gz.finish().unwrap();
+    let (a, b) = (dir.path().join("lake-rec"), dir.path().join("lake-orig"));
+    common::run_ok(&[
+        "ingest",
+        out.to_str().unwrap(),
+        "--lake",
+        a.to_str().unwrap(),
+    ]);
+    common::run_ok(&[
+        "ingest",
+        dir.path().join("orig").to_str().unwrap(),
+        "--lake",
+        b.to_str().unwrap(),
+    ]);
+    for sql in [
+        "SELECT symbol, ts, price, size, side FROM trades",
+        "SELECT symbol, ts, bid_price, bid_size, ask_price, ask_size FROM bbo WHERE NOT gap",
+        "SELECT count(*) AS n FROM dead_letters",
+    ] {
+        let (x, y) = (lake_csv(&a, sql), lake_csv(&b, sql));
+        assert!(x.lines().count() > 1, "{sql}: nothing recorded");
+        common::assert_same_text(&x, &y, sql);
+    }
+    let n = lake_csv(&a, "SELECT count(*) AS n FROM trades");
+    assert_ne!(n.lines().nth(1), Some("0"), "{n}");
+
+    // And the recording backtests. Its fills are not the capture's: a backtest's feed clock is
+    // the receive time, and the local server sent the frames as fast as it could rather than as
+    // they arrived in 2024. Backtested twice, they are the same.
+    let spec = std::fs::read_to_string(common::repo_path("examples/binance-ofi-backtest.toml"))
+        .unwrap()
+        .replace(
+            "symbols = [\"BTCUSDT-PERP\", \"BTCUSD_PERP\", \"BTCUSDT\"]",
+            "symbols = [\"BTCUSDT-PERP\"]",
+        );
+    let job = dir.path().join("ofi.toml");
+    std::fs::write(&job, spec).unwrap();
+    for run in ["first", "second"] {
+        common::run_ok(&[
+            "backtest",
+            job.to_str().unwrap(),
+            "--lake",
+            a.to_str().unwrap(),
+            "--run-id",
+            run,
+        ]);
+    }
+    let orders = lake_csv(
+        &a,
+        "SELECT count(*) AS n FROM orders WHERE run_id = 'first'",
+    );
+    assert_ne!(
+        orders.lines().nth(1),
+        Some("0"),
+        "the strategy placed no order: {orders}"
+    );
+    for table in ["orders", "fills", "equity"] {
+        let of = |run: &str| {
+            lake_csv(
+                &a,
+                &format!("SELECT * EXCEPT (run_id) FROM {table} WHERE run_id = '{run}'"),
+            )
+        };
+        common::assert_same_text(&of("first"), &of("second"), table);
+    }
+}
+
+#[test]
+fn record_refuses_an_unknown_source_and_a_server_that_is_not_there() {
+    let e = common::run_err(&[
+        "record",
+        "--source",
+        "kraken",
+        "--symbols",
+        "btcusdt",
+        "--out",
+        "/tmp/none",
+    ]);
+    assert!(
+        e.contains("binance-spot, binance-usdm or binance-coinm"),
+        "{e}"
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let e = common::run_err(&[
+        "record",
+        "--source",
+        "binance-spot",
+        "--symbols",
+        "btcusdt",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--ws-url",
+        &format!("ws://127.0.0.1:{port}"),
+    ]);
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+#[test]
+fn a_dropped_connection_is_reopened_with_a_new_snapshot() {
+    let lines = capture_lines(2000);
+    let snapshot = lines
+        .iter()
+        .map(|l| l.split_once(" ").unwrap().1)
+        .find(|j| j.starts_with("{\"lastUpdateId\""))
+        .unwrap()
+        .to_string();
+    let frames: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .filter(|j| !j.starts_with("{\"lastUpdateId\""))
+        .collect();
+    // The server sends the frames, then drops the connection; the recorder comes back.
+    let (ws_url, ws_seen) = ws_server(frames.clone());
+    let (rest_url, rest_seen) = rest_server(snapshot);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec");
+    let limit = frames.len() + 100;
+    let done = common::run_ok(&[
+        "record",
+        "--source",
+        "binance-usdm",
+        "--symbols",
+        "btcusdt",
+        "--out",
+        out.to_str().unwrap(),
+        "--max-messages",
+        &limit.to_string(),
+        "--ws-url",
+        &ws_url,
+        "--rest-url",
+        &rest_url,
+    ]);
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        said.contains(&format!(
+            "recorded {limit} messages and 2 snapshots over 2 connection(s)"
+        )),
+        "{said}"
+    );
+    assert_eq!(ws_seen.lock().unwrap().len(), 2);
+    assert_eq!(rest_seen.lock().unwrap().len(), 2);
+    // The second snapshot resyncs the book: the recording ingests.
+    let lake = dir.path().join("lake");
+    common::run_ok(&[
+        "ingest",
+        out.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
+    let n = lake_csv(&lake, "SELECT count(*) AS n FROM bbo WHERE NOT gap");
+    assert_ne!(n.lines().nth(1), Some("0"), "{n}");
+}

@@ -1,0 +1,441 @@
+//! Live market data from Binance: the combined websocket stream of each symbol's depth diffs,
+//! trades and best quotes, with the REST depth snapshot fetched once the first diff is buffered
+//! (Binance's procedure), every message stamped with its local receive time, and a recorder that
+//! writes what arrives in the capture format `flowsense ingest` reads (`<local ns> <json>` lines,
+//! gzip, one file per symbol and UTC day), so recording, ingest and backtest round-trip and live
+//! and history share one parser ([`crate::binance`]).
+//!
+//! This is the one place in the sources where wall time enters: the receive stamps and the
+//! recorder's stop time come from the system clock, and say so.
+
+// Live sources stamp messages with the wall clock (see above).
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use flowsense_core::UnixNanos;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::{Error, Result};
+
+/// One of Binance's markets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinanceVenue {
+    /// Spot (`stream.binance.com`, `api.binance.com`).
+    Spot,
+    /// USD-M futures (`fstream.binance.com`, `fapi.binance.com`).
+    UsdM,
+    /// COIN-M futures (`dstream.binance.com`, `dapi.binance.com`).
+    CoinM,
+}
+
+impl BinanceVenue {
+    /// The venue of a `--source` name: `binance-spot`, `binance-usdm` or `binance-coinm`.
+    ///
+    /// ```
+    /// use flowsense_sources::live::BinanceVenue;
+    /// assert_eq!(BinanceVenue::parse("binance-usdm"), Some(BinanceVenue::UsdM));
+    /// assert_eq!(BinanceVenue::parse("kraken"), None);
+    /// ```
+    pub fn parse(source: &str) -> Option<Self> {
+        match source {
+            "binance-spot" => Some(BinanceVenue::Spot),
+            "binance-usdm" => Some(BinanceVenue::UsdM),
+            "binance-coinm" => Some(BinanceVenue::CoinM),
+            _ => None,
+        }
+    }
+
+    /// The folder its recordings go to, as the bundled captures are laid out.
+    pub fn folder(self) -> &'static str {
+        match self {
+            BinanceVenue::Spot => "spot",
+            BinanceVenue::UsdM => "usdm",
+            BinanceVenue::CoinM => "cm",
+        }
+    }
+
+    /// The websocket base URL.
+    pub fn ws_base(self) -> &'static str {
+        match self {
+            BinanceVenue::Spot => "wss://stream.binance.com:9443",
+            BinanceVenue::UsdM => "wss://fstream.binance.com",
+            BinanceVenue::CoinM => "wss://dstream.binance.com",
+        }
+    }
+
+    /// The REST base URL.
+    pub fn rest_base(self) -> &'static str {
+        match self {
+            BinanceVenue::Spot => "https://api.binance.com",
+            BinanceVenue::UsdM => "https://fapi.binance.com",
+            BinanceVenue::CoinM => "https://dapi.binance.com",
+        }
+    }
+
+    fn depth_path(self) -> &'static str {
+        match self {
+            BinanceVenue::Spot => "/api/v3/depth",
+            BinanceVenue::UsdM => "/fapi/v1/depth",
+            BinanceVenue::CoinM => "/dapi/v1/depth",
+        }
+    }
+
+    /// The streams of one symbol (lower case): depth diffs at the fastest rate the venue
+    /// offers, trades and best quotes.
+    pub fn streams(self, symbol: &str) -> [String; 3] {
+        let depth = if self == BinanceVenue::Spot {
+            "depth@100ms"
+        } else {
+            "depth@0ms"
+        };
+        [
+            format!("{symbol}@{depth}"),
+            format!("{symbol}@trade"),
+            format!("{symbol}@bookTicker"),
+        ]
+    }
+}
+
+/// Where and what to connect to.
+#[derive(Clone, Debug)]
+pub struct BinanceConfig {
+    /// The market.
+    pub venue: BinanceVenue,
+    /// Symbols as Binance names them (`btcusdt`); any case.
+    pub symbols: Vec<String>,
+    /// The websocket base, for a local server (default: the venue's).
+    pub ws_url: Option<String>,
+    /// The REST base, for a local server (default: the venue's).
+    pub rest_url: Option<String>,
+}
+
+impl BinanceConfig {
+    /// The combined-stream URL of every symbol's streams.
+    ///
+    /// ```
+    /// use flowsense_sources::live::{BinanceConfig, BinanceVenue};
+    /// let c = BinanceConfig { venue: BinanceVenue::UsdM, symbols: vec!["BTCUSDT".into()], ws_url: None, rest_url: None };
+    /// assert_eq!(c.stream_url(), "wss://fstream.binance.com/stream?streams=btcusdt@depth@0ms/btcusdt@trade/btcusdt@bookTicker");
+    /// ```
+    pub fn stream_url(&self) -> String {
+        let streams: Vec<String> = self
+            .symbols
+            .iter()
+            .flat_map(|s| self.venue.streams(&s.to_ascii_lowercase()))
+            .collect();
+        format!(
+            "{}/stream?streams={}",
+            self.ws_url
+                .as_deref()
+                .unwrap_or(self.venue.ws_base())
+                .trim_end_matches('/'),
+            streams.join("/")
+        )
+    }
+
+    fn snapshot_url(&self, symbol: &str) -> String {
+        format!(
+            "{}{}?symbol={}&limit=1000",
+            self.rest_url
+                .as_deref()
+                .unwrap_or(self.venue.rest_base())
+                .trim_end_matches('/'),
+            self.venue.depth_path(),
+            symbol.to_ascii_uppercase()
+        )
+    }
+}
+
+/// One message as it arrived: a stream frame (the combined envelope) or a REST snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Received {
+    /// Local receive time (the wall clock).
+    pub local: UnixNanos,
+    /// The symbol, lower case.
+    pub symbol: String,
+    /// The message's JSON text, as sent.
+    pub text: String,
+}
+
+/// The wall clock as nanoseconds since the epoch.
+fn wall_now() -> UnixNanos {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixNanos(d.as_nanos() as i64)
+}
+
+fn net(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::format(PathBuf::from(what), e.to_string())
+}
+
+/// One connection to a venue's combined stream. Each symbol's depth snapshot is fetched once
+/// its first diff has arrived (so the diffs the snapshot covers are buffered before it, as
+/// Binance's procedure asks) and handed out right after that diff.
+pub struct BinanceConnection {
+    config: BinanceConfig,
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    http: ureq::Agent,
+    snapshot_taken: HashMap<String, bool>,
+    pending: Option<Received>,
+}
+
+impl BinanceConnection {
+    /// Connects to the combined stream of `config`'s symbols.
+    pub fn connect(config: &BinanceConfig) -> Result<Self> {
+        let url = config.stream_url();
+        let (ws, _) = tungstenite::connect(&url).map_err(|e| net(&url, e))?;
+        let http = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Ok(BinanceConnection {
+            snapshot_taken: config
+                .symbols
+                .iter()
+                .map(|s| (s.to_ascii_lowercase(), false))
+                .collect(),
+            config: config.clone(),
+            ws,
+            http,
+            pending: None,
+        })
+    }
+
+    /// The next message; `None` once the server closed the connection. Pings are answered as
+    /// they come (tungstenite queues the pong and sends it with the next read).
+    pub fn next_message(&mut self) -> Result<Option<Received>> {
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(p));
+        }
+        loop {
+            let msg = match self.ws.read() {
+                Ok(m) => m,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(net("the stream", e)),
+            };
+            let text = match msg {
+                Message::Text(t) => t.to_string(),
+                Message::Close(_) => return Ok(None),
+                _ => continue,
+            };
+            let local = wall_now();
+            let symbol = stream_symbol(&text).unwrap_or_default();
+            if text.contains("@depth")
+                && self.snapshot_taken.get(&symbol) == Some(&false)
+                && let Some(done) = self.snapshot_taken.get_mut(&symbol)
+            {
+                *done = true;
+                let url = self.config.snapshot_url(&symbol);
+                let body = self
+                    .http
+                    .get(&url)
+                    .call()
+                    .map_err(|e| net(&url, e))?
+                    .body_mut()
+                    .read_to_string()
+                    .map_err(|e| net(&url, e))?;
+                self.pending = Some(Received {
+                    local: wall_now(),
+                    symbol: symbol.clone(),
+                    text: body.trim().to_string(),
+                });
+            }
+            return Ok(Some(Received {
+                local,
+                symbol,
+                text,
+            }));
+        }
+    }
+}
+
+/// The symbol of a combined-stream frame, from its `"stream":"btcusdt@..."`.
+fn stream_symbol(text: &str) -> Option<String> {
+    let rest = &text[text.find("\"stream\":\"")? + 10..];
+    Some(rest[..rest.find('@')?].to_ascii_lowercase())
+}
+
+/// When a recording stops.
+#[derive(Clone, Debug, Default)]
+pub struct RecordOptions {
+    /// The folder: files go to `OUT/<spot|usdm|cm>/<symbol>_<YYYYMMDD>.gz`.
+    pub out: PathBuf,
+    /// Stop after this many stream messages (snapshots not counted).
+    pub max_messages: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Reconnect (with backoff, and a new snapshot) when the connection drops or the server
+    /// closes it (Binance closes every connection after 24 hours); otherwise stop.
+    pub reconnect: bool,
+}
+
+/// What a recording wrote.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordReport {
+    /// Stream messages written.
+    pub messages: u64,
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// Connections made (1 without a drop).
+    pub connections: u64,
+    /// The files written to.
+    pub files: Vec<PathBuf>,
+}
+
+/// Today's open file of each symbol.
+struct Files {
+    dir: PathBuf,
+    open: BTreeMap<String, (i64, GzEncoder<BufWriter<File>>)>,
+    all: Vec<PathBuf>,
+}
+
+impl Files {
+    fn writer(
+        &mut self,
+        symbol: &str,
+        local: UnixNanos,
+    ) -> Result<&mut GzEncoder<BufWriter<File>>> {
+        let day = local.day();
+        if self.open.get(symbol).is_some_and(|(d, _)| *d != day)
+            && let Some((_, w)) = self.open.remove(symbol)
+        {
+            // A new UTC day: the day's file is complete (consecutive days read as one stream).
+            w.finish()
+                .and_then(|mut b| b.flush())
+                .map_err(|e| Error::io(&self.dir, e))?;
+        }
+        if !self.open.contains_key(symbol) {
+            let date = local.date_string().replace('-', "");
+            let path = self.dir.join(format!("{symbol}_{date}.gz"));
+            // Appending adds a gzip member: a restarted recorder continues the day's file.
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            if !self.all.contains(&path) {
+                self.all.push(path);
+            }
+            self.open.insert(
+                symbol.to_string(),
+                (
+                    day,
+                    GzEncoder::new(BufWriter::new(f), Compression::default()),
+                ),
+            );
+        }
+        Ok(&mut self.open.get_mut(symbol).expect("just opened").1)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        for (_, w) in self.open.values_mut() {
+            w.flush().map_err(|e| Error::io(&self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<PathBuf>> {
+        for (_, (_, w)) in self.open {
+            w.finish()
+                .and_then(|mut b| b.flush())
+                .map_err(|e| Error::io(&self.dir, e))?;
+        }
+        Ok(self.all)
+    }
+}
+
+/// Records `config`'s streams into `opts.out` until a stop condition of `opts` (or, without
+/// one and with `reconnect`, until the process is killed; files are flushed each second, so a
+/// killed recorder loses at most the last second).
+pub fn record(config: &BinanceConfig, opts: &RecordOptions) -> Result<RecordReport> {
+    let dir = opts.out.join(config.venue.folder());
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut files = Files {
+        dir,
+        open: BTreeMap::new(),
+        all: Vec::new(),
+    };
+    let mut report = RecordReport::default();
+    let started = Instant::now();
+    let mut flushed = Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    let done = |r: &RecordReport| {
+        opts.max_messages.is_some_and(|n| r.messages >= n)
+            || opts.duration.is_some_and(|d| started.elapsed() >= d)
+    };
+    'connections: while !done(&report) {
+        let mut conn = match BinanceConnection::connect(config) {
+            Ok(c) => {
+                report.connections += 1;
+                backoff = Duration::from_millis(500);
+                c
+            }
+            Err(e) if opts.reconnect && report.connections > 0 => {
+                eprintln!("flowsense record: {e}; again in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        loop {
+            let m = match conn.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) | Err(_) if opts.reconnect => {
+                    // Dropped or closed (Binance closes after 24 hours): a new connection, and
+                    // with it a new snapshot, which resyncs the books.
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue 'connections;
+                }
+                Ok(None) => break 'connections,
+                Err(e) => return Err(e),
+            };
+            if m.symbol.is_empty() {
+                continue;
+            }
+            let snapshot = m.text.starts_with("{\"lastUpdateId\"");
+            let w = files.writer(&m.symbol, m.local)?;
+            writeln!(w, "{} {}", m.local.0, m.text).map_err(|e| Error::io(&opts.out, e))?;
+            if snapshot {
+                report.snapshots += 1;
+            } else {
+                report.messages += 1;
+            }
+            if flushed.elapsed() >= Duration::from_secs(1) {
+                files.flush()?;
+                flushed = Instant::now();
+            }
+            if done(&report) {
+                break 'connections;
+            }
+        }
+    }
+    report.files = files.finish()?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_name_their_symbol() {
+        assert_eq!(
+            stream_symbol(r#"{"stream":"btcusdt@depth@0ms","data":{}}"#).as_deref(),
+            Some("btcusdt")
+        );
+        assert_eq!(stream_symbol(r#"{"result":null,"id":1}"#), None);
+    }
+}
