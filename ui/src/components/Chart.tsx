@@ -71,3 +71,43 @@ export function LineChart({
   }, [lines]);
   return <div ref={el} class="chart" style={{ height: `${height}px` }} data-testid={testId} />;
 }
+
+/**
+ * A portfolio's equity and its drawdown (a share, drawn as a negative percentage) side by
+ * side; `alert` and `halt` draw the risk limits on the drawdown.
+ */
+export function EquityCharts({
+  equity,
+  drawdown,
+  alert,
+  halt,
+  testIds,
+}: {
+  equity: Point[];
+  drawdown: Point[];
+  alert?: number;
+  halt?: number;
+  testIds: [string, string];
+}) {
+  const levels = [
+    ...(alert !== undefined ? [{ value: -100 * alert, title: 'alert', colour: '#d97706' }] : []),
+    ...(halt !== undefined ? [{ value: -100 * halt, title: 'halt', colour: '#cf222e' }] : []),
+  ];
+  return (
+    <div class="two">
+      <div>
+        <h3>Equity</h3>
+        <LineChart lines={[{ name: 'equity', colour: '#1f6feb', points: equity }]} testId={testIds[0]} />
+      </div>
+      <div>
+        <h3>Drawdown</h3>
+        <LineChart
+          percent
+          lines={[{ name: 'drawdown', colour: '#cf222e', points: drawdown.map((p) => ({ time: p.time, value: -100 * p.value })) }]}
+          levels={levels}
+          testId={testIds[1]}
+        />
+      </div>
+    </div>
+  );
+}

@@ -8,7 +8,7 @@ import { combine } from '../lib/portfolio';
 import { duration, num, when } from '../lib/format';
 import { ErrorBox } from '../components/bits';
 import { DataTable } from '../components/DataTable';
-import { LineChart } from '../components/Chart';
+import { EquityCharts } from '../components/Chart';
 
 export function BacktestsPage() {
   const runs = usePoll(
@@ -87,20 +87,7 @@ export function BacktestPage({ run }: { run: string }) {
           Download PDF
         </a>
       </div>
-      <div class="two">
-        <div>
-          <h3>Equity</h3>
-          <LineChart lines={[{ name: 'portfolio', colour: '#1f6feb', points: series.equity }]} testId="bt-equity" />
-        </div>
-        <div>
-          <h3>Drawdown</h3>
-          <LineChart
-            percent
-            lines={[{ name: 'drawdown', colour: '#cf222e', points: series.drawdown.map((p) => ({ time: p.time, value: -100 * p.value })) }]}
-            testId="bt-drawdown"
-          />
-        </div>
-      </div>
+      <EquityCharts equity={series.equity} drawdown={series.drawdown} testIds={['bt-equity', 'bt-drawdown']} />
       <h2>Metrics</h2>
       <DataTable columns={cols} rows={overall} pretty testId="metrics-overall" />
       {regimes.length > 0 && (

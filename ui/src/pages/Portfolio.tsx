@@ -10,7 +10,7 @@ import { combine, latestBySymbol } from '../lib/portfolio';
 import { money, num, pct } from '../lib/format';
 import { Card, ErrorBox, StateBadge, Tabs } from '../components/bits';
 import { DataTable } from '../components/DataTable';
-import { LineChart } from '../components/Chart';
+import { EquityCharts } from '../components/Chart';
 
 interface Risk {
   capital: number;
@@ -78,24 +78,13 @@ export function PortfolioPage({ id }: { id: string }) {
         <Card label="Fees" value={money(f.fees)} testId="card-fees" />
         <Card label="Fills" value={num((live.rows.fills ?? []).length)} testId="card-fills" />
       </div>
-      <div class="two">
-        <div>
-          <h3>Equity</h3>
-          <LineChart lines={[{ name: 'equity', colour: '#1f6feb', points: series.equity }]} testId="equity-chart" />
-        </div>
-        <div>
-          <h3>Drawdown</h3>
-          <LineChart
-            percent
-            lines={[{ name: 'drawdown', colour: '#cf222e', points: series.drawdown.map((p) => ({ time: p.time, value: -100 * p.value })) }]}
-            levels={[
-              ...(alert !== undefined ? [{ value: -100 * alert, title: 'alert', colour: '#d97706' }] : []),
-              ...(halt !== undefined ? [{ value: -100 * halt, title: 'halt', colour: '#cf222e' }] : []),
-            ]}
-            testId="drawdown-chart"
-          />
-        </div>
-      </div>
+      <EquityCharts
+        equity={series.equity}
+        drawdown={series.drawdown}
+        alert={alert}
+        halt={halt}
+        testIds={['equity-chart', 'drawdown-chart']}
+      />
       <Tabs names={[...TABLES]} current={tab} onPick={setTab} />
       <DataTable
         key={tab}
