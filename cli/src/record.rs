@@ -76,10 +76,11 @@ impl RecordArgs {
         eprintln!("flowsense record: {}", config.stream_url());
         let r = record(&config, &opts)?;
         println!(
-            "recorded {} messages and {} snapshots over {} connection(s) into {}",
+            "recorded {} messages and {} snapshots over {} connection(s), {} gap(s) resynced, into {}",
             r.messages,
             r.snapshots,
             r.connections,
+            r.gaps,
             r.files
                 .iter()
                 .map(|p| p.display().to_string())

@@ -302,7 +302,7 @@ fn a_dropped_connection_is_reopened_with_a_new_snapshot() {
     let said = String::from_utf8_lossy(&done.stdout);
     assert!(
         said.contains(&format!(
-            "recorded {limit} messages and 2 snapshots over 2 connection(s)"
+            "recorded {limit} messages and 2 snapshots over 2 connection(s), 0 gap(s)"
         )),
         "{said}"
     );
@@ -318,4 +318,94 @@ fn a_dropped_connection_is_reopened_with_a_new_snapshot() {
     ]);
     let n = lake_csv(&lake, "SELECT count(*) AS n FROM bbo WHERE NOT gap");
     assert_ne!(n.lines().nth(1), Some("0"), "{n}");
+}
+
+#[test]
+fn a_gap_in_the_update_ids_fetches_a_new_snapshot_at_once() {
+    let lines = capture_lines(3000);
+    let snapshot = lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .find(|j| j.starts_with("{\"lastUpdateId\""))
+        .unwrap()
+        .to_string();
+    let mut frames: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .filter(|j| !j.starts_with("{\"lastUpdateId\""))
+        .collect();
+    // Ten depth diffs lost in the middle, as a dropped frame would lose them.
+    let depth: Vec<usize> = (0..frames.len())
+        .filter(|&i| frames[i].contains("@depth"))
+        .collect();
+    let cut = depth[depth.len() / 2];
+    let lost: Vec<usize> = depth
+        .iter()
+        .copied()
+        .filter(|&i| i >= cut)
+        .take(10)
+        .collect();
+    for i in lost.iter().rev() {
+        frames.remove(*i);
+    }
+    let (ws_url, _) = ws_server(frames.clone());
+    let (rest_url, rest_seen) = rest_server(snapshot);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec");
+    let done = common::run_ok(&[
+        "record",
+        "--source",
+        "binance-usdm",
+        "--symbols",
+        "btcusdt",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-reconnect",
+        "--ws-url",
+        &ws_url,
+        "--rest-url",
+        &rest_url,
+    ]);
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        said.contains(&format!(
+            "recorded {} messages and 2 snapshots over 1 connection(s), 1 gap(s) resynced",
+            frames.len()
+        )),
+        "{said}"
+    );
+    assert_eq!(rest_seen.lock().unwrap().len(), 2);
+    // The recording holds the new snapshot right after the diff that broke the chain.
+    let path = std::fs::read_dir(out.join("usdm"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap());
+    let recorded: Vec<String> = BufReader::new(gz).lines().map(|l| l.unwrap()).collect();
+    let first_after = (cut..frames.len())
+        .find(|&i| frames[i].contains("@depth"))
+        .unwrap();
+    let broken = recorded
+        .iter()
+        .position(|l| l.ends_with(frames[first_after].as_str()))
+        .unwrap();
+    assert!(
+        recorded[broken + 1]
+            .split_once(' ')
+            .unwrap()
+            .1
+            .starts_with("{\"lastUpdateId\"")
+    );
+    // Ingested, the break is a dead letter that says so.
+    let lake = dir.path().join("lake");
+    common::run_ok(&[
+        "ingest",
+        out.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
+    let dead = lake_csv(&lake, "SELECT reason FROM dead_letters");
+    assert!(dead.lines().count() > 1, "{dead}");
 }

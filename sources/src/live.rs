@@ -180,13 +180,34 @@ fn net(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// One connection to a venue's combined stream. Each symbol's depth snapshot is fetched once
 /// its first diff has arrived (so the diffs the snapshot covers are buffered before it, as
-/// Binance's procedure asks) and handed out right after that diff.
+/// Binance's procedure asks) and handed out right after that diff; and again right after a
+/// diff that breaks the update ids' chain (spot: `U` is the last `u` + 1; futures: `pu` is the
+/// last `u`), so the book resyncs from it.
 pub struct BinanceConnection {
     config: BinanceConfig,
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
     http: ureq::Agent,
-    snapshot_taken: HashMap<String, bool>,
+    depth: HashMap<String, DepthChain>,
     pending: Option<Received>,
+    gaps: u64,
+}
+
+/// A symbol's diffs so far on this connection.
+#[derive(Default)]
+struct DepthChain {
+    snapshot_taken: bool,
+    last_final: Option<u64>,
+}
+
+/// The update ids of a depth diff frame: `U`, `u` and (futures) `pu`.
+fn diff_ids(text: &str) -> Option<(u64, u64, Option<u64>)> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let d = v.get("data")?;
+    Some((
+        d.get("U")?.as_u64()?,
+        d.get("u")?.as_u64()?,
+        d.get("pu").and_then(serde_json::Value::as_u64),
+    ))
 }
 
 impl BinanceConnection {
@@ -199,15 +220,38 @@ impl BinanceConnection {
             .build()
             .into();
         Ok(BinanceConnection {
-            snapshot_taken: config
+            depth: config
                 .symbols
                 .iter()
-                .map(|s| (s.to_ascii_lowercase(), false))
+                .map(|s| (s.to_ascii_lowercase(), DepthChain::default()))
                 .collect(),
             config: config.clone(),
             ws,
             http,
             pending: None,
+            gaps: 0,
+        })
+    }
+
+    /// Breaks in the update ids seen on this connection (each answered with a new snapshot).
+    pub fn gaps(&self) -> u64 {
+        self.gaps
+    }
+
+    fn snapshot(&self, symbol: &str) -> Result<Received> {
+        let url = self.config.snapshot_url(symbol);
+        let body = self
+            .http
+            .get(&url)
+            .call()
+            .map_err(|e| net(&url, e))?
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| net(&url, e))?;
+        Ok(Received {
+            local: wall_now(),
+            symbol: symbol.to_string(),
+            text: body.trim().to_string(),
         })
     }
 
@@ -233,24 +277,25 @@ impl BinanceConnection {
             let local = wall_now();
             let symbol = stream_symbol(&text).unwrap_or_default();
             if text.contains("@depth")
-                && self.snapshot_taken.get(&symbol) == Some(&false)
-                && let Some(done) = self.snapshot_taken.get_mut(&symbol)
+                && let Some(chain) = self.depth.get_mut(&symbol)
             {
-                *done = true;
-                let url = self.config.snapshot_url(&symbol);
-                let body = self
-                    .http
-                    .get(&url)
-                    .call()
-                    .map_err(|e| net(&url, e))?
-                    .body_mut()
-                    .read_to_string()
-                    .map_err(|e| net(&url, e))?;
-                self.pending = Some(Received {
-                    local: wall_now(),
-                    symbol: symbol.clone(),
-                    text: body.trim().to_string(),
-                });
+                let ids = diff_ids(&text);
+                let broken = match (chain.last_final, ids) {
+                    (Some(last), Some((_, _, Some(prev)))) => prev != last,
+                    (Some(last), Some((first, _, None))) => first != last + 1,
+                    _ => false,
+                };
+                if let Some((_, fin, _)) = ids {
+                    chain.last_final = Some(fin);
+                }
+                let due = !chain.snapshot_taken || broken;
+                chain.snapshot_taken = true;
+                if broken {
+                    self.gaps += 1;
+                }
+                if due {
+                    self.pending = Some(self.snapshot(&symbol)?);
+                }
             }
             return Ok(Some(Received {
                 local,
@@ -290,6 +335,8 @@ pub struct RecordReport {
     pub snapshots: u64,
     /// Connections made (1 without a drop).
     pub connections: u64,
+    /// Breaks in the depth update ids, each followed by a new snapshot in the recording.
+    pub gaps: u64,
     /// The files written to.
     pub files: Vec<PathBuf>,
 }
@@ -390,8 +437,11 @@ pub fn record(config: &BinanceConfig, opts: &RecordOptions) -> Result<RecordRepo
             }
             Err(e) => return Err(e),
         };
+        let gaps_before = report.gaps;
         loop {
-            let m = match conn.next_message() {
+            let next = conn.next_message();
+            report.gaps = gaps_before + conn.gaps();
+            let m = match next {
                 Ok(Some(m)) => m,
                 Ok(None) | Err(_) if opts.reconnect => {
                     // Dropped or closed (Binance closes after 24 hours): a new connection, and
