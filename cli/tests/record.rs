@@ -409,3 +409,73 @@ fn a_gap_in_the_update_ids_fetches_a_new_snapshot_at_once() {
     let dead = lake_csv(&lake, "SELECT reason FROM dead_letters");
     assert!(dead.lines().count() > 1, "{dead}");
 }
+
+#[test]
+fn the_live_readers_parse_the_feed_as_the_file_reader_parses_the_capture() {
+    use flowsense_core::MarketEvent;
+    use flowsense_sources::Record;
+    use flowsense_sources::live::{BinanceConfig, BinanceVenue, binance_readers};
+    let lines = capture_lines(4000);
+    let snapshot = lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .find(|j| j.starts_with("{\"lastUpdateId\""))
+        .unwrap()
+        .to_string();
+    let frames: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .filter(|j| !j.starts_with("{\"lastUpdateId\""))
+        .collect();
+    let (ws_url, _) = ws_server(frames);
+    let (rest_url, _) = rest_server(snapshot);
+    let config = BinanceConfig {
+        venue: BinanceVenue::UsdM,
+        symbols: vec!["btcusdt".into()],
+        ws_url: Some(ws_url),
+        rest_url: Some(rest_url),
+    };
+    let mut readers = binance_readers(&config, false).unwrap();
+    assert_eq!(readers.len(), 1);
+    let live: Vec<Record> = readers.remove(0).map(|r| r.unwrap()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("btcusdt_20240808.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&file).unwrap(),
+        flate2::Compression::fast(),
+    );
+    for l in &lines {
+        writeln!(gz, "{l}").unwrap();
+    }
+    gz.finish().unwrap();
+    let captured: Vec<Record> =
+        flowsense_sources::binance::BinanceReader::open(vec![file], Default::default())
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+    // The exchange's side of each event: the receive clock is the live run's own.
+    let exchange_side = |rs: &[Record]| -> (Vec<String>, Vec<String>) {
+        let mut trades = Vec::new();
+        let mut books = Vec::new();
+        for r in rs {
+            match r {
+                Record::Event(MarketEvent::Trade(s, t)) => {
+                    trades.push(format!(
+                        "{s} {:?} {} {} {:?}",
+                        t.ts, t.price, t.size, t.aggressor
+                    ));
+                }
+                Record::Event(MarketEvent::Bbo(s, b)) if !b.gap => {
+                    books.push(format!("{s} {:?} {:?} {:?}", b.ts, b.bid, b.ask));
+                }
+                _ => {}
+            }
+        }
+        (trades, books)
+    };
+    let (live_trades, live_books) = exchange_side(&live);
+    let (file_trades, file_books) = exchange_side(&captured);
+    assert!(live_trades.len() > 100 && live_books.len() > 100);
+    assert_eq!(live_trades, file_trades);
+    assert_eq!(live_books, file_books);
+}

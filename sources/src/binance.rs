@@ -555,6 +555,47 @@ impl BinanceReader {
         })
     }
 
+    /// Reads one stream of capture lines (`<local ns> <json>`) from `input`, as a file named
+    /// `name` would be read: `symbol` is what the file name would say (the symbol its depth
+    /// snapshots belong to) and `futures` whether its diffs chain by `pu`. A live feed passes
+    /// the lines it receives through here, so history and live share this parser.
+    ///
+    /// ```
+    /// use std::io::Cursor;
+    /// use flowsense_sources::Record;
+    /// use flowsense_sources::binance::BinanceReader;
+    /// let line = r#"1723161255088176367 {"stream":"btcusdt@trade","data":{"e":"trade","E":1723161256322,"T":1723161256322,"s":"BTCUSDT","t":1,"p":"61800.30","q":"0.006","X":"MARKET","m":false}}"#;
+    /// let r = BinanceReader::from_reader("live-btcusdt", "btcusdt", true,
+    ///     Box::new(Cursor::new(format!("{line}\n"))), Default::default());
+    /// let events = r.filter(|r| matches!(r, Ok(Record::Event(_)))).count();
+    /// assert_eq!(events, 1);
+    /// ```
+    pub fn from_reader(
+        name: &str,
+        symbol: &str,
+        futures: bool,
+        input: Box<dyn BufRead + Send>,
+        opts: BinanceOptions,
+    ) -> Self {
+        let id = SourceId::new(name);
+        let mut out = VecDeque::new();
+        out.push_back(Record::SourceStart(id.clone()));
+        BinanceReader {
+            files: VecDeque::new(),
+            current: Some((PathBuf::from(name), id)),
+            input: Some(input),
+            file_symbol: Some(symbol.to_string()),
+            file_name: std::sync::Arc::from(name),
+            file_is_futures: futures,
+            line_no: 0,
+            buf: Vec::with_capacity(1 << 16),
+            out,
+            symbols: FxHashMap::default(),
+            opts,
+            lines_read: 0,
+        }
+    }
+
     /// Lines read so far, across files.
     pub fn lines_read(&self) -> u64 {
         self.lines_read
@@ -1055,6 +1096,36 @@ mod tests {
             .unwrap()
             .map(|r| r.unwrap())
             .collect()
+    }
+
+    /// A stream of lines reads as the file of the same lines does (the live path's parser is
+    /// the file reader's).
+    #[test]
+    fn lines_from_a_reader_read_as_the_file() {
+        let path = crate::bundled("usdm/btcusdt_20240808.gz");
+        let from_file = read_all(vec![path.clone()]);
+        let text = open_text(&path).unwrap();
+        let from_reader: Vec<Record> = BinanceReader::from_reader(
+            "btcusdt_20240808.gz",
+            "btcusdt",
+            true,
+            text,
+            BinanceOptions::default(),
+        )
+        .map(|r| r.unwrap())
+        .collect();
+        let events = |rs: &[Record]| -> Vec<MarketEvent> {
+            rs.iter()
+                .filter_map(|r| match r {
+                    Record::Event(e) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let dead = |rs: &[Record]| rs.iter().filter(|r| matches!(r, Record::Dead(_))).count();
+        assert!(events(&from_file).len() > 10_000);
+        assert_eq!(events(&from_reader), events(&from_file));
+        assert_eq!(dead(&from_reader), dead(&from_file));
     }
 
     /// The reconstructed book's best bid and ask equal every bookTicker message that carries the

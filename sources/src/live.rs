@@ -3,7 +3,8 @@
 //! (Binance's procedure), every message stamped with its local receive time, and a recorder that
 //! writes what arrives in the capture format `flowsense ingest` reads (`<local ns> <json>` lines,
 //! gzip, one file per symbol and UTC day), so recording, ingest and backtest round-trip and live
-//! and history share one parser ([`crate::binance`]).
+//! and history share one parser ([`crate::binance`]); [`binance_readers`] hands the same lines
+//! to that parser live.
 //!
 //! This is the one place in the sources where wall time enters: the receive stamps and the
 //! recorder's stop time come from the system clock, and say so.
@@ -474,6 +475,109 @@ pub fn record(config: &BinanceConfig, opts: &RecordOptions) -> Result<RecordRepo
     }
     report.files = files.finish()?;
     Ok(report)
+}
+
+/// A `Read` over the lines a feed thread sends (each ends with a newline); it ends when the
+/// thread hangs up.
+struct ChannelLines {
+    rx: std::sync::mpsc::Receiver<String>,
+    line: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for ChannelLines {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.line.len() {
+            match self.rx.recv() {
+                Ok(l) => {
+                    self.line = l.into_bytes();
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.line.len() - self.at);
+        buf[..n].copy_from_slice(&self.line[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The live feed of `config` as one [`crate::binance::BinanceReader`] per symbol (in
+/// `config.symbols`' order): a thread reads the connection (reconnecting with backoff and a
+/// new snapshot when `reconnect`) and hands each symbol's lines to its reader, which parses
+/// them exactly as a capture file's (sync rule, gaps, dead letters). A reader blocks until
+/// its symbol's next message, and ends when the feed does. Up to 65 536 lines wait per
+/// symbol; a consumer slower than that holds the socket back, as a slow reader of a file
+/// holds back the disk.
+pub fn binance_readers(
+    config: &BinanceConfig,
+    reconnect: bool,
+) -> Result<Vec<crate::binance::BinanceReader>> {
+    let mut senders = HashMap::new();
+    let mut readers = Vec::new();
+    let futures = config.venue != BinanceVenue::Spot;
+    for s in &config.symbols {
+        let sym = s.to_ascii_lowercase();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(65_536);
+        senders.insert(sym.clone(), tx);
+        let input = std::io::BufReader::new(ChannelLines {
+            rx,
+            line: Vec::new(),
+            at: 0,
+        });
+        readers.push(crate::binance::BinanceReader::from_reader(
+            &format!("live-{}-{sym}", config.venue.folder()),
+            &sym,
+            futures,
+            Box::new(input),
+            Default::default(),
+        ));
+    }
+    // The first connection is made here, so a feed that cannot be reached is an error now.
+    let first = BinanceConnection::connect(config)?;
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("flowsense-binance-feed".into())
+        .spawn(move || {
+            let mut conn = Some(first);
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let mut c = match conn.take() {
+                    Some(c) => c,
+                    None => match BinanceConnection::connect(&config) {
+                        Ok(c) => {
+                            backoff = Duration::from_millis(500);
+                            c
+                        }
+                        Err(e) => {
+                            eprintln!("flowsense: the Binance feed: {e}; again in {backoff:?}");
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            continue;
+                        }
+                    },
+                };
+                // Until the server closes the connection or it drops.
+                while let Ok(Some(m)) = c.next_message() {
+                    if let Some(tx) = senders.get(&m.symbol)
+                        && tx.send(format!("{} {}\n", m.local.0, m.text)).is_err()
+                    {
+                        // That symbol's reader is gone; once every one is, nobody wants the feed.
+                        senders.remove(&m.symbol);
+                        if senders.is_empty() {
+                            return;
+                        }
+                    }
+                }
+                if !reconnect {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+        .map_err(|e| Error::io("the feed thread", e))?;
+    Ok(readers)
 }
 
 #[cfg(test)]
