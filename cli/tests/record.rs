@@ -94,39 +94,60 @@ fn lake_csv(lake: &Path, sql: &str) -> String {
     common::rt().block_on(common::query_csv(&lake, sql))
 }
 
-#[test]
-fn a_recording_of_a_local_binance_ingests_as_the_capture_does() {
-    let lines = capture_lines(6000);
-    let (snapshots, frames): (Vec<&String>, Vec<&String>) = lines.iter().partition(|l| {
-        l.split_once(' ')
-            .unwrap()
-            .1
-            .starts_with("{\"lastUpdateId\"")
-    });
-    let snapshot = snapshots[0].split_once(' ').unwrap().1.to_string();
-    let frames: Vec<String> = frames
+/// Capture lines as a local Binance serves them: the REST snapshot's JSON, and the stream
+/// frames' JSON in order (the local receive stamps dropped).
+fn snapshot_and_frames(lines: &[String]) -> (String, Vec<String>) {
+    let (snapshots, frames): (Vec<&str>, Vec<&str>) = lines
         .iter()
-        .map(|l| l.split_once(' ').unwrap().1.to_string())
-        .collect();
-    let (ws_url, ws_seen) = ws_server(frames.clone());
-    let (rest_url, rest_seen) = rest_server(snapshot);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("rec");
-    let done = common::run_ok(&[
+        .map(|l| l.split_once(' ').unwrap().1)
+        .partition(|j| j.starts_with("{\"lastUpdateId\""));
+    (
+        snapshots[0].to_string(),
+        frames.into_iter().map(String::from).collect(),
+    )
+}
+
+/// Writes lines as a gzip capture file.
+fn write_capture(path: &Path, lines: &[String]) {
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    for l in lines {
+        writeln!(gz, "{l}").unwrap();
+    }
+    gz.finish().unwrap();
+}
+
+/// `flowsense record --source binance-usdm` of `symbol` into `out` from the local servers,
+/// with `extra` flags; its summary line.
+fn record_local(symbol: &str, out: &Path, ws_url: &str, rest_url: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "record",
         "--source",
         "binance-usdm",
         "--symbols",
-        "BTCUSDT",
+        symbol,
         "--out",
         out.to_str().unwrap(),
-        "--no-reconnect",
         "--ws-url",
-        &ws_url,
+        ws_url,
         "--rest-url",
-        &rest_url,
-    ]);
-    let said = String::from_utf8_lossy(&done.stdout);
+        rest_url,
+    ];
+    args.extend_from_slice(extra);
+    String::from_utf8_lossy(&common::run_ok(&args).stdout).into_owned()
+}
+
+#[test]
+fn a_recording_of_a_local_binance_ingests_as_the_capture_does() {
+    let lines = capture_lines(6000);
+    let (snapshot, frames) = snapshot_and_frames(&lines);
+    let (ws_url, ws_seen) = ws_server(frames.clone());
+    let (rest_url, rest_seen) = rest_server(snapshot);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec");
+    let said = record_local("BTCUSDT", &out, &ws_url, &rest_url, &["--no-reconnect"]);
     assert!(
         said.contains(&format!(
             "recorded {} messages and 1 snapshots",
@@ -155,14 +176,7 @@ fn a_recording_of_a_local_binance_ingests_as_the_capture_does() {
     // The capture's same lines, as a capture file, beside the recording.
     let original = dir.path().join("orig/usdm");
     std::fs::create_dir_all(&original).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(original.join("btcusdt_20240808.gz")).unwrap(),
-        flate2::Compression::fast(),
-    );
-    for l in &lines {
-        writeln!(gz, "{l}").unwrap();
-    }
-    gz.finish().unwrap();
+    write_capture(&original.join("btcusdt_20240808.gz"), &lines);
     let (a, b) = (dir.path().join("lake-rec"), dir.path().join("lake-orig"));
     common::run_ok(&[
         "ingest",
@@ -267,39 +281,20 @@ fn record_refuses_an_unknown_source_and_a_server_that_is_not_there() {
 #[test]
 fn a_dropped_connection_is_reopened_with_a_new_snapshot() {
     let lines = capture_lines(2000);
-    let snapshot = lines
-        .iter()
-        .map(|l| l.split_once(" ").unwrap().1)
-        .find(|j| j.starts_with("{\"lastUpdateId\""))
-        .unwrap()
-        .to_string();
-    let frames: Vec<String> = lines
-        .iter()
-        .map(|l| l.split_once(' ').unwrap().1.to_string())
-        .filter(|j| !j.starts_with("{\"lastUpdateId\""))
-        .collect();
+    let (snapshot, frames) = snapshot_and_frames(&lines);
     // The server sends the frames, then drops the connection; the recorder comes back.
     let (ws_url, ws_seen) = ws_server(frames.clone());
     let (rest_url, rest_seen) = rest_server(snapshot);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rec");
     let limit = frames.len() + 100;
-    let done = common::run_ok(&[
-        "record",
-        "--source",
-        "binance-usdm",
-        "--symbols",
+    let said = record_local(
         "btcusdt",
-        "--out",
-        out.to_str().unwrap(),
-        "--max-messages",
-        &limit.to_string(),
-        "--ws-url",
+        &out,
         &ws_url,
-        "--rest-url",
         &rest_url,
-    ]);
-    let said = String::from_utf8_lossy(&done.stdout);
+        &["--max-messages", &limit.to_string()],
+    );
     assert!(
         said.contains(&format!(
             "recorded {limit} messages and 2 snapshots over 2 connection(s), 0 gap(s)"
@@ -323,17 +318,7 @@ fn a_dropped_connection_is_reopened_with_a_new_snapshot() {
 #[test]
 fn a_gap_in_the_update_ids_fetches_a_new_snapshot_at_once() {
     let lines = capture_lines(3000);
-    let snapshot = lines
-        .iter()
-        .map(|l| l.split_once(' ').unwrap().1)
-        .find(|j| j.starts_with("{\"lastUpdateId\""))
-        .unwrap()
-        .to_string();
-    let mut frames: Vec<String> = lines
-        .iter()
-        .map(|l| l.split_once(' ').unwrap().1.to_string())
-        .filter(|j| !j.starts_with("{\"lastUpdateId\""))
-        .collect();
+    let (snapshot, mut frames) = snapshot_and_frames(&lines);
     // Ten depth diffs lost in the middle, as a dropped frame would lose them.
     let depth: Vec<usize> = (0..frames.len())
         .filter(|&i| frames[i].contains("@depth"))
@@ -352,21 +337,7 @@ fn a_gap_in_the_update_ids_fetches_a_new_snapshot_at_once() {
     let (rest_url, rest_seen) = rest_server(snapshot);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rec");
-    let done = common::run_ok(&[
-        "record",
-        "--source",
-        "binance-usdm",
-        "--symbols",
-        "btcusdt",
-        "--out",
-        out.to_str().unwrap(),
-        "--no-reconnect",
-        "--ws-url",
-        &ws_url,
-        "--rest-url",
-        &rest_url,
-    ]);
-    let said = String::from_utf8_lossy(&done.stdout);
+    let said = record_local("btcusdt", &out, &ws_url, &rest_url, &["--no-reconnect"]);
     assert!(
         said.contains(&format!(
             "recorded {} messages and 2 snapshots over 1 connection(s), 1 gap(s) resynced",
@@ -416,17 +387,7 @@ fn the_live_readers_parse_the_feed_as_the_file_reader_parses_the_capture() {
     use flowsense_sources::Record;
     use flowsense_sources::live::{BinanceConfig, BinanceVenue, binance_readers};
     let lines = capture_lines(4000);
-    let snapshot = lines
-        .iter()
-        .map(|l| l.split_once(' ').unwrap().1)
-        .find(|j| j.starts_with("{\"lastUpdateId\""))
-        .unwrap()
-        .to_string();
-    let frames: Vec<String> = lines
-        .iter()
-        .map(|l| l.split_once(' ').unwrap().1.to_string())
-        .filter(|j| !j.starts_with("{\"lastUpdateId\""))
-        .collect();
+    let (snapshot, frames) = snapshot_and_frames(&lines);
     let (ws_url, _) = ws_server(frames);
     let (rest_url, _) = rest_server(snapshot);
     let config = BinanceConfig {
@@ -440,14 +401,7 @@ fn the_live_readers_parse_the_feed_as_the_file_reader_parses_the_capture() {
     let live: Vec<Record> = readers.remove(0).map(|r| r.unwrap()).collect();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("btcusdt_20240808.gz");
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&file).unwrap(),
-        flate2::Compression::fast(),
-    );
-    for l in &lines {
-        writeln!(gz, "{l}").unwrap();
-    }
-    gz.finish().unwrap();
+    write_capture(&file, &lines);
     let captured: Vec<Record> =
         flowsense_sources::binance::BinanceReader::open(vec![file], Default::default())
             .unwrap()

@@ -278,18 +278,26 @@ fn chart(title: &str, y_label: &str, t0: i64, series: &[Series]) -> anyhow::Resu
 /// The report of run `run_id`, as one HTML page.
 pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     let session = LakeSession::open(lake).await?;
+    build_in(&session, lake.url().as_str(), run_id).await
+}
+
+/// [`build`] on a session already open over the lake at `lake_url` (the service's).
+pub async fn build_in(
+    session: &LakeSession,
+    lake_url: &str,
+    run_id: &str,
+) -> anyhow::Result<String> {
     let id = quote(run_id);
     let runs = query(
-        &session,
+        session,
         &format!("SELECT * FROM runs WHERE run_id = '{id}'"),
     )
     .await?;
     if runs.len() == 0 {
-        let known = query(&session, "SELECT run_id FROM runs ORDER BY run_id").await?;
+        let known = query(session, "SELECT run_id FROM runs ORDER BY run_id").await?;
         let known: Vec<String> = known.str("run_id")?.into_iter().flatten().collect();
         bail!(
-            "no run {run_id:?} in the lake at {}; runs there: {}",
-            lake.url(),
+            "no run {run_id:?} in the lake at {lake_url}; runs there: {}",
             if known.is_empty() {
                 "none (run flowsense backtest first)".to_string()
             } else {
@@ -306,7 +314,7 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     let spec = runs.str("spec")?[0].clone().unwrap_or_default();
 
     let metrics = query(
-        &session,
+        session,
         &format!(
             "SELECT * FROM metrics WHERE run_id = '{id}' \
              ORDER BY scope <> 'portfolio', scope, regime NULLS FIRST, fold NULLS FIRST"
@@ -314,7 +322,7 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     )
     .await?;
     let equity = query(
-        &session,
+        session,
         &format!(
             "SELECT symbol, ts, equity, position, mid, drawdown FROM equity \
              WHERE run_id = '{id}' ORDER BY symbol, ts"
@@ -322,7 +330,7 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     )
     .await?;
     let fills = query(
-        &session,
+        session,
         &format!(
             "SELECT symbol, ts, side, price, size, liquidity FROM fills \
              WHERE run_id = '{id}' ORDER BY symbol, ts"
@@ -330,7 +338,7 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     )
     .await?;
     let risk = query(
-        &session,
+        session,
         &format!(
             "SELECT symbol, ts, kind, detail FROM risk_events WHERE run_id = '{id}' \
              ORDER BY ts, symbol LIMIT 200"
@@ -338,7 +346,7 @@ pub async fn build(lake: &Lake, run_id: &str) -> anyhow::Result<String> {
     )
     .await?;
     let trips = query(
-        &session,
+        session,
         &format!(
             "SELECT symbol, opened, closed, direction, peak_size, avg_open, avg_close, pnl \
              FROM positions WHERE run_id = '{id}' ORDER BY opened, symbol"

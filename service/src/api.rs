@@ -337,11 +337,14 @@ async fn job_spec(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let spec = match s.registry.with_job(&id, |j| j.spec().cloned())? {
-        Some(spec) => spec,
-        // A run from before this server started: its spec is in the lake's runs table.
-        None => past_spec(&s, &id).await?,
-    };
+    let spec = s
+        .registry
+        .with_job(&id, |j| j.spec().cloned())?
+        .ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "job {id}: its spec in the lake's runs table does not parse any more"
+            ))
+        })?;
     let toml = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -350,33 +353,6 @@ async fn job_spec(
         ([(header::CONTENT_TYPE, "application/toml")], spec.to_toml()).into_response()
     } else {
         Json(spec).into_response()
-    })
-}
-
-/// The spec of a past run, from the lake's `runs` table.
-async fn past_spec(s: &AppState, id: &str) -> Result<JobSpec> {
-    let sql = format!(
-        "SELECT spec FROM runs WHERE run_id = '{}' LIMIT 1",
-        id.replace('\'', "''")
-    );
-    let batches = s
-        .sql
-        .query(&sql)
-        .await
-        .map_err(|e| ServiceError::Internal(format!("{sql}: {e}")))?;
-    let rows = rows_of(&batches)?;
-    let text = rows
-        .rows
-        .first()
-        .and_then(|r| r.get("spec"))
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| {
-            ServiceError::NotFound(format!("job {id}: no spec in the lake's runs table"))
-        })?;
-    JobSpec::from_toml(text).map_err(|e| {
-        ServiceError::Internal(format!(
-            "job {id}: its spec in the runs table does not parse: {e}"
-        ))
     })
 }
 
@@ -524,7 +500,7 @@ async fn run_report(
             )));
         }
     };
-    let html = flowsense_dataflows::report::build(&s.lake, &id)
+    let html = flowsense_dataflows::report::build_in(&s.sql, &s.lake_url, &id)
         .await
         .map_err(|e| {
             let msg = format!("{e:#}");

@@ -57,7 +57,7 @@ fn init_tracing(format: &str) {
 async fn past_runs(session: &LakeSession) -> anyhow::Result<Vec<PastRun>> {
     let batches = session
         .query(
-            "SELECT run_id, job, mode, started, events, seconds, state, error FROM runs \
+            "SELECT run_id, job, mode, started, events, seconds, state, error, spec FROM runs \
              ORDER BY started",
         )
         .await?;
@@ -75,6 +75,13 @@ async fn past_runs(session: &LakeSession) -> anyhow::Result<Vec<PastRun>> {
             seconds: r.get("seconds").and_then(|x| x.as_f64()).unwrap_or(0.0),
             state: s(r, "state"),
             error: s(r, "error"),
+            spec: s(r, "spec").and_then(|t| match flowsense_core::job::JobSpec::from_toml(&t) {
+                Ok(spec) => Some(spec),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a past run's spec no longer parses");
+                    None
+                }
+            }),
         })
         .collect())
 }

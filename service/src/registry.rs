@@ -260,7 +260,7 @@ impl JobRecord {
         self.kind
     }
 
-    /// The spec it was submitted with (absent for a past run read back from the lake).
+    /// The spec it was submitted with (a past run's from the lake's `runs` table).
     pub fn spec(&self) -> Option<&JobSpec> {
         self.spec.as_ref()
     }
@@ -290,6 +290,8 @@ pub struct PastRun {
     pub state: Option<String>,
     /// `error`.
     pub error: Option<String>,
+    /// `spec`, parsed (absent if it no longer parses).
+    pub spec: Option<JobSpec>,
 }
 
 struct Inner {
@@ -391,7 +393,7 @@ impl Registry {
             let state = JobState::parse(r.state.as_deref().unwrap_or("finished"));
             inner.jobs.entry(r.id.clone()).or_insert(JobRecord {
                 id: r.id,
-                spec: None,
+                spec: r.spec,
                 name: r.name,
                 kind,
                 state,

@@ -313,6 +313,75 @@ fn stream_symbol(text: &str) -> Option<String> {
     Some(rest[..rest.find('@')?].to_ascii_lowercase())
 }
 
+/// A venue's feed across connections: with `reconnect`, a dropped or closed connection
+/// (Binance closes each after 24 hours) is opened again with backoff (0.5 s doubling to 30 s),
+/// and with it come new snapshots, which resync the books; without, the feed ends with the
+/// first connection. The first connection is made by [`BinanceFeed::open`], so a feed that
+/// cannot be reached at all is an error at once.
+pub struct BinanceFeed {
+    config: BinanceConfig,
+    reconnect: bool,
+    conn: Option<BinanceConnection>,
+    connections: u64,
+    gaps_before: u64,
+}
+
+impl BinanceFeed {
+    /// Opens the first connection.
+    pub fn open(config: &BinanceConfig, reconnect: bool) -> Result<Self> {
+        Ok(BinanceFeed {
+            conn: Some(BinanceConnection::connect(config)?),
+            config: config.clone(),
+            reconnect,
+            connections: 1,
+            gaps_before: 0,
+        })
+    }
+
+    /// Connections made so far.
+    pub fn connections(&self) -> u64 {
+        self.connections
+    }
+
+    /// Breaks in the update ids so far, over every connection.
+    pub fn gaps(&self) -> u64 {
+        self.gaps_before + self.conn.as_ref().map_or(0, BinanceConnection::gaps)
+    }
+
+    /// The next message of any connection; `None` once the feed has ended.
+    pub fn next_message(&mut self) -> Result<Option<Received>> {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let Some(conn) = &mut self.conn else {
+                match BinanceConnection::connect(&self.config) {
+                    Ok(c) => {
+                        self.conn = Some(c);
+                        self.connections += 1;
+                        backoff = Duration::from_millis(500);
+                    }
+                    Err(e) => {
+                        eprintln!("flowsense: the Binance feed: {e}; again in {backoff:?}");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+                continue;
+            };
+            match conn.next_message() {
+                Ok(Some(m)) => return Ok(Some(m)),
+                end => {
+                    self.gaps_before += conn.gaps();
+                    self.conn = None;
+                    if !self.reconnect {
+                        return end;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+}
+
 /// When a recording stops.
 #[derive(Clone, Debug, Default)]
 pub struct RecordOptions {
@@ -418,59 +487,32 @@ pub fn record(config: &BinanceConfig, opts: &RecordOptions) -> Result<RecordRepo
     let mut report = RecordReport::default();
     let started = Instant::now();
     let mut flushed = Instant::now();
-    let mut backoff = Duration::from_millis(500);
     let done = |r: &RecordReport| {
         opts.max_messages.is_some_and(|n| r.messages >= n)
             || opts.duration.is_some_and(|d| started.elapsed() >= d)
     };
-    'connections: while !done(&report) {
-        let mut conn = match BinanceConnection::connect(config) {
-            Ok(c) => {
-                report.connections += 1;
-                backoff = Duration::from_millis(500);
-                c
-            }
-            Err(e) if opts.reconnect && report.connections > 0 => {
-                eprintln!("flowsense record: {e}; again in {backoff:?}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-            Err(e) => return Err(e),
+    let mut feed = BinanceFeed::open(config, opts.reconnect)?;
+    while !done(&report) {
+        let next = feed.next_message();
+        report.connections = feed.connections();
+        report.gaps = feed.gaps();
+        let Some(m) = next? else {
+            break;
         };
-        let gaps_before = report.gaps;
-        loop {
-            let next = conn.next_message();
-            report.gaps = gaps_before + conn.gaps();
-            let m = match next {
-                Ok(Some(m)) => m,
-                Ok(None) | Err(_) if opts.reconnect => {
-                    // Dropped or closed (Binance closes after 24 hours): a new connection, and
-                    // with it a new snapshot, which resyncs the books.
-                    std::thread::sleep(Duration::from_millis(500));
-                    continue 'connections;
-                }
-                Ok(None) => break 'connections,
-                Err(e) => return Err(e),
-            };
-            if m.symbol.is_empty() {
-                continue;
-            }
-            let snapshot = m.text.starts_with("{\"lastUpdateId\"");
-            let w = files.writer(&m.symbol, m.local)?;
-            writeln!(w, "{} {}", m.local.0, m.text).map_err(|e| Error::io(&opts.out, e))?;
-            if snapshot {
-                report.snapshots += 1;
-            } else {
-                report.messages += 1;
-            }
-            if flushed.elapsed() >= Duration::from_secs(1) {
-                files.flush()?;
-                flushed = Instant::now();
-            }
-            if done(&report) {
-                break 'connections;
-            }
+        if m.symbol.is_empty() {
+            continue;
+        }
+        let snapshot = m.text.starts_with("{\"lastUpdateId\"");
+        let w = files.writer(&m.symbol, m.local)?;
+        writeln!(w, "{} {}", m.local.0, m.text).map_err(|e| Error::io(&opts.out, e))?;
+        if snapshot {
+            report.snapshots += 1;
+        } else {
+            report.messages += 1;
+        }
+        if flushed.elapsed() >= Duration::from_secs(1) {
+            files.flush()?;
+            flushed = Instant::now();
         }
     }
     report.files = files.finish()?;
@@ -534,46 +576,21 @@ pub fn binance_readers(
             Default::default(),
         ));
     }
-    // The first connection is made here, so a feed that cannot be reached is an error now.
-    let first = BinanceConnection::connect(config)?;
-    let config = config.clone();
+    let mut feed = BinanceFeed::open(config, reconnect)?;
     std::thread::Builder::new()
         .name("flowsense-binance-feed".into())
         .spawn(move || {
-            let mut conn = Some(first);
-            let mut backoff = Duration::from_millis(500);
-            loop {
-                let mut c = match conn.take() {
-                    Some(c) => c,
-                    None => match BinanceConnection::connect(&config) {
-                        Ok(c) => {
-                            backoff = Duration::from_millis(500);
-                            c
-                        }
-                        Err(e) => {
-                            eprintln!("flowsense: the Binance feed: {e}; again in {backoff:?}");
-                            std::thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
-                            continue;
-                        }
-                    },
-                };
-                // Until the server closes the connection or it drops.
-                while let Ok(Some(m)) = c.next_message() {
-                    if let Some(tx) = senders.get(&m.symbol)
-                        && tx.send(format!("{} {}\n", m.local.0, m.text)).is_err()
-                    {
-                        // That symbol's reader is gone; once every one is, nobody wants the feed.
-                        senders.remove(&m.symbol);
-                        if senders.is_empty() {
-                            return;
-                        }
+            // Until the feed ends (or, without reconnecting, its connection drops).
+            while let Ok(Some(m)) = feed.next_message() {
+                if let Some(tx) = senders.get(&m.symbol)
+                    && tx.send(format!("{} {}\n", m.local.0, m.text)).is_err()
+                {
+                    // That symbol's reader is gone; once every one is, nobody wants the feed.
+                    senders.remove(&m.symbol);
+                    if senders.is_empty() {
+                        return;
                     }
                 }
-                if !reconnect {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(500));
             }
         })
         .map_err(|e| Error::io("the feed thread", e))?;

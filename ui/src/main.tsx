@@ -76,7 +76,8 @@ function candidates(page: string, jobs: JobView[]): JobView[] {
   const fits = (j: JobView) => (page === 'portfolio' ? j.kind !== 'features' : page === 'market' ? j.paced : true);
   // Running first; on the market, a paper strategy (orders and fills on the chart) first.
   const rank = (j: JobView) => (j.state === 'running' ? 0 : 2) + (page === 'market' && j.kind === 'features' ? 1 : 0);
-  return [...jobs].reverse().filter(fits).sort((a, b) => rank(a) - rank(b));
+  // The API lists the newest first; the sort is stable, so each rank stays newest first.
+  return jobs.filter(fits).sort((a, b) => rank(a) - rank(b));
 }
 
 function PickJob({ page }: { page: string }) {

@@ -52,7 +52,7 @@ export async function liveJob(request: APIRequestContext, name: string): Promise
   await expect
     .poll(async () => {
       const jobs = await apiGet<Job[]>(request, '/jobs');
-      job = jobs.reverse().find((j) => j.name === name && j.state === 'running');
+      job = jobs.find((j) => j.name === name && j.state === 'running');
       return job?.id;
     }, { timeout: 120_000 })
     .toBeTruthy();

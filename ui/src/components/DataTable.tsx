@@ -3,7 +3,7 @@
 
 import { useMemo, useState } from 'preact/hooks';
 import { cell } from '../lib/format';
-import type { Row } from '../api/client';
+import type { Row, Rows } from '../api/client';
 
 interface Props {
   columns: string[];
@@ -28,6 +28,11 @@ export function prettyCell(col: string, v: unknown): string {
   if (typeof v !== 'number') return cell(v);
   if (TIME_COLUMNS.has(col) && v > 1e15) return new Date(v / 1e6).toISOString().replace('T', ' ').replace('Z', '');
   return Number.isInteger(v) ? String(v) : String(+v.toPrecision(8));
+}
+
+/** An API result's columns and rows, as the grid takes them: `<DataTable {...grid(r)} />`. */
+export function grid(r: Rows): { columns: string[]; rows: Row[] } {
+  return { columns: r.columns.map((c) => c.name), rows: r.rows as Row[] };
 }
 
 /** CSV of the columns and rows, quoted as RFC 4180 says. */

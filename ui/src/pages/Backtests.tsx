@@ -7,7 +7,7 @@ import { usePoll } from '../lib/hooks';
 import { combine } from '../lib/portfolio';
 import { duration, num, when } from '../lib/format';
 import { ErrorBox } from '../components/bits';
-import { DataTable } from '../components/DataTable';
+import { DataTable, grid } from '../components/DataTable';
 import { EquityCharts } from '../components/Chart';
 
 export function BacktestsPage() {
@@ -26,8 +26,7 @@ export function BacktestsPage() {
       <ErrorBox error={runs.error} />
       {runs.data && (
         <DataTable
-          columns={runs.data.columns.map((c) => c.name)}
-          rows={runs.data.rows as Record<string, unknown>[]}
+          {...grid(runs.data)}
           filter
           testId="runs-table"
           render={{
@@ -105,8 +104,7 @@ export function BacktestPage({ run }: { run: string }) {
       <h2>Fills</h2>
       {fills.data && (
         <DataTable
-          columns={fills.data.columns.map((c) => c.name)}
-          rows={fills.data.rows as Record<string, unknown>[]}
+          {...grid(fills.data)}
           filter
           pretty
           csvName={`${run}-fills.csv`}

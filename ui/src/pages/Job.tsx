@@ -5,7 +5,7 @@ import { api, ok } from '../api/client';
 import { usePoll } from '../lib/hooks';
 import { duration, num, when } from '../lib/format';
 import { Card, ErrorBox, StateBadge, Tabs } from '../components/bits';
-import { DataTable } from '../components/DataTable';
+import { DataTable, grid } from '../components/DataTable';
 import { JobLinks, StopButtons } from './Jobs';
 
 const TRADING_TABLES = ['orders', 'fills', 'equity', 'positions', 'risk_events'] as const;
@@ -77,8 +77,7 @@ export function JobPage({ id }: { id: string }) {
       <ErrorBox error={output.error} />
       {output.data && (
         <DataTable
-          columns={output.data.columns.map((c) => c.name)}
-          rows={output.data.rows as Record<string, unknown>[]}
+          {...grid(output.data)}
           filter
           pretty
           csvName={`${id}-${current}.csv`}

@@ -76,7 +76,8 @@ export function JobsPage() {
     const f = (e.target as HTMLInputElement).files?.[0];
     if (f) setSpec(await f.text());
   };
-  const list = [...(jobs.data ?? [])].reverse();
+  // Newest first, as the API lists them.
+  const list = jobs.data ?? [];
   return (
     <section>
       <h1>Jobs</h1>

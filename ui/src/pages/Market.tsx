@@ -78,7 +78,7 @@ class MarketState {
 function featureSource(jobs: JobView[] | undefined, job: JobView | undefined): string | undefined {
   if (!job) return undefined;
   if (job.kind === 'features') return job.id;
-  return [...(jobs ?? [])].reverse().find((j) => j.kind === 'features' && j.state === 'running')?.id;
+  return jobs?.find((j) => j.kind === 'features' && j.state === 'running')?.id;
 }
 
 export function MarketPage({ id }: { id: string }) {

@@ -6,7 +6,7 @@ import { useState } from 'preact/hooks';
 import { api, ok, sql, sqlCsv, type Rows } from '../api/client';
 import { usePoll } from '../lib/hooks';
 import { ErrorBox } from '../components/bits';
-import { DataTable, download } from '../components/DataTable';
+import { DataTable, download, grid } from '../components/DataTable';
 
 const HISTORY_KEY = 'flowsense.sql.history';
 
@@ -130,8 +130,7 @@ export function SqlPage() {
               {ms !== undefined && ` · ${ms.toFixed(0)} ms`}
             </p>
             <DataTable
-              columns={result.columns.map((c) => c.name)}
-              rows={result.rows as Record<string, unknown>[]}
+              {...grid(result)}
               filter
               testId="sql-result"
             />
