@@ -18,6 +18,10 @@ pub struct RecordArgs {
     /// Symbols, comma-separated, as the venue names them (`btcusdt,ethusdt`).
     #[arg(long, value_delimiter = ',', required = true)]
     pub symbols: Vec<String>,
+    /// Stream kinds, comma-separated: depth, trade, aggTrade, bookTicker (default
+    /// depth,trade,bookTicker).
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Vec<String>,
     /// The folder: files go to `OUT/<spot|usdm|cm>/<symbol>_<YYYYMMDD>.gz`.
     #[arg(long)]
     pub out: PathBuf,
@@ -66,7 +70,15 @@ impl RecordArgs {
             symbols: self.symbols,
             ws_url: self.ws_url,
             rest_url: self.rest_url,
+            streams: self.streams,
         };
+        if let Some(bad) = config
+            .streams
+            .iter()
+            .find(|k| !BinanceVenue::STREAMS.contains(&k.as_str()))
+        {
+            anyhow::bail!("--streams {bad}: use depth, trade, aggTrade or bookTicker");
+        }
         let opts = RecordOptions {
             out: self.out,
             max_messages: self.max_messages,

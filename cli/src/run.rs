@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
-use flowsense_core::job::JobSpec;
+use flowsense_core::job::{JobSpec, Source};
 use flowsense_dataflows::backtest::{TradingOptions, new_run_id, run_trading};
 use flowsense_dataflows::run::{RunOptions, run_job, spec_sinks};
 
@@ -52,13 +54,23 @@ impl RunArgs {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let spec = JobSpec::from_file(&self.job)?;
         let lake = self.lake.open()?;
+        let live = matches!(spec.source, Source::Live(_));
         let opts = RunOptions {
             workers: self.workers,
             processes: self.processes,
             process: self.process,
             hostfile: self.hostfile,
+            // A live job runs until its feed ends or Ctrl-C, which ends it as its source would:
+            // the graph drains and everything it made is written.
+            stop: live.then(stop_on_ctrl_c).transpose()?,
             ..Default::default()
         };
+        if live && !self.quiet {
+            eprintln!(
+                "job {}: live; Ctrl-C stops it and writes what it has",
+                spec.name
+            );
+        }
         if spec.strategy.is_some() {
             let opts = TradingOptions {
                 run: opts,
@@ -85,4 +97,29 @@ impl RunArgs {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A flag set by the first Ctrl-C (a second one kills the process as usual).
+fn stop_on_ctrl_c() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("flowsense-ctrl-c".into())
+        .spawn(move || {
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!(
+                        "stopping: the graph drains and writes what it has (Ctrl-C again quits)"
+                    );
+                    flag.store(true, Ordering::Relaxed);
+                }
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            });
+        })?;
+    Ok(stop)
 }

@@ -3,121 +3,14 @@
 //! depth snapshot, on real sockets. What is recorded ingests to the same trades and books as
 //! the capture itself.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-use flowsense_core::Lake;
 
 use crate::common;
-
-/// The first `n` lines of the bundled USD-M capture.
-fn capture_lines(n: usize) -> Vec<String> {
-    let path = common::binance_data().join("usdm/btcusdt_20240808.gz");
-    let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap());
-    BufReader::new(gz)
-        .lines()
-        .take(n)
-        .map(|l| l.unwrap())
-        .collect()
-}
-
-/// A REST server answering every request with `body` as JSON; records the request lines.
-fn rest_server(body: String) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut s = stream.unwrap();
-            let mut reader = BufReader::new(s.try_clone().unwrap());
-            let mut first = String::new();
-            reader.read_line(&mut first).unwrap();
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            log.lock().unwrap().push(first.trim().to_string());
-            write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
-        }
-    });
-    (url, seen)
-}
-
-/// A websocket server that sends `frames` to each connection, then closes it; records the
-/// request paths.
-// tungstenite's handshake callback returns its error response by value.
-#[allow(clippy::result_large_err)]
-fn ws_server(frames: Vec<String>) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let log = log.clone();
-            let frames = frames.clone();
-            std::thread::spawn(move || {
-                let callback =
-                    |req: &tungstenite::handshake::server::Request,
-                     resp: tungstenite::handshake::server::Response| {
-                        log.lock().unwrap().push(req.uri().to_string());
-                        Ok(resp)
-                    };
-                let mut ws = tungstenite::accept_hdr(stream.unwrap(), callback).unwrap();
-                for f in frames {
-                    if ws.send(tungstenite::Message::text(f)).is_err() {
-                        return;
-                    }
-                }
-                let _ = ws.close(None);
-                // Drain until the client's close arrives.
-                while ws.read().is_ok() {}
-            });
-        }
-    });
-    (url, seen)
-}
-
-fn lake_csv(lake: &Path, sql: &str) -> String {
-    let lake = Lake::open(lake.to_str().unwrap(), &Default::default()).unwrap();
-    common::rt().block_on(common::query_csv(&lake, sql))
-}
-
-/// Capture lines as a local Binance serves them: the REST snapshot's JSON, and the stream
-/// frames' JSON in order (the local receive stamps dropped).
-fn snapshot_and_frames(lines: &[String]) -> (String, Vec<String>) {
-    let (snapshots, frames): (Vec<&str>, Vec<&str>) = lines
-        .iter()
-        .map(|l| l.split_once(' ').unwrap().1)
-        .partition(|j| j.starts_with("{\"lastUpdateId\""));
-    (
-        snapshots[0].to_string(),
-        frames.into_iter().map(String::from).collect(),
-    )
-}
-
-/// Writes lines as a gzip capture file.
-fn write_capture(path: &Path, lines: &[String]) {
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(path).unwrap(),
-        flate2::Compression::fast(),
-    );
-    for l in lines {
-        writeln!(gz, "{l}").unwrap();
-    }
-    gz.finish().unwrap();
-}
+use crate::venue::{
+    Script, capture_lines, lake_csv, rest_server, snapshot_and_frames, write_capture, ws_server,
+};
 
 /// `flowsense record --source binance-usdm` of `symbol` into `out` from the local servers,
 /// with `extra` flags; its summary line.
@@ -143,7 +36,8 @@ fn record_local(symbol: &str, out: &Path, ws_url: &str, rest_url: &str, extra: &
 fn a_recording_of_a_local_binance_ingests_as_the_capture_does() {
     let lines = capture_lines(6000);
     let (snapshot, frames) = snapshot_and_frames(&lines);
-    let (ws_url, ws_seen) = ws_server(frames.clone());
+    let ws = ws_server(vec![Script::at_once(frames.clone())]);
+    let (ws_url, ws_seen) = (ws.url, ws.seen);
     let (rest_url, rest_seen) = rest_server(snapshot);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rec");
@@ -283,7 +177,8 @@ fn a_dropped_connection_is_reopened_with_a_new_snapshot() {
     let lines = capture_lines(2000);
     let (snapshot, frames) = snapshot_and_frames(&lines);
     // The server sends the frames, then drops the connection; the recorder comes back.
-    let (ws_url, ws_seen) = ws_server(frames.clone());
+    let ws = ws_server(vec![Script::at_once(frames.clone())]);
+    let (ws_url, ws_seen) = (ws.url, ws.seen);
     let (rest_url, rest_seen) = rest_server(snapshot);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rec");
@@ -333,7 +228,8 @@ fn a_gap_in_the_update_ids_fetches_a_new_snapshot_at_once() {
     for i in lost.iter().rev() {
         frames.remove(*i);
     }
-    let (ws_url, _) = ws_server(frames.clone());
+    let ws = ws_server(vec![Script::at_once(frames.clone())]);
+    let (ws_url, _) = (ws.url, ws.seen);
     let (rest_url, rest_seen) = rest_server(snapshot);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rec");
@@ -382,23 +278,27 @@ fn a_gap_in_the_update_ids_fetches_a_new_snapshot_at_once() {
 }
 
 #[test]
-fn the_live_readers_parse_the_feed_as_the_file_reader_parses_the_capture() {
+fn the_live_feed_decodes_as_the_file_reader_reads_the_capture() {
     use flowsense_core::MarketEvent;
     use flowsense_sources::Record;
-    use flowsense_sources::live::{BinanceConfig, BinanceVenue, binance_readers};
+    use flowsense_sources::live::{BinanceConfig, BinanceVenue, LiveFeed, LiveOptions};
     let lines = capture_lines(4000);
     let (snapshot, frames) = snapshot_and_frames(&lines);
-    let (ws_url, _) = ws_server(frames);
+    let ws = ws_server(vec![Script::at_once(frames)]);
+    let (ws_url, _) = (ws.url, ws.seen);
     let (rest_url, _) = rest_server(snapshot);
     let config = BinanceConfig {
         venue: BinanceVenue::UsdM,
         symbols: vec!["btcusdt".into()],
         ws_url: Some(ws_url),
         rest_url: Some(rest_url),
+        streams: vec![],
     };
-    let mut readers = binance_readers(&config, false).unwrap();
-    assert_eq!(readers.len(), 1);
-    let live: Vec<Record> = readers.remove(0).map(|r| r.unwrap()).collect();
+    let opts = LiveOptions {
+        reconnect: false,
+        ..Default::default()
+    };
+    let live: Vec<Record> = LiveFeed::binance(&config, &opts).unwrap().collect();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("btcusdt_20240808.gz");
     write_capture(&file, &lines);

@@ -10,6 +10,8 @@ mod common;
 mod dead_letters;
 mod graph;
 mod lake;
+mod live;
 mod record;
 mod s3;
 mod service;
+mod venue;

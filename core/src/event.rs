@@ -343,6 +343,8 @@ pub enum DeadLetterReason {
     /// A record of a kind FlowSense reads into no table (a DBN statistics or status record,
     /// say): kept here, counted by kind, never passed over.
     UnsupportedRecord,
+    /// A live message for a symbol the feed did not subscribe to.
+    UnknownSymbol,
 }
 
 impl DeadLetterReason {
@@ -362,11 +364,12 @@ impl DeadLetterReason {
             DeadLetterReason::InconsistentBar => "inconsistent_bar",
             DeadLetterReason::Unreadable => "unreadable",
             DeadLetterReason::UnsupportedRecord => "unsupported_record",
+            DeadLetterReason::UnknownSymbol => "unknown_symbol",
         }
     }
 
     /// Every reason, for reports.
-    pub const ALL: [DeadLetterReason; 13] = [
+    pub const ALL: [DeadLetterReason; 14] = [
         DeadLetterReason::Unparsable,
         DeadLetterReason::NotFinite,
         DeadLetterReason::NonPositivePrice,
@@ -380,6 +383,7 @@ impl DeadLetterReason {
         DeadLetterReason::InconsistentBar,
         DeadLetterReason::Unreadable,
         DeadLetterReason::UnsupportedRecord,
+        DeadLetterReason::UnknownSymbol,
     ];
 }
 

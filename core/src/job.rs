@@ -76,6 +76,8 @@ pub enum Source {
     Capture(CaptureSource),
     /// The seeded synthetic market, generated on the fly.
     Synthetic(SyntheticSource),
+    /// A venue's live feed: the job runs until it is stopped or the feed ends.
+    Live(LiveSource),
 }
 
 /// Reading from the lake.
@@ -157,6 +159,71 @@ impl Default for SyntheticSource {
         }
     }
 }
+
+/// A live feed: `[source.live]`.
+///
+/// Event time comes from the messages (the exchange's stamps); each event also keeps its
+/// receive time, the second clock, as `local_ts`. When the market goes quiet, the input's
+/// time still moves: `grace` after the last event's time plus the wall time since it
+/// arrived, so a quiet bucket closes `grace` after its end. That is the one place wall time
+/// enters a job, and how often it did is in the run's report.
+///
+/// ```
+/// use flowsense_core::job::{JobSpec, Source};
+/// let spec = JobSpec::from_toml(r#"
+///     name = "live"
+///     [source.live]
+///     exchange = "binance-usdm"
+///     symbols = ["btcusdt", "ethusdt"]
+/// "#).unwrap();
+/// let Source::Live(l) = &spec.source else { panic!() };
+/// assert_eq!(l.grace.to_string(), "1s");
+/// assert!(l.reconnect && l.streams.is_empty());
+/// assert!(JobSpec::from_toml("name = \"x\"\n[source.live]\nexchange = \"kraken\"\nsymbols = [\"a\"]").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSource {
+    /// `binance-spot`, `binance-usdm` or `binance-coinm`.
+    pub exchange: String,
+    /// Symbols as the venue names them (`btcusdt`).
+    pub symbols: Vec<String>,
+    /// Stream kinds: `depth`, `trade`, `aggTrade`, `bookTicker`; empty means depth, trade and
+    /// bookTicker.
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// How long after a bucket's end a quiet market's bucket closes on the live clock.
+    #[serde(default = "default_grace")]
+    pub grace: Span,
+    /// Reconnect with backoff (and a new snapshot) when the connection drops; without, the
+    /// job ends with its connection.
+    #[serde(default = "default_true")]
+    pub reconnect: bool,
+    /// Also record what arrives under this folder, as `flowsense record` does, so the session
+    /// can be ingested and backtested.
+    #[serde(default)]
+    pub record: Option<String>,
+    /// The websocket base URL (default: the venue's), e.g. a local server.
+    #[serde(default)]
+    pub ws_url: Option<String>,
+    /// The REST base URL for depth snapshots (default: the venue's).
+    #[serde(default)]
+    pub rest_url: Option<String>,
+}
+
+fn default_grace() -> Span {
+    Span::from_millis(1000)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The live venues `[source.live] exchange` takes.
+pub const LIVE_EXCHANGES: [&str; 3] = ["binance-spot", "binance-usdm", "binance-coinm"];
+
+/// The stream kinds `[source.live] streams` takes.
+pub const LIVE_STREAMS: [&str; 4] = ["depth", "trade", "aggTrade", "bookTicker"];
 
 /// Pacing for replay mode.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -291,6 +358,31 @@ impl JobSpec {
             }
             Source::Synthetic(s) if s.symbols == 0 || s.days == 0 => {
                 return bad("source.synthetic: symbols and days must be at least 1".into());
+            }
+            Source::Live(l) => {
+                if !LIVE_EXCHANGES.contains(&l.exchange.as_str()) {
+                    return bad(format!(
+                        "source.live.exchange {:?}: use {}",
+                        l.exchange,
+                        LIVE_EXCHANGES.join(", ")
+                    ));
+                }
+                if l.symbols.is_empty() {
+                    return bad("source.live.symbols is empty".into());
+                }
+                if let Some(k) = l
+                    .streams
+                    .iter()
+                    .find(|k| !LIVE_STREAMS.contains(&k.as_str()))
+                {
+                    return bad(format!(
+                        "source.live.streams {k:?}: use {}",
+                        LIVE_STREAMS.join(", ")
+                    ));
+                }
+                if self.replay.is_some() {
+                    return bad("a live source comes at its own pace: remove [replay]".into());
+                }
             }
             _ => {}
         }

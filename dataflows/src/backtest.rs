@@ -37,8 +37,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle, Scope};
 
-use crate::job::{JobHandles, SourceCounts, worker_source};
-use crate::run::{RunOptions, feed_batch, feed_replay};
+use crate::feed::{Pace, worker_feeder};
+use crate::job::{JobHandles, SourceCounts};
+use crate::run::{RunOptions, drive};
 
 /// How a trading run goes.
 #[derive(Clone, Debug)]
@@ -99,6 +100,8 @@ pub struct TradingReport {
     pub capital: f64,
     /// The symbols traded.
     pub symbols: Vec<String>,
+    /// A live source's figures (a paper run on a live feed).
+    pub live: Option<crate::job::LiveReport>,
 }
 
 impl TradingReport {
@@ -125,6 +128,9 @@ impl TradingReport {
             c("positions"),
             c("risk_events")
         ));
+        if let Some(l) = &self.live {
+            out.push_str(&crate::run::live_summary(l));
+        }
         out.push_str(&metrics_table(&self.metrics));
         out
     }
@@ -481,29 +487,7 @@ pub fn build_trading<'scope>(
     })
 }
 
-/// A run id for `job` started now: `<job>-<UTC yyyymmddThhmmss>`.
-pub fn new_run_id(job: &str) -> String {
-    // `YYYY-MM-DDTHH:MM:SS` without its separators.
-    let t: String = now_utc()[..19]
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
-    format!("{job}-{t}")
-}
-
-/// The wall clock as `YYYY-MM-DDTHH:MM:SS.fffffffff` (the driver's, for names and the `runs`
-/// table; no operator reads it).
-fn now_utc() -> String {
-    let ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    flowsense_core::job::format_instant(UnixNanos(ns))
-}
-
-/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`, for the `runs` table.
-pub fn started_rfc3339() -> String {
-    format!("{}Z", &now_utc()[..19])
-}
+pub use crate::wall::{new_run_id, started_rfc3339};
 
 /// Runs the job's strategy over its source and returns what it did; with `opts.write`, its
 /// records, its row in `runs` and its metrics go into the lake under `opts.run_id`.
@@ -521,6 +505,7 @@ pub fn run_trading(
     }
     let config = opts.run.timely_config()?;
     let counts = Arc::new(Mutex::new(SourceCounts::default()));
+    let counts_r = counts.clone();
     let (spec_c, lake_c, o) = (spec.clone(), lake.clone(), opts.clone());
     let start = Instant::now();
     // Events read so far, summed over workers a chunk at a time, for the spinner.
@@ -557,21 +542,26 @@ pub fn run_trading(
         let spec_w = spec_c.clone();
         let mut h =
             worker.dataflow::<u64, _, _>(move |scope| build_trading(scope, &spec_w, sink_w))?;
-        let source = worker_source(&spec_c, &lake_c, index, peers, counts.clone())?;
+        let pace = match (&spec_c.replay, o.paced) {
+            (Some(replay), true) => Pace::Replay {
+                speed: replay.speed,
+            },
+            _ => Pace::Batch {
+                batch: o.run.batch.max(1),
+            },
+        };
         let read = read_w.clone();
         let mut local = 0u64;
-        let source = source.inspect(move |_| {
-            local += 1;
-            if local == 1 << 12 {
-                read.fetch_add(local, Ordering::Relaxed);
-                local = 0;
-            }
-        });
-        let epoch = spec_c.epoch.nanos();
-        let events = match (&spec_c.replay, o.paced) {
-            (Some(replay), true) => feed_replay(worker, &mut h, source, epoch, replay.speed, None),
-            _ => feed_batch(worker, &mut h, source, o.run.batch.max(1), epoch, None),
-        };
+        let feeder = worker_feeder(&spec_c, &lake_c, index, peers, counts.clone(), pace)?.observe(
+            Box::new(move |_| {
+                local += 1;
+                if local == 1 << 12 {
+                    read.fetch_add(local, Ordering::Relaxed);
+                    local = 0;
+                }
+            }),
+        );
+        let events = drive(worker, &mut h, feeder, None, o.run.stop.as_deref());
         drop(h.input);
         worker.step_while(|| !h.probe.done());
         let mut s = sink.borrow_mut();
@@ -591,9 +581,12 @@ pub fn run_trading(
     }
     let mut report = combine(spec, &opts.run_id, workers)?;
     report.seconds = start.elapsed().as_secs_f64();
+    report.live = counts_r.lock().ok().and_then(|c| c.live.clone());
 
     if opts.write && opts.run.process == 0 && opts.fold.is_none() {
-        let mode = if opts.paced && spec.replay.is_some() {
+        let mode = if matches!(spec.source, flowsense_core::job::Source::Live(_)) {
+            "paper"
+        } else if opts.paced && spec.replay.is_some() {
             "replay"
         } else {
             "backtest"

@@ -288,8 +288,23 @@ pub fn symbols_of(spec: &JobSpec) -> anyhow::Result<Vec<Symbol>> {
 /// Counts of what a worker's source read.
 #[derive(Clone, Debug, Default)]
 pub struct SourceCounts {
-    /// Rows the readers refused (capture sources; already in `dead_letters` when ingested).
+    /// Rows the readers refused (capture sources: already in `dead_letters` when ingested;
+    /// live sources: written to `dead_letters` as they come).
     pub dead_letters: u64,
+    /// A live source's figures, as of the last look.
+    pub live: Option<LiveReport>,
+}
+
+/// What a live input did: the feed's counts and the live clock's advances.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveReport {
+    /// The feed's counts.
+    pub feed: flowsense_sources::live::LiveCounts,
+    /// Times the live clock moved the input past the last event's time (a market quiet for
+    /// longer than the grace).
+    pub clock_advances: u64,
+    /// Why the feed ended, if it failed.
+    pub error: Option<String>,
 }
 
 /// The events worker `index` of `peers` feeds into the graph, in time order.
@@ -368,6 +383,9 @@ fn all_events(
                 .collect();
             Ok(Box::new(MergeByTime::new(streams)))
         }
+        Source::Live(_) => anyhow::bail!(
+            "a live source is not read as history: run it with flowsense run or the service"
+        ),
         Source::Capture(c) => {
             if index != 0 {
                 return Ok(Box::new(std::iter::empty()));

@@ -22,5 +22,6 @@ pub mod sql;
 pub mod synth;
 pub mod tapped;
 pub mod walk_forward;
+pub mod wall;
 
 pub use ingest::{IngestReport, Ingestor};

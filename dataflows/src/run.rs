@@ -11,10 +11,9 @@ use flowsense_core::job::JobSpec;
 use flowsense_core::{Lake, Symbol};
 use flowsense_sinks::FeatureWriter;
 
-use crate::feed::{Fed, Feeder, Pace};
+use crate::feed::{Fed, Feeder, Pace, worker_feeder};
 use crate::job::{
     FanOut, FeatureSink, JsonLinesSink, LakeFeatureSink, SharedSink, SourceCounts, build_job,
-    worker_source,
 };
 
 /// How to run: timely's workers and processes.
@@ -30,6 +29,9 @@ pub struct RunOptions {
     pub hostfile: Option<PathBuf>,
     /// Events sent between two input advances in batch mode.
     pub batch: usize,
+    /// Set to stop the run: each worker's input closes, and the run drains and writes what it
+    /// has, as if its source had ended (a live job under Ctrl-C).
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for RunOptions {
@@ -40,6 +42,7 @@ impl Default for RunOptions {
             process: 0,
             hostfile: None,
             batch: 4096,
+            stop: None,
         }
     }
 }
@@ -97,6 +100,8 @@ pub struct RunReport {
     pub seconds: f64,
     /// Rows capture readers refused.
     pub dead_letters: u64,
+    /// A live source's figures.
+    pub live: Option<crate::job::LiveReport>,
 }
 
 impl RunReport {
@@ -155,7 +160,9 @@ impl RunReport {
                 "{rejected} events refused by the books (not applied), {late} late events (counted in the next bucket)\n"
             ));
         }
-        if self.dead_letters > 0 {
+        if let Some(l) = &self.live {
+            out.push_str(&live_summary(l));
+        } else if self.dead_letters > 0 {
             out.push_str(&format!(
                 "{} input rows refused by the readers (ingest the files to see them in dead_letters)\n",
                 self.dead_letters
@@ -168,6 +175,26 @@ impl RunReport {
         }
         out
     }
+}
+
+/// A live feed's lines of a run summary.
+pub fn live_summary(l: &crate::job::LiveReport) -> String {
+    let f = &l.feed;
+    let mut out = format!(
+        "live feed: {} messages, {} snapshots, {} connection(s), {} id gap(s) resynced, {} dead \
+         letters (in dead_letters), the live clock closed a quiet market {} time(s)\n",
+        f.messages, f.snapshots, f.connections, f.gaps, f.dead_letters, l.clock_advances
+    );
+    if f.waits > 0 {
+        out.push_str(&format!(
+            "the graph fell behind the feed {} time(s); the feed waited for it\n",
+            f.waits
+        ));
+    }
+    if let Some(e) = &l.error {
+        out.push_str(&format!("the feed ended with an error: {e}\n"));
+    }
+    out
 }
 
 /// How far exchange time may go back within a feed (readers refuse more; a trade stamped before
@@ -199,6 +226,7 @@ pub fn feed_batch(
         h,
         Feeder::new(source, Pace::Batch { batch }, epoch),
         monitor,
+        None,
     )
 }
 
@@ -217,17 +245,23 @@ pub fn feed_replay(
         h,
         Feeder::new(source, Pace::Replay { speed }, epoch),
         monitor,
+        None,
     )
 }
 
-/// Steps one job's feeder to the end of its source, stepping the worker between feeds.
-fn drive<S: Iterator<Item = flowsense_core::MarketEvent>>(
+/// Steps one job's feeder to the end of its source (or until `stop` is set), stepping the
+/// worker between feeds; the events sent.
+pub fn drive<S: Iterator<Item = flowsense_core::MarketEvent>>(
     worker: &mut timely::worker::Worker,
     h: &mut crate::job::JobHandles,
     mut feeder: Feeder<S>,
     monitor: Option<&crate::monitor::WorkerMonitor>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> u64 {
     loop {
+        if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            return feeder.events();
+        }
         match feeder.feed(h) {
             Fed::Sent(_) => {
                 worker.step();
@@ -290,6 +324,7 @@ pub fn run_job(
     let config = opts.timely_config()?;
     let counts = Arc::new(Mutex::new(SourceCounts::default()));
     let (spec, lake, batch) = (spec.clone(), lake.clone(), opts.batch.max(1));
+    let stop = opts.stop.clone();
     let counts_w = counts.clone();
     let start = Instant::now();
     let guards = timely::execute(config, move |worker| -> anyhow::Result<WorkerReport> {
@@ -303,14 +338,14 @@ pub fn run_job(
             crate::monitor::clear_stats(&lake, &spec.name)
                 .context("removing the job's earlier graph figures")?;
         }
-        let source = worker_source(&spec, &lake, index, peers, counts_w.clone())?;
-        let epoch = spec.epoch.nanos();
-        let events = match &spec.replay {
-            None => feed_batch(worker, &mut h, source, batch, epoch, Some(&monitor)),
-            Some(replay) => {
-                feed_replay(worker, &mut h, source, epoch, replay.speed, Some(&monitor))
-            }
+        let pace = match &spec.replay {
+            None => Pace::Batch { batch },
+            Some(replay) => Pace::Replay {
+                speed: replay.speed,
+            },
         };
+        let feeder = worker_feeder(&spec, &lake, index, peers, counts_w.clone(), pace)?;
+        let events = drive(worker, &mut h, feeder, Some(&monitor), stop.as_deref());
         drop(h.input);
         worker.step_while(|| !h.probe.done());
         let mut s = sink.borrow_mut();
@@ -342,6 +377,9 @@ pub fn run_job(
         report.workers.push(r);
     }
     report.seconds = start.elapsed().as_secs_f64();
-    report.dead_letters = counts.lock().map(|c| c.dead_letters).unwrap_or(0);
+    if let Ok(c) = counts.lock() {
+        report.dead_letters = c.dead_letters;
+        report.live = c.live.clone();
+    }
     Ok(report)
 }

@@ -211,7 +211,9 @@ async fn check_source(spec: &JobSpec, lake: &Lake, lake_url: &str) -> Result<()>
                 )));
             }
         }
-        Source::Synthetic(_) => {}
+        // A live feed is opened by the worker; one that cannot be reached fails the job with
+        // the connection's error.
+        Source::Synthetic(_) | Source::Live(_) => {}
     }
     Ok(())
 }

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flowsense_core::job::JobSpec;
+use flowsense_core::job::{JobSpec, Source};
 use flowsense_core::{Lake, Symbol, Table};
 use flowsense_dataflows::backtest::{TradeSink, build_trading};
-use flowsense_dataflows::feed::{Fed, Feeder, Pace};
+use flowsense_dataflows::feed::{Fed, Feeder, Pace, worker_feeder};
 use flowsense_dataflows::job::{CountSink, JobHandles, SharedSink, SourceCounts, build_job};
 use flowsense_dataflows::monitor::{WorkerMonitor, write_stats};
 use flowsense_dataflows::run::{RunOptions, sample_lag, spec_sinks};
@@ -439,30 +439,26 @@ fn install(
         }
         (h, JobSink::Features(sink))
     };
-    let tap = JobTap::new(spec.replay.is_some());
-    let feeder =
-        match flowsense_dataflows::job::worker_source(&spec, lake, index, peers, counts.clone()) {
-            Ok(source) => {
-                let pace = match &spec.replay {
-                    Some(r) => Pace::Replay { speed: r.speed },
-                    None => Pace::Batch {
-                        batch: RunOptions::default().batch,
-                    },
-                };
-                let f = Feeder::new(source, pace, spec.epoch.nanos());
-                Some(match &tap.market {
-                    Some(m) => {
-                        let m = m.clone();
-                        f.observe(Box::new(move |ev| m.borrow_mut().apply(ev)))
-                    }
-                    None => f,
-                })
+    let tap = JobTap::new(spec.replay.is_some() || matches!(spec.source, Source::Live(_)));
+    let pace = match &spec.replay {
+        Some(r) => Pace::Replay { speed: r.speed },
+        None => Pace::Batch {
+            batch: RunOptions::default().batch,
+        },
+    };
+    let feeder = match worker_feeder(&spec, lake, index, peers, counts.clone(), pace) {
+        Ok(f) => Some(match &tap.market {
+            Some(m) => {
+                let m = m.clone();
+                f.observe(Box::new(move |ev| m.borrow_mut().apply(ev)))
             }
-            Err(e) => {
-                note(&mut error, e.context("opening the job's source"));
-                None
-            }
-        };
+            None => f,
+        }),
+        Err(e) => {
+            note(&mut error, e.context("opening the job's source"));
+            None
+        }
+    };
     let mut job = WorkerJob {
         id: id.to_string(),
         dataflow: Some(handles.dataflow),

@@ -267,7 +267,9 @@ impl JobRecord {
 
     /// Whether its source is paced (`[replay]`), as a live feed would be.
     pub fn paced(&self) -> bool {
-        self.spec.as_ref().is_some_and(|s| s.replay.is_some())
+        self.spec.as_ref().is_some_and(|s| {
+            s.replay.is_some() || matches!(s.source, flowsense_core::job::Source::Live(_))
+        })
     }
 }
 

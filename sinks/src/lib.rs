@@ -15,6 +15,7 @@
 #![forbid(missing_docs)]
 
 mod chunk;
+pub mod dead;
 pub mod error;
 pub mod features;
 pub mod results;

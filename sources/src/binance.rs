@@ -264,6 +264,20 @@ struct TradeMsg<'a> {
     m: bool,
 }
 
+/// An aggregate trade (`@aggTrade`): the trades of one taker order at one price, under the
+/// aggregate id `a`.
+#[derive(Debug, Deserialize)]
+#[allow(non_snake_case)]
+struct AggTradeMsg<'a> {
+    T: i64,
+    a: u64,
+    #[serde(borrow)]
+    p: Num<'a>,
+    #[serde(borrow)]
+    q: Num<'a>,
+    m: bool,
+}
+
 #[derive(Debug, Deserialize)]
 #[allow(non_snake_case)]
 struct BookTickerMsg<'a> {
@@ -596,6 +610,42 @@ impl BinanceReader {
         }
     }
 
+    /// A reader of live lines handed to it one at a time with [`BinanceReader::push_line`],
+    /// named and keyed as [`BinanceReader::from_reader`]'s: the decoder a live feed runs on
+    /// each message as it arrives, so it never waits for input it does not have.
+    ///
+    /// ```
+    /// use flowsense_sources::Record;
+    /// use flowsense_sources::binance::BinanceReader;
+    /// let mut r = BinanceReader::live("live-btcusdt", "btcusdt", true, Default::default());
+    /// let line = r#"1723161255088176367 {"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1723161256322,"a":7,"s":"BTCUSDT","p":"61800.30","q":"0.006","f":1,"l":2,"T":1723161256322,"m":true}}"#;
+    /// let got: Vec<Record> = r.push_line(line).collect();
+    /// assert!(matches!(got.as_slice(), [Record::SourceStart(_), Record::Event(_)]));
+    /// assert!(matches!(r.finish().last(), Some(Record::SourceDone(_))));
+    /// ```
+    pub fn live(name: &str, symbol: &str, futures: bool, opts: BinanceOptions) -> Self {
+        let mut r = Self::from_reader(name, symbol, futures, Box::new(std::io::empty()), opts);
+        r.input = None;
+        r
+    }
+
+    /// Decodes one line (`<local ns> <json>`, no newline needed) and gives what it made:
+    /// events, dead letters, and the books' resync records.
+    pub fn push_line(&mut self, line: &str) -> std::collections::vec_deque::Drain<'_, Record> {
+        self.take_line(line.as_bytes());
+        self.out.drain(..)
+    }
+
+    /// Ends a live stream: diffs still held for a snapshot start their books without one (as
+    /// at a file's end), then the source's end.
+    pub fn finish(&mut self) -> std::collections::vec_deque::Drain<'_, Record> {
+        self.finish_all();
+        if let Some((_, id)) = self.current.take() {
+            self.out.push_back(Record::SourceDone(id));
+        }
+        self.out.drain(..)
+    }
+
     /// Lines read so far, across files.
     pub fn lines_read(&self) -> u64 {
         self.lines_read
@@ -766,11 +816,23 @@ impl BinanceReader {
             }
             self.apply_live(sym, diff, position, line);
             Ok(())
-        } else if kind == "trade" {
-            let m = match wire::trade(data) {
-                Some(m) => m,
-                None => serde_json::from_str::<TradeMsg<'_>>(data)
-                    .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?,
+        } else if kind == "trade" || kind == "aggTrade" {
+            let m = if kind == "aggTrade" {
+                let a = serde_json::from_str::<AggTradeMsg<'_>>(data)
+                    .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?;
+                TradeMsg {
+                    T: a.T,
+                    t: Some(a.a),
+                    p: a.p,
+                    q: a.q,
+                    m: a.m,
+                }
+            } else {
+                match wire::trade(data) {
+                    Some(m) => m,
+                    None => serde_json::from_str::<TradeMsg<'_>>(data)
+                        .map_err(|e| (DeadLetterReason::Unparsable, e.to_string()))?,
+                }
             };
             let trade = Trade {
                 ts: UnixNanos::from_millis(m.T),

@@ -17,15 +17,17 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use flowsense_core::UnixNanos;
+use flowsense_core::{DeadLetter, DeadLetterReason, UnixNanos};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use crate::{Error, Result};
+use crate::{Error, Record, Result};
 
 /// One of Binance's markets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,19 +92,37 @@ impl BinanceVenue {
         }
     }
 
-    /// The streams of one symbol (lower case): depth diffs at the fastest rate the venue
-    /// offers, trades and best quotes.
-    pub fn streams(self, symbol: &str) -> [String; 3] {
+    /// The stream kinds a feed can ask for.
+    pub const STREAMS: [&'static str; 4] = ["depth", "trade", "aggTrade", "bookTicker"];
+
+    /// The streams of one symbol (lower case) for `kinds` (of [`BinanceVenue::STREAMS`];
+    /// empty means depth, trade and bookTicker): depth diffs at the fastest rate the venue
+    /// offers.
+    ///
+    /// ```
+    /// use flowsense_sources::live::BinanceVenue;
+    /// assert_eq!(BinanceVenue::Spot.streams("btcusdt", &["aggTrade".into()]), ["btcusdt@aggTrade"]);
+    /// assert_eq!(BinanceVenue::UsdM.streams("btcusdt", &[])[0], "btcusdt@depth@0ms");
+    /// ```
+    pub fn streams(self, symbol: &str, kinds: &[String]) -> Vec<String> {
         let depth = if self == BinanceVenue::Spot {
             "depth@100ms"
         } else {
             "depth@0ms"
         };
-        [
-            format!("{symbol}@{depth}"),
-            format!("{symbol}@trade"),
-            format!("{symbol}@bookTicker"),
-        ]
+        let default = ["depth", "trade", "bookTicker"].map(String::from);
+        let kinds = if kinds.is_empty() {
+            &default[..]
+        } else {
+            kinds
+        };
+        kinds
+            .iter()
+            .map(|k| match k.as_str() {
+                "depth" => format!("{symbol}@{depth}"),
+                other => format!("{symbol}@{other}"),
+            })
+            .collect()
     }
 }
 
@@ -117,6 +137,8 @@ pub struct BinanceConfig {
     pub ws_url: Option<String>,
     /// The REST base, for a local server (default: the venue's).
     pub rest_url: Option<String>,
+    /// Stream kinds ([`BinanceVenue::STREAMS`]); empty means depth, trade and bookTicker.
+    pub streams: Vec<String>,
 }
 
 impl BinanceConfig {
@@ -124,14 +146,14 @@ impl BinanceConfig {
     ///
     /// ```
     /// use flowsense_sources::live::{BinanceConfig, BinanceVenue};
-    /// let c = BinanceConfig { venue: BinanceVenue::UsdM, symbols: vec!["BTCUSDT".into()], ws_url: None, rest_url: None };
+    /// let c = BinanceConfig { venue: BinanceVenue::UsdM, symbols: vec!["BTCUSDT".into()], ws_url: None, rest_url: None, streams: vec![] };
     /// assert_eq!(c.stream_url(), "wss://fstream.binance.com/stream?streams=btcusdt@depth@0ms/btcusdt@trade/btcusdt@bookTicker");
     /// ```
     pub fn stream_url(&self) -> String {
         let streams: Vec<String> = self
             .symbols
             .iter()
-            .flat_map(|s| self.venue.streams(&s.to_ascii_lowercase()))
+            .flat_map(|s| self.venue.streams(&s.to_ascii_lowercase(), &self.streams))
             .collect();
         format!(
             "{}/stream?streams={}",
@@ -234,6 +256,15 @@ impl BinanceConnection {
         })
     }
 
+    /// A handle on the connection's socket (to shut it down from another thread).
+    fn socket(&self) -> Option<TcpStream> {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s.try_clone().ok(),
+            MaybeTlsStream::Rustls(s) => s.sock.try_clone().ok(),
+            _ => None,
+        }
+    }
+
     /// Breaks in the update ids seen on this connection (each answered with a new snapshot).
     pub fn gaps(&self) -> u64 {
         self.gaps
@@ -324,6 +355,8 @@ pub struct BinanceFeed {
     conn: Option<BinanceConnection>,
     connections: u64,
     gaps_before: u64,
+    /// A live feed's stop flag and socket slot.
+    shared: Option<Arc<FeedShared>>,
 }
 
 impl BinanceFeed {
@@ -335,7 +368,23 @@ impl BinanceFeed {
             reconnect,
             connections: 1,
             gaps_before: 0,
+            shared: None,
         })
+    }
+
+    fn stopped(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.stop.load(Ordering::Relaxed))
+    }
+
+    /// Puts the open connection's socket where [`LiveFeed`]'s drop can shut it down.
+    fn publish_socket(&self) {
+        if let (Some(sh), Some(c)) = (&self.shared, &self.conn)
+            && let Ok(mut slot) = sh.socket.lock()
+        {
+            *slot = c.socket();
+        }
     }
 
     /// Connections made so far.
@@ -352,11 +401,15 @@ impl BinanceFeed {
     pub fn next_message(&mut self) -> Result<Option<Received>> {
         let mut backoff = Duration::from_millis(500);
         loop {
+            if self.stopped() {
+                return Ok(None);
+            }
             let Some(conn) = &mut self.conn else {
                 match BinanceConnection::connect(&self.config) {
                     Ok(c) => {
                         self.conn = Some(c);
                         self.connections += 1;
+                        self.publish_socket();
                         backoff = Duration::from_millis(500);
                     }
                     Err(e) => {
@@ -419,6 +472,15 @@ struct Files {
 }
 
 impl Files {
+    fn new(dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Files {
+            dir,
+            open: BTreeMap::new(),
+            all: Vec::new(),
+        })
+    }
+
     fn writer(
         &mut self,
         symbol: &str,
@@ -477,13 +539,7 @@ impl Files {
 /// one and with `reconnect`, until the process is killed; files are flushed each second, so a
 /// killed recorder loses at most the last second).
 pub fn record(config: &BinanceConfig, opts: &RecordOptions) -> Result<RecordReport> {
-    let dir = opts.out.join(config.venue.folder());
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let mut files = Files {
-        dir,
-        open: BTreeMap::new(),
-        all: Vec::new(),
-    };
+    let mut files = Files::new(opts.out.join(config.venue.folder()))?;
     let mut report = RecordReport::default();
     let started = Instant::now();
     let mut flushed = Instant::now();
@@ -519,82 +575,318 @@ pub fn record(config: &BinanceConfig, opts: &RecordOptions) -> Result<RecordRepo
     Ok(report)
 }
 
-/// A `Read` over the lines a feed thread sends (each ends with a newline); it ends when the
-/// thread hangs up.
-struct ChannelLines {
-    rx: std::sync::mpsc::Receiver<String>,
-    line: Vec<u8>,
-    at: usize,
+/// How a live feed runs.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Reconnect with backoff (and new snapshots) when the connection drops or the server
+    /// closes it; otherwise the feed ends with its first connection.
+    pub reconnect: bool,
+    /// Also write every message as it arrives under this folder, as `flowsense record` does
+    /// (`<folder>/<spot|usdm|cm>/<symbol>_<YYYYMMDD>.gz`), so the session can be ingested and
+    /// backtested.
+    pub record: Option<PathBuf>,
+    /// Decoded records that may wait for the graph. When the graph falls this far behind, the
+    /// feed thread waits for it (counted in [`LiveCounts::waits`]): nothing is dropped, and
+    /// the socket's buffers hold the rest back.
+    pub capacity: usize,
 }
 
-impl std::io::Read for ChannelLines {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.at == self.line.len() {
-            match self.rx.recv() {
-                Ok(l) => {
-                    self.line = l.into_bytes();
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            reconnect: true,
+            record: None,
+            capacity: 1 << 16,
         }
-        let n = buf.len().min(self.line.len() - self.at);
-        buf[..n].copy_from_slice(&self.line[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
 
-/// The live feed of `config` as one [`crate::binance::BinanceReader`] per symbol (in
-/// `config.symbols`' order): a thread reads the connection (reconnecting with backoff and a
-/// new snapshot when `reconnect`) and hands each symbol's lines to its reader, which parses
-/// them exactly as a capture file's (sync rule, gaps, dead letters). A reader blocks until
-/// its symbol's next message, and ends when the feed does. Up to 65 536 lines wait per
-/// symbol; a consumer slower than that holds the socket back, as a slow reader of a file
-/// holds back the disk.
-pub fn binance_readers(
-    config: &BinanceConfig,
-    reconnect: bool,
-) -> Result<Vec<crate::binance::BinanceReader>> {
-    let mut senders = HashMap::new();
-    let mut readers = Vec::new();
-    let futures = config.venue != BinanceVenue::Spot;
-    for s in &config.symbols {
-        let sym = s.to_ascii_lowercase();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(65_536);
-        senders.insert(sym.clone(), tx);
-        let input = std::io::BufReader::new(ChannelLines {
-            rx,
-            line: Vec::new(),
-            at: 0,
-        });
-        readers.push(crate::binance::BinanceReader::from_reader(
-            &format!("live-{}-{sym}", config.venue.folder()),
-            &sym,
-            futures,
-            Box::new(input),
-            Default::default(),
-        ));
+/// What a live feed has done so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    /// Stream messages received (snapshots not counted).
+    pub messages: u64,
+    /// Depth snapshots fetched.
+    pub snapshots: u64,
+    /// Connections made (1 without a drop).
+    pub connections: u64,
+    /// Breaks in the depth update ids, each answered with a new snapshot.
+    pub gaps: u64,
+    /// Market events decoded.
+    pub events: u64,
+    /// Messages (or parts of them) refused, with their reasons, as dead letters.
+    pub dead_letters: u64,
+    /// Times the graph's queue was full and the feed waited for it.
+    pub waits: u64,
+}
+
+/// What [`LiveFeed::try_next`] found.
+#[derive(Debug)]
+pub enum Polled {
+    /// The next decoded record.
+    Record(Record),
+    /// Nothing has arrived yet.
+    Empty,
+    /// The feed has ended (see [`LiveFeed::error`] for why, if it failed).
+    Ended,
+}
+
+/// What the feed thread and its owner share.
+#[derive(Default)]
+struct FeedShared {
+    stop: AtomicBool,
+    /// The open connection's socket, shut down to stop a thread waiting on it.
+    socket: Mutex<Option<TcpStream>>,
+    counts: Mutex<LiveCounts>,
+    error: Mutex<Option<String>>,
+    /// The thread to wake when records arrive (the timely worker that polls the feed).
+    waker: Mutex<Option<std::thread::Thread>>,
+}
+
+impl FeedShared {
+    fn count(&self, f: impl FnOnce(&mut LiveCounts)) {
+        if let Ok(mut c) = self.counts.lock() {
+            f(&mut c);
+        }
     }
-    let mut feed = BinanceFeed::open(config, reconnect)?;
-    std::thread::Builder::new()
-        .name("flowsense-binance-feed".into())
-        .spawn(move || {
-            // Until the feed ends (or, without reconnecting, its connection drops).
-            while let Ok(Some(m)) = feed.next_message() {
-                if let Some(tx) = senders.get(&m.symbol)
-                    && tx.send(format!("{} {}\n", m.local.0, m.text)).is_err()
-                {
-                    // That symbol's reader is gone; once every one is, nobody wants the feed.
-                    senders.remove(&m.symbol);
-                    if senders.is_empty() {
-                        return;
+}
+
+/// A live venue feed decoded on its own thread: the thread reads the connection (reconnecting
+/// when asked), decodes each message as it arrives with the capture reader's parser (one
+/// [`crate::binance::BinanceReader`] per symbol, so the sync rule, gaps and dead letters are
+/// the files' own), optionally records it, and queues the records for a consumer that polls
+/// without blocking ([`LiveFeed::try_next`], for a timely worker) or waits (the iterator).
+///
+/// A message for a symbol that was not subscribed is a dead letter (`unknown_symbol`), as is
+/// one that is not JSON or not a message the reader knows; the feed goes on. Dropping the feed
+/// stops the thread: its socket is shut down and the files being recorded are finished.
+pub struct LiveFeed {
+    rx: std::sync::mpsc::Receiver<Record>,
+    shared: Arc<FeedShared>,
+    ended: bool,
+}
+
+impl LiveFeed {
+    /// Connects to `config`'s streams (an unreachable venue is an error at once) and starts
+    /// the feed thread.
+    pub fn binance(config: &BinanceConfig, opts: &LiveOptions) -> Result<LiveFeed> {
+        let shared = Arc::new(FeedShared::default());
+        let mut feed = BinanceFeed::open(config, opts.reconnect)?;
+        feed.shared = Some(shared.clone());
+        feed.publish_socket();
+        let mut files = match &opts.record {
+            Some(out) => Some(Files::new(out.join(config.venue.folder()))?),
+            None => None,
+        };
+        let futures = config.venue != BinanceVenue::Spot;
+        let name = |sym: &str| format!("live-{}-{sym}", config.venue.folder());
+        let mut decoders: HashMap<String, crate::binance::BinanceReader> = config
+            .symbols
+            .iter()
+            .map(|s| {
+                let sym = s.to_ascii_lowercase();
+                let r = crate::binance::BinanceReader::live(
+                    &name(&sym),
+                    &sym,
+                    futures,
+                    Default::default(),
+                );
+                (sym, r)
+            })
+            .collect();
+        // Messages that name no subscribed stream are read by a reader of no symbol, which
+        // tells what is wrong with them.
+        let mut stray =
+            crate::binance::BinanceReader::live(&name("stray"), "", futures, Default::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(opts.capacity.max(1));
+        let sh = shared.clone();
+        let stray_source = name("stray");
+        std::thread::Builder::new()
+            .name("flowsense-binance-feed".into())
+            .spawn(move || {
+                let mut flushed = Instant::now();
+                let mut received = 0u64;
+                // False once the consumer has gone.
+                let send = |r: Record| -> bool {
+                    let counted = match &r {
+                        Record::Event(_) => Some(true),
+                        Record::Dead(_) => Some(false),
+                        _ => None,
+                    };
+                    let sent = match tx.try_send(r) {
+                        Ok(()) => true,
+                        Err(std::sync::mpsc::TrySendError::Full(r)) => {
+                            sh.count(|c| c.waits += 1);
+                            tx.send(r).is_ok()
+                        }
+                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+                    };
+                    match counted {
+                        Some(true) => sh.count(|c| c.events += 1),
+                        Some(false) => sh.count(|c| c.dead_letters += 1),
+                        None => {}
+                    }
+                    sent
+                };
+                let wake = || {
+                    if let Ok(w) = sh.waker.lock()
+                        && let Some(t) = w.as_ref()
+                    {
+                        t.unpark();
+                    }
+                };
+                let mut open = true;
+                while open && !sh.stop.load(Ordering::Relaxed) {
+                    let next = feed.next_message();
+                    sh.count(|c| {
+                        c.connections = feed.connections();
+                        c.gaps = feed.gaps();
+                    });
+                    let m = match next {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(e) => {
+                            if !sh.stop.load(Ordering::Relaxed)
+                                && let Ok(mut err) = sh.error.lock()
+                            {
+                                *err = Some(e.to_string());
+                            }
+                            break;
+                        }
+                    };
+                    let snapshot = m.text.starts_with("{\"lastUpdateId\"");
+                    sh.count(|c| {
+                        if snapshot {
+                            c.snapshots += 1;
+                        } else {
+                            c.messages += 1;
+                        }
+                    });
+                    received += 1;
+                    let line = format!("{} {}", m.local.0, m.text);
+                    if let Some(f) = &mut files
+                        && !m.symbol.is_empty()
+                        && decoders.contains_key(&m.symbol)
+                    {
+                        let written = f
+                            .writer(&m.symbol, m.local)
+                            .and_then(|w| writeln!(w, "{line}").map_err(|e| Error::io("", e)));
+                        if let Err(e) = written {
+                            if let Ok(mut err) = sh.error.lock() {
+                                *err = Some(format!("recording: {e}"));
+                            }
+                            break;
+                        }
+                        if flushed.elapsed() >= Duration::from_secs(1) {
+                            let _ = f.flush();
+                            flushed = Instant::now();
+                        }
+                    }
+                    if let Some(d) = decoders.get_mut(&m.symbol) {
+                        for r in d.push_line(&line) {
+                            open &= send(r);
+                        }
+                    } else if m.symbol.is_empty() {
+                        for r in stray.push_line(&line) {
+                            open &= send(r);
+                        }
+                    } else {
+                        open &= send(Record::Dead(DeadLetter {
+                            source: stray_source.clone(),
+                            position: format!("message {received}"),
+                            reason: DeadLetterReason::UnknownSymbol,
+                            detail: format!("stream of {:?}, which was not subscribed", m.symbol),
+                            raw: line,
+                        }));
+                    }
+                    wake();
+                }
+                for d in decoders.values_mut() {
+                    for r in d.finish() {
+                        if !send(r) {
+                            break;
+                        }
                     }
                 }
-            }
+                if let Some(f) = files
+                    && let Err(e) = f.finish()
+                    && let Ok(mut err) = sh.error.lock()
+                {
+                    *err = Some(format!("recording: {e}"));
+                }
+                drop(tx);
+                wake();
+            })
+            .map_err(|e| Error::io("the feed thread", e))?;
+        Ok(LiveFeed {
+            rx,
+            shared,
+            ended: false,
         })
-        .map_err(|e| Error::io("the feed thread", e))?;
-    Ok(readers)
+    }
+
+    /// The next record if one has arrived, without waiting.
+    pub fn try_next(&mut self) -> Polled {
+        if self.ended {
+            return Polled::Ended;
+        }
+        match self.rx.try_recv() {
+            Ok(r) => Polled::Record(r),
+            Err(std::sync::mpsc::TryRecvError::Empty) => Polled::Empty,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                self.ended = true;
+                Polled::Ended
+            }
+        }
+    }
+
+    /// Wakes `thread` (with [`std::thread::Thread::unpark`]) whenever records arrive, so a
+    /// worker that parks between polls sees them at once.
+    pub fn wake(&self, thread: std::thread::Thread) {
+        if let Ok(mut w) = self.shared.waker.lock() {
+            *w = Some(thread);
+        }
+    }
+
+    /// What the feed has done so far.
+    pub fn counts(&self) -> LiveCounts {
+        self.shared
+            .counts
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why the feed ended, if it failed (a connection lost without reconnecting ends it
+    /// without an error).
+    pub fn error(&self) -> Option<String> {
+        self.shared.error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+impl Iterator for LiveFeed {
+    type Item = Record;
+
+    /// Waits for the next record; `None` once the feed has ended.
+    fn next(&mut self) -> Option<Record> {
+        if self.ended {
+            return None;
+        }
+        let r = self.rx.recv().ok();
+        self.ended = r.is_none();
+        r
+    }
+}
+
+impl Drop for LiveFeed {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut s) = self.shared.socket.lock()
+            && let Some(s) = s.take()
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 #[cfg(test)]
