@@ -128,3 +128,32 @@ impl StopArgs {
         Ok(ExitCode::SUCCESS)
     }
 }
+
+/// `flowsense kill`'s arguments.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Also close every position with market orders (default: keep them).
+    #[arg(long)]
+    pub flatten: bool,
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+impl KillArgs {
+    /// Pulls the service's kill switch and says which jobs it halted.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let k = Client::new(&self.server.server).kill(self.flatten)?;
+        let what = if k.flatten {
+            "cancelling every order and flattening"
+        } else {
+            "cancelling every order, positions kept"
+        };
+        if k.jobs.is_empty() {
+            println!("kill at {}: no trading job was running", k.at);
+        } else {
+            println!("kill at {}: halted {} ({what})", k.at, k.jobs.join(", "));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

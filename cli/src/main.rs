@@ -88,6 +88,9 @@ enum Command {
     Job(jobs::JobArgs),
     /// Stop a job of the service (gracefully, or `--immediate`).
     Stop(jobs::StopArgs),
+    /// The service's kill switch: every trading job halts its strategies and cancels every open
+    /// order at its broker; `--flatten` also closes the positions. Audited in `risk_events`.
+    Kill(jobs::KillArgs),
     /// Print the service's OpenAPI 3.1 document (what `GET /api/v1/openapi.json` serves),
     /// for client generators; the web UI's types are generated from it.
     Openapi,
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => args.execute(),
         Command::Submit(args) => args.execute(),
         Command::Jobs(args) => args.execute(),
+        Command::Kill(args) => args.execute(),
         Command::Job(args) => args.execute(),
         Command::Stop(args) => args.execute(),
         Command::Openapi => flowsense_service::api::openapi()

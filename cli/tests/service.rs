@@ -1194,3 +1194,86 @@ fn a_subscriber_from_the_submission_on_gets_the_rows() {
         messages.len()
     );
 }
+
+#[test]
+fn the_kill_switch_halts_a_paper_job_on_a_live_feed_and_flattens_it() {
+    use crate::venue::{
+        Script, capture_lines, now_offset, rest_server, shift_times, snapshot_and_frames, ws_server,
+    };
+    // A local Binance sending the capture as it was received, its stamps moved to now.
+    let lines = capture_lines(12000);
+    let (snapshot, frames) = snapshot_and_frames(&lines);
+    let ms = now_offset(&frames);
+    let mut script = Script::paced(&lines, 1.0);
+    for f in &mut script.frames {
+        f.1 = shift_times(&f.1, ms);
+    }
+    let ws = ws_server(vec![script]);
+    let (rest, _) = rest_server(shift_times(&snapshot, ms));
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let s = Server::start(&lake, &[], &[]);
+    let c = s.client();
+    let spec = format!(
+        "name = \"paper-kill\"\n[source.live]\nexchange = \"binance-usdm\"\n\
+         symbols = [\"btcusdt\"]\nreconnect = false\nws_url = \"{}\"\nrest_url = \"{rest}\"\n\
+         [features]\nbuckets = [\"1s\"]\nlevels = 5\n\
+         [strategy]\nbucket = \"1s\"\nsignal = \"ofi_l1 / (bid_size + ask_size)\"\nentry = 0.2\n\
+         exit = 0.0\norder = \"market\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 0.01\n",
+        ws.url
+    );
+    let id = c.submit(&spec).unwrap().id;
+    let j = wait_for(&c, &id, "running with records", |j| {
+        j.state == JobState::Running && j.rows > 5
+    });
+    assert_eq!(j.kind, flowsense_service::registry::JobKind::Paper);
+    // A body that is not a kill request is refused, naming the key.
+    let e = error_of(
+        post(&s, "/api/v1/kill", "application/json", "{\"flaten\": true}"),
+        400,
+    );
+    assert!(e.contains("flaten"), "{e}");
+    let out = common::run_ok(&["kill", "--flatten", "--server", &s.url]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("halted {id}")), "{said}");
+    std::thread::sleep(Duration::from_secs(2));
+    c.stop(&id, false).unwrap();
+    let j = c.wait(&id, Duration::from_secs(60)).unwrap();
+    assert_eq!(j.state, JobState::Stopped, "{j:?}");
+    drop(s);
+    let lake = lake_at(&lake);
+    let q = |sql: &str| common::rt().block_on(common::query_csv(&lake, sql));
+    // Audited at once as a run of its own, and by the job's trader when it took the kill.
+    let audit = q("SELECT run_id, symbol, detail FROM risk_events WHERE kind = 'kill'");
+    assert!(
+        audit.contains("kill-") && audit.contains(&format!("jobs [{id}]")),
+        "{audit}"
+    );
+    assert!(audit.contains(&format!("{id},BTCUSDT-PERP,")), "{audit}");
+    let kill_ts = q(&format!(
+        "SELECT ts FROM risk_events WHERE kind = 'kill' AND run_id = '{id}'"
+    ));
+    let kill_ts: i64 = kill_ts.lines().nth(1).unwrap().parse().unwrap();
+    // After the kill: no order but the flattening ones, and flat at the end.
+    let after = q(&format!(
+        "SELECT reason FROM orders WHERE run_id = '{id}' AND ts > {kill_ts} AND reason <> 'halt'"
+    ));
+    assert!(after.lines().count() <= 1, "orders after the kill: {after}");
+    let held = q(&format!(
+        "SELECT position FROM equity WHERE run_id = '{id}' AND ts <= {kill_ts} ORDER BY ts DESC LIMIT 1"
+    ));
+    if held.lines().nth(1).is_some_and(|p| p != "0.0") {
+        let halt = q(&format!(
+            "SELECT count(*) AS n FROM orders WHERE run_id = '{id}' AND reason = 'halt'"
+        ));
+        assert_ne!(
+            halt.lines().nth(1),
+            Some("0"),
+            "held {held} but no flattening order"
+        );
+    }
+    let last = q(&format!(
+        "SELECT position FROM equity WHERE run_id = '{id}' ORDER BY ts DESC LIMIT 1"
+    ));
+    assert_eq!(last.lines().nth(1), Some("0.0"), "{last}");
+}

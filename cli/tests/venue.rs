@@ -2,6 +2,9 @@
 //! real stream frames (from the bundled USD-M capture) and a REST server that answers the
 //! depth snapshot, on real sockets.
 
+// A live venue paces its frames and stamps them on the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -188,7 +191,7 @@ pub fn write_capture(path: &Path, lines: &[String]) {
 pub fn shift_times(json: &str, ms: i64) -> String {
     let mut out = String::with_capacity(json.len() + 8);
     let mut rest = json;
-    while let Some(i) = rest.find(|c| c == 'E' || c == 'T') {
+    while let Some(i) = rest.find(['E', 'T']) {
         let (head, tail) = rest.split_at(i);
         out.push_str(head);
         let is_stamp = head.ends_with('"') && tail[1..].starts_with("\":");
@@ -209,9 +212,8 @@ pub fn shift_times(json: &str, ms: i64) -> String {
     out
 }
 
-/// A capture's snapshot and frames moved in time so that the first frame is now, as a live
-/// venue whose clock agrees with ours would send them.
-pub fn as_of_now(snapshot: &str, frames: &[String]) -> (String, Vec<String>) {
+/// How far to move a capture's stamps (ms) so that its first frame is now.
+pub fn now_offset(frames: &[String]) -> i64 {
     let first = frames[0].split("\"E\":").nth(1).unwrap();
     let first: i64 = first[..first.find(|c: char| !c.is_ascii_digit()).unwrap()]
         .parse()
@@ -220,7 +222,13 @@ pub fn as_of_now(snapshot: &str, frames: &[String]) -> (String, Vec<String>) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let ms = now - first;
+    now - first
+}
+
+/// A capture's snapshot and frames moved in time so that the first frame is now, as a live
+/// venue whose clock agrees with ours would send them.
+pub fn as_of_now(snapshot: &str, frames: &[String]) -> (String, Vec<String>) {
+    let ms = now_offset(frames);
     (
         shift_times(snapshot, ms),
         frames.iter().map(|f| shift_times(f, ms)).collect(),

@@ -29,6 +29,7 @@ use flowsense_core::results::{Metrics, TradeRecord};
 use flowsense_core::{Lake, Symbol, UnixNanos};
 use flowsense_operators::SimExchange;
 use flowsense_operators::metrics::MetricsBuilder;
+use flowsense_operators::trade_strategy::KillSwitch;
 use flowsense_operators::{FeatureCounters, TradeStrategy};
 use flowsense_sinks::results::{RunRow, RunWriter, clear_run, write_run};
 use timely::container::CapacityContainerBuilder;
@@ -461,14 +462,16 @@ pub fn build_trading<'scope>(
     let trade_probe = ProbeHandle::new();
     let exec = spec.execution.clone();
     let dataflow = scope.addr()[0];
+    let kill = KillSwitch::default();
     scope
         .input_from(&mut input)
-        .trade(
+        .trade_with_kill(
             &spec.name,
             &spec.features,
             strategy,
             &spec.risk,
             move |s: &Symbol| SimExchange::new(s.clone(), &exec),
+            kill.clone(),
         )
         .map_err(|e| anyhow::anyhow!("job {}: {e}", spec.name))?
         .probe_with(&trade_probe)
@@ -484,6 +487,7 @@ pub fn build_trading<'scope>(
         stages: vec![("Trade", trade_probe), ("TradeSink", probe.clone())],
         probe,
         counters: Rc::new(RefCell::new(FeatureCounters::default())),
+        kill: Some(kill),
     })
 }
 

@@ -44,6 +44,8 @@ pub struct JobHandles {
     pub stages: Vec<(&'static str, ProbeHandle<u64>)>,
     /// What the feature operator refused or adjusted on this worker (final after the input ends).
     pub counters: Rc<RefCell<FeatureCounters>>,
+    /// A trading job's kill switch on this worker (`None` for a feature job).
+    pub kill: Option<flowsense_operators::trade_strategy::KillSwitch>,
 }
 
 /// Where a worker's feature rows go.
@@ -274,6 +276,7 @@ pub fn build_job<'scope>(
         ],
         probe,
         counters,
+        kill: None,
     }
 }
 

@@ -241,6 +241,13 @@ impl<B: Broker> PortfolioTraders<B> {
         }
     }
 
+    /// Kills every trader, in symbol order (see [`Trader::kill`]).
+    pub(crate) fn kill(&mut self, kill: &crate::trade_strategy::Kill, out: &mut Vec<TradeRecord>) {
+        for s in self.sleeves.sorted_mut() {
+            s.trader.kill(kill.flatten, &kill.why, out);
+        }
+    }
+
     /// The input ended: runs what is queued, then finishes every trader in symbol order.
     pub(crate) fn finish(&mut self, out: &mut Vec<TradeRecord>) {
         self.run_until(i64::MAX, out);

@@ -1,6 +1,9 @@
 //! The `trade` operator: a strategy traded on every symbol of a stream of market events, one
 //! [`Trader`] per symbol (or, with a portfolio monitor, all of them on one worker).
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use flowsense_core::job::FeatureSpec;
 use flowsense_core::order::Broker;
 use flowsense_core::results::TradeRecord;
@@ -81,17 +84,88 @@ pub trait TradeStrategy<'scope>: Sized {
         strategy: &StrategySpec,
         risk: &RiskSpec,
         broker: impl Fn(&Symbol) -> Br + 'static,
-    ) -> Result<StreamVec<'scope, u64, TradeRecord>, String>;
-}
+    ) -> Result<StreamVec<'scope, u64, TradeRecord>, String> {
+        self.trade_with_kill(job, features, strategy, risk, broker, KillSwitch::default())
+    }
 
-impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
-    fn trade<Br: Broker + 'static>(
+    /// The same, with a kill switch the worker can pull while the job runs (see
+    /// [`KillSwitch`]).
+    fn trade_with_kill<Br: Broker + 'static>(
         self,
         job: &str,
         features: &FeatureSpec,
         strategy: &StrategySpec,
         risk: &RiskSpec,
         broker: impl Fn(&Symbol) -> Br + 'static,
+        kill: KillSwitch,
+    ) -> Result<StreamVec<'scope, u64, TradeRecord>, String>;
+}
+
+/// A kill: halt every strategy of the job, cancel every open order and, with `flatten`,
+/// close the positions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kill {
+    /// Close the positions with market orders (otherwise they are kept).
+    pub flatten: bool,
+    /// Who pulled it and when, for the `kill` risk event.
+    pub why: String,
+}
+
+/// The handle a worker pulls to kill a trading job's `Trade` operator on that worker: the
+/// operator is woken and applies the kill to every trader at once (and to any symbol's trader
+/// made later), at the feed time of the last event each has seen.
+///
+/// ```
+/// use flowsense_operators::trade_strategy::{Kill, KillSwitch};
+/// let switch = KillSwitch::default();
+/// switch.pull(Kill { flatten: true, why: "test".into() });
+/// assert!(switch.pulled());
+/// ```
+#[derive(Clone, Default)]
+pub struct KillSwitch(Rc<RefCell<KillState>>);
+
+#[derive(Default)]
+struct KillState {
+    pending: Option<Kill>,
+    pulled: bool,
+    activator: Option<timely::scheduling::Activator>,
+}
+
+impl KillSwitch {
+    /// Pulls the switch: the operator takes the kill at its next activation, which this asks
+    /// for.
+    pub fn pull(&self, kill: Kill) {
+        let mut s = self.0.borrow_mut();
+        s.pending = Some(kill);
+        s.pulled = true;
+        if let Some(a) = &s.activator {
+            a.activate();
+        }
+    }
+
+    /// True once pulled.
+    pub fn pulled(&self) -> bool {
+        self.0.borrow().pulled
+    }
+
+    fn take(&self) -> Option<Kill> {
+        self.0.borrow_mut().pending.take()
+    }
+
+    fn arm(&self, activator: timely::scheduling::Activator) {
+        self.0.borrow_mut().activator = Some(activator);
+    }
+}
+
+impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
+    fn trade_with_kill<Br: Broker + 'static>(
+        self,
+        job: &str,
+        features: &FeatureSpec,
+        strategy: &StrategySpec,
+        risk: &RiskSpec,
+        broker: impl Fn(&Symbol) -> Br + 'static,
+        kill: KillSwitch,
     ) -> Result<StreamVec<'scope, u64, TradeRecord>, String> {
         strategy.validate(&features.buckets)?;
         risk.validate()?;
@@ -104,16 +178,34 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
         if let Some(portfolio) = risk.portfolio.clone() {
             // One worker runs every trader, in a merged order (see `crate::portfolio`).
             let route = Exchange::new(|_: &MarketEvent| 0);
-            return Ok(self.unary_frontier(route, "Trade", move |cap, _info| {
+            let scope = self.scope();
+            return Ok(self.unary_frontier(route, "Trade", move |cap, info| {
+                kill.arm(scope.activator_for(info.address));
                 let mut held = Some(cap);
                 let mut traders = PortfolioTraders::new(&portfolio, risk.capital);
                 let mut out: Vec<TradeRecord> = Vec::new();
+                let mut killed: Option<Kill> = None;
                 move |(input, frontier), output| {
+                    if let Some(k) = kill.take() {
+                        traders.kill(&k, &mut out);
+                        killed = Some(k);
+                    }
                     input.for_each(|_time, data| {
                         for ev in data.drain(..) {
                             traders.push(ev, |s| {
-                                Trader::new(s.clone(), &job, &features, &strategy, &risk, broker(s))
-                                    .expect("validated when the operator was built")
+                                let mut t = Trader::new(
+                                    s.clone(),
+                                    &job,
+                                    &features,
+                                    &strategy,
+                                    &risk,
+                                    broker(s),
+                                )
+                                .expect("validated when the operator was built");
+                                if let Some(k) = &killed {
+                                    t.kill(k.flatten, &k.why, &mut Vec::new());
+                                }
+                                t
                             });
                         }
                     });
@@ -142,17 +234,42 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
             }));
         }
         let route = Exchange::new(|e: &MarketEvent| e.symbol().route());
-        Ok(self.unary_frontier(route, "Trade", move |cap, _info| {
+        let scope = self.scope();
+        Ok(self.unary_frontier(route, "Trade", move |cap, info| {
+            kill.arm(scope.activator_for(info.address));
             let mut held = Some(cap);
             let mut traders: BySymbol<Trader<Br>> = BySymbol::default();
             let mut out: Vec<TradeRecord> = Vec::new();
+            let mut killed: Option<Kill> = None;
             move |(input, frontier), output| {
+                if let Some(k) = kill.take() {
+                    for t in traders.sorted_mut() {
+                        t.kill(k.flatten, &k.why, &mut out);
+                    }
+                    killed = Some(k);
+                    if let Some(cap) = held.as_ref()
+                        && !out.is_empty()
+                    {
+                        output.session(cap).give_iterator(out.drain(..));
+                    }
+                }
                 input.for_each(|time, data| {
                     for ev in data.drain(..) {
                         traders
                             .get_or_insert_with(ev.symbol(), |s| {
-                                Trader::new(s.clone(), &job, &features, &strategy, &risk, broker(s))
-                                    .expect("validated when the operator was built")
+                                let mut t = Trader::new(
+                                    s.clone(),
+                                    &job,
+                                    &features,
+                                    &strategy,
+                                    &risk,
+                                    broker(s),
+                                )
+                                .expect("validated when the operator was built");
+                                if let Some(k) = &killed {
+                                    t.kill(k.flatten, &k.why, &mut out);
+                                }
+                                t
                             })
                             .on_event(&ev, &mut out);
                     }

@@ -167,6 +167,8 @@ pub struct Trader<B: Broker> {
     peak: f64,
     alerted: bool,
     halted: bool,
+    /// Halted by a kill that keeps the position: cancel, do not flatten.
+    keep_position: bool,
     /// A halt the portfolio monitor asked for, carried out at the next close.
     portfolio_halt: Option<String>,
     /// Equity at the latest mark, until the portfolio monitor takes it.
@@ -253,6 +255,7 @@ impl<B: Broker> Trader<B> {
             peak: risk.capital,
             alerted: false,
             halted: false,
+            keep_position: false,
             portfolio_halt: None,
             fresh_mark: None,
             refused_after_halt: 0,
@@ -297,6 +300,52 @@ impl<B: Broker> Trader<B> {
     pub fn halt_with_portfolio(&mut self, why: String) {
         if !self.halted {
             self.portfolio_halt.get_or_insert(why);
+        }
+    }
+
+    /// The kill switch: records a `kill` risk event saying `why`, halts the strategy for the
+    /// rest of the run (refusing everything), cancels every working order now (at the feed
+    /// time of the last event seen) and, with `flatten`, closes the position with market
+    /// orders, re-sent at later closes until flat; without, the position is kept.
+    pub fn kill(&mut self, flatten: bool, why: &str, out: &mut Vec<TradeRecord>) {
+        let now = self.last_feed.max(0);
+        let what = if flatten {
+            "flattening"
+        } else {
+            "keeping the position"
+        };
+        self.risk_event(
+            out,
+            now,
+            "kill",
+            format!("{why}; cancelling every order, {what}, refusing new orders"),
+        );
+        if !self.halted {
+            self.keep_position = !flatten;
+        } else if flatten {
+            self.keep_position = false;
+        }
+        self.halted = true;
+        self.direction = 0;
+        self.target = if self.keep_position {
+            self.position.as_f64()
+        } else {
+            0.0
+        };
+        if self.keep_position {
+            self.cancel_working(now);
+        } else {
+            self.flatten(now, f64::NAN);
+        }
+    }
+
+    /// Sends a cancel for every working order that has none in flight.
+    fn cancel_working(&mut self, now: i64) {
+        for (id, w) in self.working.iter_mut() {
+            if !w.cancel_sent {
+                w.cancel_sent = true;
+                self.broker.cancel(*id, UnixNanos(now));
+            }
         }
     }
 
@@ -560,7 +609,14 @@ impl<B: Broker> Trader<B> {
             self.target = 0.0;
         }
         if self.halted {
-            self.flatten(now, signal);
+            if self.keep_position {
+                if signal.is_finite() && signal.abs() >= self.strategy.entry {
+                    self.refused_after_halt += 1;
+                }
+                self.cancel_working(now);
+            } else {
+                self.flatten(now, signal);
+            }
             return;
         }
 

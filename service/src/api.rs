@@ -27,7 +27,7 @@ use crate::error::{ErrorBody, Result, ServiceError};
 use crate::graph::{GraphView, graph_of};
 use crate::metrics::Metrics;
 use crate::protocol::Topic;
-use crate::registry::{JobError, JobKind, JobView, Registry, Subscription};
+use crate::registry::{JobError, JobKind, JobView, KillView, Registry, Subscription};
 use tokio::sync::broadcast::error::RecvError;
 
 /// What every handler shares.
@@ -63,6 +63,7 @@ fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(submit_job, list_jobs))
         .routes(routes!(get_job))
         .routes(routes!(stop_job))
+        .routes(routes!(kill))
         .routes(routes!(job_errors))
         .routes(routes!(job_graph))
         .routes(routes!(job_spec))
@@ -304,6 +305,49 @@ async fn stop_job(
         }
     };
     Ok((StatusCode::ACCEPTED, Json(s.registry.stop(&id, immediate)?)))
+}
+
+/// What the kill switch is asked to do.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KillRequest {
+    /// Also close every position with market orders (default: keep them).
+    #[serde(default)]
+    pub flatten: bool,
+}
+
+/// The kill switch: every running trading job halts its strategies, cancels every open order
+/// at its broker and, with `flatten`, closes its positions. The jobs keep running, halted,
+/// until they are stopped; the kill is audited in `risk_events`. The body may be empty (no
+/// flattening).
+#[utoipa::path(post, path = "/kill", tag = "jobs",
+    request_body(content = KillRequest, description = "`{\"flatten\": true}`, or nothing"),
+    responses((status = 200, description = "The jobs halted", body = KillView),
+        (status = 400, description = "A body that is not a KillRequest", body = ErrorBody)))]
+async fn kill(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<KillView>> {
+    let req: KillRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        KillRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ServiceError::BadRequest(format!(
+                "the kill request: {e} (send {{\"flatten\": true}} or nothing)"
+            ))
+        })?
+    };
+    let who = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("an API client");
+    let registry = s.registry.clone();
+    let who = format!("POST /api/v1/kill ({who})");
+    let view = tokio::task::spawn_blocking(move || registry.kill(req.flatten, &who))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("the kill switch: {e}")))??;
+    Ok(Json(view))
 }
 
 /// A job's errors.

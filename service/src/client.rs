@@ -125,6 +125,18 @@ impl Client {
         self.read(&format!("stopping job {id}"), r)
     }
 
+    /// Pulls the kill switch (`POST /kill`): every trading job halts and cancels its orders;
+    /// with `flatten` it also closes its positions.
+    pub fn kill(&self, flatten: bool) -> anyhow::Result<crate::registry::KillView> {
+        let r = self
+            .agent
+            .post(self.url("/kill"))
+            .header("User-Agent", "flowsense kill")
+            .content_type("application/json")
+            .send(format!("{{\"flatten\": {flatten}}}"));
+        self.read("the kill switch", r)
+    }
+
     /// Waits until job `id` has ended, polling; returns its last view.
     pub fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<JobView> {
         let start = std::time::Instant::now();

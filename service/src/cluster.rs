@@ -25,6 +25,7 @@ use flowsense_dataflows::feed::{Fed, Feeder, Pace, worker_feeder};
 use flowsense_dataflows::job::{CountSink, JobHandles, SharedSink, SourceCounts, build_job};
 use flowsense_dataflows::monitor::{WorkerMonitor, write_stats};
 use flowsense_dataflows::run::{RunOptions, sample_lag, spec_sinks};
+use flowsense_operators::trade_strategy::Kill;
 use flowsense_sinks::FeatureWriter;
 use flowsense_sources::merge::EventStream;
 use timely::dataflow::channels::pact::Exchange;
@@ -286,6 +287,16 @@ pub fn worker_loop(worker: &mut Worker, shared: Arc<Shared>) -> anyhow::Result<(
                     {
                         j.sink.tap(&topics);
                         j.tap.set(topics);
+                    }
+                }
+                Command::Kill { flatten, why } => {
+                    for j in jobs.iter_mut() {
+                        if let Some(k) = j.handles.as_ref().and_then(|h| h.kill.as_ref()) {
+                            k.pull(Kill {
+                                flatten,
+                                why: why.clone(),
+                            });
+                        }
                     }
                 }
                 Command::Stop { id, immediate } => {

@@ -32,6 +32,14 @@ pub enum Command {
         /// Discard the output instead of committing it.
         immediate: bool,
     },
+    /// The kill switch: every trading job halts its strategies, cancels every open order and,
+    /// with `flatten`, closes its positions.
+    Kill {
+        /// Close the positions too.
+        flatten: bool,
+        /// Who pulled it and when, for the risk events.
+        why: String,
+    },
 }
 
 /// How a job ended on one worker.

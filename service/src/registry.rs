@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
 use std::time::Instant;
 
-use flowsense_core::Lake;
 use flowsense_core::job::JobSpec;
+use flowsense_core::order::RiskEvent;
+use flowsense_core::results::TradeRecord;
+use flowsense_core::{Lake, Symbol};
 use flowsense_dataflows::backtest::{WorkerTrades, combine, new_run_id, run_row};
 use flowsense_sinks::results::{clear_run, write_run};
 use serde::{Deserialize, Serialize};
@@ -92,12 +94,17 @@ pub enum JobKind {
     Backtest,
     /// A strategy traded on a paced replay (`flowsense run` of a job with `[replay]`).
     Replay,
+    /// A strategy trading on paper on a live feed (`[source.live]`).
+    Paper,
 }
 
 impl JobKind {
     fn of(spec: &JobSpec) -> JobKind {
         match (&spec.strategy, &spec.replay) {
             (None, _) => JobKind::Features,
+            (Some(_), _) if matches!(spec.source, flowsense_core::job::Source::Live(_)) => {
+                JobKind::Paper
+            }
             (Some(_), None) => JobKind::Backtest,
             (Some(_), Some(_)) => JobKind::Replay,
         }
@@ -109,8 +116,29 @@ impl JobKind {
             JobKind::Features => "features",
             JobKind::Backtest => "backtest",
             JobKind::Replay => "replay",
+            JobKind::Paper => "paper",
         }
     }
+}
+
+/// What the kill switch did.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct KillView {
+    /// The trading jobs it halted.
+    pub jobs: Vec<String>,
+    /// Whether their positions are being closed.
+    pub flatten: bool,
+    /// When (UTC).
+    pub at: String,
+}
+
+/// The wall clock in nanoseconds (the service's, for audit rows).
+fn wall_nanos() -> flowsense_core::UnixNanos {
+    #[allow(clippy::disallowed_methods)]
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    flowsense_core::UnixNanos(d.as_nanos() as i64)
 }
 
 /// A job as the API shows it.
@@ -390,6 +418,7 @@ impl Registry {
             let kind = match r.mode.as_str() {
                 "features" => JobKind::Features,
                 "replay" => JobKind::Replay,
+                "paper" => JobKind::Paper,
                 _ => JobKind::Backtest,
             };
             let state = JobState::parse(r.state.as_deref().unwrap_or("finished"));
@@ -628,6 +657,55 @@ impl Registry {
             immediate,
         })?;
         Ok(view)
+    }
+
+    /// The kill switch: every running trading job halts its strategies, cancels every open
+    /// order and, with `flatten`, closes its positions. The kill is audited at once in
+    /// `risk_events` (run `kill-<UTC time>`, symbol `PORTFOLIO`, naming the jobs), and each
+    /// job's traders record their own `kill` rows when they take it; the jobs keep running, halted, until stopped.
+    pub fn kill(&self, flatten: bool, who: &str) -> Result<KillView> {
+        let at = flowsense_dataflows::backtest::started_rfc3339();
+        let why = format!("kill switch pulled by {who} at {at}");
+        let jobs: Vec<String> = self
+            .lock()
+            .jobs
+            .values()
+            .filter(|j| {
+                !j.state.is_final() && j.spec.as_ref().is_some_and(|s| s.strategy.is_some())
+            })
+            .map(|j| j.id.clone())
+            .collect();
+        self.send(Command::Kill {
+            flatten,
+            why: why.clone(),
+        })?;
+        tracing::warn!(jobs = ?jobs, flatten, "{why}");
+        // The audit row is a run of its own (`kill-<time>`), so no stop of a job, however
+        // immediate, takes it away.
+        let stamp: String = at.chars().filter(char::is_ascii_alphanumeric).collect();
+        let audit = || -> flowsense_sinks::Result<()> {
+            let mut w =
+                flowsense_sinks::RunWriter::new(self.lake.clone(), &format!("kill-{stamp}"), 0)?;
+            w.push(TradeRecord::Risk(RiskEvent {
+                ts: wall_nanos(),
+                symbol: Symbol::new(RiskEvent::PORTFOLIO).expect("a valid symbol"),
+                kind: "kill".into(),
+                detail: format!(
+                    "{why}: jobs [{}] cancel every order, {}, and halt",
+                    jobs.join(", "),
+                    if flatten {
+                        "flatten"
+                    } else {
+                        "keep their positions"
+                    }
+                ),
+            }))?;
+            w.finish()?;
+            Ok(())
+        };
+        audit()
+            .map_err(|e| ServiceError::Internal(format!("writing the kill's audit row: {e}")))?;
+        Ok(KillView { jobs, flatten, at })
     }
 
     /// Every job, newest first.

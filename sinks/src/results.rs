@@ -150,6 +150,13 @@ impl RunWriter {
         })
     }
 
+    /// Names files `<prefix>-w<worker>-<chunk>.parquet` (rows still carry the run id): the
+    /// service's audit rows of a running job sit beside the job's own files.
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self
+    }
+
     /// Names files `<run_id>-f<fold>-w<worker>-<chunk>.parquet`, so the test windows of a walk-forward
     /// run, written one after another, sit side by side under one run id.
     pub fn for_fold(mut self, fold: u32) -> Self {

@@ -148,6 +148,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/kill": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The kill switch: every running trading job halts its strategies, cancels every open order
+         *     at its broker and, with `flatten`, closes its positions. The jobs keep running, halted,
+         *     until they are stopped; the kill is audited in `risk_events`. The body may be empty (no
+         *     flattening).
+         */
+        post: operations["kill"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/metrics": {
         parameters: {
             query?: never;
@@ -404,7 +426,7 @@ export interface components {
          * @description What a job computes.
          * @enum {string}
          */
-        JobKind: "features" | "backtest" | "replay";
+        JobKind: "features" | "backtest" | "replay" | "paper";
         /**
          * @description A job's state.
          * @enum {string}
@@ -453,6 +475,20 @@ export interface components {
             submitted: string;
             /** @description Workers running it. */
             workers: number;
+        };
+        /** @description What the kill switch is asked to do. */
+        KillRequest: {
+            /** @description Also close every position with market orders (default: keep them). */
+            flatten?: boolean;
+        };
+        /** @description What the kill switch did. */
+        KillView: {
+            /** @description When (UTC). */
+            at: string;
+            /** @description Whether their positions are being closed. */
+            flatten: boolean;
+            /** @description The trading jobs it halted. */
+            jobs: string[];
         };
         /** @description Rows of a query, as JSON. */
         Rows: {
@@ -913,6 +949,40 @@ export interface operations {
             };
             /** @description The job has already ended */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    kill: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description `{"flatten": true}`, or nothing */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KillRequest"];
+            };
+        };
+        responses: {
+            /** @description The jobs halted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KillView"];
+                };
+            };
+            /** @description A body that is not a KillRequest */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
