@@ -339,8 +339,7 @@ impl LiveInput {
             record: source.record.as_ref().map(Into::into),
             ..Default::default()
         };
-        let feed = LiveFeed::binance(&config, &opts)
-            .with_context(|| format!("connecting to {}", config.stream_url()))?;
+        let feed = LiveFeed::binance(&config, &opts).context("source.live: connecting")?;
         Ok(LiveInput {
             feed,
             grace: source.grace.nanos() as i64,

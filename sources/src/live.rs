@@ -3,8 +3,8 @@
 //! (Binance's procedure), every message stamped with its local receive time, and a recorder that
 //! writes what arrives in the capture format `flowsense ingest` reads (`<local ns> <json>` lines,
 //! gzip, one file per symbol and UTC day), so recording, ingest and backtest round-trip and live
-//! and history share one parser ([`crate::binance`]); [`binance_readers`] hands the same lines
-//! to that parser live.
+//! and history share one parser ([`crate::binance`]); [`LiveFeed`] decodes each message with
+//! that parser as it arrives, for a job.
 //!
 //! This is the one place in the sources where wall time enters: the receive stamps and the
 //! recorder's stop time come from the system clock, and say so.
