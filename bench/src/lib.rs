@@ -13,6 +13,8 @@
 //! - [`service`]: jobs submitted to a running cluster beside `flowsense run`, submit-to-running
 //!   latency and the API under load.
 //! - [`sql`]: named queries over a lake, for the side-by-side with DuckDB (`scripts/bench_sql.py`).
+//! - [`live`]: tick-to-order latency through a local Binance ([`venue`]) replaying a capture,
+//!   beside the same graph fed from memory; live decode throughput beside the file reader.
 
 #![forbid(missing_docs)]
 // Benchmarks time runs with the wall clock.
@@ -26,10 +28,12 @@ use flowsense_sinks::Lake;
 pub mod backtest;
 pub mod graph;
 pub mod ingest;
+pub mod live;
 pub mod market_making;
 pub mod service;
 pub mod sql;
 pub mod synth;
+pub mod venue;
 
 /// Process CPU time (user + system) from /proc, in seconds; 0 where unavailable.
 pub fn cpu_seconds() -> f64 {

@@ -129,6 +129,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         load_seconds: u64,
     },
+    /// The live path: tick-to-order latency (HDR percentiles) through a local Binance replaying
+    /// a capture, beside the same graph fed from memory; live decode throughput beside the file
+    /// reader of the same messages.
+    Live {
+        /// One symbol's USD-M capture.
+        #[arg(long, default_value = "data/binance/usdm/btcusdt_20240808.gz")]
+        capture: PathBuf,
+        /// Replay speed of the latency run (times real time).
+        #[arg(long, default_value_t = 10.0)]
+        speed: f64,
+        /// Runs of the throughput stages; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// The live worker polls the feed without parking (`[source.live] busy_poll`).
+        #[arg(long)]
+        busy_poll: bool,
+    },
     /// Runs named queries (a JSON object `{"name": "SQL", ...}`) over a lake; prints one JSON line
     /// per query with the median time. `scripts/bench_sql.py` runs it beside DuckDB.
     Sql {
@@ -177,6 +194,22 @@ impl BenchCommand {
                 options,
             } => crate::runtime()?
                 .block_on(flowsense_bench::sql::run(&lake, &queries, repeat, &options))?,
+            BenchCommand::Live {
+                capture,
+                speed,
+                repeat,
+                busy_poll,
+            } => {
+                print!(
+                    "{}",
+                    flowsense_bench::live::run(&flowsense_bench::live::LiveBench {
+                        capture,
+                        speed,
+                        repeat,
+                        busy_poll,
+                    })?
+                );
+            }
             BenchCommand::Graph {
                 lake,
                 repeat,

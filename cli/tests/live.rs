@@ -376,3 +376,63 @@ fn trade_text(r: Record) -> Option<String> {
         _ => None,
     }
 }
+
+#[test]
+fn a_live_job_reconnects_after_a_drop_and_ctrl_c_ends_it_with_everything_written() {
+    let lines = capture_lines(4000);
+    let (snapshot, frames) = snapshot_and_frames(&lines);
+    let trades = frames.iter().filter(|f| f.contains("@trade")).count();
+    // The first connection drops halfway; the second sends the rest; the third stays quiet.
+    let half = frames.len() / 2;
+    let quiet = Script {
+        frames: Vec::new(),
+        hold: Duration::from_secs(60),
+    };
+    let ws = ws_server(vec![
+        Script::at_once(frames[..half].to_vec()),
+        Script::at_once(frames[half..].to_vec()),
+        quiet,
+    ]);
+    let (rest, rest_seen) = rest_server(snapshot);
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, lake) = (dir.path().join("rec"), dir.path().join("lake"));
+    let job = write(
+        dir.path(),
+        "live.toml",
+        &live_spec("live-re", &ws.url, &rest, &rec, FEATURES)
+            .replace("reconnect = false", "reconnect = true"),
+    );
+    let child = common::flowsense()
+        .args(["run", &job, "--lake", lake.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while ws.seen.lock().unwrap().len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never reconnected twice"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("2 snapshots, 3 connection(s)"), "{said}");
+    assert_eq!(rest_seen.lock().unwrap().len(), 2);
+    // Every trade of both connections reached the features, which were written on Ctrl-C.
+    let n = lake_csv(
+        &lake,
+        "SELECT sum(trade_count) AS n FROM features WHERE job = 'live-re'",
+    );
+    assert_eq!(n.lines().nth(1), Some(trades.to_string().as_str()), "{n}");
+}

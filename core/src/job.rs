@@ -209,6 +209,10 @@ pub struct LiveSource {
     /// The REST base URL for depth snapshots (default: the venue's).
     #[serde(default)]
     pub rest_url: Option<String>,
+    /// Poll the feed without ever parking the worker between messages: the lowest
+    /// tick-to-order latency (no thread wake-up on each message), at the cost of a core.
+    #[serde(default)]
+    pub busy_poll: bool,
 }
 
 fn default_grace() -> Span {

@@ -214,10 +214,16 @@ impl<S: Iterator<Item = MarketEvent>> Feeder<S> {
         live.publish(false);
         self.events += n as u64;
         if n > 0 {
+            // What arrived goes in now, not when the input's buffer fills or its time moves:
+            // a live event's latency is the graph's, not the batching's.
+            h.input.flush();
             Fed::Sent(n)
         } else if ended {
             live.end();
             Fed::Exhausted
+        } else if live.busy_poll {
+            // Due at once: the worker steps and polls again without parking.
+            Fed::Until(now)
         } else {
             Fed::Until(now + LIVE_POLL)
         }
@@ -292,6 +298,8 @@ impl<S: Iterator<Item = MarketEvent>> Feeder<S> {
             return Fed::Exhausted;
         }
         self.events += n as u64;
+        // Each event goes in when its time comes, as a live one would.
+        h.input.flush();
         Fed::Sent(n)
     }
 }
@@ -314,6 +322,7 @@ pub struct LiveInput {
     high_at: Option<Instant>,
     clock_advances: u64,
     published: Instant,
+    busy_poll: bool,
 }
 
 impl LiveInput {
@@ -350,6 +359,7 @@ impl LiveInput {
             high_at: None,
             clock_advances: 0,
             published: Instant::now(),
+            busy_poll: source.busy_poll,
         })
     }
 

@@ -378,12 +378,15 @@ impl BinanceFeed {
             .is_some_and(|s| s.stop.load(Ordering::Relaxed))
     }
 
-    /// Puts the open connection's socket where [`LiveFeed`]'s drop can shut it down.
+    /// Puts the open connection's socket where [`LiveFeed`]'s drop can shut it down, and
+    /// counts the connection.
     fn publish_socket(&self) {
-        if let (Some(sh), Some(c)) = (&self.shared, &self.conn)
-            && let Ok(mut slot) = sh.socket.lock()
-        {
-            *slot = c.socket();
+        if let (Some(sh), Some(c)) = (&self.shared, &self.conn) {
+            if let Ok(mut slot) = sh.socket.lock() {
+                *slot = c.socket();
+            }
+            // Counted on connecting, not at the connection's first message.
+            sh.count(|k| k.connections = self.connections);
         }
     }
 
