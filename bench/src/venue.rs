@@ -54,10 +54,27 @@ pub fn rest_server(body: String) -> std::io::Result<(String, Arc<Mutex<Vec<Strin
 /// What the local venue sends on one connection.
 #[derive(Clone, Debug, Default)]
 pub struct Script {
-    /// Frames, each with when it goes out after the connection opened.
+    /// Sent as soon as the connection opens (a vendor's greeting).
+    pub greeting: Vec<String>,
+    /// Then, for each step, the client's next message is awaited: when it contains the
+    /// step's `expect`, `reply` is sent and the script goes on; otherwise `refuse` is sent and
+    /// the connection closed (a refused authentication).
+    pub handshake: Vec<Step>,
+    /// Frames, each with when it goes out after the handshake.
     pub frames: Vec<(Duration, String)>,
     /// How long the connection stays open after the last frame before the server closes it.
     pub hold: Duration,
+}
+
+/// One step of a [`Script`]'s handshake.
+#[derive(Clone, Debug, Default)]
+pub struct Step {
+    /// What the client's message must contain.
+    pub expect: String,
+    /// The answer when it does.
+    pub reply: String,
+    /// The answer when it does not, before the server closes.
+    pub refuse: String,
 }
 
 impl Script {
@@ -70,7 +87,7 @@ impl Script {
     pub fn at_once(frames: Vec<String>) -> Self {
         Script {
             frames: frames.into_iter().map(|f| (Duration::ZERO, f)).collect(),
-            hold: Duration::ZERO,
+            ..Default::default()
         }
     }
 
@@ -99,7 +116,7 @@ impl Script {
             .collect();
         Script {
             frames,
-            hold: Duration::ZERO,
+            ..Default::default()
         }
     }
 
@@ -120,6 +137,8 @@ pub struct WsServer {
     pub seen: Arc<Mutex<Vec<String>>>,
     /// When each connection's last frame went out.
     pub sent_all: Arc<Mutex<Vec<Instant>>>,
+    /// The text messages clients sent, in order.
+    pub received: Arc<Mutex<Vec<String>>>,
 }
 
 /// A websocket server whose `i`-th connection plays `scripts[i]` (the last script again for
@@ -131,12 +150,14 @@ pub fn ws_server(scripts: Vec<Script>) -> std::io::Result<WsServer> {
     let url = format!("ws://{}", listener.local_addr()?);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sent_all = Arc::new(Mutex::new(Vec::new()));
-    let (log, sent) = (seen.clone(), sent_all.clone());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let (log, sent, got) = (seen.clone(), sent_all.clone(), received.clone());
     std::thread::spawn(move || {
         for (i, stream) in listener.incoming().enumerate() {
             let Ok(stream) = stream else { continue };
             let log = log.clone();
             let sent = sent.clone();
+            let got = got.clone();
             let Some(script) = scripts.get(i.min(scripts.len().saturating_sub(1))).cloned() else {
                 return;
             };
@@ -152,6 +173,32 @@ pub fn ws_server(scripts: Vec<Script>) -> std::io::Result<WsServer> {
                 let Ok(mut ws) = tungstenite::accept_hdr(stream, callback) else {
                     return;
                 };
+                for g in script.greeting {
+                    if ws.send(tungstenite::Message::text(g)).is_err() {
+                        return;
+                    }
+                }
+                for step in script.handshake {
+                    let text = loop {
+                        match ws.read() {
+                            Ok(tungstenite::Message::Text(t)) => break t.to_string(),
+                            Ok(_) => continue,
+                            Err(_) => return,
+                        }
+                    };
+                    if let Ok(mut g) = got.lock() {
+                        g.push(text.clone());
+                    }
+                    if !text.contains(&step.expect) {
+                        let _ = ws.send(tungstenite::Message::text(step.refuse));
+                        let _ = ws.close(None);
+                        while ws.read().is_ok() {}
+                        return;
+                    }
+                    if ws.send(tungstenite::Message::text(step.reply)).is_err() {
+                        return;
+                    }
+                }
                 let start = Instant::now();
                 for (at, f) in script.frames {
                     if let Some(wait) = (start + at).checked_duration_since(Instant::now()) {
@@ -175,6 +222,7 @@ pub fn ws_server(scripts: Vec<Script>) -> std::io::Result<WsServer> {
         url,
         seen,
         sent_all,
+        received,
     })
 }
 

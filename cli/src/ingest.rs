@@ -21,6 +21,10 @@ pub enum FormatArg {
     Dbn,
     /// OHLCV bars in CSV (with a header naming the columns, or Binance kline files).
     Bars,
+    /// Alpaca market data: stream frames as JSON lines (as recorded), or REST pages.
+    Alpaca,
+    /// Polygon stocks: stream frames as JSON lines.
+    Polygon,
 }
 
 /// `flowsense ingest`'s arguments.
@@ -76,6 +80,8 @@ impl IngestArgs {
             FormatArg::Lobster => Some(Format::Lobster),
             FormatArg::Dbn => Some(Format::Dbn),
             FormatArg::Bars => Some(Format::Bars),
+            FormatArg::Alpaca => Some(Format::Alpaca),
+            FormatArg::Polygon => Some(Format::Polygon),
         };
         let mut options = InputOptions::default();
         options.lobster.utc_offset_seconds = self.lobster_utc_offset_seconds;

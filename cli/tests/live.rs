@@ -18,7 +18,7 @@ use flowsense_sources::live::{BinanceConfig, BinanceVenue, LiveFeed, LiveOptions
 
 use crate::common;
 use crate::venue::{
-    Script, WsServer, as_of_now, capture_lines, lake_csv, rest_server, snapshot_and_frames,
+    Script, Step, WsServer, as_of_now, capture_lines, lake_csv, rest_server, snapshot_and_frames,
     ws_server,
 };
 
@@ -385,8 +385,8 @@ fn a_live_job_reconnects_after_a_drop_and_ctrl_c_ends_it_with_everything_written
     // The first connection drops halfway; the second sends the rest; the third stays quiet.
     let half = frames.len() / 2;
     let quiet = Script {
-        frames: Vec::new(),
         hold: Duration::from_secs(60),
+        ..Default::default()
     };
     let ws = ws_server(vec![
         Script::at_once(frames[..half].to_vec()),
@@ -435,4 +435,255 @@ fn a_live_job_reconnects_after_a_drop_and_ctrl_c_ends_it_with_everything_written
         "SELECT sum(trade_count) AS n FROM features WHERE job = 'live-re'",
     );
     assert_eq!(n.lines().nth(1), Some(trades.to_string().as_str()), "{n}");
+}
+
+/// A stock feed's frames, as Alpaca or Polygon documents them: `n` seconds of AAPL quotes and
+/// trades (two quotes and three trades a second, the trades at the ask, the bid and inside).
+fn stock_frames(alpaca: bool, n: usize) -> Vec<String> {
+    let t0: i64 = 1_723_127_400_000; // 2024-08-08T14:30:00Z, ms
+    let stamp = |ms: i64| {
+        if alpaca {
+            let t = flowsense_core::job::format_instant(flowsense_core::UnixNanos::from_millis(ms));
+            format!("\"t\":\"{t}Z\"")
+        } else {
+            format!("\"t\":{ms}")
+        }
+    };
+    let mut frames = Vec::new();
+    for i in 0..n as i64 {
+        let ms = t0 + i * 1000;
+        let bid = 227.0 + (i % 7) as f64 * 0.01;
+        let (ask, mid) = (bid + 0.02, bid + 0.01);
+        let quote = |at: i64, b: f64, a: f64| {
+            if alpaca {
+                format!(
+                    "{{\"T\":\"q\",\"S\":\"AAPL\",\"bx\":\"V\",\"bp\":{b:.2},\"bs\":{},\"ax\":\"V\",\"ap\":{a:.2},\"as\":{},\"c\":[\"R\"],\"z\":\"C\",{}}}",
+                    2 + i % 3,
+                    3 + i % 2,
+                    stamp(at)
+                )
+            } else {
+                format!(
+                    "{{\"ev\":\"Q\",\"sym\":\"AAPL\",\"bx\":4,\"bp\":{b:.2},\"bs\":{},\"ax\":7,\"ap\":{a:.2},\"as\":{},\"c\":0,{},\"q\":{at}}}",
+                    2 + i % 3,
+                    3 + i % 2,
+                    stamp(at)
+                )
+            }
+        };
+        let trade = |at: i64, p: f64, s: i64, id: i64| {
+            if alpaca {
+                format!(
+                    "{{\"T\":\"t\",\"S\":\"AAPL\",\"i\":{id},\"x\":\"V\",\"p\":{p:.2},\"s\":{s},\"c\":[\"@\"],\"z\":\"C\",{}}}",
+                    stamp(at)
+                )
+            } else {
+                format!(
+                    "{{\"ev\":\"T\",\"sym\":\"AAPL\",\"i\":\"{id}\",\"x\":4,\"p\":{p:.2},\"s\":{s},\"c\":[0],{},\"z\":3}}",
+                    stamp(at)
+                )
+            }
+        };
+        frames.push(format!(
+            "[{},{}]",
+            quote(ms, bid, ask),
+            trade(ms + 100, ask, 100, i * 3)
+        ));
+        frames.push(format!(
+            "[{},{},{}]",
+            trade(ms + 300, bid, 50 + i % 5 * 10, i * 3 + 1),
+            quote(ms + 500, bid + 0.01, ask + 0.01),
+            trade(ms + 700, mid + 0.01, 25, i * 3 + 2)
+        ));
+    }
+    frames
+}
+
+/// A local Alpaca (or Polygon): greeting, authentication with `key`, subscription, frames.
+fn stock_venue(alpaca: bool, key: &str, frames: Vec<String>) -> WsServer {
+    let (greeting, ok, refused, subscribed) = if alpaca {
+        (
+            r#"[{"T":"success","msg":"connected"}]"#,
+            r#"[{"T":"success","msg":"authenticated"}]"#,
+            r#"[{"T":"error","code":402,"msg":"auth failed"}]"#,
+            r#"[{"T":"subscription","trades":["AAPL"],"quotes":["AAPL"],"bars":["AAPL"]}]"#,
+        )
+    } else {
+        (
+            r#"[{"ev":"status","status":"connected","message":"Connected Successfully"}]"#,
+            r#"[{"ev":"status","status":"auth_success","message":"authenticated"}]"#,
+            r#"[{"ev":"status","status":"auth_failed","message":"authentication failed"}]"#,
+            r#"[{"ev":"status","status":"success","message":"subscribed to: T.AAPL"}]"#,
+        )
+    };
+    let mut script = Script::at_once(frames);
+    script.greeting = vec![greeting.to_string()];
+    script.handshake = vec![
+        Step {
+            expect: key.to_string(),
+            reply: ok.to_string(),
+            refuse: refused.to_string(),
+        },
+        Step {
+            expect: "subscribe".into(),
+            reply: subscribed.to_string(),
+            refuse: String::new(),
+        },
+    ];
+    ws_server(vec![script])
+}
+
+fn stock_spec(name: &str, exchange: &str, ws: &str, record: &Path) -> String {
+    format!(
+        "name = \"{name}\"\n[source.live]\nexchange = \"{exchange}\"\nsymbols = [\"AAPL\"]\n\
+         reconnect = false\nrecord = \"{}\"\nws_url = \"{ws}\"\n{FEATURES}",
+        record.display()
+    )
+}
+
+#[test]
+fn an_alpaca_feed_authenticates_subscribes_and_computes_what_its_recording_does() {
+    let mut frames = stock_frames(true, 30);
+    // A symbol nobody subscribed to, and a frame cut short.
+    frames.insert(10, frames[3].replace("\"AAPL\"", "\"MSFT\""));
+    frames.insert(20, "[{\"T\":\"t\",\"S\":\"AAPL\",\"p\":".into());
+    let ws = stock_venue(true, "key-id-1", frames);
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, lake) = (dir.path().join("rec"), dir.path().join("lake"));
+    let job = write(
+        dir.path(),
+        "alpaca.toml",
+        &stock_spec("alpaca-live", "alpaca-iex", &ws.url, &rec),
+    );
+    let out = common::flowsense()
+        .args(["run", &job, "--lake", lake.to_str().unwrap()])
+        .env("APCA_API_KEY_ID", "key-id-1")
+        .env("APCA_API_SECRET_KEY", "secret-that-must-not-show")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("secret-that-must-not-show"), "{said}");
+    assert_eq!(ws.seen.lock().unwrap().as_slice(), ["/v2/iex"]);
+    let sent = ws.received.lock().unwrap().clone();
+    assert!(
+        sent[0].contains("\"action\":\"auth\"") && sent[0].contains("secret-that-must-not-show")
+    );
+    assert!(
+        sent[1].contains("\"trades\":[\"AAPL\"]") && sent[1].contains("\"quotes\":[\"AAPL\"]"),
+        "{sent:?}"
+    );
+    assert!(
+        !sent[1].contains("bars"),
+        "bars are asked for only alone: {sent:?}"
+    );
+    let dead = lake_csv(&lake, "SELECT reason FROM dead_letters");
+    for reason in ["unknown_symbol", "unparsable"] {
+        assert!(dead.contains(reason), "{reason}: {dead}");
+    }
+    // 90 trades, each classified; the features of the live job equal the batch job's over
+    // what it recorded.
+    let n = lake_csv(
+        &lake,
+        "SELECT sum(trade_count) AS n, sum(buy_volume) AS b, sum(sell_volume) AS s FROM features WHERE job = 'alpaca-live'",
+    );
+    assert!(n.lines().nth(1).unwrap().starts_with("90,"), "{n}");
+    let batch = write(
+        dir.path(),
+        "batch.toml",
+        // The recording keeps whole frames, MSFT's too (the live feed refused it as not
+        // subscribed): the batch job names its symbol.
+        &format!(
+            "name = \"alpaca-batch\"\nsymbols = [\"AAPL\"]\n[source.capture]\npaths = [\"{}\"]\n{FEATURES}",
+            rec.display()
+        ),
+    );
+    let said = run(&batch, &lake, &[]);
+    assert!(said.contains("-> 30 feature rows"), "{said}");
+    let of = |job: &str| {
+        lake_csv(
+            &lake,
+            &format!(
+                "SELECT * EXCEPT (job, ofi_levels, depth_imbalance_levels) FROM features WHERE job = '{job}'"
+            ),
+        )
+    };
+    common::assert_same_text(&of("alpaca-live"), &of("alpaca-batch"), "features");
+    // The recording ingests, and so does a REST page of bars beside it.
+    std::fs::write(
+        rec.join("alpaca/bars.json"),
+        r#"{"bars":{"AAPL":[{"t":"2024-08-08T14:30:00Z","o":227.0,"h":227.1,"l":226.9,"c":227.05,"v":12000,"n":120,"vw":227.02}]},"next_page_token":null}"#,
+    )
+    .unwrap();
+    let l2 = dir.path().join("lake2");
+    common::run_ok(&[
+        "ingest",
+        rec.to_str().unwrap(),
+        "--lake",
+        l2.to_str().unwrap(),
+    ]);
+    let counts = lake_csv(
+        &l2,
+        "SELECT (SELECT count(*) FROM trades WHERE symbol = 'AAPL') AS t, \
+         (SELECT count(*) FROM quotes WHERE symbol = 'AAPL') AS q, (SELECT count(*) FROM bars) AS b",
+    );
+    assert_eq!(counts.lines().nth(1), Some("90,60,1"), "{counts}");
+}
+
+#[test]
+fn a_polygon_feed_trades_through_and_a_refused_key_is_a_clear_error() {
+    let frames = stock_frames(false, 20);
+    let ws = stock_venue(false, "poly-key", frames.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, lake) = (dir.path().join("rec"), dir.path().join("lake"));
+    let job = write(
+        dir.path(),
+        "polygon.toml",
+        &stock_spec("polygon-live", "polygon", &ws.url, &rec),
+    );
+    let out = common::flowsense()
+        .args(["run", &job, "--lake", lake.to_str().unwrap()])
+        .env("POLYGON_API_KEY", "poly-key")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ws.seen.lock().unwrap().as_slice(), ["/stocks"]);
+    let sent = ws.received.lock().unwrap().clone();
+    assert!(sent[1].contains("\"params\":\"T.AAPL,Q.AAPL\""), "{sent:?}");
+    let n = lake_csv(
+        &lake,
+        "SELECT sum(trade_count) AS n FROM features WHERE job = 'polygon-live'",
+    );
+    assert_eq!(n.lines().nth(1), Some("60"), "{n}");
+
+    // The wrong key: the job fails at once with Polygon's answer, and the key is not shown.
+    let ws = stock_venue(false, "poly-key", frames);
+    let job = write(
+        dir.path(),
+        "polygon2.toml",
+        &stock_spec("polygon-bad", "polygon", &ws.url, &rec),
+    );
+    let out = common::flowsense()
+        .args(["run", &job, "--lake", lake.to_str().unwrap()])
+        .env("POLYGON_API_KEY", "wrong-key-value")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("authentication refused") && said.contains("authentication failed"),
+        "{said}"
+    );
+    assert!(!said.contains("wrong-key-value"), "{said}");
+    // And without the variable, the error names it.
+    let out = common::flowsense()
+        .args(["run", &job, "--lake", lake.to_str().unwrap()])
+        .env_remove("POLYGON_API_KEY")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("POLYGON_API_KEY"));
 }

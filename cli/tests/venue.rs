@@ -20,7 +20,7 @@ pub fn capture_lines(n: usize) -> Vec<String> {
         .collect()
 }
 
-pub use flowsense_bench::venue::{Script, WsServer, shift_times};
+pub use flowsense_bench::venue::{Script, Step, WsServer, shift_times};
 
 /// A REST server answering every request with `body` as JSON; records the request lines.
 pub fn rest_server(body: String) -> (String, Arc<Mutex<Vec<String>>>) {

@@ -184,12 +184,15 @@ impl Default for SyntheticSource {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LiveSource {
-    /// `binance-spot`, `binance-usdm` or `binance-coinm`.
+    /// `binance-spot`, `binance-usdm`, `binance-coinm`, `alpaca-iex`, `alpaca-sip` or `polygon`
+    /// (Alpaca's keys come from `APCA_API_KEY_ID` and `APCA_API_SECRET_KEY`, Polygon's from
+    /// `POLYGON_API_KEY`: never from the spec, which the service stores and serves).
     pub exchange: String,
     /// Symbols as the venue names them (`btcusdt`).
     pub symbols: Vec<String>,
-    /// Stream kinds: `depth`, `trade`, `aggTrade`, `bookTicker`; empty means depth, trade and
-    /// bookTicker.
+    /// Stream kinds. Binance: `depth`, `trade`, `aggTrade`, `bookTicker` (empty: depth, trade
+    /// and bookTicker). Alpaca and Polygon: `trades`, `quotes`, `bars` (empty: trades and
+    /// quotes; bars and trades together would count the same volume twice, and are refused).
     #[serde(default)]
     pub streams: Vec<String>,
     /// How long after a bucket's end a quiet market's bucket closes on the live clock.
@@ -224,10 +227,20 @@ fn default_true() -> bool {
 }
 
 /// The live venues `[source.live] exchange` takes.
-pub const LIVE_EXCHANGES: [&str; 3] = ["binance-spot", "binance-usdm", "binance-coinm"];
+pub const LIVE_EXCHANGES: [&str; 6] = [
+    "binance-spot",
+    "binance-usdm",
+    "binance-coinm",
+    "alpaca-iex",
+    "alpaca-sip",
+    "polygon",
+];
 
-/// The stream kinds `[source.live] streams` takes.
+/// The stream kinds `[source.live] streams` takes from Binance.
 pub const LIVE_STREAMS: [&str; 4] = ["depth", "trade", "aggTrade", "bookTicker"];
+
+/// The stream kinds `[source.live] streams` takes from Alpaca and Polygon.
+pub const STOCK_STREAMS: [&str; 3] = ["trades", "quotes", "bars"];
 
 /// Pacing for replay mode.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

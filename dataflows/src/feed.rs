@@ -13,8 +13,11 @@ use flowsense_core::job::{JobSpec, LiveSource, Source};
 use flowsense_core::{DeadLetter, Lake, MarketEvent, Symbol};
 use flowsense_sinks::dead::DeadLetterLog;
 use flowsense_sources::Record;
-use flowsense_sources::live::{BinanceConfig, BinanceVenue, LiveFeed, LiveOptions, Polled};
+use flowsense_sources::live::{
+    BinanceConfig, BinanceVenue, LiveFeed, LiveOptions, Polled, StockConfig,
+};
 use flowsense_sources::merge::EventStream;
+use flowsense_sources::stocks::Vendor;
 
 use crate::job::{JobHandles, LiveReport, SourceCounts, symbols_of, worker_source};
 use crate::run::input_time;
@@ -334,21 +337,43 @@ impl LiveInput {
         dead: Option<DeadLetterLog>,
         counts: Arc<Mutex<SourceCounts>>,
     ) -> anyhow::Result<LiveInput> {
-        let venue = BinanceVenue::parse(&source.exchange)
-            .with_context(|| format!("source.live.exchange {:?}", source.exchange))?;
-        let config = BinanceConfig {
-            venue,
-            symbols: source.symbols.clone(),
-            ws_url: source.ws_url.clone(),
-            rest_url: source.rest_url.clone(),
-            streams: source.streams.clone(),
-        };
         let opts = LiveOptions {
             reconnect: source.reconnect,
             record: source.record.as_ref().map(Into::into),
             ..Default::default()
         };
-        let feed = LiveFeed::binance(&config, &opts).context("source.live: connecting")?;
+        let vendor = match source.exchange.as_str() {
+            "alpaca-iex" | "alpaca-sip" => Some(Vendor::Alpaca),
+            "polygon" => Some(Vendor::Polygon),
+            _ => None,
+        };
+        let feed = match vendor {
+            Some(vendor) => {
+                let (key, secret) = StockConfig::credentials(vendor)?;
+                let config = StockConfig {
+                    vendor,
+                    feed: source.exchange.trim_start_matches("alpaca-").to_string(),
+                    symbols: source.symbols.clone(),
+                    streams: source.streams.clone(),
+                    ws_url: source.ws_url.clone(),
+                    key,
+                    secret,
+                };
+                LiveFeed::stocks(&config, &opts).context("source.live: connecting")?
+            }
+            None => {
+                let venue = BinanceVenue::parse(&source.exchange)
+                    .with_context(|| format!("source.live.exchange {:?}", source.exchange))?;
+                let config = BinanceConfig {
+                    venue,
+                    symbols: source.symbols.clone(),
+                    ws_url: source.ws_url.clone(),
+                    rest_url: source.rest_url.clone(),
+                    streams: source.streams.clone(),
+                };
+                LiveFeed::binance(&config, &opts).context("source.live: connecting")?
+            }
+        };
         Ok(LiveInput {
             feed,
             grace: source.grace.nanos() as i64,

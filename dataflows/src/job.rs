@@ -399,8 +399,11 @@ fn all_events(
                 "lobster" => Some(detect::Format::Lobster),
                 "dbn" => Some(detect::Format::Dbn),
                 "bars" => Some(detect::Format::Bars),
+                "alpaca" => Some(detect::Format::Alpaca),
+                "polygon" => Some(detect::Format::Polygon),
                 other => anyhow::bail!(
-                    "source.capture.format {other:?}: use auto, binance, lobster, dbn or bars"
+                    "source.capture.format {other:?}: use auto, binance, lobster, dbn, bars, \
+                     alpaca or polygon"
                 ),
             };
             let paths: Vec<std::path::PathBuf> = c.paths.iter().map(Into::into).collect();

@@ -20,6 +20,10 @@ pub enum Format {
     Dbn,
     /// OHLCV bars in CSV.
     Bars,
+    /// Alpaca market data: stream frames as JSON lines, or REST pages.
+    Alpaca,
+    /// Polygon stocks: stream frames as JSON lines.
+    Polygon,
 }
 
 impl std::str::FromStr for Format {
@@ -30,8 +34,10 @@ impl std::str::FromStr for Format {
             "lobster" => Ok(Format::Lobster),
             "dbn" => Ok(Format::Dbn),
             "bars" => Ok(Format::Bars),
+            "alpaca" => Ok(Format::Alpaca),
+            "polygon" => Ok(Format::Polygon),
             _ => Err(format!(
-                "unknown format {s:?} (binance, lobster, dbn, bars)"
+                "unknown format {s:?} (binance, lobster, dbn, bars, alpaca, polygon)"
             )),
         }
     }
@@ -66,6 +72,11 @@ pub fn detect(path: &Path) -> Result<Option<Format>> {
     let mut line = String::new();
     use std::io::BufRead;
     text.read_line(&mut line).map_err(|e| Error::io(path, e))?;
+    match crate::stocks::sniff(&line) {
+        Some(crate::stocks::Vendor::Alpaca) => return Ok(Some(Format::Alpaca)),
+        Some(crate::stocks::Vendor::Polygon) => return Ok(Some(Format::Polygon)),
+        None => {}
+    }
     if let Some((ts, json)) = line.split_once(' ')
         && ts.bytes().all(|b| b.is_ascii_digit())
         && json.starts_with('{')
@@ -174,6 +185,14 @@ pub fn open_inputs_with(
             }
             Format::Bars => {
                 crate::bars::BarsReader::open(&f, bars.clone()).map(|r| Box::new(r) as _)
+            }
+            Format::Alpaca => {
+                crate::stocks::StockReader::open(vec![f.clone()], crate::stocks::Vendor::Alpaca)
+                    .map(|r| Box::new(r) as _)
+            }
+            Format::Polygon => {
+                crate::stocks::StockReader::open(vec![f.clone()], crate::stocks::Vendor::Polygon)
+                    .map(|r| Box::new(r) as _)
             }
         };
         out.push(match reader {

@@ -26,6 +26,7 @@ pub mod live;
 pub mod lobster;
 pub mod merge;
 pub mod prefetch;
+pub mod stocks;
 pub mod synth;
 
 use flowsense_core::{DeadLetter, MarketEvent};

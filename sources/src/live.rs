@@ -652,6 +652,64 @@ impl FeedShared {
             f(&mut c);
         }
     }
+
+    fn fail(&self, why: String) {
+        if !self.stop.load(Ordering::Relaxed)
+            && let Ok(mut err) = self.error.lock()
+        {
+            *err = Some(why);
+        }
+    }
+}
+
+/// The feed thread's end of the queue: counts what it sends and wakes the consumer; dropped,
+/// it ends the feed (and wakes the consumer to see it).
+struct FeedOut {
+    tx: Option<std::sync::mpsc::SyncSender<Record>>,
+    sh: Arc<FeedShared>,
+}
+
+impl FeedOut {
+    /// Queues a record, waiting while the queue is full; false once the consumer has gone.
+    fn send(&self, r: Record) -> bool {
+        let counted = match &r {
+            Record::Event(_) => Some(true),
+            Record::Dead(_) => Some(false),
+            _ => None,
+        };
+        let Some(tx) = &self.tx else { return false };
+        let sent = match tx.try_send(r) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(r)) => {
+                self.sh.count(|c| c.waits += 1);
+                tx.send(r).is_ok()
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+        };
+        match counted {
+            Some(true) => self.sh.count(|c| c.events += 1),
+            Some(false) => self.sh.count(|c| c.dead_letters += 1),
+            None => {}
+        }
+        sent
+    }
+
+    /// Wakes the consumer's thread.
+    fn wake(&self) {
+        if let Ok(w) = self.sh.waker.lock()
+            && let Some(t) = w.as_ref()
+        {
+            t.unpark();
+        }
+    }
+}
+
+impl Drop for FeedOut {
+    fn drop(&mut self) {
+        // Hang up first, so the woken consumer sees the end.
+        self.tx = None;
+        self.wake();
+    }
 }
 
 /// A live venue feed decoded on its own thread: the thread reads the connection (reconnecting
@@ -709,35 +767,12 @@ impl LiveFeed {
             .spawn(move || {
                 let mut flushed = Instant::now();
                 let mut received = 0u64;
-                // False once the consumer has gone.
-                let send = |r: Record| -> bool {
-                    let counted = match &r {
-                        Record::Event(_) => Some(true),
-                        Record::Dead(_) => Some(false),
-                        _ => None,
-                    };
-                    let sent = match tx.try_send(r) {
-                        Ok(()) => true,
-                        Err(std::sync::mpsc::TrySendError::Full(r)) => {
-                            sh.count(|c| c.waits += 1);
-                            tx.send(r).is_ok()
-                        }
-                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
-                    };
-                    match counted {
-                        Some(true) => sh.count(|c| c.events += 1),
-                        Some(false) => sh.count(|c| c.dead_letters += 1),
-                        None => {}
-                    }
-                    sent
+                let out = FeedOut {
+                    tx: Some(tx),
+                    sh: sh.clone(),
                 };
-                let wake = || {
-                    if let Ok(w) = sh.waker.lock()
-                        && let Some(t) = w.as_ref()
-                    {
-                        t.unpark();
-                    }
-                };
+                let send = |r: Record| out.send(r);
+                let wake = || out.wake();
                 let mut open = true;
                 while open && !sh.stop.load(Ordering::Relaxed) {
                     let next = feed.next_message();
@@ -817,8 +852,7 @@ impl LiveFeed {
                 {
                     *err = Some(format!("recording: {e}"));
                 }
-                drop(tx);
-                wake();
+                drop(out);
             })
             .map_err(|e| Error::io("the feed thread", e))?;
         Ok(LiveFeed {
@@ -889,6 +923,328 @@ impl Drop for LiveFeed {
         {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+    }
+}
+
+/// A stock data venue's stream: Alpaca's (`iex` or `sip` feed) or Polygon's.
+#[derive(Clone)]
+pub struct StockConfig {
+    /// Whose stream.
+    pub vendor: crate::stocks::Vendor,
+    /// Alpaca's feed, `iex` or `sip` (unused for Polygon).
+    pub feed: String,
+    /// Symbols (`AAPL`).
+    pub symbols: Vec<String>,
+    /// Streams: `trades`, `quotes`, `bars`; empty means trades and quotes (bars count the
+    /// trades' volume a second time, so they are streamed only when asked for).
+    pub streams: Vec<String>,
+    /// The websocket base (default: the vendor's).
+    pub ws_url: Option<String>,
+    /// The API key (Alpaca's key id; Polygon's key).
+    pub key: String,
+    /// Alpaca's secret key (unused for Polygon).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for StockConfig {
+    /// The keys are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StockConfig")
+            .field("vendor", &self.vendor)
+            .field("feed", &self.feed)
+            .field("symbols", &self.symbols)
+            .field("streams", &self.streams)
+            .field("ws_url", &self.ws_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stream kinds a stock feed can ask for.
+pub const STOCK_STREAMS: [&str; 3] = ["trades", "quotes", "bars"];
+
+impl StockConfig {
+    /// The credentials from the environment: Alpaca's `APCA_API_KEY_ID` and
+    /// `APCA_API_SECRET_KEY`, Polygon's `POLYGON_API_KEY`.
+    ///
+    /// ```
+    /// use flowsense_sources::live::StockConfig;
+    /// use flowsense_sources::stocks::Vendor;
+    /// // SAFETY: a doctest's own process, one thread.
+    /// unsafe { std::env::remove_var("POLYGON_API_KEY") };
+    /// let e = StockConfig::credentials(Vendor::Polygon).unwrap_err().to_string();
+    /// assert!(e.contains("POLYGON_API_KEY"));
+    /// ```
+    pub fn credentials(vendor: crate::stocks::Vendor) -> Result<(String, String)> {
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                Error::format(
+                    PathBuf::from(name),
+                    "is not set: the feed's credentials come from the environment",
+                )
+            })
+        };
+        match vendor {
+            crate::stocks::Vendor::Alpaca => {
+                Ok((var("APCA_API_KEY_ID")?, var("APCA_API_SECRET_KEY")?))
+            }
+            crate::stocks::Vendor::Polygon => Ok((var("POLYGON_API_KEY")?, String::new())),
+        }
+    }
+
+    /// The stream's URL.
+    ///
+    /// ```
+    /// use flowsense_sources::live::StockConfig;
+    /// use flowsense_sources::stocks::Vendor;
+    /// let c = StockConfig { vendor: Vendor::Alpaca, feed: "iex".into(), symbols: vec![],
+    ///     streams: vec![], ws_url: None, key: String::new(), secret: String::new() };
+    /// assert_eq!(c.url(), "wss://stream.data.alpaca.markets/v2/iex");
+    /// ```
+    pub fn url(&self) -> String {
+        match self.vendor {
+            crate::stocks::Vendor::Alpaca => format!(
+                "{}/v2/{}",
+                self.ws_url
+                    .as_deref()
+                    .unwrap_or("wss://stream.data.alpaca.markets")
+                    .trim_end_matches('/'),
+                self.feed
+            ),
+            crate::stocks::Vendor::Polygon => format!(
+                "{}/stocks",
+                self.ws_url
+                    .as_deref()
+                    .unwrap_or("wss://socket.polygon.io")
+                    .trim_end_matches('/')
+            ),
+        }
+    }
+
+    fn wants(&self, kind: &str) -> bool {
+        if self.streams.is_empty() {
+            return kind != "bars";
+        }
+        self.streams.iter().any(|s| s == kind)
+    }
+
+    fn auth_message(&self) -> String {
+        match self.vendor {
+            crate::stocks::Vendor::Alpaca => serde_json::json!({
+                "action": "auth", "key": self.key, "secret": self.secret
+            })
+            .to_string(),
+            crate::stocks::Vendor::Polygon => {
+                serde_json::json!({"action": "auth", "params": self.key}).to_string()
+            }
+        }
+    }
+
+    fn subscribe_message(&self) -> String {
+        let syms: Vec<String> = self
+            .symbols
+            .iter()
+            .map(|s| s.to_ascii_uppercase())
+            .collect();
+        match self.vendor {
+            crate::stocks::Vendor::Alpaca => {
+                let mut m = serde_json::json!({"action": "subscribe"});
+                for (kind, key) in [("trades", "trades"), ("quotes", "quotes"), ("bars", "bars")] {
+                    if self.wants(kind) {
+                        m[key] = serde_json::json!(syms);
+                    }
+                }
+                m.to_string()
+            }
+            crate::stocks::Vendor::Polygon => {
+                let mut params = Vec::new();
+                for (kind, prefix) in [("trades", "T"), ("quotes", "Q"), ("bars", "AM")] {
+                    if self.wants(kind) {
+                        params.extend(syms.iter().map(|s| format!("{prefix}.{s}")));
+                    }
+                }
+                serde_json::json!({"action": "subscribe", "params": params.join(",")}).to_string()
+            }
+        }
+    }
+
+    /// Connects, authenticates and subscribes. A refused authentication is an error with the
+    /// vendor's words (never the keys).
+    fn connect(&self) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Option<TcpStream>)> {
+        let url = self.url();
+        let (mut ws, _) = tungstenite::connect(&url).map_err(|e| net(&url, e))?;
+        let socket = match ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s.try_clone().ok(),
+            MaybeTlsStream::Rustls(s) => s.sock.try_clone().ok(),
+            _ => None,
+        };
+        ws.send(Message::text(self.auth_message()))
+            .map_err(|e| net(&url, e))?;
+        // Until the answer to the authentication: the greeting comes first.
+        loop {
+            let text = match ws.read().map_err(|e| net(&url, e))? {
+                Message::Text(t) => t.to_string(),
+                Message::Close(_) => {
+                    return Err(net(
+                        &url,
+                        "the server closed the connection before authenticating",
+                    ));
+                }
+                _ => continue,
+            };
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let items: Vec<serde_json::Value> = match v {
+                serde_json::Value::Array(a) => a,
+                other => vec![other],
+            };
+            let mut done = false;
+            for m in &items {
+                let (kind, word) = match self.vendor {
+                    crate::stocks::Vendor::Alpaca => (
+                        m.get("T").and_then(|x| x.as_str()).unwrap_or_default(),
+                        m.get("msg").and_then(|x| x.as_str()).unwrap_or_default(),
+                    ),
+                    crate::stocks::Vendor::Polygon => (
+                        m.get("ev").and_then(|x| x.as_str()).unwrap_or_default(),
+                        m.get("status").and_then(|x| x.as_str()).unwrap_or_default(),
+                    ),
+                };
+                match (self.vendor, kind, word) {
+                    (crate::stocks::Vendor::Alpaca, "success", "authenticated")
+                    | (crate::stocks::Vendor::Polygon, "status", "auth_success") => done = true,
+                    (crate::stocks::Vendor::Alpaca, "error", _)
+                    | (crate::stocks::Vendor::Polygon, "status", "auth_failed" | "error") => {
+                        return Err(net(&url, format!("authentication refused: {m}")));
+                    }
+                    _ => {}
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        ws.send(Message::text(self.subscribe_message()))
+            .map_err(|e| net(&url, e))?;
+        Ok((ws, socket))
+    }
+}
+
+impl LiveFeed {
+    /// Connects to a stock venue (authenticating with `config`'s keys and subscribing to its
+    /// symbols' streams) and starts the feed thread, which decodes each frame with
+    /// [`crate::stocks::StockDecoder`] as it arrives. A dropped connection is reopened with
+    /// backoff when `opts.reconnect`; recordings go to `<record>/<alpaca|polygon>/<feed>_<date>.gz`.
+    pub fn stocks(config: &StockConfig, opts: &LiveOptions) -> Result<LiveFeed> {
+        let shared = Arc::new(FeedShared::default());
+        let (ws, socket) = config.connect()?;
+        if let Ok(mut slot) = shared.socket.lock() {
+            *slot = socket;
+        }
+        shared.count(|c| c.connections = 1);
+        let folder = match config.vendor {
+            crate::stocks::Vendor::Alpaca => "alpaca",
+            crate::stocks::Vendor::Polygon => "polygon",
+        };
+        let file_key = match config.vendor {
+            crate::stocks::Vendor::Alpaca => config.feed.clone(),
+            crate::stocks::Vendor::Polygon => "stocks".to_string(),
+        };
+        let mut files = match &opts.record {
+            Some(out) => Some(Files::new(out.join(folder))?),
+            None => None,
+        };
+        let mut decoder =
+            crate::stocks::StockDecoder::new(config.vendor, &format!("live-{folder}"))
+                .subscribed(&config.symbols);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(opts.capacity.max(1));
+        let (sh, config, reconnect) = (shared.clone(), config.clone(), opts.reconnect);
+        std::thread::Builder::new()
+            .name("flowsense-stock-feed".into())
+            .spawn(move || {
+                let out = FeedOut {
+                    tx: Some(tx),
+                    sh: sh.clone(),
+                };
+                let mut ws = Some(ws);
+                let mut flushed = Instant::now();
+                let mut made = Vec::new();
+                let mut backoff = Duration::from_millis(500);
+                'feed: while !sh.stop.load(Ordering::Relaxed) {
+                    let Some(conn) = ws.as_mut() else {
+                        if !reconnect {
+                            break;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        match config.connect() {
+                            Ok((c, socket)) => {
+                                if let Ok(mut slot) = sh.socket.lock() {
+                                    *slot = socket;
+                                }
+                                sh.count(|k| k.connections += 1);
+                                ws = Some(c);
+                                backoff = Duration::from_millis(500);
+                            }
+                            Err(e) => {
+                                eprintln!("flowsense: the stock feed: {e}; again in {backoff:?}")
+                            }
+                        }
+                        continue;
+                    };
+                    let text = match conn.read() {
+                        Ok(Message::Text(t)) => t.to_string(),
+                        Ok(Message::Close(_))
+                        | Err(
+                            tungstenite::Error::ConnectionClosed
+                            | tungstenite::Error::AlreadyClosed,
+                        ) => {
+                            ws = None;
+                            continue;
+                        }
+                        Ok(_) => continue,
+                        Err(e) => {
+                            if !reconnect {
+                                sh.fail(e.to_string());
+                            }
+                            ws = None;
+                            continue;
+                        }
+                    };
+                    let local = wall_now();
+                    sh.count(|c| c.messages += 1);
+                    if let Some(f) = &mut files {
+                        let written = f.writer(&file_key, local).and_then(|w| {
+                            writeln!(w, "{} {text}", local.0).map_err(|e| Error::io("", e))
+                        });
+                        if let Err(e) = written {
+                            sh.fail(format!("recording: {e}"));
+                            break;
+                        }
+                        if flushed.elapsed() >= Duration::from_secs(1) {
+                            let _ = f.flush();
+                            flushed = Instant::now();
+                        }
+                    }
+                    decoder.push(Some(local), &text, &mut made);
+                    for r in made.drain(..) {
+                        if !out.send(r) {
+                            break 'feed;
+                        }
+                    }
+                    out.wake();
+                }
+                if let Some(f) = files
+                    && let Err(e) = f.finish()
+                {
+                    sh.fail(format!("recording: {e}"));
+                }
+                drop(out);
+            })
+            .map_err(|e| Error::io("the feed thread", e))?;
+        Ok(LiveFeed {
+            rx,
+            shared,
+            ended: false,
+        })
     }
 }
 
