@@ -687,3 +687,63 @@ fn a_polygon_feed_trades_through_and_a_refused_key_is_a_clear_error() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("POLYGON_API_KEY"));
 }
+
+#[test]
+fn a_paper_job_writes_its_records_as_it_runs() {
+    // Seven seconds of the capture at real time, its stamps moved to now.
+    let lines = capture_lines(1600);
+    let (snapshot, frames) = snapshot_and_frames(&lines);
+    let ms = crate::venue::now_offset(&frames);
+    let ws = ws_server(vec![Script::paced(&lines, 1.0).shifted(ms)]);
+    let (rest, _) = rest_server(crate::venue::shift_times(&snapshot, ms));
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, lake) = (dir.path().join("rec"), dir.path().join("lake"));
+    let job = write(
+        dir.path(),
+        "paper.toml",
+        &format!(
+            "{}[sinks]\nflush = \"1s\"\n",
+            live_spec("flushing", &ws.url, &rest, &rec, &strategy())
+        ),
+    );
+    let mut child = common::flowsense()
+        .args([
+            "run",
+            &job,
+            "--lake",
+            lake.to_str().unwrap(),
+            "--run-id",
+            "flush-1",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first equity file is in the lake while the job still runs.
+    let first = lake.join("equity/flush-1-w000-00000.parquet");
+    let start = Instant::now();
+    while !first.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before writing anything"
+        );
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "written only at the end"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Written in pieces, read as one table: one equity mark per second of the session.
+    let n = lake_csv(
+        &lake,
+        "SELECT count(*) AS n FROM equity WHERE run_id = 'flush-1'",
+    );
+    let marks: u64 = n.lines().nth(1).unwrap().parse().unwrap();
+    assert!(marks >= 5, "{n}");
+}

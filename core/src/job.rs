@@ -295,6 +295,10 @@ pub struct SinkSpec {
     /// Print feature rows (a job with a `[strategy]`: its records) as JSON lines on stdout,
     /// for piping.
     pub stdout: bool,
+    /// A trading job writes the records it has into the lake at least this often (wall
+    /// time), so a crash loses no more. Absent: every 60 s for a live job; other jobs write
+    /// in 64k-row files and at their end.
+    pub flush: Option<Span>,
 }
 
 impl Default for SinkSpec {
@@ -302,6 +306,7 @@ impl Default for SinkSpec {
         SinkSpec {
             lake: true,
             stdout: false,
+            flush: None,
         }
     }
 }
@@ -409,6 +414,9 @@ impl JobSpec {
         }
         self.risk.validate().map_err(Error::InvalidJob)?;
         self.execution.validate().map_err(Error::InvalidJob)?;
+        if self.sinks.flush.is_some_and(|f| f.0 == 0) {
+            return bad("sinks.flush must be positive".into());
+        }
         if !self.sinks.lake && !self.sinks.stdout {
             return bad("sinks: enable lake, stdout or both".into());
         }

@@ -246,6 +246,9 @@ pub struct TradeSink {
     discarding: bool,
     /// A copy of every record written while tapped (the service streams them).
     tapped: crate::tapped::Tapped<TradeRecord>,
+    /// Write what is buffered at least this often (wall time; `[sinks] flush`), and when
+    /// it was last written.
+    flush: Option<(std::time::Duration, Instant)>,
 }
 
 impl TradeSink {
@@ -264,6 +267,15 @@ impl TradeSink {
             error: None,
             discarding: false,
             tapped: Default::default(),
+            flush: spec
+                .sinks
+                .flush
+                .map(|s| s.nanos())
+                .or_else(|| {
+                    matches!(spec.source, flowsense_core::job::Source::Live(_))
+                        .then_some(60_000_000_000)
+                })
+                .map(|ns| (std::time::Duration::from_nanos(ns), Instant::now())),
         }
     }
 
@@ -345,6 +357,17 @@ impl TradeSink {
             if self.error.is_none()
                 && let Some(w) = &mut self.writer
                 && let Err(e) = w.push(r)
+            {
+                self.error = Some(e.into());
+            }
+        }
+        if let Some((every, last)) = &mut self.flush
+            && last.elapsed() >= *every
+        {
+            *last = Instant::now();
+            if self.error.is_none()
+                && let Some(w) = &mut self.writer
+                && let Err(e) = w.flush()
             {
                 self.error = Some(e.into());
             }

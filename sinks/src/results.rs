@@ -196,6 +196,17 @@ impl RunWriter {
         self.files.send(path, batch)
     }
 
+    /// Writes every partition's rows so far as files of their own (the run goes on; later
+    /// rows go to the next chunks).
+    pub fn flush(&mut self) -> Result<()> {
+        let mut keys: Vec<Key> = self.parts.keys().cloned().collect();
+        keys.sort();
+        for k in &keys {
+            self.cut(k)?;
+        }
+        Ok(())
+    }
+
     /// Writes every partition still in memory; returns the rows written in all.
     pub fn finish(&mut self) -> Result<u64> {
         let mut keys: Vec<Key> = self.parts.keys().cloned().collect();
