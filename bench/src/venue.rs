@@ -16,7 +16,17 @@ use std::time::{Duration, Instant};
 /// assert!(url.starts_with("http://127.0.0.1:"));
 /// ```
 pub fn rest_server(body: String) -> std::io::Result<(String, Arc<Mutex<Vec<String>>>)> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    rest_server_on("127.0.0.1:0", body, false)
+}
+
+/// [`rest_server`] listening on `addr`; with `restamp`, the body's `E` and `T` stamps are
+/// moved to the time of each request.
+pub fn rest_server_on(
+    addr: &str,
+    body: String,
+    restamp: bool,
+) -> std::io::Result<(String, Arc<Mutex<Vec<String>>>)> {
+    let listener = TcpListener::bind(addr)?;
     let url = format!("http://{}", listener.local_addr()?);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -40,6 +50,13 @@ pub fn rest_server(body: String) -> std::io::Result<(String, Arc<Mutex<Vec<Strin
             if let Ok(mut l) = log.lock() {
                 l.push(first.trim().to_string());
             }
+            let body = match restamp
+                .then(|| now_offset(std::slice::from_ref(&body)))
+                .flatten()
+            {
+                Some(ms) => shift_times(&body, ms),
+                None => body.clone(),
+            };
             let _ = write!(
                 s,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -64,6 +81,9 @@ pub struct Script {
     pub frames: Vec<(Duration, String)>,
     /// How long the connection stays open after the last frame before the server closes it.
     pub hold: Duration,
+    /// Move the frames' `E` and `T` stamps as each connection starts, so that its first frame
+    /// is stamped now (a venue whose clock agrees with ours, however late one connects).
+    pub restamp: bool,
 }
 
 /// One step of a [`Script`]'s handshake.
@@ -146,7 +166,14 @@ pub struct WsServer {
 // tungstenite's handshake callback returns its error response by value.
 #[allow(clippy::result_large_err)]
 pub fn ws_server(scripts: Vec<Script>) -> std::io::Result<WsServer> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    ws_server_on("127.0.0.1:0", scripts)
+}
+
+/// [`ws_server`] listening on `addr`.
+// tungstenite's handshake callback returns its error response by value.
+#[allow(clippy::result_large_err)]
+pub fn ws_server_on(addr: &str, scripts: Vec<Script>) -> std::io::Result<WsServer> {
+    let listener = TcpListener::bind(addr)?;
     let url = format!("ws://{}", listener.local_addr()?);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sent_all = Arc::new(Mutex::new(Vec::new()));
@@ -199,8 +226,20 @@ pub fn ws_server(scripts: Vec<Script>) -> std::io::Result<WsServer> {
                         return;
                     }
                 }
+                let shift = if script.restamp {
+                    let texts: Vec<String> =
+                        script.frames.iter().take(1).map(|f| f.1.clone()).collect();
+                    now_offset(&texts).unwrap_or(0)
+                } else {
+                    0
+                };
                 let start = Instant::now();
                 for (at, f) in script.frames {
+                    let f = if shift != 0 {
+                        shift_times(&f, shift)
+                    } else {
+                        f
+                    };
                     if let Some(wait) = (start + at).checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }

@@ -18,6 +18,7 @@ mod run;
 mod serve;
 mod sql;
 mod synth;
+mod venue;
 
 // mimalloc: the ingest's reader and writer threads free each other's buffers, which glibc's
 // allocator serialises on a lock, and DataFusion's hash tables allocate heavily (BENCHMARKS.md).
@@ -55,6 +56,9 @@ enum Command {
     /// Record a live feed (Binance spot, USD-M or COIN-M websockets with depth snapshots) into
     /// files `flowsense ingest` reads.
     Record(record::RecordArgs),
+    /// A local Binance USD-M on loopback replaying a capture (stamps moved to now), for trying
+    /// a live job with no network: `flowsense run examples/live-paper-local.toml`.
+    Venue(venue::VenueArgs),
     /// Generate a seeded synthetic market into the lake.
     Synth(synth::SynthArgs),
     /// Run SQL over the lake: one query, or an interactive prompt when none is given.
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(args) => args.execute(),
         Command::Record(args) => args.execute(),
+        Command::Venue(args) => args.execute(),
         Command::Synth(args) => args.execute(),
         Command::Sql(args) => args.execute(),
         Command::Demo(args) => args.execute(),

@@ -747,3 +747,54 @@ fn a_paper_job_writes_its_records_as_it_runs() {
     let marks: u64 = n.lines().nth(1).unwrap().parse().unwrap();
     assert!(marks >= 5, "{n}");
 }
+
+#[test]
+fn flowsense_venue_serves_the_local_paper_example_across_processes() {
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (ws_port, rest_port) = (port(), port());
+    let capture = common::binance_data().join("usdm/btcusdt_20240808.gz");
+    let mut venue = common::flowsense()
+        .args([
+            "venue",
+            "--speed",
+            "50",
+            "--capture",
+            capture.to_str().unwrap(),
+        ])
+        .args(["--ws-listen", &format!("127.0.0.1:{ws_port}")])
+        .args(["--rest-listen", &format!("127.0.0.1:{rest_port}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = BufReader::new(venue.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    assert!(
+        line.contains(&format!("ws://127.0.0.1:{ws_port}")),
+        "{line}"
+    );
+    // The shipped example, pointed at these ports.
+    let example = std::fs::read_to_string(common::repo_path("examples/live-paper-local.toml"))
+        .unwrap()
+        .replace("127.0.0.1:9443", &format!("127.0.0.1:{ws_port}"))
+        .replace("127.0.0.1:9444", &format!("127.0.0.1:{rest_port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let job = write(dir.path(), "local.toml", &example);
+    let lake = dir.path().join("lake");
+    let said = run(&job, &lake, &["--run-id", "local-1"]);
+    let _ = venue.kill();
+    let _ = venue.wait();
+    assert!(said.contains("39999 messages, 1 snapshots"), "{said}");
+    let n = lake_csv(
+        &lake,
+        "SELECT count(*) AS n FROM orders WHERE run_id = 'local-1'",
+    );
+    assert_ne!(n.lines().nth(1), Some("0"), "no order: {said}");
+}
