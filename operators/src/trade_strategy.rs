@@ -157,6 +157,23 @@ impl KillSwitch {
     }
 }
 
+/// A symbol's trader of the job's (already validated) spec, killed at birth when the job has
+/// been.
+fn new_trader<Br: Broker>(
+    symbol: &Symbol,
+    (job, features, strategy, risk): (&str, &FeatureSpec, &StrategySpec, &RiskSpec),
+    broker: Br,
+    killed: Option<&Kill>,
+    out: &mut Vec<TradeRecord>,
+) -> Trader<Br> {
+    let mut t = Trader::new(symbol.clone(), job, features, strategy, risk, broker)
+        .expect("validated when the operator was built");
+    if let Some(k) = killed {
+        t.kill(k.flatten, &k.why, out);
+    }
+    t
+}
+
 impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
     fn trade_with_kill<Br: Broker + 'static>(
         self,
@@ -193,19 +210,8 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
                     input.for_each(|_time, data| {
                         for ev in data.drain(..) {
                             traders.push(ev, |s| {
-                                let mut t = Trader::new(
-                                    s.clone(),
-                                    &job,
-                                    &features,
-                                    &strategy,
-                                    &risk,
-                                    broker(s),
-                                )
-                                .expect("validated when the operator was built");
-                                if let Some(k) = &killed {
-                                    t.kill(k.flatten, &k.why, &mut Vec::new());
-                                }
-                                t
+                                let spec = (job.as_str(), &features, &strategy, &risk);
+                                new_trader(s, spec, broker(s), killed.as_ref(), &mut Vec::new())
                             });
                         }
                     });
@@ -257,19 +263,8 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
                     for ev in data.drain(..) {
                         traders
                             .get_or_insert_with(ev.symbol(), |s| {
-                                let mut t = Trader::new(
-                                    s.clone(),
-                                    &job,
-                                    &features,
-                                    &strategy,
-                                    &risk,
-                                    broker(s),
-                                )
-                                .expect("validated when the operator was built");
-                                if let Some(k) = &killed {
-                                    t.kill(k.flatten, &k.why, &mut out);
-                                }
-                                t
+                                let spec = (job.as_str(), &features, &strategy, &risk);
+                                new_trader(s, spec, broker(s), killed.as_ref(), &mut out)
                             })
                             .on_event(&ev, &mut out);
                     }

@@ -258,11 +258,7 @@ impl BinanceConnection {
 
     /// A handle on the connection's socket (to shut it down from another thread).
     fn socket(&self) -> Option<TcpStream> {
-        match self.ws.get_ref() {
-            MaybeTlsStream::Plain(s) => s.try_clone().ok(),
-            MaybeTlsStream::Rustls(s) => s.sock.try_clone().ok(),
-            _ => None,
-        }
+        socket_of(&self.ws)
     }
 
     /// Breaks in the update ids seen on this connection (each answered with a new snapshot).
@@ -335,6 +331,15 @@ impl BinanceConnection {
                 text,
             }));
         }
+    }
+}
+
+/// A handle on a websocket's TCP socket, plain or TLS (to shut it down from another thread).
+fn socket_of(ws: &WebSocket<MaybeTlsStream<TcpStream>>) -> Option<TcpStream> {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => s.try_clone().ok(),
+        MaybeTlsStream::Rustls(s) => s.sock.try_clone().ok(),
+        _ => None,
     }
 }
 
@@ -848,9 +853,8 @@ impl LiveFeed {
                 }
                 if let Some(f) = files
                     && let Err(e) = f.finish()
-                    && let Ok(mut err) = sh.error.lock()
                 {
-                    *err = Some(format!("recording: {e}"));
+                    sh.fail(format!("recording: {e}"));
                 }
                 drop(out);
             })
@@ -1072,11 +1076,7 @@ impl StockConfig {
     fn connect(&self) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Option<TcpStream>)> {
         let url = self.url();
         let (mut ws, _) = tungstenite::connect(&url).map_err(|e| net(&url, e))?;
-        let socket = match ws.get_ref() {
-            MaybeTlsStream::Plain(s) => s.try_clone().ok(),
-            MaybeTlsStream::Rustls(s) => s.sock.try_clone().ok(),
-            _ => None,
-        };
+        let socket = socket_of(&ws);
         ws.send(Message::text(self.auth_message()))
             .map_err(|e| net(&url, e))?;
         // Until the answer to the authentication: the greeting comes first.
