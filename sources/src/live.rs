@@ -472,11 +472,12 @@ pub struct RecordReport {
     pub files: Vec<PathBuf>,
 }
 
-/// Today's open file of each symbol.
+/// Today's open file of each symbol (or feed), flushed each second.
 struct Files {
     dir: PathBuf,
     open: BTreeMap<String, (i64, GzEncoder<BufWriter<File>>)>,
     all: Vec<PathBuf>,
+    flushed: Instant,
 }
 
 impl Files {
@@ -486,7 +487,21 @@ impl Files {
             dir,
             open: BTreeMap::new(),
             all: Vec::new(),
+            flushed: Instant::now(),
         })
+    }
+
+    /// Writes one capture line (`<local ns> <json>`) to `key`'s file of `local`'s day; every
+    /// file is flushed once a second has passed since the last flush, so a killed recorder
+    /// loses at most that.
+    fn append(&mut self, key: &str, local: UnixNanos, line: &str) -> Result<()> {
+        let w = self.writer(key, local)?;
+        writeln!(w, "{line}").map_err(|e| Error::io(&self.dir, e))?;
+        if self.flushed.elapsed() >= Duration::from_secs(1) {
+            self.flush()?;
+            self.flushed = Instant::now();
+        }
+        Ok(())
     }
 
     fn writer(
@@ -550,7 +565,6 @@ pub fn record(config: &BinanceConfig, opts: &RecordOptions) -> Result<RecordRepo
     let mut files = Files::new(opts.out.join(config.venue.folder()))?;
     let mut report = RecordReport::default();
     let started = Instant::now();
-    let mut flushed = Instant::now();
     let done = |r: &RecordReport| {
         opts.max_messages.is_some_and(|n| r.messages >= n)
             || opts.duration.is_some_and(|d| started.elapsed() >= d)
@@ -567,16 +581,11 @@ pub fn record(config: &BinanceConfig, opts: &RecordOptions) -> Result<RecordRepo
             continue;
         }
         let snapshot = m.text.starts_with("{\"lastUpdateId\"");
-        let w = files.writer(&m.symbol, m.local)?;
-        writeln!(w, "{} {}", m.local.0, m.text).map_err(|e| Error::io(&opts.out, e))?;
+        files.append(&m.symbol, m.local, &format!("{} {}", m.local.0, m.text))?;
         if snapshot {
             report.snapshots += 1;
         } else {
             report.messages += 1;
-        }
-        if flushed.elapsed() >= Duration::from_secs(1) {
-            files.flush()?;
-            flushed = Instant::now();
         }
     }
     report.files = files.finish()?;
@@ -770,7 +779,6 @@ impl LiveFeed {
         std::thread::Builder::new()
             .name("flowsense-binance-feed".into())
             .spawn(move || {
-                let mut flushed = Instant::now();
                 let mut received = 0u64;
                 let out = FeedOut {
                     tx: Some(tx),
@@ -810,20 +818,10 @@ impl LiveFeed {
                     if let Some(f) = &mut files
                         && !m.symbol.is_empty()
                         && decoders.contains_key(&m.symbol)
+                        && let Err(e) = f.append(&m.symbol, m.local, &line)
                     {
-                        let written = f
-                            .writer(&m.symbol, m.local)
-                            .and_then(|w| writeln!(w, "{line}").map_err(|e| Error::io("", e)));
-                        if let Err(e) = written {
-                            if let Ok(mut err) = sh.error.lock() {
-                                *err = Some(format!("recording: {e}"));
-                            }
-                            break;
-                        }
-                        if flushed.elapsed() >= Duration::from_secs(1) {
-                            let _ = f.flush();
-                            flushed = Instant::now();
-                        }
+                        sh.fail(format!("recording: {e}"));
+                        break;
                     }
                     if let Some(d) = decoders.get_mut(&m.symbol) {
                         for r in d.push_line(&line) {
@@ -1165,7 +1163,6 @@ impl LiveFeed {
                     sh: sh.clone(),
                 };
                 let mut ws = Some(ws);
-                let mut flushed = Instant::now();
                 let mut made = Vec::new();
                 let mut backoff = Duration::from_millis(500);
                 'feed: while !sh.stop.load(Ordering::Relaxed) {
@@ -1211,18 +1208,11 @@ impl LiveFeed {
                     };
                     let local = wall_now();
                     sh.count(|c| c.messages += 1);
-                    if let Some(f) = &mut files {
-                        let written = f.writer(&file_key, local).and_then(|w| {
-                            writeln!(w, "{} {text}", local.0).map_err(|e| Error::io("", e))
-                        });
-                        if let Err(e) = written {
-                            sh.fail(format!("recording: {e}"));
-                            break;
-                        }
-                        if flushed.elapsed() >= Duration::from_secs(1) {
-                            let _ = f.flush();
-                            flushed = Instant::now();
-                        }
+                    if let Some(f) = &mut files
+                        && let Err(e) = f.append(&file_key, local, &format!("{} {text}", local.0))
+                    {
+                        sh.fail(format!("recording: {e}"));
+                        break;
                     }
                     decoder.push(Some(local), &text, &mut made);
                     for r in made.drain(..) {
