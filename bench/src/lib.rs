@@ -33,6 +33,7 @@ pub mod market_making;
 pub mod service;
 pub mod sql;
 pub mod synth;
+pub mod tws;
 pub mod venue;
 
 /// Process CPU time (user + system) from /proc, in seconds; 0 where unavailable.

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod dead_letters;
 mod graph;
+mod ibkr;
 mod lake;
 mod live;
 mod record;

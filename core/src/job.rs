@@ -21,6 +21,8 @@
 //! assert!(JobSpec::from_toml("name = \"x\"\n[source.synthetic]\nsymbol = 2").is_err()); // typo
 //! ```
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::span::Span;
@@ -60,6 +62,10 @@ pub struct JobSpec {
     /// The simulated exchange the strategy trades against.
     #[serde(default)]
     pub execution: ExecutionSpec,
+    /// Where the strategy's orders go on a live feed (absent: the simulated exchange of
+    /// `[execution]`, paper trading).
+    #[serde(default)]
+    pub broker: Option<BrokerSpec>,
 }
 
 fn default_epoch() -> Span {
@@ -216,6 +222,129 @@ pub struct LiveSource {
     /// tick-to-order latency (no thread wake-up on each message), at the cost of a core.
     #[serde(default)]
     pub busy_poll: bool,
+}
+
+/// The broker kinds `[broker] kind` takes.
+pub const BROKER_KINDS: &[&str] = &["paper", "ibkr"];
+
+/// `[broker]`: where a live trading job's orders go. `paper` is the simulated exchange of
+/// `[execution]` fed by the live book (the default when the table is absent); `ibkr` is
+/// Interactive Brokers through TWS or IB Gateway, with the login (paper or live account) done in
+/// the Gateway, so the spec holds no secret.
+///
+/// ```
+/// use flowsense_core::job::JobSpec;
+/// let spec = JobSpec::from_toml(r#"
+///     name = "x"
+///     [source.live]
+///     exchange = "alpaca-iex"
+///     symbols = ["AAPL"]
+///     [strategy]
+///     bucket = "1s"
+///     signal = "buy_volume - sell_volume"
+///     entry = 1
+///     [broker]
+///     kind = "ibkr"
+///     port = 4002
+///     account = "DU1234567"
+///     [broker.contracts.AAPL]
+///     exchange = "SMART"
+///     primary_exchange = "NASDAQ"
+/// "#).unwrap();
+/// let b = spec.broker.unwrap();
+/// assert_eq!((b.host.as_str(), b.port, b.client_id, b.pacing), ("127.0.0.1", 4002, 1, 50));
+/// assert_eq!(b.contracts["AAPL"].sec_type, "STK");
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSpec {
+    /// `paper` or `ibkr`.
+    pub kind: String,
+    /// TWS or IB Gateway host.
+    #[serde(default = "default_ib_host")]
+    pub host: String,
+    /// Its API port: 4002 is IB Gateway's paper port (4001 live; TWS: 7497 paper, 7496 live).
+    #[serde(default = "default_ib_port")]
+    pub port: u16,
+    /// The API client id. Worker `w` of a job connects as `client_id + w`.
+    #[serde(default = "default_client_id")]
+    pub client_id: i32,
+    /// The account orders go to; absent, the login's only account.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Messages per second sent to TWS, orders and cancels included (IB's limit is 50).
+    #[serde(default = "default_pacing")]
+    pub pacing: u32,
+    /// Reconnect attempts after a lost connection, on a Fibonacci backoff capped at 30 s
+    /// (0: the job fails with its connection).
+    #[serde(default = "default_reconnect_attempts")]
+    pub reconnect_attempts: u32,
+    /// The IB contract of each symbol; a symbol not listed is a stock (`STK`) on `SMART` in
+    /// `USD` under its own name.
+    #[serde(default)]
+    pub contracts: BTreeMap<String, ContractSpec>,
+}
+
+/// How one symbol is named at Interactive Brokers.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractSpec {
+    /// IB's symbol (default: the job's symbol).
+    #[serde(default)]
+    pub symbol: Option<String>,
+    /// `STK`, `CRYPTO`, `FUT`, `CASH`...
+    #[serde(default = "default_sec_type")]
+    pub sec_type: String,
+    /// Routing exchange (`SMART`, `PAXOS`, `CME`...).
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+    /// Primary listing, to tell apart a symbol listed twice.
+    #[serde(default)]
+    pub primary_exchange: Option<String>,
+    /// Currency.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// IB's contract id, when known (it names the contract alone).
+    #[serde(default)]
+    pub con_id: Option<i32>,
+}
+
+impl Default for ContractSpec {
+    fn default() -> Self {
+        ContractSpec {
+            symbol: None,
+            sec_type: default_sec_type(),
+            exchange: default_exchange(),
+            primary_exchange: None,
+            currency: default_currency(),
+            con_id: None,
+        }
+    }
+}
+
+fn default_ib_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_ib_port() -> u16 {
+    4002
+}
+fn default_client_id() -> i32 {
+    1
+}
+fn default_pacing() -> u32 {
+    50
+}
+fn default_reconnect_attempts() -> u32 {
+    20
+}
+fn default_sec_type() -> String {
+    "STK".into()
+}
+fn default_exchange() -> String {
+    "SMART".into()
+}
+fn default_currency() -> String {
+    "USD".into()
 }
 
 fn default_grace() -> Span {
@@ -414,6 +543,33 @@ impl JobSpec {
         }
         self.risk.validate().map_err(Error::InvalidJob)?;
         self.execution.validate().map_err(Error::InvalidJob)?;
+        if let Some(b) = &self.broker {
+            if !BROKER_KINDS.contains(&b.kind.as_str()) {
+                return bad(format!(
+                    "broker.kind {:?}: use {}",
+                    b.kind,
+                    BROKER_KINDS.join(", ")
+                ));
+            }
+            if b.kind != "paper" {
+                if self.strategy.is_none() {
+                    return bad("[broker] sends a strategy's orders: add a [strategy]".into());
+                }
+                if !matches!(self.source, Source::Live(_)) {
+                    return bad(format!(
+                        "broker.kind = {:?} trades a live feed: use [source.live] (history is \
+                         backtested on the simulated exchange)",
+                        b.kind
+                    ));
+                }
+            }
+            if b.pacing == 0 {
+                return bad("broker.pacing must be at least 1 message per second".into());
+            }
+            if b.client_id < 0 {
+                return bad("broker.client_id must not be negative".into());
+            }
+        }
         if self.sinks.flush.is_some_and(|f| f.0 == 0) {
             return bad("sinks.flush must be positive".into());
         }

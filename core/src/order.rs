@@ -227,6 +227,53 @@ pub trait Broker {
 
     /// Moves every remaining report into `out` (the run ended).
     fn flush(&mut self, out: &mut Vec<ExecReport>);
+
+    /// Moves what a live broker saw that the strategy must hear of into `out`: a connection
+    /// lost or restored, a reconciliation, a position that does not match. A simulated
+    /// exchange has none (the default).
+    fn notices(&mut self, out: &mut Vec<BrokerNotice>) {
+        let _ = out;
+    }
+}
+
+/// Something a broker reports outside any one order: the trader records it as a risk event of
+/// its `kind` and, with `halt`, halts the strategy (cancelling its orders, keeping the
+/// position: nobody should trade on a book the broker and the job disagree about).
+///
+/// ```
+/// use flowsense_core::order::BrokerNotice;
+/// let n = BrokerNotice::halt("position_mismatch", "broker holds 3, the job 2");
+/// assert!(n.halt && n.kind == "position_mismatch");
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct BrokerNotice {
+    /// The risk event's kind (`broker_disconnected`, `broker_reconnected`, `reconciled`,
+    /// `position_mismatch`, ...).
+    pub kind: String,
+    /// What happened, in words.
+    pub detail: String,
+    /// Halt the strategy.
+    pub halt: bool,
+}
+
+impl BrokerNotice {
+    /// A notice the strategy only records.
+    pub fn info(kind: &str, detail: impl Into<String>) -> BrokerNotice {
+        BrokerNotice {
+            kind: kind.into(),
+            detail: detail.into(),
+            halt: false,
+        }
+    }
+
+    /// A notice that halts the strategy.
+    pub fn halt(kind: &str, detail: impl Into<String>) -> BrokerNotice {
+        BrokerNotice {
+            kind: kind.into(),
+            detail: detail.into(),
+            halt: true,
+        }
+    }
 }
 
 /// How an order ended (or stands at the end of a run).

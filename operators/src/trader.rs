@@ -43,7 +43,7 @@ use flowsense_core::expr::ColumnHistory;
 use flowsense_core::features::FeatureRow;
 use flowsense_core::job::FeatureSpec;
 use flowsense_core::order::{
-    Broker, ClientOrderId, EquityPoint, ExecReport, Fill, Order, OrderKind, OrderRecord,
+    Broker, BrokerNotice, ClientOrderId, EquityPoint, ExecReport, Fill, Order, OrderKind, OrderRecord,
     OrderStatus, ReportKind, RiskEvent,
 };
 use flowsense_core::results::{Position, TradeRecord};
@@ -320,6 +320,12 @@ impl<B: Broker> Trader<B> {
             "kill",
             format!("{why}; cancelling every order, {what}, refusing new orders"),
         );
+        self.stop_trading(now, flatten);
+    }
+
+    /// Halts for the rest of the run: cancels every working order and, with `flatten`, closes
+    /// the position (re-sent at later closes until flat); without, keeps it.
+    fn stop_trading(&mut self, now: i64, flatten: bool) {
         if !self.halted {
             self.keep_position = !flatten;
         } else if flatten {
@@ -372,7 +378,27 @@ impl<B: Broker> Trader<B> {
         self.broker.on_market(ev);
         self.broker.reports(feed, &mut self.reports);
         self.apply_reports(out);
+        self.apply_notices(feed.0, out);
         self.decide_rows(feed.0, out);
+    }
+
+    /// The broker's notices become risk events; one that halts stops the strategy keeping its
+    /// position (see [`BrokerNotice`]).
+    fn apply_notices(&mut self, now: i64, out: &mut Vec<TradeRecord>) {
+        let mut notices: Vec<BrokerNotice> = Vec::new();
+        self.broker.notices(&mut notices);
+        for n in notices {
+            let halt = n.halt && !self.halted;
+            let detail = if halt {
+                format!("{}; halting: cancelling every order, keeping the position", n.detail)
+            } else {
+                n.detail
+            };
+            self.risk_event(out, now, &n.kind, detail);
+            if halt {
+                self.stop_trading(now, false);
+            }
+        }
     }
 
     /// The input ended: closes the open bucket (deciding on it, as a live run would at its end),
@@ -389,6 +415,7 @@ impl<B: Broker> Trader<B> {
         }
         self.broker.flush(&mut self.reports);
         self.apply_reports(out);
+        self.apply_notices(end.unwrap_or(self.last_feed.max(0)), out);
         // Fills reported after the last close still change the account: mark it once more.
         if let (Some(end), Some(mid)) = (end, self.last_mid)
             && self.marked != (self.cash, self.position.raw())

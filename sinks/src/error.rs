@@ -16,6 +16,9 @@ pub enum Error {
     /// Building Arrow arrays failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A broker could not be reached, or refused the session.
+    #[error("broker: {0}")]
+    Broker(String),
     /// Local I/O failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -1,4 +1,5 @@
-//! Where FlowSense writes: the Parquet lake on object storage and the results of trading runs.
+//! Where FlowSense writes: the Parquet lake on object storage, the results of trading runs, and
+//! the live brokers' sinks ([`ibkr`]: Interactive Brokers).
 //!
 //! [`Lake`] opens `file://` paths (the embedded default, `./lake`) and `s3://bucket/prefix` URLs
 //! through `object_store`. [`LakeWriter`] turns market events and dead letters into Hive-partitioned
@@ -18,6 +19,7 @@ mod chunk;
 pub mod dead;
 pub mod error;
 pub mod features;
+pub mod ibkr;
 pub mod results;
 pub mod writer;
 

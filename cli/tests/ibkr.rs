@@ -1,0 +1,339 @@
+//! The Interactive Brokers sink against a scripted TWS on loopback (`flowsense_bench::tws`),
+//! through real sockets and the `ibapi` client: one script per scenario (fill, partial fill,
+//! reject, a fill that beats the cancel, a connection dropped mid-order, a restart with an
+//! order still open, a position that does not match, a burst of orders held to IB's pace), and
+//! the kill switch cancelling at IB.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowsense_bench::tws::{FakeTws, OnOrder, TwsScript};
+use flowsense_core::job::{ContractSpec, JobSpec};
+use flowsense_core::order::{
+    Broker, BrokerNotice, ClientOrderId, ExecReport, Order, OrderKind, ReportKind,
+};
+use flowsense_core::results::TradeRecord;
+use flowsense_core::{DepthUpdate, MarketEvent, Price, Side, Size, Symbol, UnixNanos};
+use flowsense_operators::trader::Trader;
+use flowsense_sinks::ibkr::{IbBroker, IbConfig, IbSession, order_ref};
+
+const JOB: &str = "ib-test";
+
+fn aapl() -> Symbol {
+    Symbol::new("AAPL").unwrap()
+}
+
+fn tws(on_order: OnOrder) -> FakeTws {
+    FakeTws::start(TwsScript {
+        on_order,
+        ..TwsScript::default()
+    })
+    .unwrap()
+}
+
+fn config(tws: &FakeTws, pacing: u32) -> IbConfig {
+    let mut contracts = BTreeMap::new();
+    contracts.insert(aapl(), ContractSpec::default());
+    IbConfig {
+        job: JOB.into(),
+        address: tws.address().into(),
+        client_id: 7,
+        account: None,
+        pacing,
+        reconnect_attempts: 5,
+        contracts,
+    }
+}
+
+fn session(tws: &FakeTws) -> Arc<IbSession> {
+    Arc::new(IbSession::connect(config(tws, 50)).unwrap())
+}
+
+fn order(seq: u64, kind: OrderKind, qty: i64) -> Order {
+    let id = ClientOrderId::new(JOB, &aapl(), seq);
+    let sent = UnixNanos(1_700_000_000_000_000_000 + seq as i64);
+    match kind {
+        OrderKind::Market => Order::market(id, aapl(), Side::Buy, Size::from_units(qty), sent),
+        k => Order::limit(id, aapl(), Side::Buy, k, Price::from_units(99), Size::from_units(qty), sent),
+    }
+}
+
+/// What the broker reported, as words, once `until` holds of it (or after 8 s).
+fn wait(b: &mut IbBroker, got: &mut Vec<String>, until: impl Fn(&[String]) -> bool) {
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut out: Vec<ExecReport> = Vec::new();
+    while !until(got) && Instant::now() < end {
+        b.reports(UnixNanos(1), &mut out);
+        got.extend(out.drain(..).map(|r| match r.kind {
+            ReportKind::Accepted => "accepted".to_string(),
+            ReportKind::Fill(f) => format!("fill {} @ {} fee {}", f.size.as_f64(), f.price.as_f64(), f.fee),
+            ReportKind::Cancelled => "cancelled".into(),
+            ReportKind::Rejected(w) => format!("rejected {w}"),
+        }));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn notices(b: &mut IbBroker) -> Vec<BrokerNotice> {
+    let mut n = Vec::new();
+    b.notices(&mut n);
+    n
+}
+
+fn has(n: &[BrokerNotice], kind: &str) -> bool {
+    n.iter().any(|x| x.kind == kind)
+}
+
+#[test]
+fn a_market_order_fills_with_its_commission_and_carries_its_order_ref() {
+    let tws = tws(OnOrder::Fill);
+    let s = session(&tws);
+    assert_eq!(s.account(), "DU0000001");
+    let mut b = s.broker(&aapl()).unwrap();
+    let o = order(1, OrderKind::Market, 10);
+    b.submit(o.clone());
+    let mut got = Vec::new();
+    wait(&mut b, &mut got, |g| g.len() >= 2);
+    assert_eq!(got, ["accepted", "fill 10 @ 100 fee 0.35"]);
+    let placed = tws.placed();
+    assert_eq!(placed.len(), 1);
+    let p = &placed[0];
+    assert_eq!((p.action.as_str(), p.quantity, p.order_type.as_str()), ("BUY", 10.0, "MKT"));
+    assert_eq!((p.account.as_str(), p.symbol.as_str()), ("DU0000001", "AAPL"));
+    assert_eq!(p.order_ref, order_ref(JOB, &o));
+    let n = notices(&mut b);
+    assert!(has(&n, "reconciled") && !has(&n, "position_mismatch"), "{n:?}");
+}
+
+#[test]
+fn partial_fills_then_a_cancel() {
+    let tws = tws(OnOrder::Partial(vec![0.3, 0.3]));
+    let s = session(&tws);
+    let mut b = s.broker(&aapl()).unwrap();
+    let o = order(1, OrderKind::Limit, 10);
+    b.submit(o.clone());
+    let mut got = Vec::new();
+    wait(&mut b, &mut got, |g| g.len() >= 3);
+    b.cancel(o.id, UnixNanos(2));
+    wait(&mut b, &mut got, |g| g.len() >= 4);
+    assert_eq!(got, ["accepted", "fill 3 @ 99 fee 0.35", "fill 3 @ 99 fee 0.35", "cancelled"]);
+    assert_eq!(tws.position("AAPL"), 6.0);
+    assert_eq!(tws.open_orders(), 0);
+}
+
+#[test]
+fn a_rejection_names_ibs_code_and_reason() {
+    let tws = tws(OnOrder::Reject(" no trading permissions".into()));
+    let s = session(&tws);
+    let mut b = s.broker(&aapl()).unwrap();
+    b.submit(order(1, OrderKind::Market, 10));
+    let mut got = Vec::new();
+    wait(&mut b, &mut got, |g| !g.is_empty());
+    assert_eq!(got, ["rejected IB 201: Order rejected - reason: no trading permissions"]);
+}
+
+#[test]
+fn a_fill_that_beats_the_cancel_is_a_fill() {
+    let tws = tws(OnOrder::FillOnCancel);
+    let s = session(&tws);
+    let mut b = s.broker(&aapl()).unwrap();
+    let o = order(1, OrderKind::Limit, 10);
+    b.submit(o.clone());
+    let mut got = Vec::new();
+    wait(&mut b, &mut got, |g| !g.is_empty());
+    b.cancel(o.id, UnixNanos(2));
+    wait(&mut b, &mut got, |g| g.len() >= 2);
+    std::thread::sleep(Duration::from_millis(200));
+    wait(&mut b, &mut got, |_| true);
+    assert_eq!(got, ["accepted", "fill 10 @ 99 fee 0.35"]);
+    let n = notices(&mut b);
+    assert!(n.iter().any(|x| x.detail.contains("IB 10148")), "{n:?}");
+}
+
+#[test]
+fn a_fill_while_disconnected_is_found_by_the_reconciliation_once() {
+    let tws = tws(OnOrder::FillWhileAway);
+    let s = session(&tws);
+    let mut b = s.broker(&aapl()).unwrap();
+    b.submit(order(1, OrderKind::Market, 10));
+    let mut got = Vec::new();
+    // The client reconnects (after about a second) and reconciles.
+    wait(&mut b, &mut got, |g| g.len() >= 2);
+    std::thread::sleep(Duration::from_millis(300));
+    wait(&mut b, &mut got, |_| true);
+    assert_eq!(got, ["accepted", "fill 10 @ 100 fee 0.35"]);
+    assert_eq!(tws.connections(), 2);
+    let n = notices(&mut b);
+    assert!(has(&n, "broker_reconnected"), "{n:?}");
+    assert_eq!(n.iter().filter(|x| x.kind == "reconciled").count(), 2, "{n:?}");
+    assert!(!has(&n, "position_mismatch"), "{n:?}");
+}
+
+#[test]
+fn a_restart_takes_back_its_open_order_and_does_not_send_it_again() {
+    let tws = tws(OnOrder::Rest);
+    let o = order(1, OrderKind::Limit, 10);
+    {
+        let s = session(&tws);
+        let mut b = s.broker(&aapl()).unwrap();
+        b.submit(o.clone());
+        let mut got = Vec::new();
+        wait(&mut b, &mut got, |g| !g.is_empty());
+        assert_eq!(got, ["accepted"]);
+    } // the job stops with its order working at IB
+    let s = session(&tws);
+    assert_eq!(s.found_orders(), 1);
+    let mut b = s.broker(&aapl()).unwrap();
+    b.submit(o.clone()); // the same decision, made again after the restart
+    let mut got = Vec::new();
+    wait(&mut b, &mut got, |g| !g.is_empty());
+    assert_eq!(got, ["accepted"]);
+    assert_eq!(tws.placed().len(), 1, "sent again");
+    b.cancel(o.id, UnixNanos(3));
+    wait(&mut b, &mut got, |g| g.len() >= 2);
+    assert_eq!(got, ["accepted", "cancelled"]);
+    assert_eq!(tws.open_orders(), 0);
+}
+
+const STRATEGY: &str = r#"
+    name = "ib-test"
+    [source.live]
+    exchange = "alpaca-iex"
+    symbols = ["AAPL"]
+    [features]
+    buckets = ["1s"]
+    [strategy]
+    bucket = "1s"
+    signal = "buy_volume - sell_volume"
+    entry = 1
+    order = "limit_join"
+    [strategy.sizing]
+    method = "fixed"
+    size = 10
+    [broker]
+    kind = "ibkr"
+"#;
+
+fn trader(b: IbBroker) -> Trader<IbBroker> {
+    let spec = JobSpec::from_toml(STRATEGY).unwrap();
+    Trader::new(aapl(), JOB, &spec.features, spec.strategy.as_ref().unwrap(), &spec.risk, b).unwrap()
+}
+
+fn book(ms: i64) -> MarketEvent {
+    MarketEvent::Depth(
+        aapl(),
+        Box::new(DepthUpdate {
+            ts: UnixNanos::from_millis(ms),
+            bids: vec![(Price::from_units(99), Size::from_units(50))],
+            asks: vec![(Price::from_units(101), Size::from_units(50))],
+            is_snapshot: true,
+            ..Default::default()
+        }),
+    )
+}
+
+fn buy(ms: i64) -> MarketEvent {
+    MarketEvent::Trade(
+        aapl(),
+        flowsense_core::Trade {
+            ts: UnixNanos::from_millis(ms),
+            local_ts: None,
+            trade_id: None,
+            price: Price::from_units(101),
+            size: Size::from_units(3),
+            aggressor: Side::Buy,
+        },
+    )
+}
+
+fn risk(out: &[TradeRecord], kind: &str) -> Vec<String> {
+    out.iter()
+        .filter_map(|r| match r {
+            TradeRecord::Risk(e) if e.kind == kind => Some(e.detail.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_position_ib_holds_and_the_job_does_not_halts_the_strategy() {
+    let mut positions = BTreeMap::new();
+    positions.insert("AAPL".to_string(), 5.0);
+    let tws = FakeTws::start(TwsScript {
+        positions,
+        ..TwsScript::default()
+    })
+    .unwrap();
+    let s = session(&tws);
+    let mut t = trader(s.broker(&aapl()).unwrap());
+    let mut out = Vec::new();
+    t.on_event(&book(0), &mut out);
+    let why = risk(&out, "position_mismatch");
+    assert_eq!(why.len(), 1, "{out:?}");
+    assert!(why[0].contains("IB holds 5 AAPL, the job's fills add up to 0"), "{why:?}");
+    assert!(t.halted());
+    // Buying flow would enter; the halted strategy sends nothing.
+    for ms in [500, 1500, 2500] {
+        t.on_event(&buy(ms), &mut out);
+    }
+    assert!(tws.placed().is_empty(), "{:?}", tws.placed());
+}
+
+#[test]
+fn the_kill_switch_cancels_at_ib() {
+    let tws = tws(OnOrder::Rest);
+    let s = session(&tws);
+    let mut t = trader(s.broker(&aapl()).unwrap());
+    let mut out = Vec::new();
+    t.on_event(&book(0), &mut out);
+    for ms in [500, 1500] {
+        t.on_event(&buy(ms), &mut out);
+    }
+    // The 1 s bucket closed on buying flow: a resting limit order at IB.
+    let end = Instant::now() + Duration::from_secs(8);
+    while tws.open_orders() == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(tws.open_orders(), 1);
+    t.kill(false, "test kill", &mut out);
+    while tws.open_orders() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(tws.open_orders(), 0);
+    std::thread::sleep(Duration::from_millis(100));
+    t.on_event(&buy(1600), &mut out);
+    t.finish(&mut out);
+    let cancelled = out.iter().any(|r| matches!(r, TradeRecord::Order(o)
+        if o.status == flowsense_core::order::OrderStatus::Cancelled));
+    assert!(cancelled, "{out:?}");
+    assert_eq!(risk(&out, "kill").len(), 1);
+}
+
+#[test]
+fn a_burst_of_orders_is_held_to_ibs_pace() {
+    let tws = tws(OnOrder::Rest);
+    let s = Arc::new(IbSession::connect(config(&tws, 50)).unwrap());
+    let mut b = s.broker(&aapl()).unwrap();
+    let before = tws.received().len();
+    const N: usize = 120;
+    for seq in 0..N as u64 {
+        b.submit(order(seq, OrderKind::Limit, 1));
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while tws.placed().len() < N && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tws.placed().len(), N);
+    let times: Vec<Instant> = tws.received()[before..].iter().filter(|r| r.id == 3).map(|r| r.at).collect();
+    // No one-second window holds more than IB's 50 (2 of slack for the socket's jitter).
+    let most = (0..times.len())
+        .map(|i| times[i..].iter().take_while(|t| **t - times[i] < Duration::from_secs(1)).count())
+        .max()
+        .unwrap();
+    assert!(most <= 52, "{most} orders within one second");
+    let span = *times.last().unwrap() - times[0];
+    assert!(span >= Duration::from_millis(1300), "120 orders in {span:?}");
+}

@@ -1,0 +1,500 @@
+//! Interactive Brokers: the [`Broker`] of live trading jobs with `[broker] kind = "ibkr"`,
+//! through TWS or IB Gateway and the `ibapi` crate's blocking client.
+//!
+//! ```text
+//!  trader (worker thread) ──submit/cancel──> IbSession ──queue──> sender thread ──(paced)──> TWS
+//!         ^                                     │ ledger                                      │
+//!         └──────reports, notices───────────────┘ <── order stream thread, notice thread <───┘
+//! ```
+//!
+//! One [`IbSession`] per worker holds the connection; each symbol's trader gets an
+//! [`IbBroker`] on it. The worker never blocks on IB: orders and cancels go through a queue to
+//! a sender thread, which paces them (`[broker] pacing`, 50 messages a second by default, IB's
+//! limit) with `ibapi`'s rate limiter. What IB reports arrives on two threads, the order stream
+//! and the notice stream, and goes into the session's [`ledger`], which the trader drains at
+//! its next event.
+//!
+//! **Reconciliation.** At connect, and whenever the connection comes back (IB's codes 1101 and
+//! 1102, or the client's own reconnect after a dropped socket, since IB replays nothing), the
+//! sender thread asks for the open orders, the completed orders, the executions (with their
+//! commissions) and the positions, and feeds them to the ledger, which takes each order and
+//! execution once whatever way it came. Orders of this job found at connect (an earlier run's)
+//! are matched to the strategy's orders by `orderRef` ([`order_ref`]), so an order decided
+//! again after a restart is not sent twice. Then IB's position in every symbol is compared with
+//! what the job's fills add up to; a difference halts that symbol's strategy with a
+//! `position_mismatch` risk event. Codes 1100 and 2110 (connection lost) are recorded as
+//! `broker_disconnected`.
+
+mod ledger;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use flowsense_core::job::{BrokerSpec, ContractSpec};
+use flowsense_core::order::{Broker, BrokerNotice, ClientOrderId, ExecReport, Order, OrderKind};
+use flowsense_core::{MarketEvent, Side, Symbol, UnixNanos};
+use ibapi::client::blocking::Client;
+use ibapi::contracts::{Contract, Currency, Exchange, SecurityType};
+use ibapi::orders::{Action, ExecutionFilter, Executions, OrderUpdate, Orders};
+use ibapi::subscriptions::SubscriptionItem;
+use ibapi::{Notice, RateLimiter, TRANSPORT_RECONNECT_CODE};
+use rustc_hash::FxHashMap;
+
+pub use ledger::order_ref;
+use ledger::{Ledger, Placement};
+
+use crate::{Error, Result};
+
+/// How long a reconciliation waits for each snapshot before taking what came.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+
+/// A session's settings: `[broker]` of the job spec, for one worker.
+#[derive(Clone, Debug)]
+pub struct IbConfig {
+    /// The job (it names the orders: [`order_ref`]).
+    pub job: String,
+    /// `host:port` of TWS or IB Gateway.
+    pub address: String,
+    /// The API client id.
+    pub client_id: i32,
+    /// The account, when the login manages several.
+    pub account: Option<String>,
+    /// Messages per second.
+    pub pacing: u32,
+    /// Reconnect attempts.
+    pub reconnect_attempts: u32,
+    /// The job's symbols and how IB names them.
+    pub contracts: BTreeMap<Symbol, ContractSpec>,
+}
+
+impl IbConfig {
+    /// The settings of worker `worker` of job `job` trading `symbols` (it connects as
+    /// `client_id + worker`).
+    ///
+    /// ```
+    /// use flowsense_core::job::JobSpec;
+    /// use flowsense_sinks::ibkr::IbConfig;
+    /// let spec = JobSpec::from_toml("name = \"j\"\n[source.live]\nexchange = \"alpaca-iex\"\n\
+    ///     symbols = [\"AAPL\"]\n[strategy]\nbucket = \"1s\"\nsignal = \"buy_volume\"\nentry = 1\n\
+    ///     [broker]\nkind = \"ibkr\"\nclient_id = 10").unwrap();
+    /// let c = IbConfig::from_spec("j", spec.broker.as_ref().unwrap(), &["AAPL".into()], 1);
+    /// assert_eq!((c.address.as_str(), c.client_id), ("127.0.0.1:4002", 11));
+    /// ```
+    pub fn from_spec(job: &str, spec: &BrokerSpec, symbols: &[String], worker: usize) -> IbConfig {
+        let contracts = symbols
+            .iter()
+            .filter_map(|s| {
+                let sym = Symbol::new(s).ok()?;
+                let c = spec.contracts.get(s).cloned().unwrap_or_default();
+                Some((sym, c))
+            })
+            .collect();
+        IbConfig {
+            job: job.to_string(),
+            address: format!("{}:{}", spec.host, spec.port),
+            client_id: spec.client_id + i32::try_from(worker).unwrap_or(0),
+            account: spec.account.clone(),
+            pacing: spec.pacing,
+            reconnect_attempts: spec.reconnect_attempts,
+            contracts,
+        }
+    }
+}
+
+/// The IB contract of one of the job's symbols.
+fn contract(symbol: &Symbol, c: &ContractSpec) -> Contract {
+    let name = c.symbol.clone().unwrap_or_else(|| symbol.to_string());
+    Contract {
+        contract_id: c.con_id.unwrap_or(0),
+        symbol: ibapi::contracts::Symbol::from(name.as_str()),
+        security_type: c
+            .sec_type
+            .parse::<SecurityType>()
+            .unwrap_or(SecurityType::Stock),
+        exchange: Exchange::from(c.exchange.as_str()),
+        primary_exchange: Exchange::from(c.primary_exchange.as_deref().unwrap_or("")),
+        currency: Currency::from(c.currency.as_str()),
+        ..Contract::default()
+    }
+}
+
+/// What the sender thread does next.
+enum Outbound {
+    Place(i32, Box<Contract>, Box<ibapi::orders::Order>),
+    Cancel(i32),
+    Reconcile(&'static str),
+}
+
+/// State shared by the session's threads and its brokers.
+struct Shared {
+    config: IbConfig,
+    account: String,
+    ledger: Mutex<Ledger>,
+    /// IB's symbol and security type of each job symbol, to read positions back.
+    names: FxHashMap<(String, String), Symbol>,
+}
+
+impl Shared {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One connection to TWS / IB Gateway, shared by the brokers of one worker's symbols. See the
+/// module documentation.
+pub struct IbSession {
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    outbound: Sender<Outbound>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl IbSession {
+    /// Connects, reconciles (open orders, executions, positions) and starts the session's
+    /// threads. Fails with the broker's words when TWS cannot be reached or refuses the client.
+    pub fn connect(config: IbConfig) -> Result<IbSession> {
+        let address = config.address.clone();
+        let fail = move |what: &str, e: ibapi::Error| {
+            Error::Broker(format!("Interactive Brokers at {address}: {what}: {e}"))
+        };
+        let mut builder = Client::builder()
+            .address(config.address.as_str())
+            .client_id(config.client_id)
+            .tcp_no_delay(true)
+            .rate_limiter(RateLimiter::per_second(config.pacing));
+        builder = if config.reconnect_attempts == 0 {
+            builder.max_reconnect_attempts(0)
+        } else {
+            builder.max_reconnect_attempts(config.reconnect_attempts)
+        };
+        let (client, notices) = builder
+            .connect_with_notice_stream()
+            .map_err(|e| fail("cannot connect", e))?;
+        let accounts = client.handshake_managed_accounts().to_vec();
+        let account = match &config.account {
+            Some(a) if accounts.iter().any(|x| x == a) => a.clone(),
+            Some(a) => {
+                return Err(Error::Broker(format!(
+                    "account {a} is not one of this login's: {}",
+                    accounts.join(", ")
+                )));
+            }
+            None if accounts.len() == 1 => accounts[0].clone(),
+            None => {
+                return Err(Error::Broker(format!(
+                    "the login manages several accounts ({}): set [broker] account",
+                    accounts.join(", ")
+                )));
+            }
+        };
+        let names = config
+            .contracts
+            .iter()
+            .map(|(s, c)| {
+                let k = contract(s, c);
+                ((k.symbol.to_string(), k.security_type.to_string()), s.clone())
+            })
+            .collect();
+        let mut ledger = Ledger::new(&config.job, config.client_id);
+        for s in config.contracts.keys() {
+            ledger.outbox(s);
+        }
+        let shared = Arc::new(Shared {
+            config,
+            account,
+            ledger: Mutex::new(ledger),
+            names,
+        });
+        let client = Arc::new(client);
+        let updates = client
+            .order_update_stream()
+            .map_err(|e| fail("order stream", e))?;
+        // The first reconciliation, before any order can be sent.
+        reconcile(&client, &shared, "at connect");
+        let (tx, rx) = channel();
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(std::thread::spawn(move || {
+            while let Some(item) = updates.next() {
+                match item {
+                    Ok(SubscriptionItem::Data(u)) => apply_update(&s, &u),
+                    Ok(SubscriptionItem::Notice(n)) => apply_order_notice(&s, &n),
+                    Err(_) => break,
+                }
+            }
+        }));
+        let (s, reconcile_tx) = (shared.clone(), tx.clone());
+        threads.push(std::thread::spawn(move || {
+            while let Some(n) = notices.next() {
+                apply_system_notice(&s, &n, &reconcile_tx);
+            }
+        }));
+        let (s, c) = (shared.clone(), client.clone());
+        threads.push(std::thread::spawn(move || send_loop(&c, &s, &rx)));
+        Ok(IbSession {
+            shared,
+            client,
+            outbound: tx,
+            threads,
+        })
+    }
+
+    /// The account orders go to.
+    pub fn account(&self) -> &str {
+        &self.shared.account
+    }
+
+    /// The broker of one of the session's symbols (`None` for a symbol not in the job).
+    pub fn broker(self: &Arc<Self>, symbol: &Symbol) -> Option<IbBroker> {
+        let c = self.shared.config.contracts.get(symbol)?;
+        Some(IbBroker {
+            session: self.clone(),
+            symbol: symbol.clone(),
+            contract: contract(symbol, c),
+            last: UnixNanos(0),
+        })
+    }
+
+    /// Orders of this job found at IB at connect that the strategy has not sent again.
+    pub fn found_orders(&self) -> usize {
+        self.shared.ledger().found()
+    }
+
+    fn send(&self, o: Outbound) {
+        // The sender thread only ends with the session.
+        let _ = self.outbound.send(o);
+    }
+}
+
+impl Drop for IbSession {
+    fn drop(&mut self) {
+        self.client.disconnect();
+        let (tx, _) = channel();
+        drop(std::mem::replace(&mut self.outbound, tx));
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends orders and cancels in order, paced by the client's rate limiter, and runs the
+/// reconciliations the notice thread asks for.
+fn send_loop(client: &Client, shared: &Shared, rx: &Receiver<Outbound>) {
+    while let Ok(o) = rx.recv() {
+        match o {
+            Outbound::Place(id, contract, order) => {
+                if let Err(e) = client.submit_order(id, &contract, &order) {
+                    let why = format!("not sent: {e}");
+                    shared.ledger().order_error(id, 201, &why);
+                }
+            }
+            Outbound::Cancel(id) => {
+                // The confirmation comes on the order stream; the handle is not needed.
+                if let Err(e) = client.cancel_order(id, "") {
+                    shared.ledger().order_error(id, 0, &format!("cancel not sent: {e}"));
+                }
+            }
+            Outbound::Reconcile(when) => reconcile(client, shared, when),
+        }
+    }
+}
+
+fn apply_update(shared: &Shared, u: &OrderUpdate) {
+    let mut l = shared.ledger();
+    match u {
+        OrderUpdate::OrderStatus(s) => l.status(s),
+        OrderUpdate::OpenOrder(d) => l.order_record(d),
+        OrderUpdate::ExecutionData(e) => l.execution(e),
+        OrderUpdate::CommissionReport(c) => l.commission(c),
+        OrderUpdate::OrderBound(_) => {}
+    }
+}
+
+/// An error frame naming an order.
+fn apply_order_notice(shared: &Shared, n: &Notice) {
+    if let Some(id) = n.request_id {
+        shared.ledger().order_error(id, n.code, &n.message);
+    }
+}
+
+/// A request-less notice: connectivity.
+fn apply_system_notice(shared: &Shared, n: &Notice, reconcile: &Sender<Outbound>) {
+    let info = |kind: &str| BrokerNotice::info(kind, format!("IB {}: {}", n.code, n.message));
+    match n.code {
+        1100 | 2110 => shared.ledger().notify_all(info("broker_disconnected")),
+        1101 | 1102 => {
+            shared.ledger().notify_all(info("broker_reconnected"));
+            let _ = reconcile.send(Outbound::Reconcile("after IB restored its connection"));
+        }
+        TRANSPORT_RECONNECT_CODE => {
+            shared.ledger().notify_all(BrokerNotice::info(
+                "broker_reconnected",
+                "the socket to TWS was reopened",
+            ));
+            let _ = reconcile.send(Outbound::Reconcile("after reconnecting"));
+        }
+        _ => {}
+    }
+}
+
+/// Open orders, completed orders, executions and positions into the ledger; then the positions
+/// are compared with the job's.
+fn reconcile(client: &Client, shared: &Shared, when: &str) {
+    let mut failed = Vec::new();
+    match client.all_open_orders() {
+        Ok(sub) => {
+            while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
+                match item {
+                    SubscriptionItem::Data(Orders::OrderData(d)) => shared.ledger().order_record(&d),
+                    SubscriptionItem::Data(Orders::OrderStatus(s)) => shared.ledger().status(&s),
+                    SubscriptionItem::Notice(_) => {}
+                }
+            }
+        }
+        Err(e) => failed.push(format!("open orders: {e}")),
+    }
+    match client.completed_orders(false) {
+        Ok(sub) => {
+            while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
+                if let SubscriptionItem::Data(Orders::OrderData(d)) = item {
+                    shared.ledger().order_record(&d);
+                }
+            }
+        }
+        Err(e) => failed.push(format!("completed orders: {e}")),
+    }
+    let filter = ExecutionFilter {
+        // The daily reset can fall between the fill and the question.
+        last_n_days: 1,
+        ..ExecutionFilter::default()
+    };
+    match client.executions(filter) {
+        Ok(sub) => {
+            while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
+                match item {
+                    SubscriptionItem::Data(Executions::ExecutionData(e)) => {
+                        shared.ledger().execution(&e)
+                    }
+                    SubscriptionItem::Data(Executions::CommissionReport(c)) => {
+                        shared.ledger().commission(&c)
+                    }
+                    SubscriptionItem::Notice(_) => {}
+                }
+            }
+        }
+        Err(e) => failed.push(format!("executions: {e}")),
+    }
+    let mut held: FxHashMap<Symbol, f64> = FxHashMap::default();
+    match client.positions() {
+        Ok(sub) => {
+            while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
+                match item {
+                    SubscriptionItem::Data(ibapi::accounts::PositionUpdate::Position(p)) => {
+                        if p.account != shared.account {
+                            continue;
+                        }
+                        let key = (p.contract.symbol.to_string(), p.contract.security_type.to_string());
+                        if let Some(s) = shared.names.get(&key) {
+                            *held.entry(s.clone()).or_default() += p.position;
+                        }
+                    }
+                    SubscriptionItem::Data(ibapi::accounts::PositionUpdate::PositionEnd) => break,
+                    SubscriptionItem::Notice(_) => {}
+                }
+            }
+        }
+        Err(e) => failed.push(format!("positions: {e}")),
+    }
+    let mut l = shared.ledger();
+    if failed.is_empty() {
+        l.check_positions(&held, when);
+        l.notify_all(BrokerNotice::info(
+            "reconciled",
+            format!("{when}: open and completed orders, executions and positions read from IB"),
+        ));
+    } else {
+        l.notify_all(BrokerNotice::halt(
+            "reconcile_failed",
+            format!("{when}: {}", failed.join("; ")),
+        ));
+    }
+}
+
+/// The broker of one symbol on an [`IbSession`].
+pub struct IbBroker {
+    session: Arc<IbSession>,
+    symbol: Symbol,
+    contract: Contract,
+    /// The latest feed time reports were asked for.
+    last: UnixNanos,
+}
+
+impl IbBroker {
+    /// The IB order of one of the strategy's orders.
+    fn ib_order(&self, o: &Order) -> ibapi::orders::Order {
+        let action = match o.side {
+            Side::Buy => Action::Buy,
+            Side::Sell => Action::Sell,
+        };
+        let qty = o.size.as_f64();
+        let mut ib = match (o.kind, o.price) {
+            (OrderKind::Market, _) | (_, None) => ibapi::orders::order_builder::market_order(action, qty),
+            (_, Some(p)) => ibapi::orders::order_builder::limit_order(action, qty, p.as_f64()),
+        };
+        if o.kind == OrderKind::Ioc {
+            ib.tif = ibapi::orders::TimeInForce::ImmediateOrCancel;
+        }
+        ib.order_ref = order_ref(&self.session.shared.config.job, o);
+        ib.account = self.session.shared.account.clone();
+        ib
+    }
+}
+
+impl Broker for IbBroker {
+    fn submit(&mut self, order: Order) {
+        let s = &self.session;
+        let placement = s.shared.ledger().place(&order, || s.client.next_order_id());
+        if let Placement::Send(id) = placement {
+            let ib = self.ib_order(&order);
+            s.send(Outbound::Place(id, Box::new(self.contract.clone()), Box::new(ib)));
+        }
+    }
+
+    fn cancel(&mut self, id: ClientOrderId, _at: UnixNanos) {
+        let ib = self.session.shared.ledger().cancel(id);
+        if let Some(ib) = ib {
+            self.session.send(Outbound::Cancel(ib));
+        }
+    }
+
+    fn on_market(&mut self, _ev: &MarketEvent) {}
+
+    fn reports(&mut self, now: UnixNanos, out: &mut Vec<ExecReport>) {
+        self.last = self.last.max(now);
+        let mut l = self.session.shared.ledger();
+        let b = l.outbox(&self.symbol);
+        for (order, mut kind) in b.reports.drain(..) {
+            if let flowsense_core::order::ReportKind::Fill(f) = &mut kind {
+                f.ts = now;
+            }
+            out.push(ExecReport {
+                order,
+                ts: now,
+                delivered: now,
+                kind,
+            });
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<ExecReport>) {
+        self.session.shared.ledger().flush(&self.symbol);
+        self.reports(self.last, out);
+    }
+
+    fn notices(&mut self, out: &mut Vec<BrokerNotice>) {
+        out.append(&mut self.session.shared.ledger().outbox(&self.symbol).notices);
+    }
+}
