@@ -20,6 +20,9 @@ use flowsense_core::{DepthUpdate, MarketEvent, Price, Side, Size, Symbol, UnixNa
 use flowsense_operators::trader::Trader;
 use flowsense_sinks::ibkr::{IbBroker, IbConfig, IbSession, order_ref};
 
+use crate::live::{STRATEGY as LIVE_STRATEGY, live_spec, run, write};
+use crate::venue::{Script, as_of_now, capture_lines, lake_csv, rest_server, snapshot_and_frames, ws_server};
+
 const JOB: &str = "ib-test";
 
 fn aapl() -> Symbol {
@@ -92,7 +95,7 @@ fn a_market_order_fills_with_its_commission_and_carries_its_order_ref() {
     let tws = tws(OnOrder::Fill);
     let s = session(&tws);
     assert_eq!(s.account(), "DU0000001");
-    let mut b = s.broker(&aapl()).unwrap();
+    let mut b = s.broker(&aapl());
     let o = order(1, OrderKind::Market, 10);
     b.submit(o.clone());
     let mut got = Vec::new();
@@ -112,7 +115,7 @@ fn a_market_order_fills_with_its_commission_and_carries_its_order_ref() {
 fn partial_fills_then_a_cancel() {
     let tws = tws(OnOrder::Partial(vec![0.3, 0.3]));
     let s = session(&tws);
-    let mut b = s.broker(&aapl()).unwrap();
+    let mut b = s.broker(&aapl());
     let o = order(1, OrderKind::Limit, 10);
     b.submit(o.clone());
     let mut got = Vec::new();
@@ -128,7 +131,7 @@ fn partial_fills_then_a_cancel() {
 fn a_rejection_names_ibs_code_and_reason() {
     let tws = tws(OnOrder::Reject(" no trading permissions".into()));
     let s = session(&tws);
-    let mut b = s.broker(&aapl()).unwrap();
+    let mut b = s.broker(&aapl());
     b.submit(order(1, OrderKind::Market, 10));
     let mut got = Vec::new();
     wait(&mut b, &mut got, |g| !g.is_empty());
@@ -139,7 +142,7 @@ fn a_rejection_names_ibs_code_and_reason() {
 fn a_fill_that_beats_the_cancel_is_a_fill() {
     let tws = tws(OnOrder::FillOnCancel);
     let s = session(&tws);
-    let mut b = s.broker(&aapl()).unwrap();
+    let mut b = s.broker(&aapl());
     let o = order(1, OrderKind::Limit, 10);
     b.submit(o.clone());
     let mut got = Vec::new();
@@ -157,7 +160,7 @@ fn a_fill_that_beats_the_cancel_is_a_fill() {
 fn a_fill_while_disconnected_is_found_by_the_reconciliation_once() {
     let tws = tws(OnOrder::FillWhileAway);
     let s = session(&tws);
-    let mut b = s.broker(&aapl()).unwrap();
+    let mut b = s.broker(&aapl());
     b.submit(order(1, OrderKind::Market, 10));
     let mut got = Vec::new();
     // The client reconnects (after about a second) and reconciles.
@@ -178,7 +181,7 @@ fn a_restart_takes_back_its_open_order_and_does_not_send_it_again() {
     let o = order(1, OrderKind::Limit, 10);
     {
         let s = session(&tws);
-        let mut b = s.broker(&aapl()).unwrap();
+        let mut b = s.broker(&aapl());
         b.submit(o.clone());
         let mut got = Vec::new();
         wait(&mut b, &mut got, |g| !g.is_empty());
@@ -186,7 +189,7 @@ fn a_restart_takes_back_its_open_order_and_does_not_send_it_again() {
     } // the job stops with its order working at IB
     let s = session(&tws);
     assert_eq!(s.found_orders(), 1);
-    let mut b = s.broker(&aapl()).unwrap();
+    let mut b = s.broker(&aapl());
     b.submit(o.clone()); // the same decision, made again after the restart
     let mut got = Vec::new();
     wait(&mut b, &mut got, |g| !g.is_empty());
@@ -268,7 +271,7 @@ fn a_position_ib_holds_and_the_job_does_not_halts_the_strategy() {
     })
     .unwrap();
     let s = session(&tws);
-    let mut t = trader(s.broker(&aapl()).unwrap());
+    let mut t = trader(s.broker(&aapl()));
     let mut out = Vec::new();
     t.on_event(&book(0), &mut out);
     let why = risk(&out, "position_mismatch");
@@ -286,7 +289,7 @@ fn a_position_ib_holds_and_the_job_does_not_halts_the_strategy() {
 fn the_kill_switch_cancels_at_ib() {
     let tws = tws(OnOrder::Rest);
     let s = session(&tws);
-    let mut t = trader(s.broker(&aapl()).unwrap());
+    let mut t = trader(s.broker(&aapl()));
     let mut out = Vec::new();
     t.on_event(&book(0), &mut out);
     for ms in [500, 1500] {
@@ -316,7 +319,7 @@ fn the_kill_switch_cancels_at_ib() {
 fn a_burst_of_orders_is_held_to_ibs_pace() {
     let tws = tws(OnOrder::Rest);
     let s = Arc::new(IbSession::connect(config(&tws, 50)).unwrap());
-    let mut b = s.broker(&aapl()).unwrap();
+    let mut b = s.broker(&aapl());
     let before = tws.received().len();
     const N: usize = 120;
     for seq in 0..N as u64 {
@@ -336,4 +339,72 @@ fn a_burst_of_orders_is_held_to_ibs_pace() {
     assert!(most <= 52, "{most} orders within one second");
     let span = *times.last().unwrap() - times[0];
     assert!(span >= Duration::from_millis(1300), "120 orders in {span:?}");
+}
+
+#[test]
+fn flowsense_run_trades_a_live_feed_at_ib_by_config_alone() {
+    let tws = FakeTws::start(TwsScript {
+        price: 56_000.0,
+        ..TwsScript::default()
+    })
+    .unwrap();
+    let lines = capture_lines(20000);
+    let (snapshot, frames) = snapshot_and_frames(&lines);
+    let (snapshot, frames) = as_of_now(&snapshot, &frames);
+    let ws = ws_server(vec![Script::at_once(frames)]);
+    let (rest, _) = rest_server(snapshot);
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, lake) = (dir.path().join("rec"), dir.path().join("lake"));
+    let port = tws.address().rsplit(':').next().unwrap();
+    let broker = format!(
+        "{LIVE_STRATEGY}\n[broker]\nkind = \"ibkr\"\nport = {port}\nclient_id = 3\n\
+         [broker.contracts.BTCUSDT-PERP]\nsymbol = \"BTC\"\nsec_type = \"CRYPTO\"\nexchange = \"PAXOS\"\n"
+    );
+    let job = write(dir.path(), "ib.toml", &live_spec("ofi-ib", &ws.url, &rest, &rec, &broker));
+    let said = run(&job, &lake, &["--run-id", "ib-1"]);
+    let runs = lake_csv(&lake, "SELECT run_id, mode FROM runs");
+    assert!(runs.contains("ib-1,live"), "{runs}\n{said}");
+    let placed = tws.placed();
+    assert!(!placed.is_empty(), "no order reached IB: {said}");
+    for p in &placed {
+        assert!(p.order_ref.starts_with("fs|ofi-ib|BTCUSDT-PERP|"), "{p:?}");
+        assert_eq!((p.symbol.as_str(), p.order_type.as_str()), ("BTC", "MKT"));
+        // An entry, an exit, or a reversal (both at once).
+        assert!([0.01, 0.02].contains(&p.quantity), "{p:?}");
+    }
+    let count = |sql: &str| -> usize { lake_csv(&lake, sql).lines().nth(1).unwrap().parse().unwrap() };
+    assert_eq!(count("SELECT count(*) AS n FROM orders WHERE run_id = 'ib-1'"), placed.len());
+    assert_eq!(count("SELECT count(*) AS n FROM fills WHERE run_id = 'ib-1'"), placed.len(), "{said}");
+    let fees = lake_csv(&lake, "SELECT DISTINCT fee, price FROM fills WHERE run_id = 'ib-1'");
+    assert_eq!(fees.lines().nth(1), Some("0.35,56000.0"), "{fees}");
+    let risk = lake_csv(&lake, "SELECT kind FROM risk_events WHERE run_id = 'ib-1'");
+    assert!(risk.contains("reconciled") && !risk.contains("position_mismatch"), "{risk}");
+    // The account ends holding what the job's fills add up to.
+    let net: f64 = placed.iter().map(|p| if p.action == "BUY" { p.quantity } else { -p.quantity }).sum();
+    assert!((tws.position("BTC") - net).abs() < 1e-9);
+}
+
+#[test]
+fn an_unreachable_gateway_and_a_broker_on_history_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let spec = live_spec(
+        "ofi-ib",
+        "ws://127.0.0.1:9/",
+        "http://127.0.0.1:9",
+        &dir.path().join("rec"),
+        &format!("{LIVE_STRATEGY}\n[broker]\nkind = \"ibkr\"\nport = {port}\nreconnect_attempts = 0\n"),
+    );
+    let job = write(dir.path(), "ib.toml", &spec);
+    let lake = dir.path().join("lake");
+    let err = crate::common::run_err(&["run", &job, "--lake", lake.to_str().unwrap()]);
+    assert!(err.contains(&format!("Interactive Brokers at 127.0.0.1:{port}: cannot connect")), "{err}");
+    let history = format!(
+        "name = \"h\"\n[source.synthetic]\nsymbols = 1\n{LIVE_STRATEGY}\n[broker]\nkind = \"ibkr\"\n"
+    );
+    let job = write(dir.path(), "h.toml", &history);
+    let err = crate::common::run_err(&["run", &job, "--lake", lake.to_str().unwrap()]);
+    assert!(err.contains("trades a live feed: use [source.live]"), "{err}");
 }

@@ -23,7 +23,7 @@ use crate::venue::{
 };
 
 /// A live job's spec on the local servers, with `extra` TOML after its source table.
-fn live_spec(name: &str, ws: &str, rest: &str, record: &Path, extra: &str) -> String {
+pub(crate) fn live_spec(name: &str, ws: &str, rest: &str, record: &Path, extra: &str) -> String {
     format!(
         "name = \"{name}\"\n\
          [source.live]\n\
@@ -38,14 +38,14 @@ fn live_spec(name: &str, ws: &str, rest: &str, record: &Path, extra: &str) -> St
     )
 }
 
-fn write(dir: &Path, file: &str, text: &str) -> String {
+pub(crate) fn write(dir: &Path, file: &str, text: &str) -> String {
     let p = dir.join(file);
     std::fs::write(&p, text).unwrap();
     p.to_str().unwrap().to_string()
 }
 
 /// `flowsense run JOB --lake LAKE [more]`; its stderr.
-fn run(job: &str, lake: &Path, more: &[&str]) -> String {
+pub(crate) fn run(job: &str, lake: &Path, more: &[&str]) -> String {
     let mut args = vec!["run", job, "--lake", lake.to_str().unwrap()];
     args.extend_from_slice(more);
     String::from_utf8_lossy(&common::run_ok(&args).stderr).into_owned()
@@ -110,7 +110,7 @@ fn the_live_graph_computes_the_features_the_batch_graph_computes_on_the_same_mes
 
 /// A strategy that trades often: market orders on the best level's order-flow imbalance,
 /// held at most two seconds of the feed clock.
-const STRATEGY: &str = r#"
+pub(crate) const STRATEGY: &str = r#"
 [features]
 buckets = ["1s"]
 levels = 5

@@ -455,6 +455,11 @@ impl JobSpec {
         JobSpec::from_toml(&text).map_err(|e| Error::InvalidJob(format!("{}: {e}", path.display())))
     }
 
+    /// The broker of a job that trades for real (`[broker]` other than `paper`).
+    pub fn live_broker(&self) -> Option<&BrokerSpec> {
+        self.broker.as_ref().filter(|b| b.kind != "paper")
+    }
+
     /// The spec as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a job spec always serializes")

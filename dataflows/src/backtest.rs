@@ -27,7 +27,6 @@ use anyhow::Context;
 use flowsense_core::job::{JobSpec, Source};
 use flowsense_core::results::{Metrics, TradeRecord};
 use flowsense_core::{Lake, Symbol, UnixNanos};
-use flowsense_operators::SimExchange;
 use flowsense_operators::metrics::MetricsBuilder;
 use flowsense_operators::trade_strategy::KillSwitch;
 use flowsense_operators::{FeatureCounters, TradeStrategy};
@@ -38,6 +37,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle, Scope};
 
+use crate::broker::BrokerFactory;
 use crate::feed::{Pace, worker_feeder};
 use crate::job::{JobHandles, SourceCounts};
 use crate::run::{RunOptions, drive};
@@ -483,7 +483,7 @@ pub fn build_trading<'scope>(
     let mut input = InputHandleVec::new();
     let probe = ProbeHandle::new();
     let trade_probe = ProbeHandle::new();
-    let exec = spec.execution.clone();
+    let brokers = BrokerFactory::open(spec, scope.index())?;
     let dataflow = scope.addr()[0];
     let kill = KillSwitch::default();
     scope
@@ -493,7 +493,7 @@ pub fn build_trading<'scope>(
             &spec.features,
             strategy,
             &spec.risk,
-            move |s: &Symbol| SimExchange::new(s.clone(), &exec),
+            move |s: &Symbol| brokers.make(s),
             kill.clone(),
         )
         .map_err(|e| anyhow::anyhow!("job {}: {e}", spec.name))?
@@ -611,7 +611,9 @@ pub fn run_trading(
     report.live = counts_r.lock().ok().and_then(|c| c.live.clone());
 
     if opts.write && opts.run.process == 0 && opts.fold.is_none() {
-        let mode = if matches!(spec.source, flowsense_core::job::Source::Live(_)) {
+        let mode = if spec.live_broker().is_some() {
+            "live"
+        } else if matches!(spec.source, flowsense_core::job::Source::Live(_)) {
             "paper"
         } else if opts.paced && spec.replay.is_some() {
             "replay"

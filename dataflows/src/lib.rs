@@ -10,6 +10,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod backtest;
+pub mod broker;
 pub mod demo;
 pub mod feed;
 pub mod ingest;

@@ -96,12 +96,15 @@ pub enum JobKind {
     Replay,
     /// A strategy trading on paper on a live feed (`[source.live]`).
     Paper,
+    /// A strategy trading at a real broker on a live feed (`[broker] kind = "ibkr"`).
+    Live,
 }
 
 impl JobKind {
     fn of(spec: &JobSpec) -> JobKind {
         match (&spec.strategy, &spec.replay) {
             (None, _) => JobKind::Features,
+            (Some(_), _) if spec.live_broker().is_some() => JobKind::Live,
             (Some(_), _) if matches!(spec.source, flowsense_core::job::Source::Live(_)) => {
                 JobKind::Paper
             }
@@ -117,6 +120,7 @@ impl JobKind {
             JobKind::Backtest => "backtest",
             JobKind::Replay => "replay",
             JobKind::Paper => "paper",
+            JobKind::Live => "live",
         }
     }
 }
@@ -419,6 +423,7 @@ impl Registry {
                 "features" => JobKind::Features,
                 "replay" => JobKind::Replay,
                 "paper" => JobKind::Paper,
+                "live" => JobKind::Live,
                 _ => JobKind::Backtest,
             };
             let state = JobState::parse(r.state.as_deref().unwrap_or("finished"));

@@ -50,6 +50,8 @@ struct Slot {
     symbol: Symbol,
     side: Side,
     size: Size,
+    /// A limit order, which may rest unfilled; others must end.
+    rests: bool,
     ib_id: i32,
     accepted: bool,
     filled: Size,
@@ -150,6 +152,7 @@ impl Ledger {
                 symbol: order.symbol.clone(),
                 side: order.side,
                 size: order.size,
+                rests: order.kind.rests(),
                 ib_id,
                 accepted: false,
                 filled: Size::ZERO,
@@ -453,6 +456,16 @@ impl Ledger {
         }
     }
 
+    /// Orders of `symbol` IB has yet to settle: not heard of, waiting for a commission, or a
+    /// market or IOC order not yet ended.
+    pub(crate) fn unsettled(&self, symbol: &Symbol) -> usize {
+        self.orders
+            .values()
+            .filter(|s| s.symbol == *symbol && !s.ended)
+            .filter(|s| !s.accepted || s.waiting > 0 || !s.rests)
+            .count()
+    }
+
     /// The run ends: executions whose commission never came are reported with no fee (and
     /// said so), then the ends they held back.
     pub(crate) fn flush(&mut self, symbol: &Symbol) {
@@ -478,26 +491,41 @@ impl Ledger {
         }
     }
 
-    /// Compares IB's positions (by the job's symbol) with what the reported fills add up to,
-    /// for every symbol traded; a difference halts that symbol's strategy.
-    pub(crate) fn check_positions(&mut self, broker: &FxHashMap<Symbol, f64>, when: &str) {
+    /// The symbols whose IB position differs from what the reported fills add up to, with
+    /// both (fixed point).
+    fn differences(&self, broker: &FxHashMap<Symbol, f64>) -> Vec<(Symbol, f64, i64)> {
         let mut symbols = self.symbols();
         for s in broker.keys() {
             if !symbols.contains(s) {
                 symbols.push(s.clone());
             }
         }
-        for s in symbols {
-            let theirs = broker.get(&s).copied().unwrap_or(0.0);
-            let theirs_raw = Size::from_f64(theirs.abs()).map_or(0, |z| z.raw()) * theirs.signum() as i64;
-            let b = self.outbox(&s);
-            if theirs_raw != b.position {
-                let ours = Size::from_raw(b.position.abs()).as_f64() * (b.position.signum() as f64);
-                b.notices.push(BrokerNotice::halt(
-                    "position_mismatch",
-                    format!("{when}: IB holds {theirs} {s}, the job's fills add up to {ours}"),
-                ));
-            }
+        symbols.sort();
+        symbols
+            .into_iter()
+            .filter_map(|s| {
+                let theirs = broker.get(&s).copied().unwrap_or(0.0);
+                let raw = Size::from_f64(theirs.abs()).map_or(0, |z| z.raw()) * theirs.signum() as i64;
+                let ours = self.boxes.get(&s).map_or(0, |b| b.position);
+                (raw != ours).then_some((s, theirs, ours))
+            })
+            .collect()
+    }
+
+    /// True if any position differs (see [`Ledger::check_positions`]).
+    pub(crate) fn differs(&self, broker: &FxHashMap<Symbol, f64>) -> bool {
+        !self.differences(broker).is_empty()
+    }
+
+    /// Compares IB's positions (by the job's symbol) with what the reported fills add up to,
+    /// for every symbol traded; a difference halts that symbol's strategy.
+    pub(crate) fn check_positions(&mut self, broker: &FxHashMap<Symbol, f64>, when: &str) {
+        for (s, theirs, ours) in self.differences(broker) {
+            let ours = Size::from_raw(ours.abs()).as_f64() * ours.signum() as f64;
+            self.outbox(&s).notices.push(BrokerNotice::halt(
+                "position_mismatch",
+                format!("{when}: IB holds {theirs} {s}, the job's fills add up to {ours}"),
+            ));
         }
     }
 

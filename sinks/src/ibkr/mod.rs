@@ -25,6 +25,10 @@
 //! `position_mismatch` risk event. Codes 1100 and 2110 (connection lost) are recorded as
 //! `broker_disconnected`.
 
+// A live broker's sink, like the live sources, lives on the wall clock: the end of a run waits
+// a bounded moment for IB to settle what it was sent (nothing here moves a frontier).
+#![allow(clippy::disallowed_methods)]
+
 mod ledger;
 
 use std::collections::BTreeMap;
@@ -50,6 +54,8 @@ use crate::{Error, Result};
 
 /// How long a reconciliation waits for each snapshot before taking what came.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+/// How long the end of a run waits for IB to settle the orders it was sent.
+const SETTLE_WAIT: Duration = Duration::from_secs(3);
 
 /// A session's settings: `[broker]` of the job spec, for one worker.
 #[derive(Clone, Debug)]
@@ -66,13 +72,13 @@ pub struct IbConfig {
     pub pacing: u32,
     /// Reconnect attempts.
     pub reconnect_attempts: u32,
-    /// The job's symbols and how IB names them.
+    /// How IB names the job's symbols; a symbol not here is a stock on SMART in USD under its
+    /// own name.
     pub contracts: BTreeMap<Symbol, ContractSpec>,
 }
 
 impl IbConfig {
-    /// The settings of worker `worker` of job `job` trading `symbols` (it connects as
-    /// `client_id + worker`).
+    /// The settings of worker `worker` of job `job` (it connects as `client_id + worker`).
     ///
     /// ```
     /// use flowsense_core::job::JobSpec;
@@ -80,17 +86,14 @@ impl IbConfig {
     /// let spec = JobSpec::from_toml("name = \"j\"\n[source.live]\nexchange = \"alpaca-iex\"\n\
     ///     symbols = [\"AAPL\"]\n[strategy]\nbucket = \"1s\"\nsignal = \"buy_volume\"\nentry = 1\n\
     ///     [broker]\nkind = \"ibkr\"\nclient_id = 10").unwrap();
-    /// let c = IbConfig::from_spec("j", spec.broker.as_ref().unwrap(), &["AAPL".into()], 1);
+    /// let c = IbConfig::from_spec("j", spec.broker.as_ref().unwrap(), 1);
     /// assert_eq!((c.address.as_str(), c.client_id), ("127.0.0.1:4002", 11));
     /// ```
-    pub fn from_spec(job: &str, spec: &BrokerSpec, symbols: &[String], worker: usize) -> IbConfig {
-        let contracts = symbols
+    pub fn from_spec(job: &str, spec: &BrokerSpec, worker: usize) -> IbConfig {
+        let contracts = spec
+            .contracts
             .iter()
-            .filter_map(|s| {
-                let sym = Symbol::new(s).ok()?;
-                let c = spec.contracts.get(s).cloned().unwrap_or_default();
-                Some((sym, c))
-            })
+            .filter_map(|(s, c)| Some((Symbol::new(s).ok()?, c.clone())))
             .collect();
         IbConfig {
             job: job.to_string(),
@@ -133,13 +136,27 @@ struct Shared {
     config: IbConfig,
     account: String,
     ledger: Mutex<Ledger>,
-    /// IB's symbol and security type of each job symbol, to read positions back.
-    names: FxHashMap<(String, String), Symbol>,
+    /// The IB contract of each symbol traded (or configured), to send orders and to read
+    /// positions back.
+    contracts: Mutex<BTreeMap<Symbol, Contract>>,
 }
 
 impl Shared {
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn contracts(&self) -> MutexGuard<'_, BTreeMap<Symbol, Contract>> {
+        self.contracts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The symbol of an IB position, if the job trades it.
+    fn symbol_of(&self, c: &Contract) -> Option<Symbol> {
+        let key = (c.symbol.to_string(), c.security_type.to_string());
+        self.contracts()
+            .iter()
+            .find(|(_, k)| (k.symbol.to_string(), k.security_type.to_string()) == key)
+            .map(|(s, _)| s.clone())
     }
 }
 
@@ -190,13 +207,10 @@ impl IbSession {
                 )));
             }
         };
-        let names = config
+        let contracts = config
             .contracts
             .iter()
-            .map(|(s, c)| {
-                let k = contract(s, c);
-                ((k.symbol.to_string(), k.security_type.to_string()), s.clone())
-            })
+            .map(|(s, c)| (s.clone(), contract(s, c)))
             .collect();
         let mut ledger = Ledger::new(&config.job, config.client_id);
         for s in config.contracts.keys() {
@@ -206,7 +220,7 @@ impl IbSession {
             config,
             account,
             ledger: Mutex::new(ledger),
-            names,
+            contracts: Mutex::new(contracts),
         });
         let client = Arc::new(client);
         let updates = client
@@ -247,15 +261,28 @@ impl IbSession {
         &self.shared.account
     }
 
-    /// The broker of one of the session's symbols (`None` for a symbol not in the job).
-    pub fn broker(self: &Arc<Self>, symbol: &Symbol) -> Option<IbBroker> {
-        let c = self.shared.config.contracts.get(symbol)?;
-        Some(IbBroker {
+    /// The broker of one symbol. A symbol the session has not seen yet is added, and IB's
+    /// positions are read again to check it.
+    pub fn broker(self: &Arc<Self>, symbol: &Symbol) -> IbBroker {
+        let (contract, new) = {
+            let mut all = self.shared.contracts();
+            let new = !all.contains_key(symbol);
+            let c = all
+                .entry(symbol.clone())
+                .or_insert_with(|| contract(symbol, &ContractSpec::default()))
+                .clone();
+            (c, new)
+        };
+        self.shared.ledger().outbox(symbol);
+        if new {
+            self.send(Outbound::Reconcile("when the symbol was first traded"));
+        }
+        IbBroker {
             session: self.clone(),
             symbol: symbol.clone(),
-            contract: contract(symbol, c),
+            contract,
             last: UnixNanos(0),
-        })
+        }
     }
 
     /// Orders of this job found at IB at connect that the strategy has not sent again.
@@ -366,61 +393,79 @@ fn reconcile(client: &Client, shared: &Shared, when: &str) {
         }
         Err(e) => failed.push(format!("completed orders: {e}")),
     }
+    if let Err(e) = read_executions(client, shared) {
+        failed.push(e);
+    }
+    let mut held = read_positions(client, shared);
+    // An execution between the two snapshots shows in the positions first: ask again once
+    // before calling a difference a mismatch.
+    if held.as_ref().is_ok_and(|h| shared.ledger().differs(h)) {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Err(e) = read_executions(client, shared) {
+            failed.push(e);
+        }
+        held = read_positions(client, shared);
+    }
+    let mut l = shared.ledger();
+    match held {
+        Ok(held) if failed.is_empty() => {
+            l.check_positions(&held, when);
+            l.notify_all(BrokerNotice::info(
+                "reconciled",
+                format!("{when}: open and completed orders, executions and positions read from IB"),
+            ));
+        }
+        held => {
+            if let Err(e) = held {
+                failed.push(e);
+            }
+            l.notify_all(BrokerNotice::halt(
+                "reconcile_failed",
+                format!("{when}: {}", failed.join("; ")),
+            ));
+        }
+    }
+}
+
+/// Today's and yesterday's executions and their commissions into the ledger.
+fn read_executions(client: &Client, shared: &Shared) -> std::result::Result<(), String> {
     let filter = ExecutionFilter {
         // The daily reset can fall between the fill and the question.
         last_n_days: 1,
         ..ExecutionFilter::default()
     };
-    match client.executions(filter) {
-        Ok(sub) => {
-            while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
-                match item {
-                    SubscriptionItem::Data(Executions::ExecutionData(e)) => {
-                        shared.ledger().execution(&e)
-                    }
-                    SubscriptionItem::Data(Executions::CommissionReport(c)) => {
-                        shared.ledger().commission(&c)
-                    }
-                    SubscriptionItem::Notice(_) => {}
-                }
+    let sub = client.executions(filter).map_err(|e| format!("executions: {e}"))?;
+    while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
+        match item {
+            SubscriptionItem::Data(Executions::ExecutionData(e)) => shared.ledger().execution(&e),
+            SubscriptionItem::Data(Executions::CommissionReport(c)) => {
+                shared.ledger().commission(&c)
             }
+            SubscriptionItem::Notice(_) => {}
         }
-        Err(e) => failed.push(format!("executions: {e}")),
     }
+    Ok(())
+}
+
+/// The account's positions in the job's symbols.
+fn read_positions(client: &Client, shared: &Shared) -> std::result::Result<FxHashMap<Symbol, f64>, String> {
     let mut held: FxHashMap<Symbol, f64> = FxHashMap::default();
-    match client.positions() {
-        Ok(sub) => {
-            while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
-                match item {
-                    SubscriptionItem::Data(ibapi::accounts::PositionUpdate::Position(p)) => {
-                        if p.account != shared.account {
-                            continue;
-                        }
-                        let key = (p.contract.symbol.to_string(), p.contract.security_type.to_string());
-                        if let Some(s) = shared.names.get(&key) {
-                            *held.entry(s.clone()).or_default() += p.position;
-                        }
-                    }
-                    SubscriptionItem::Data(ibapi::accounts::PositionUpdate::PositionEnd) => break,
-                    SubscriptionItem::Notice(_) => {}
+    let sub = client.positions().map_err(|e| format!("positions: {e}"))?;
+    while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
+        match item {
+            SubscriptionItem::Data(ibapi::accounts::PositionUpdate::Position(p)) => {
+                if p.account != shared.account {
+                    continue;
+                }
+                if let Some(s) = shared.symbol_of(&p.contract) {
+                    *held.entry(s).or_default() += p.position;
                 }
             }
+            SubscriptionItem::Data(ibapi::accounts::PositionUpdate::PositionEnd) => break,
+            SubscriptionItem::Notice(_) => {}
         }
-        Err(e) => failed.push(format!("positions: {e}")),
     }
-    let mut l = shared.ledger();
-    if failed.is_empty() {
-        l.check_positions(&held, when);
-        l.notify_all(BrokerNotice::info(
-            "reconciled",
-            format!("{when}: open and completed orders, executions and positions read from IB"),
-        ));
-    } else {
-        l.notify_all(BrokerNotice::halt(
-            "reconcile_failed",
-            format!("{when}: {}", failed.join("; ")),
-        ));
-    }
+    Ok(held)
 }
 
 /// The broker of one symbol on an [`IbSession`].
@@ -490,6 +535,14 @@ impl Broker for IbBroker {
     }
 
     fn flush(&mut self, out: &mut Vec<ExecReport>) {
+        // The run ends: give IB a moment to settle what it was sent (the last orders' fills
+        // are usually a few milliseconds behind), then report what came.
+        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        while self.session.shared.ledger().unsettled(&self.symbol) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.session.shared.ledger().flush(&self.symbol);
         self.reports(self.last, out);
     }

@@ -426,7 +426,7 @@ export interface components {
          * @description What a job computes.
          * @enum {string}
          */
-        JobKind: "features" | "backtest" | "replay" | "paper";
+        JobKind: "features" | "backtest" | "replay" | "paper" | "live";
         /**
          * @description A job's state.
          * @enum {string}
