@@ -181,7 +181,11 @@ impl FakeTws {
 
     /// The orders received, in order.
     pub fn placed(&self) -> Vec<Placed> {
-        self.state().orders.iter().map(|o| o.placed.clone()).collect()
+        self.state()
+            .orders
+            .iter()
+            .map(|o| o.placed.clone())
+            .collect()
     }
 
     /// Every message received after a handshake.
@@ -283,7 +287,10 @@ fn serve(mut c: TcpStream, state: &Mutex<State>, script: &TwsScript) -> std::io:
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(SERVER_VERSION);
     let version = max.min(SERVER_VERSION);
-    write_raw(&mut c, format!("{version}\020260107 12:00:00 EST\0").as_bytes())?;
+    write_raw(
+        &mut c,
+        format!("{version}\020260107 12:00:00 EST\0").as_bytes(),
+    )?;
     let start = read_frame(&mut c)?;
     let client_id = proto::StartApiRequest::decode(&start[4..])
         .ok()
@@ -293,7 +300,13 @@ fn serve(mut c: TcpStream, state: &Mutex<State>, script: &TwsScript) -> std::io:
         let mut s = lock();
         s.connections += 1;
         let next = script.next_order_id + s.orders.len() as i32;
-        write_frame(&mut c, In::NextValidId, &proto::NextValidId { order_id: Some(next) })?;
+        write_frame(
+            &mut c,
+            In::NextValidId,
+            &proto::NextValidId {
+                order_id: Some(next),
+            },
+        )?;
         write_frame(
             &mut c,
             In::ManagedAccounts,
@@ -354,11 +367,21 @@ fn serve(mut c: TcpStream, state: &Mutex<State>, script: &TwsScript) -> std::io:
                 for e in s.execs.clone() {
                     write_exec(o, &s, script, &e, req)?;
                 }
-                write_frame(o, In::ExecutionDataEnd, &proto::ExecutionDetailsEnd { req_id: Some(req) })?;
+                write_frame(
+                    o,
+                    In::ExecutionDataEnd,
+                    &proto::ExecutionDetailsEnd { req_id: Some(req) },
+                )?;
             }
             8 => {
                 let next = script.next_order_id + s.orders.len() as i32;
-                write_frame(o, In::NextValidId, &proto::NextValidId { order_id: Some(next) })?;
+                write_frame(
+                    o,
+                    In::NextValidId,
+                    &proto::NextValidId {
+                        order_id: Some(next),
+                    },
+                )?;
             }
             58 => {
                 for i in 0..s.orders.len() {
@@ -445,7 +468,13 @@ fn write_status(c: &mut TcpStream, o: &Ord) -> std::io::Result<()> {
     write_frame(c, In::OrderStatus, &m)
 }
 
-fn write_exec(c: &mut TcpStream, s: &State, script: &TwsScript, e: &Exe, req: i32) -> std::io::Result<()> {
+fn write_exec(
+    c: &mut TcpStream,
+    s: &State,
+    script: &TwsScript,
+    e: &Exe,
+    req: i32,
+) -> std::io::Result<()> {
     let o = &s.orders[e.order];
     let m = proto::ExecutionDetails {
         req_id: Some(req),
@@ -456,7 +485,14 @@ fn write_exec(c: &mut TcpStream, s: &State, script: &TwsScript, e: &Exe, req: i3
             time: Some("20260107 12:00:01 EST".into()),
             acct_number: Some(script.account.clone()),
             exchange: Some("ISLAND".into()),
-            side: Some(if o.placed.action == "BUY" { "BOT" } else { "SLD" }.into()),
+            side: Some(
+                if o.placed.action == "BUY" {
+                    "BOT"
+                } else {
+                    "SLD"
+                }
+                .into(),
+            ),
             shares: Some(e.shares.to_string()),
             price: Some(e.price),
             perm_id: Some(o.perm_id),
@@ -477,7 +513,14 @@ fn write_exec(c: &mut TcpStream, s: &State, script: &TwsScript, e: &Exe, req: i3
 }
 
 /// Executes `qty` of order `i` in the account; `send` also tells the client.
-fn execute(c: &mut TcpStream, s: &mut State, script: &TwsScript, i: usize, qty: f64, send: bool) -> std::io::Result<()> {
+fn execute(
+    c: &mut TcpStream,
+    s: &mut State,
+    script: &TwsScript,
+    i: usize,
+    qty: f64,
+    send: bool,
+) -> std::io::Result<()> {
     let o = &mut s.orders[i];
     let price = o.placed.limit.unwrap_or(script.price);
     o.filled += qty;
@@ -488,7 +531,11 @@ fn execute(c: &mut TcpStream, s: &mut State, script: &TwsScript, i: usize, qty: 
     let (sym, cum) = (o.placed.symbol.clone(), o.filled);
     *s.positions.entry(sym).or_default() += signed;
     let e = Exe {
-        exec_id: format!("0000e{:04}.{:02}", s.orders[i].placed.order_id, s.execs.len()),
+        exec_id: format!(
+            "0000e{:04}.{:02}",
+            s.orders[i].placed.order_id,
+            s.execs.len()
+        ),
         order: i,
         shares: qty,
         price,
@@ -502,13 +549,23 @@ fn execute(c: &mut TcpStream, s: &mut State, script: &TwsScript, i: usize, qty: 
     Ok(())
 }
 
-fn place(c: &mut TcpStream, s: &mut State, script: &TwsScript, client_id: i32, p: proto::PlaceOrderRequest) -> std::io::Result<()> {
+fn place(
+    c: &mut TcpStream,
+    s: &mut State,
+    script: &TwsScript,
+    client_id: i32,
+    p: proto::PlaceOrderRequest,
+) -> std::io::Result<()> {
     let order = p.order.unwrap_or_default();
     let contract = p.contract.unwrap_or_default();
     let placed = Placed {
         order_id: p.order_id.unwrap_or(0),
         action: order.action.clone().unwrap_or_default(),
-        quantity: order.total_quantity.as_deref().and_then(|q| q.parse().ok()).unwrap_or(0.0),
+        quantity: order
+            .total_quantity
+            .as_deref()
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(0.0),
         order_type: order.order_type.clone().unwrap_or_default(),
         limit: order.lmt_price,
         order_ref: order.order_ref.clone().unwrap_or_default(),
@@ -525,7 +582,11 @@ fn place(c: &mut TcpStream, s: &mut State, script: &TwsScript, client_id: i32, p
             status: "Inactive",
             placed,
         });
-        return write_frame(c, In::Error, &error(id, 201, &format!("Order rejected - reason:{why}")));
+        return write_frame(
+            c,
+            In::Error,
+            &error(id, 201, &format!("Order rejected - reason:{why}")),
+        );
     }
     s.orders.push(Ord {
         perm_id: 9_000_000 + s.orders.len() as i64,
@@ -556,20 +617,57 @@ fn place(c: &mut TcpStream, s: &mut State, script: &TwsScript, client_id: i32, p
     Ok(())
 }
 
-fn cancel(c: &mut TcpStream, s: &mut State, script: &TwsScript, order_id: i32) -> std::io::Result<()> {
+fn cancel(
+    c: &mut TcpStream,
+    s: &mut State,
+    script: &TwsScript,
+    order_id: i32,
+) -> std::io::Result<()> {
     let Some(i) = s.orders.iter().position(|o| o.placed.order_id == order_id) else {
-        return write_frame(c, In::Error, &error(order_id, 10147, &format!("OrderId {order_id} that needs to be cancelled is not found.")));
+        return write_frame(
+            c,
+            In::Error,
+            &error(
+                order_id,
+                10147,
+                &format!("OrderId {order_id} that needs to be cancelled is not found."),
+            ),
+        );
     };
     if !is_open(s.orders[i].status) {
         let st = s.orders[i].status;
-        return write_frame(c, In::Error, &error(order_id, 10148, &format!("OrderId {order_id} that needs to be cancelled cannot be cancelled, state: {st}.")));
+        return write_frame(
+            c,
+            In::Error,
+            &error(
+                order_id,
+                10148,
+                &format!(
+                    "OrderId {order_id} that needs to be cancelled cannot be cancelled, state: {st}."
+                ),
+            ),
+        );
     }
     if script.on_order == OnOrder::FillOnCancel {
         let left = s.orders[i].placed.quantity - s.orders[i].filled;
         execute(c, s, script, i, left, true)?;
-        return write_frame(c, In::Error, &error(order_id, 10148, &format!("OrderId {order_id} that needs to be cancelled cannot be cancelled, state: Filled.")));
+        return write_frame(
+            c,
+            In::Error,
+            &error(
+                order_id,
+                10148,
+                &format!(
+                    "OrderId {order_id} that needs to be cancelled cannot be cancelled, state: Filled."
+                ),
+            ),
+        );
     }
     s.orders[i].status = "Cancelled";
     write_status(c, &s.orders[i])?;
-    write_frame(c, In::Error, &error(order_id, 202, "Order Canceled - reason:"))
+    write_frame(
+        c,
+        In::Error,
+        &error(order_id, 202, "Order Canceled - reason:"),
+    )
 }

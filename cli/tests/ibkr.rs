@@ -21,7 +21,9 @@ use flowsense_operators::trader::Trader;
 use flowsense_sinks::ibkr::{IbBroker, IbConfig, IbSession, order_ref};
 
 use crate::live::{STRATEGY as LIVE_STRATEGY, live_spec, run, write};
-use crate::venue::{Script, as_of_now, capture_lines, lake_csv, rest_server, snapshot_and_frames, ws_server};
+use crate::venue::{
+    Script, as_of_now, capture_lines, lake_csv, rest_server, snapshot_and_frames, ws_server,
+};
 
 const JOB: &str = "ib-test";
 
@@ -60,7 +62,15 @@ fn order(seq: u64, kind: OrderKind, qty: i64) -> Order {
     let sent = UnixNanos(1_700_000_000_000_000_000 + seq as i64);
     match kind {
         OrderKind::Market => Order::market(id, aapl(), Side::Buy, Size::from_units(qty), sent),
-        k => Order::limit(id, aapl(), Side::Buy, k, Price::from_units(99), Size::from_units(qty), sent),
+        k => Order::limit(
+            id,
+            aapl(),
+            Side::Buy,
+            k,
+            Price::from_units(99),
+            Size::from_units(qty),
+            sent,
+        ),
     }
 }
 
@@ -72,7 +82,12 @@ fn wait(b: &mut IbBroker, got: &mut Vec<String>, until: impl Fn(&[String]) -> bo
         b.reports(UnixNanos(1), &mut out);
         got.extend(out.drain(..).map(|r| match r.kind {
             ReportKind::Accepted => "accepted".to_string(),
-            ReportKind::Fill(f) => format!("fill {} @ {} fee {}", f.size.as_f64(), f.price.as_f64(), f.fee),
+            ReportKind::Fill(f) => format!(
+                "fill {} @ {} fee {}",
+                f.size.as_f64(),
+                f.price.as_f64(),
+                f.fee
+            ),
             ReportKind::Cancelled => "cancelled".into(),
             ReportKind::Rejected(w) => format!("rejected {w}"),
         }));
@@ -104,11 +119,20 @@ fn a_market_order_fills_with_its_commission_and_carries_its_order_ref() {
     let placed = tws.placed();
     assert_eq!(placed.len(), 1);
     let p = &placed[0];
-    assert_eq!((p.action.as_str(), p.quantity, p.order_type.as_str()), ("BUY", 10.0, "MKT"));
-    assert_eq!((p.account.as_str(), p.symbol.as_str()), ("DU0000001", "AAPL"));
+    assert_eq!(
+        (p.action.as_str(), p.quantity, p.order_type.as_str()),
+        ("BUY", 10.0, "MKT")
+    );
+    assert_eq!(
+        (p.account.as_str(), p.symbol.as_str()),
+        ("DU0000001", "AAPL")
+    );
     assert_eq!(p.order_ref, order_ref(JOB, &o));
     let n = notices(&mut b);
-    assert!(has(&n, "reconciled") && !has(&n, "position_mismatch"), "{n:?}");
+    assert!(
+        has(&n, "reconciled") && !has(&n, "position_mismatch"),
+        "{n:?}"
+    );
 }
 
 #[test]
@@ -122,7 +146,15 @@ fn partial_fills_then_a_cancel() {
     wait(&mut b, &mut got, |g| g.len() >= 3);
     b.cancel(o.id, UnixNanos(2));
     wait(&mut b, &mut got, |g| g.len() >= 4);
-    assert_eq!(got, ["accepted", "fill 3 @ 99 fee 0.35", "fill 3 @ 99 fee 0.35", "cancelled"]);
+    assert_eq!(
+        got,
+        [
+            "accepted",
+            "fill 3 @ 99 fee 0.35",
+            "fill 3 @ 99 fee 0.35",
+            "cancelled"
+        ]
+    );
     assert_eq!(tws.position("AAPL"), 6.0);
     assert_eq!(tws.open_orders(), 0);
 }
@@ -135,7 +167,10 @@ fn a_rejection_names_ibs_code_and_reason() {
     b.submit(order(1, OrderKind::Market, 10));
     let mut got = Vec::new();
     wait(&mut b, &mut got, |g| !g.is_empty());
-    assert_eq!(got, ["rejected IB 201: Order rejected - reason: no trading permissions"]);
+    assert_eq!(
+        got,
+        ["rejected IB 201: Order rejected - reason: no trading permissions"]
+    );
 }
 
 #[test]
@@ -171,7 +206,11 @@ fn a_fill_while_disconnected_is_found_by_the_reconciliation_once() {
     assert_eq!(tws.connections(), 2);
     let n = notices(&mut b);
     assert!(has(&n, "broker_reconnected"), "{n:?}");
-    assert_eq!(n.iter().filter(|x| x.kind == "reconciled").count(), 2, "{n:?}");
+    assert_eq!(
+        n.iter().filter(|x| x.kind == "reconciled").count(),
+        2,
+        "{n:?}"
+    );
     assert!(!has(&n, "position_mismatch"), "{n:?}");
 }
 
@@ -222,7 +261,15 @@ const STRATEGY: &str = r#"
 
 fn trader(b: IbBroker) -> Trader<IbBroker> {
     let spec = JobSpec::from_toml(STRATEGY).unwrap();
-    Trader::new(aapl(), JOB, &spec.features, spec.strategy.as_ref().unwrap(), &spec.risk, b).unwrap()
+    Trader::new(
+        aapl(),
+        JOB,
+        &spec.features,
+        spec.strategy.as_ref().unwrap(),
+        &spec.risk,
+        b,
+    )
+    .unwrap()
 }
 
 fn book(ms: i64) -> MarketEvent {
@@ -276,7 +323,10 @@ fn a_position_ib_holds_and_the_job_does_not_halts_the_strategy() {
     t.on_event(&book(0), &mut out);
     let why = risk(&out, "position_mismatch");
     assert_eq!(why.len(), 1, "{out:?}");
-    assert!(why[0].contains("IB holds 5 AAPL, the job's fills add up to 0"), "{why:?}");
+    assert!(
+        why[0].contains("IB holds 5 AAPL, the job's fills add up to 0"),
+        "{why:?}"
+    );
     assert!(t.halted());
     // Buying flow would enter; the halted strategy sends nothing.
     for ms in [500, 1500, 2500] {
@@ -309,8 +359,10 @@ fn the_kill_switch_cancels_at_ib() {
     std::thread::sleep(Duration::from_millis(100));
     t.on_event(&buy(1600), &mut out);
     t.finish(&mut out);
-    let cancelled = out.iter().any(|r| matches!(r, TradeRecord::Order(o)
-        if o.status == flowsense_core::order::OrderStatus::Cancelled));
+    let cancelled = out.iter().any(|r| {
+        matches!(r, TradeRecord::Order(o)
+        if o.status == flowsense_core::order::OrderStatus::Cancelled)
+    });
     assert!(cancelled, "{out:?}");
     assert_eq!(risk(&out, "kill").len(), 1);
 }
@@ -330,15 +382,27 @@ fn a_burst_of_orders_is_held_to_ibs_pace() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(tws.placed().len(), N);
-    let times: Vec<Instant> = tws.received()[before..].iter().filter(|r| r.id == 3).map(|r| r.at).collect();
+    let times: Vec<Instant> = tws.received()[before..]
+        .iter()
+        .filter(|r| r.id == 3)
+        .map(|r| r.at)
+        .collect();
     // No one-second window holds more than IB's 50 (2 of slack for the socket's jitter).
     let most = (0..times.len())
-        .map(|i| times[i..].iter().take_while(|t| **t - times[i] < Duration::from_secs(1)).count())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < Duration::from_secs(1))
+                .count()
+        })
         .max()
         .unwrap();
     assert!(most <= 52, "{most} orders within one second");
     let span = *times.last().unwrap() - times[0];
-    assert!(span >= Duration::from_millis(1300), "120 orders in {span:?}");
+    assert!(
+        span >= Duration::from_millis(1300),
+        "120 orders in {span:?}"
+    );
 }
 
 #[test]
@@ -360,7 +424,11 @@ fn flowsense_run_trades_a_live_feed_at_ib_by_config_alone() {
         "{LIVE_STRATEGY}\n[broker]\nkind = \"ibkr\"\nport = {port}\nclient_id = 3\n\
          [broker.contracts.BTCUSDT-PERP]\nsymbol = \"BTC\"\nsec_type = \"CRYPTO\"\nexchange = \"PAXOS\"\n"
     );
-    let job = write(dir.path(), "ib.toml", &live_spec("ofi-ib", &ws.url, &rest, &rec, &broker));
+    let job = write(
+        dir.path(),
+        "ib.toml",
+        &live_spec("ofi-ib", &ws.url, &rest, &rec, &broker),
+    );
     let said = run(&job, &lake, &["--run-id", "ib-1"]);
     let runs = lake_csv(&lake, "SELECT run_id, mode FROM runs");
     assert!(runs.contains("ib-1,live"), "{runs}\n{said}");
@@ -372,15 +440,44 @@ fn flowsense_run_trades_a_live_feed_at_ib_by_config_alone() {
         // An entry, an exit, or a reversal (both at once).
         assert!([0.01, 0.02].contains(&p.quantity), "{p:?}");
     }
-    let count = |sql: &str| -> usize { lake_csv(&lake, sql).lines().nth(1).unwrap().parse().unwrap() };
-    assert_eq!(count("SELECT count(*) AS n FROM orders WHERE run_id = 'ib-1'"), placed.len());
-    assert_eq!(count("SELECT count(*) AS n FROM fills WHERE run_id = 'ib-1'"), placed.len(), "{said}");
-    let fees = lake_csv(&lake, "SELECT DISTINCT fee, price FROM fills WHERE run_id = 'ib-1'");
+    let count = |sql: &str| -> usize {
+        lake_csv(&lake, sql)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT count(*) AS n FROM orders WHERE run_id = 'ib-1'"),
+        placed.len()
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM fills WHERE run_id = 'ib-1'"),
+        placed.len(),
+        "{said}"
+    );
+    let fees = lake_csv(
+        &lake,
+        "SELECT DISTINCT fee, price FROM fills WHERE run_id = 'ib-1'",
+    );
     assert_eq!(fees.lines().nth(1), Some("0.35,56000.0"), "{fees}");
     let risk = lake_csv(&lake, "SELECT kind FROM risk_events WHERE run_id = 'ib-1'");
-    assert!(risk.contains("reconciled") && !risk.contains("position_mismatch"), "{risk}");
+    assert!(
+        risk.contains("reconciled") && !risk.contains("position_mismatch"),
+        "{risk}"
+    );
     // The account ends holding what the job's fills add up to.
-    let net: f64 = placed.iter().map(|p| if p.action == "BUY" { p.quantity } else { -p.quantity }).sum();
+    let net: f64 = placed
+        .iter()
+        .map(|p| {
+            if p.action == "BUY" {
+                p.quantity
+            } else {
+                -p.quantity
+            }
+        })
+        .sum();
     assert!((tws.position("BTC") - net).abs() < 1e-9);
 }
 
@@ -395,16 +492,63 @@ fn an_unreachable_gateway_and_a_broker_on_history_are_clear_errors() {
         "ws://127.0.0.1:9/",
         "http://127.0.0.1:9",
         &dir.path().join("rec"),
-        &format!("{LIVE_STRATEGY}\n[broker]\nkind = \"ibkr\"\nport = {port}\nreconnect_attempts = 0\n"),
+        &format!(
+            "{LIVE_STRATEGY}\n[broker]\nkind = \"ibkr\"\nport = {port}\nreconnect_attempts = 0\n"
+        ),
     );
     let job = write(dir.path(), "ib.toml", &spec);
     let lake = dir.path().join("lake");
     let err = crate::common::run_err(&["run", &job, "--lake", lake.to_str().unwrap()]);
-    assert!(err.contains(&format!("Interactive Brokers at 127.0.0.1:{port}: cannot connect")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Interactive Brokers at 127.0.0.1:{port}: cannot connect"
+        )),
+        "{err}"
+    );
     let history = format!(
         "name = \"h\"\n[source.synthetic]\nsymbols = 1\n{LIVE_STRATEGY}\n[broker]\nkind = \"ibkr\"\n"
     );
     let job = write(dir.path(), "h.toml", &history);
     let err = crate::common::run_err(&["run", &job, "--lake", lake.to_str().unwrap()]);
-    assert!(err.contains("trades a live feed: use [source.live]"), "{err}");
+    assert!(
+        err.contains("trades a live feed: use [source.live]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ibs_connection_lost_and_restored_codes_are_recorded_and_reconciled() {
+    let tws = tws(OnOrder::Rest);
+    let s = session(&tws);
+    let mut b = s.broker(&aapl());
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut seen = notices(&mut b);
+    tws.notice(
+        1100,
+        "Connectivity between IB and Trader Workstation has been lost.",
+    );
+    tws.notice(
+        1102,
+        "Connectivity between IB and Trader Workstation has been restored - data maintained.",
+    );
+    while seen.iter().filter(|n| n.kind == "reconciled").count() < 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+        seen.extend(notices(&mut b));
+    }
+    let kinds: Vec<&str> = seen.iter().map(|n| n.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "reconciled",
+            "broker_disconnected",
+            "broker_reconnected",
+            "reconciled"
+        ]
+    );
+    assert!(
+        seen[1].detail.starts_with("IB 1100: Connectivity"),
+        "{:?}",
+        seen[1]
+    );
+    assert_eq!(tws.connections(), 1);
 }

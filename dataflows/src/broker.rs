@@ -15,7 +15,7 @@ pub enum JobBroker {
     /// The simulated exchange of `[execution]`.
     Sim(Box<SimExchange>),
     /// Interactive Brokers.
-    Ib(IbBroker),
+    Ib(Box<IbBroker>),
 }
 
 /// Makes the brokers of one worker's symbols: the worker's IB session, if the job has one, is
@@ -56,7 +56,7 @@ impl BrokerFactory {
     /// The broker of one symbol.
     pub fn make(&self, symbol: &Symbol) -> JobBroker {
         match &self.ib {
-            Some(s) => JobBroker::Ib(s.broker(symbol)),
+            Some(s) => JobBroker::Ib(Box::new(s.broker(symbol))),
             None => JobBroker::Sim(Box::new(SimExchange::new(symbol.clone(), &self.exec))),
         }
     }

@@ -43,8 +43,8 @@ use flowsense_core::expr::ColumnHistory;
 use flowsense_core::features::FeatureRow;
 use flowsense_core::job::FeatureSpec;
 use flowsense_core::order::{
-    Broker, BrokerNotice, ClientOrderId, EquityPoint, ExecReport, Fill, Order, OrderKind, OrderRecord,
-    OrderStatus, ReportKind, RiskEvent,
+    Broker, BrokerNotice, ClientOrderId, EquityPoint, ExecReport, Fill, Order, OrderKind,
+    OrderRecord, OrderStatus, ReportKind, RiskEvent,
 };
 use flowsense_core::results::{Position, TradeRecord};
 use flowsense_core::strategy::{OrderStyle, RiskSpec, Sizing, StrategySpec};
@@ -390,7 +390,10 @@ impl<B: Broker> Trader<B> {
         for n in notices {
             let halt = n.halt && !self.halted;
             let detail = if halt {
-                format!("{}; halting: cancelling every order, keeping the position", n.detail)
+                format!(
+                    "{}; halting: cancelling every order, keeping the position",
+                    n.detail
+                )
             } else {
                 n.detail
             };

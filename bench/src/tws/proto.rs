@@ -1,7 +1,6 @@
 //! The subset of TWS's protobuf messages the scripted TWS reads and writes, with the field tags
 //! of IB's published `.proto` files (the `ibapi` crate's own types are private to it).
 
-
 use prost::Message;
 
 #[derive(Clone, PartialEq, Message)]

@@ -312,7 +312,8 @@ impl Ledger {
             return;
         }
         e.done = true;
-        let (price, shares, fee, liquidity) = (e.price, e.shares, e.fee.unwrap_or(0.0), e.liquidity);
+        let (price, shares, fee, liquidity) =
+            (e.price, e.shares, e.fee.unwrap_or(0.0), e.liquidity);
         let Some(s) = self.orders.get_mut(&id) else {
             return;
         };
@@ -360,10 +361,10 @@ impl Ledger {
             OrderStatusKind::PreSubmitted
             | OrderStatusKind::Submitted
             | OrderStatusKind::PendingCancel
-            | OrderStatusKind::Filled => {
-                if !s.accepted {
-                    self.report(id, ReportKind::Accepted);
-                }
+            | OrderStatusKind::Filled
+                if !s.accepted =>
+            {
+                self.report(id, ReportKind::Accepted);
             }
             OrderStatusKind::Cancelled | OrderStatusKind::ApiCancelled => {
                 self.end(id, ReportKind::Cancelled);
@@ -505,7 +506,8 @@ impl Ledger {
             .into_iter()
             .filter_map(|s| {
                 let theirs = broker.get(&s).copied().unwrap_or(0.0);
-                let raw = Size::from_f64(theirs.abs()).map_or(0, |z| z.raw()) * theirs.signum() as i64;
+                let raw =
+                    Size::from_f64(theirs.abs()).map_or(0, |z| z.raw()) * theirs.signum() as i64;
                 let ours = self.boxes.get(&s).map_or(0, |b| b.position);
                 (raw != ours).then_some((s, theirs, ours))
             })

@@ -8,7 +8,13 @@ const CLIENT: i32 = 7;
 
 fn order(seq: u64) -> Order {
     let s = Symbol::new("AAPL").unwrap();
-    Order::market(ClientOrderId(seq), s, Side::Buy, Size::from_units(10), UnixNanos(1_000 + seq as i64))
+    Order::market(
+        ClientOrderId(seq),
+        s,
+        Side::Buy,
+        Size::from_units(10),
+        UnixNanos(1_000 + seq as i64),
+    )
 }
 
 fn exec(ib_id: i32, r: &str, id: &str, shares: f64) -> ExecutionData {
@@ -103,13 +109,15 @@ fn an_earlier_runs_order_is_taken_back_not_sent_again() {
     let mut l = Ledger::new("j", CLIENT);
     let o = order(3);
     let r = order_ref("j", &o);
-    let mut d = OrderData::default();
-    d.order_id = 42;
-    d.order.order_ref = r.clone();
-    d.order_state = OrderState {
-        status: OrderStatusKind::Submitted,
-        ..OrderState::default()
+    let mut d = OrderData {
+        order_id: 42,
+        order_state: OrderState {
+            status: OrderStatusKind::Submitted,
+            ..OrderState::default()
+        },
+        ..OrderData::default()
     };
+    d.order.order_ref = r.clone();
     l.order_record(&d);
     l.execution(&exec(42, &r, "e9", 2.0));
     l.commission(&fee("e9", 0.1));
@@ -136,5 +144,10 @@ fn positions_that_differ_halt() {
     l.check_positions(&held, "after reconnecting");
     let n = l.outbox(&s).notices.pop().unwrap();
     assert!(n.halt && n.kind == "position_mismatch", "{n:?}");
-    assert!(n.detail.contains("IB holds 5 AAPL, the job's fills add up to 0"), "{}", n.detail);
+    assert!(
+        n.detail
+            .contains("IB holds 5 AAPL, the job's fills add up to 0"),
+        "{}",
+        n.detail
+    );
 }

@@ -321,7 +321,9 @@ fn send_loop(client: &Client, shared: &Shared, rx: &Receiver<Outbound>) {
             Outbound::Cancel(id) => {
                 // The confirmation comes on the order stream; the handle is not needed.
                 if let Err(e) = client.cancel_order(id, "") {
-                    shared.ledger().order_error(id, 0, &format!("cancel not sent: {e}"));
+                    shared
+                        .ledger()
+                        .order_error(id, 0, &format!("cancel not sent: {e}"));
                 }
             }
             Outbound::Reconcile(when) => reconcile(client, shared, when),
@@ -375,7 +377,9 @@ fn reconcile(client: &Client, shared: &Shared, when: &str) {
         Ok(sub) => {
             while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
                 match item {
-                    SubscriptionItem::Data(Orders::OrderData(d)) => shared.ledger().order_record(&d),
+                    SubscriptionItem::Data(Orders::OrderData(d)) => {
+                        shared.ledger().order_record(&d)
+                    }
                     SubscriptionItem::Data(Orders::OrderStatus(s)) => shared.ledger().status(&s),
                     SubscriptionItem::Notice(_) => {}
                 }
@@ -434,7 +438,9 @@ fn read_executions(client: &Client, shared: &Shared) -> std::result::Result<(), 
         last_n_days: 1,
         ..ExecutionFilter::default()
     };
-    let sub = client.executions(filter).map_err(|e| format!("executions: {e}"))?;
+    let sub = client
+        .executions(filter)
+        .map_err(|e| format!("executions: {e}"))?;
     while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
         match item {
             SubscriptionItem::Data(Executions::ExecutionData(e)) => shared.ledger().execution(&e),
@@ -448,7 +454,10 @@ fn read_executions(client: &Client, shared: &Shared) -> std::result::Result<(), 
 }
 
 /// The account's positions in the job's symbols.
-fn read_positions(client: &Client, shared: &Shared) -> std::result::Result<FxHashMap<Symbol, f64>, String> {
+fn read_positions(
+    client: &Client,
+    shared: &Shared,
+) -> std::result::Result<FxHashMap<Symbol, f64>, String> {
     let mut held: FxHashMap<Symbol, f64> = FxHashMap::default();
     let sub = client.positions().map_err(|e| format!("positions: {e}"))?;
     while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
@@ -486,7 +495,9 @@ impl IbBroker {
         };
         let qty = o.size.as_f64();
         let mut ib = match (o.kind, o.price) {
-            (OrderKind::Market, _) | (_, None) => ibapi::orders::order_builder::market_order(action, qty),
+            (OrderKind::Market, _) | (_, None) => {
+                ibapi::orders::order_builder::market_order(action, qty)
+            }
             (_, Some(p)) => ibapi::orders::order_builder::limit_order(action, qty, p.as_f64()),
         };
         if o.kind == OrderKind::Ioc {
@@ -504,7 +515,11 @@ impl Broker for IbBroker {
         let placement = s.shared.ledger().place(&order, || s.client.next_order_id());
         if let Placement::Send(id) = placement {
             let ib = self.ib_order(&order);
-            s.send(Outbound::Place(id, Box::new(self.contract.clone()), Box::new(ib)));
+            s.send(Outbound::Place(
+                id,
+                Box::new(self.contract.clone()),
+                Box::new(ib),
+            ));
         }
     }
 
