@@ -128,7 +128,8 @@ struct State {
     positions: BTreeMap<String, f64>,
     received: Vec<Received>,
     connections: usize,
-    current: Option<TcpStream>,
+    /// The connections open now (each client's; IB answers each on its own).
+    open: Vec<TcpStream>,
 }
 
 /// A running fake TWS. Dropping it stops it.
@@ -209,17 +210,18 @@ impl FakeTws {
         s.orders.iter().filter(|o| is_open(o.status)).count()
     }
 
-    /// Sends a request-less error frame (a connectivity code such as 1100 or 1102).
+    /// Sends a request-less error frame (a connectivity code such as 1100 or 1102) to every
+    /// client.
     pub fn notice(&self, code: i32, message: &str) {
         let mut s = self.state();
-        if let Some(c) = s.current.as_mut() {
+        for c in s.open.iter_mut() {
             let _ = write_frame(c, In::Error, &error(-1, code, message));
         }
     }
 
-    /// Drops the current connection, as a network cut or IB's daily reset does.
+    /// Drops every connection, as a network cut or IB's daily reset does.
     pub fn drop_connection(&self) {
-        if let Some(c) = self.state().current.take() {
+        for c in self.state().open.drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
@@ -314,8 +316,9 @@ fn serve(mut c: TcpStream, state: &Mutex<State>, script: &TwsScript) -> std::io:
                 accounts_list: Some(script.account.clone()),
             },
         )?;
-        s.current = Some(c.try_clone()?);
+        s.open.push(c.try_clone()?);
     }
+    let mut out = c.try_clone()?;
     loop {
         let frame = match read_frame(&mut c) {
             Ok(f) => f,
@@ -332,9 +335,6 @@ fn serve(mut c: TcpStream, state: &Mutex<State>, script: &TwsScript) -> std::io:
             at: Instant::now(),
             id,
         });
-        let Some(mut out) = s.current.as_ref().and_then(|c| c.try_clone().ok()) else {
-            return Ok(()); // dropped by the test
-        };
         let o = &mut out;
         match id {
             3 => {
@@ -609,7 +609,8 @@ fn place(
         }
         OnOrder::FillWhileAway => {
             execute(c, s, script, i, qty, false)?;
-            s.current = None;
+            let me = c.peer_addr()?;
+            s.open.retain(|o| o.peer_addr().ok() != Some(me));
             c.shutdown(Shutdown::Both)?;
         }
         OnOrder::Rest | OnOrder::FillOnCancel | OnOrder::Reject(_) => {}

@@ -1277,3 +1277,63 @@ fn the_kill_switch_halts_a_paper_job_on_a_live_feed_and_flattens_it() {
     ));
     assert_eq!(last.lines().nth(1), Some("0.0"), "{last}");
 }
+
+#[test]
+fn the_kill_switch_cancels_a_live_jobs_orders_at_interactive_brokers() {
+    use crate::venue::{
+        Script, capture_lines, now_offset, rest_server, shift_times, snapshot_and_frames, ws_server,
+    };
+    use flowsense_bench::tws::{FakeTws, OnOrder, TwsScript};
+    let tws = FakeTws::start(TwsScript {
+        on_order: OnOrder::Rest,
+        ..TwsScript::default()
+    })
+    .unwrap();
+    let lines = capture_lines(12000);
+    let (snapshot, frames) = snapshot_and_frames(&lines);
+    let ms = now_offset(&frames);
+    let mut script = Script::paced(&lines, 1.0);
+    for f in &mut script.frames {
+        f.1 = shift_times(&f.1, ms);
+    }
+    let ws = ws_server(vec![script]);
+    let (rest, _) = rest_server(shift_times(&snapshot, ms));
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let s = Server::start(&lake, &[], &[]);
+    let c = s.client();
+    let port = tws.address().rsplit(':').next().unwrap();
+    let spec = format!(
+        "name = \"ib-kill\"\n[source.live]\nexchange = \"binance-usdm\"\n\
+         symbols = [\"btcusdt\"]\nreconnect = false\nws_url = \"{}\"\nrest_url = \"{rest}\"\n\
+         [features]\nbuckets = [\"1s\"]\nlevels = 5\n\
+         [strategy]\nbucket = \"1s\"\nsignal = \"ofi_l1 / (bid_size + ask_size)\"\nentry = 0.2\n\
+         exit = 0.0\norder = \"limit_join\"\n[strategy.sizing]\nmethod = \"fixed\"\nsize = 0.01\n\
+         [broker]\nkind = \"ibkr\"\nport = {port}\n\
+         [broker.contracts.BTCUSDT-PERP]\nsymbol = \"BTC\"\nsec_type = \"CRYPTO\"\nexchange = \"PAXOS\"\n",
+        ws.url
+    );
+    let id = c.submit(&spec).unwrap().id;
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while tws.open_orders() == 0 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tws.open_orders(), 1, "no resting order at IB");
+    let j = c.job(&id).unwrap();
+    assert_eq!(j.kind, flowsense_service::registry::JobKind::Live);
+    let out = common::run_ok(&["kill", "--server", &s.url]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("halted {id}")));
+    // The kill is sequenced to the workers; the trader then cancels its order at IB.
+    std::thread::sleep(Duration::from_secs(2));
+    while tws.open_orders() > 0 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tws.open_orders(), 0, "the kill left an order working at IB");
+    let sent = tws.placed().len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(tws.placed().len(), sent, "orders sent after the kill");
+    assert_eq!(tws.open_orders(), 0);
+    c.stop(&id, false).unwrap();
+    let j = c.wait(&id, Duration::from_secs(60)).unwrap();
+    assert_eq!(j.state, JobState::Stopped, "{j:?}");
+}

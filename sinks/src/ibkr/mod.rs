@@ -40,7 +40,7 @@ use std::time::Duration;
 use flowsense_core::job::{BrokerSpec, ContractSpec};
 use flowsense_core::order::{Broker, BrokerNotice, ClientOrderId, ExecReport, Order, OrderKind};
 use flowsense_core::{MarketEvent, Side, Symbol, UnixNanos};
-use ibapi::client::blocking::Client;
+use ibapi::client::blocking::{Client, Subscription};
 use ibapi::contracts::{Contract, Currency, Exchange, SecurityType};
 use ibapi::orders::{Action, ExecutionFilter, Executions, OrderUpdate, Orders};
 use ibapi::subscriptions::SubscriptionItem;
@@ -52,8 +52,10 @@ use ledger::{Ledger, Placement};
 
 use crate::{Error, Result};
 
-/// How long a reconciliation waits for each snapshot before taking what came.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+/// How long a reconciliation waits for each snapshot before calling it failed (IB answers in
+/// well under a second; the first reconciliation runs while the job is installed, and holds
+/// its worker meanwhile).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// How long the end of a run waits for IB to settle the orders it was sent.
 const SETTLE_WAIT: Duration = Duration::from_secs(3);
 
@@ -373,29 +375,24 @@ fn apply_system_notice(shared: &Shared, n: &Notice, reconcile: &Sender<Outbound>
 /// are compared with the job's.
 fn reconcile(client: &Client, shared: &Shared, when: &str) {
     let mut failed = Vec::new();
-    match client.all_open_orders() {
-        Ok(sub) => {
-            while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
-                match item {
-                    SubscriptionItem::Data(Orders::OrderData(d)) => {
-                        shared.ledger().order_record(&d)
-                    }
-                    SubscriptionItem::Data(Orders::OrderStatus(s)) => shared.ledger().status(&s),
-                    SubscriptionItem::Notice(_) => {}
-                }
+    let orders = |what: &str, sub: Result<Subscription<Orders>, ibapi::Error>| {
+        let rows = sub
+            .and_then(|s| s.collect_to_end_within(SNAPSHOT_WAIT))
+            .map_err(|e| format!("{what}: {e}"))?;
+        let mut l = shared.ledger();
+        for row in rows {
+            match row {
+                Orders::OrderData(d) => l.order_record(&d),
+                Orders::OrderStatus(s) => l.status(&s),
             }
         }
-        Err(e) => failed.push(format!("open orders: {e}")),
+        Ok::<(), String>(())
+    };
+    if let Err(e) = orders("open orders", client.all_open_orders()) {
+        failed.push(e);
     }
-    match client.completed_orders(false) {
-        Ok(sub) => {
-            while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
-                if let SubscriptionItem::Data(Orders::OrderData(d)) = item {
-                    shared.ledger().order_record(&d);
-                }
-            }
-        }
-        Err(e) => failed.push(format!("completed orders: {e}")),
+    if let Err(e) = orders("completed orders", client.completed_orders(false)) {
+        failed.push(e);
     }
     if let Err(e) = read_executions(client, shared) {
         failed.push(e);
@@ -438,16 +435,15 @@ fn read_executions(client: &Client, shared: &Shared) -> std::result::Result<(), 
         last_n_days: 1,
         ..ExecutionFilter::default()
     };
-    let sub = client
+    let rows = client
         .executions(filter)
+        .and_then(|s| s.collect_to_end_within(SNAPSHOT_WAIT))
         .map_err(|e| format!("executions: {e}"))?;
-    while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
-        match item {
-            SubscriptionItem::Data(Executions::ExecutionData(e)) => shared.ledger().execution(&e),
-            SubscriptionItem::Data(Executions::CommissionReport(c)) => {
-                shared.ledger().commission(&c)
-            }
-            SubscriptionItem::Notice(_) => {}
+    let mut l = shared.ledger();
+    for row in rows {
+        match row {
+            Executions::ExecutionData(e) => l.execution(&e),
+            Executions::CommissionReport(c) => l.commission(&c),
         }
     }
     Ok(())
@@ -460,9 +456,12 @@ fn read_positions(
 ) -> std::result::Result<FxHashMap<Symbol, f64>, String> {
     let mut held: FxHashMap<Symbol, f64> = FxHashMap::default();
     let sub = client.positions().map_err(|e| format!("positions: {e}"))?;
-    while let Some(Ok(item)) = sub.next_timeout(SNAPSHOT_WAIT) {
-        match item {
-            SubscriptionItem::Data(ibapi::accounts::PositionUpdate::Position(p)) => {
+    // The stream goes on after the first dump, which ends with `PositionEnd`.
+    let deadline = std::time::Instant::now() + SNAPSHOT_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match sub.next_timeout(left) {
+            Some(Ok(SubscriptionItem::Data(ibapi::accounts::PositionUpdate::Position(p)))) => {
                 if p.account != shared.account {
                     continue;
                 }
@@ -470,11 +469,18 @@ fn read_positions(
                     *held.entry(s).or_default() += p.position;
                 }
             }
-            SubscriptionItem::Data(ibapi::accounts::PositionUpdate::PositionEnd) => break,
-            SubscriptionItem::Notice(_) => {}
+            Some(Ok(SubscriptionItem::Data(ibapi::accounts::PositionUpdate::PositionEnd))) => {
+                return Ok(held);
+            }
+            Some(Ok(SubscriptionItem::Notice(_))) => {}
+            Some(Err(e)) => return Err(format!("positions: {e}")),
+            None => {
+                return Err(format!(
+                    "positions: no end of the snapshot within {SNAPSHOT_WAIT:?}"
+                ));
+            }
         }
     }
-    Ok(held)
 }
 
 /// The broker of one symbol on an [`IbSession`].
