@@ -689,6 +689,63 @@ fn a_polygon_feed_trades_through_and_a_refused_key_is_a_clear_error() {
 }
 
 #[test]
+fn polygon_rest_pages_ingest_with_the_ticker_of_the_page_or_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let poly = dir.path().join("polygon");
+    std::fs::create_dir_all(&poly).unwrap();
+    let put = |name: &str, text: &str| std::fs::write(poly.join(name), text).unwrap();
+    // v3 trades and quotes answer without the ticker they were asked for: the file names it.
+    put(
+        "AAPL_trades_2024-08-08.json",
+        r#"{"results":[{"conditions":[12],"exchange":11,"id":"1","participant_timestamp":1723127400100000000,"price":227.31,"sequence_number":1,"sip_timestamp":1723127400100500000,"size":100,"tape":3},{"exchange":11,"id":"2","participant_timestamp":1723127400200000000,"price":227.29,"sequence_number":2,"sip_timestamp":1723127400200500000,"size":50,"tape":3},{"exchange":11,"participant_timestamp":1723127400300000000,"price":227.3,"sequence_number":3}],"status":"OK","request_id":"a1"}"#,
+    );
+    put(
+        "AAPL_quotes_2024-08-08.json",
+        r#"{"results":[{"ask_exchange":11,"ask_price":227.31,"ask_size":300,"bid_exchange":12,"bid_price":227.29,"bid_size":200,"participant_timestamp":1723127400050000000,"sequence_number":1,"sip_timestamp":1723127400050300000,"tape":3}],"status":"OK","request_id":"a2"}"#,
+    );
+    // v2 aggregates name theirs.
+    put(
+        "aggs.json",
+        r#"{"ticker":"MSFT","queryCount":1,"resultsCount":1,"adjusted":true,"results":[{"v":12000,"vw":410.1,"o":410.0,"c":410.2,"h":410.3,"l":409.9,"t":1723127400000,"n":120}],"status":"OK","request_id":"a3","count":1}"#,
+    );
+    // A page that names no ticker, in a file that does not either: a dead letter, not a guess.
+    put(
+        "2024-08-08_trades.json",
+        r#"{"results":[{"id":"9","participant_timestamp":1723127400100000000,"price":1.0,"size":1}],"status":"OK","request_id":"a4"}"#,
+    );
+    let lake = dir.path().join("lake");
+    let out = common::run_ok(&[
+        "ingest",
+        poly.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    let counts = lake_csv(
+        &lake,
+        "SELECT (SELECT count(*) FROM trades WHERE symbol = 'AAPL') AS t, \
+         (SELECT count(*) FROM quotes WHERE symbol = 'AAPL') AS q, \
+         (SELECT count(*) FROM bars WHERE symbol = 'MSFT') AS b",
+    );
+    assert_eq!(counts.lines().nth(1), Some("2,1,1"), "{counts}\n{said}");
+    // Each file is a source of its own, so the trades' sides come from the tick rule: the first
+    // is a buy, the downtick after it a sell.
+    let sides = lake_csv(
+        &lake,
+        "SELECT ts, price, side FROM trades WHERE symbol = 'AAPL'",
+    );
+    assert!(sides.contains("1723127400100000000,227.31,buy"), "{sides}");
+    assert!(sides.contains("1723127400200000000,227.29,sell"), "{sides}");
+    let dead = lake_csv(&lake, "SELECT reason FROM dead_letters");
+    assert_eq!(dead.lines().count(), 3, "{dead}");
+    assert!(
+        dead.contains("unknown_symbol: a Polygon page that names no ticker"),
+        "{dead}"
+    );
+    assert!(dead.contains("unparsable: no number"), "{dead}");
+}
+
+#[test]
 fn a_paper_job_writes_its_records_as_it_runs() {
     // Seven seconds of the capture at real time, its stamps moved to now.
     let lines = capture_lines(1600);

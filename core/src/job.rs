@@ -243,6 +243,9 @@ pub const BROKER_KINDS: &[&str] = &["paper", "ibkr"];
 ///     bucket = "1s"
 ///     signal = "buy_volume - sell_volume"
 ///     entry = 1
+///     [strategy.sizing]
+///     method = "fixed"
+///     size = 1
 ///     [broker]
 ///     kind = "ibkr"
 ///     port = 4002

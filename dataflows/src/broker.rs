@@ -26,7 +26,8 @@ pub enum JobBroker {
 /// use flowsense_core::Symbol;
 /// use flowsense_dataflows::broker::{BrokerFactory, JobBroker};
 /// let spec = JobSpec::from_toml("name = \"j\"\n[source.synthetic]\nsymbols = 1\n\
-///     [strategy]\nbucket = \"1s\"\nsignal = \"buy_volume\"\nentry = 1").unwrap();
+///     [strategy]\nbucket = \"1s\"\nsignal = \"buy_volume\"\nentry = 1\n\
+///     [strategy.sizing]\nmethod = \"fixed\"\nsize = 1").unwrap();
 /// let f = BrokerFactory::open(&spec, 0).unwrap();
 /// assert!(matches!(f.make(&Symbol::new("A").unwrap()), JobBroker::Sim(_)));
 /// ```

@@ -1,6 +1,8 @@
 //! Stock market data from Alpaca and Polygon: one decoder per vendor for its websocket
-//! messages (arrays of trades, quotes and minute bars) and Alpaca's REST pages, shared by the
-//! live connectors ([`crate::live`]) and the file reader, so history and live share one parser.
+//! messages (arrays of trades, quotes and minute bars) and both vendors' REST pages (Alpaca's
+//! trades, quotes and bars; Polygon's v3 trades and quotes and v2 minute aggregates), shared by
+//! the live connectors ([`crate::live`]) and the file reader, so history and live share one
+//! parser.
 //!
 //! Neither vendor says which side initiated a trade, and the order-flow features need it: the
 //! decoder infers it by the quote rule, then the tick rule (Lee and Ready). A trade at or above
@@ -61,6 +63,8 @@ pub struct StockDecoder {
     source: String,
     symbols: FxHashMap<String, Sym>,
     subscribed: Option<HashSet<String>>,
+    /// The symbol of pages that do not name theirs (Polygon's v3 trades and quotes).
+    page_symbol: Option<String>,
     messages: u64,
 }
 
@@ -117,8 +121,17 @@ impl StockDecoder {
             source: source.to_string(),
             symbols: FxHashMap::default(),
             subscribed: None,
+            page_symbol: None,
             messages: 0,
         }
+    }
+
+    /// The symbol of REST pages that do not name theirs: Polygon's v3 trades and quotes are
+    /// asked for by ticker and answer without it (the file reader takes it from the file's
+    /// name, `AAPL_trades_2024-08-08.json`).
+    pub fn page_symbol(mut self, symbol: Option<String>) -> Self {
+        self.page_symbol = symbol;
+        self
     }
 
     /// Only these symbols are expected (a live subscription): any other is an
@@ -154,6 +167,9 @@ impl StockDecoder {
             }
             Value::Object(_) if self.vendor == Vendor::Alpaca && v.get("T").is_none() => {
                 self.rest_page(local, &v, text, out)
+            }
+            Value::Object(_) if self.vendor == Vendor::Polygon && v.get("results").is_some() => {
+                self.polygon_page(local, &v, text, out)
             }
             other => self.message(local, &other, None, out),
         }
@@ -199,6 +215,70 @@ impl StockDecoder {
                 ),
                 text,
             );
+        }
+    }
+
+    /// A Polygon REST page, `{"results": [...], "ticker"?: ..., "status": "OK", ...}`: v3
+    /// trades (`price`, `size`, `id`), v3 quotes (`bid_price`, `ask_size`, ...), both stamped
+    /// with `participant_timestamp` (the exchange's, else `sip_timestamp`) in nanoseconds, or v2
+    /// minute aggregates (`o`, `h`, `l`, `c`, `v`, `t` in milliseconds). Each item is decoded as
+    /// the stream message of its kind.
+    fn polygon_page(
+        &mut self,
+        local: Option<UnixNanos>,
+        v: &Value,
+        text: &str,
+        out: &mut Vec<Record>,
+    ) {
+        let symbol = v
+            .get("ticker")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| self.page_symbol.clone());
+        let Some(symbol) = symbol else {
+            let detail = "a Polygon page that names no ticker: name its file after the symbol \
+                          (AAPL_trades.json)"
+                .to_string();
+            return self.dead(out, (DeadLetterReason::UnknownSymbol, detail), text);
+        };
+        let items = v
+            .get("results")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for item in &items {
+            let stamp = item
+                .get("participant_timestamp")
+                .or_else(|| item.get("sip_timestamp"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let get = |k: &str| item.get(k).cloned().unwrap_or(Value::Null);
+            let (kind, m) = if item.get("bid_price").is_some() || item.get("ask_price").is_some() {
+                let m = serde_json::json!({"bp": get("bid_price"), "bs": get("bid_size"),
+                    "ap": get("ask_price"), "as": get("ask_size"), "t_ns": stamp});
+                ("quote", m)
+            } else if item.get("price").is_some() {
+                let m = serde_json::json!({"p": get("price"), "s": get("size"), "i": get("id"),
+                    "t_ns": stamp});
+                ("trade", m)
+            } else if item.get("o").is_some() {
+                let start = item.get("t").and_then(Value::as_i64).unwrap_or(0);
+                let mut m = item.clone();
+                m["s"] = Value::from(start);
+                m["e"] = Value::from(start + 60_000);
+                ("bar", m)
+            } else {
+                let detail = "a Polygon page item that is no trade, quote or aggregate".into();
+                self.dead(
+                    out,
+                    (DeadLetterReason::UnknownMessage, detail),
+                    &item.to_string(),
+                );
+                continue;
+            };
+            if let Err(bad) = self.event(local, kind, &symbol, &m, out) {
+                self.dead(out, bad, &item.to_string());
+            }
         }
     }
 
@@ -289,6 +369,17 @@ impl StockDecoder {
         let vendor = self.vendor;
         let ts = |key_a: &str, key_p: &str| match vendor {
             Vendor::Alpaca => rfc3339(m, key_a),
+            // REST items carry nanoseconds (see `polygon_page`).
+            Vendor::Polygon if m.get("t_ns").is_some() => m
+                .get("t_ns")
+                .and_then(Value::as_i64)
+                .map(UnixNanos)
+                .ok_or_else(|| {
+                    (
+                        DeadLetterReason::Unparsable,
+                        "no time \"participant_timestamp\"".into(),
+                    )
+                }),
             Vendor::Polygon => millis(m, key_p),
         };
         match kind {
@@ -439,7 +530,9 @@ pub fn classify(
 
 /// Reads saved Alpaca or Polygon messages: JSON lines, each a frame of the stream (an array of
 /// messages, or one), optionally prefixed with its local receive time in nanoseconds as
-/// `flowsense record` writes it (`<local ns> <json>`), or an Alpaca REST page; gzip or plain.
+/// `flowsense record` writes it (`<local ns> <json>`), or a REST page as the vendor's API
+/// returns it, one page a line (a Polygon v3 page names no ticker: the file's name gives it,
+/// `AAPL_trades_2024-08-08.json`); gzip or plain.
 /// An iterator of [`Record`]s, one source per file.
 ///
 /// ```
@@ -517,7 +610,15 @@ impl Iterator for StockReader {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                self.decoder = Some(StockDecoder::new(self.vendor, &name));
+                let stem = name
+                    .split(['_', '.', '-'])
+                    .next()
+                    .filter(|s| {
+                        s.starts_with(|c: char| c.is_ascii_alphabetic())
+                            && s.chars().all(|c| c.is_ascii_alphanumeric())
+                    })
+                    .map(str::to_ascii_uppercase);
+                self.decoder = Some(StockDecoder::new(self.vendor, &name).page_symbol(stem));
                 self.out.push_back(Record::SourceStart(id.clone()));
                 self.current = Some((reader, id, name));
                 self.line_no = 0;
@@ -575,6 +676,10 @@ pub(crate) fn sniff(first_line: &str) -> Option<Vendor> {
     }
     if json.contains("\"ev\":\"") && json.contains("\"sym\"") || json.contains("\"ev\":\"status\"")
     {
+        return Some(Vendor::Polygon);
+    }
+    // Polygon's REST pages: `{"results": [...], "status": ..., "request_id": ...}`.
+    if json.starts_with('{') && json.contains("\"results\":") && json.contains("\"request_id\":") {
         return Some(Vendor::Polygon);
     }
     let rest_page = ["{\"trades\":", "{\"quotes\":", "{\"bars\":", "{\"symbol\":"]

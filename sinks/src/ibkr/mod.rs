@@ -87,7 +87,7 @@ impl IbConfig {
     /// use flowsense_sinks::ibkr::IbConfig;
     /// let spec = JobSpec::from_toml("name = \"j\"\n[source.live]\nexchange = \"alpaca-iex\"\n\
     ///     symbols = [\"AAPL\"]\n[strategy]\nbucket = \"1s\"\nsignal = \"buy_volume\"\nentry = 1\n\
-    ///     [broker]\nkind = \"ibkr\"\nclient_id = 10").unwrap();
+    ///     [strategy.sizing]\nmethod = \"fixed\"\nsize = 1\n[broker]\nkind = \"ibkr\"\nclient_id = 10").unwrap();
     /// let c = IbConfig::from_spec("j", spec.broker.as_ref().unwrap(), 1);
     /// assert_eq!((c.address.as_str(), c.client_id), ("127.0.0.1:4002", 11));
     /// ```
