@@ -57,6 +57,8 @@ pub struct TwsScript {
     pub positions: BTreeMap<String, f64>,
     /// The first order id the fake hands out.
     pub next_order_id: i32,
+    /// The account's net liquidation value (its account summary).
+    pub net_liquidation: f64,
 }
 
 impl Default for TwsScript {
@@ -68,6 +70,7 @@ impl Default for TwsScript {
             price: 100.0,
             positions: BTreeMap::new(),
             next_order_id: 1,
+            net_liquidation: 1_000_000.0,
         }
     }
 }
@@ -406,6 +409,32 @@ fn serve(mut c: TcpStream, state: &Mutex<State>, script: &TwsScript) -> std::io:
                     write_frame(o, In::Position, &p)?;
                 }
                 write_frame(o, In::PositionEnd, &proto::Empty {})?;
+            }
+            62 => {
+                let req = proto::AccountSummaryRequest::decode(body)
+                    .ok()
+                    .and_then(|r| r.req_id)
+                    .unwrap_or(-1);
+                let cash = script.net_liquidation;
+                for (tag, value) in [
+                    ("NetLiquidation", cash),
+                    ("TotalCashValue", cash),
+                    ("BuyingPower", 4.0 * cash),
+                ] {
+                    let row = proto::AccountSummary {
+                        req_id: Some(req),
+                        account: Some(script.account.clone()),
+                        tag: Some(tag.into()),
+                        value: Some(value.to_string()),
+                        currency: Some("USD".into()),
+                    };
+                    write_frame(o, In::AccountSummary, &row)?;
+                }
+                write_frame(
+                    o,
+                    In::AccountSummaryEnd,
+                    &proto::AccountSummaryEnd { req_id: Some(req) },
+                )?;
             }
             99 => {
                 for ord in &s.orders {

@@ -133,6 +133,11 @@ fn a_market_order_fills_with_its_commission_and_carries_its_order_ref() {
         has(&n, "reconciled") && !has(&n, "position_mismatch"),
         "{n:?}"
     );
+    let account = n.iter().find(|x| x.kind == "broker_account").unwrap();
+    assert_eq!(
+        account.detail,
+        "DU0000001: NetLiquidation 1000000 USD, TotalCashValue 1000000 USD, BuyingPower 4000000 USD"
+    );
 }
 
 #[test]
@@ -539,16 +544,18 @@ fn ibs_connection_lost_and_restored_codes_are_recorded_and_reconciled() {
     assert_eq!(
         kinds,
         [
+            "broker_account",
             "reconciled",
             "broker_disconnected",
             "broker_reconnected",
+            "broker_account",
             "reconciled"
         ]
     );
     assert!(
-        seen[1].detail.starts_with("IB 1100: Connectivity"),
+        seen[2].detail.starts_with("IB 1100: Connectivity"),
         "{:?}",
-        seen[1]
+        seen[2]
     );
     assert_eq!(tws.connections(), 1);
 }

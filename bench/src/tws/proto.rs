@@ -214,3 +214,29 @@ pub struct ErrorMessage {
 /// An empty message (the `...End` markers).
 #[derive(Clone, PartialEq, Message)]
 pub struct Empty {}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct AccountSummaryRequest {
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: Option<i32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct AccountSummary {
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: Option<i32>,
+    #[prost(string, optional, tag = "2")]
+    pub account: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    pub tag: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    pub value: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    pub currency: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct AccountSummaryEnd {
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: Option<i32>,
+}

@@ -407,7 +407,12 @@ fn reconcile(client: &Client, shared: &Shared, when: &str) {
         }
         held = read_positions(client, shared);
     }
+    let account = read_account(client, shared);
     let mut l = shared.ledger();
+    l.notify_all(match account {
+        Ok(values) => BrokerNotice::info("broker_account", format!("{}: {values}", shared.account)),
+        Err(e) => BrokerNotice::info("broker_account", e),
+    });
     match held {
         Ok(held) if failed.is_empty() => {
             l.check_positions(&held, when);
@@ -447,6 +452,36 @@ fn read_executions(client: &Client, shared: &Shared) -> std::result::Result<(), 
         }
     }
     Ok(())
+}
+
+/// The account's values that size what it can trade, in words (`NetLiquidation 1000000 USD,
+/// ...`).
+fn read_account(client: &Client, shared: &Shared) -> std::result::Result<String, String> {
+    use ibapi::accounts::{AccountSummaryResult, AccountSummaryTags as T, types::AccountGroup};
+    let tags = [
+        T::NET_LIQUIDATION,
+        T::TOTAL_CASH_VALUE,
+        T::BUYING_POWER,
+        T::AVAILABLE_FUNDS,
+    ];
+    let sub = client
+        .account_summary(&AccountGroup::from("All"), &tags)
+        .map_err(|e| format!("account summary: {e}"))?;
+    let mut values = Vec::new();
+    loop {
+        match sub.next_timeout(SNAPSHOT_WAIT) {
+            Some(Ok(SubscriptionItem::Data(AccountSummaryResult::Summary(v)))) => {
+                if v.account == shared.account {
+                    values.push(format!("{} {} {}", v.tag, v.value, v.currency));
+                }
+            }
+            Some(Ok(SubscriptionItem::Data(AccountSummaryResult::End))) => break,
+            Some(Ok(SubscriptionItem::Notice(_))) => {}
+            Some(Err(e)) => return Err(format!("account summary: {e}")),
+            None => return Err(format!("account summary: no end within {SNAPSHOT_WAIT:?}")),
+        }
+    }
+    Ok(values.join(", "))
 }
 
 /// The account's positions in the job's symbols.
