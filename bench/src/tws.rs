@@ -151,7 +151,12 @@ impl FakeTws {
     /// assert!(tws.address().starts_with("127.0.0.1:"));
     /// ```
     pub fn start(script: TwsScript) -> std::io::Result<FakeTws> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        FakeTws::start_on("127.0.0.1:0", script)
+    }
+
+    /// The same, on `addr` (`flowsense tws`).
+    pub fn start_on(addr: &str, script: TwsScript) -> std::io::Result<FakeTws> {
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?.to_string();
         let state = Arc::new(Mutex::new(State {
             positions: script.positions.clone(),

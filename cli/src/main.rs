@@ -18,6 +18,7 @@ mod run;
 mod serve;
 mod sql;
 mod synth;
+mod tws;
 mod venue;
 
 // mimalloc: the ingest's reader and writer threads free each other's buffers, which glibc's
@@ -59,6 +60,9 @@ enum Command {
     /// A local Binance USD-M on loopback replaying a capture (stamps moved to now), for trying
     /// a live job with no network: `flowsense run examples/live-paper-local.toml`.
     Venue(venue::VenueArgs),
+    /// A scripted TWS on loopback speaking the IB API, for trying `[broker] kind = "ibkr"` with
+    /// no IB account: `flowsense run examples/live-ibkr-local.toml`.
+    Tws(tws::TwsArgs),
     /// Generate a seeded synthetic market into the lake.
     Synth(synth::SynthArgs),
     /// Run SQL over the lake: one query, or an interactive prompt when none is given.
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => args.execute(),
         Command::Record(args) => args.execute(),
         Command::Venue(args) => args.execute(),
+        Command::Tws(args) => args.execute(),
         Command::Synth(args) => args.execute(),
         Command::Sql(args) => args.execute(),
         Command::Demo(args) => args.execute(),

@@ -559,3 +559,74 @@ fn ibs_connection_lost_and_restored_codes_are_recorded_and_reconciled() {
     );
     assert_eq!(tws.connections(), 1);
 }
+
+#[test]
+fn flowsense_tws_and_venue_serve_the_local_ibkr_example_across_processes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (ws_port, rest_port, tws_port) = (port(), port(), port());
+    let first_line = |child: &mut std::process::Child| {
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        line
+    };
+    let capture = crate::common::binance_data().join("usdm/btcusdt_20240808.gz");
+    let mut venue = crate::common::flowsense()
+        .args([
+            "venue",
+            "--speed",
+            "50",
+            "--capture",
+            capture.to_str().unwrap(),
+        ])
+        .args(["--ws-listen", &format!("127.0.0.1:{ws_port}")])
+        .args(["--rest-listen", &format!("127.0.0.1:{rest_port}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tws = crate::common::flowsense()
+        .args(["tws", "--listen", &format!("127.0.0.1:{tws_port}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    first_line(&mut venue);
+    let said_tws = first_line(&mut tws);
+    assert!(
+        said_tws.contains(&format!("scripted TWS on 127.0.0.1:{tws_port}")),
+        "{said_tws}"
+    );
+    let example =
+        std::fs::read_to_string(crate::common::repo_path("examples/live-ibkr-local.toml"))
+            .unwrap()
+            .replace("127.0.0.1:9443", &format!("127.0.0.1:{ws_port}"))
+            .replace("127.0.0.1:9444", &format!("127.0.0.1:{rest_port}"))
+            .replace("port = 4002", &format!("port = {tws_port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let job = write(dir.path(), "local.toml", &example);
+    let lake = dir.path().join("lake");
+    let said = run(&job, &lake, &["--run-id", "ib-local-1"]);
+    for c in [&mut venue, &mut tws] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let n = lake_csv(
+        &lake,
+        "SELECT count(*) AS n FROM fills WHERE run_id = 'ib-local-1'",
+    );
+    assert_ne!(
+        n.lines().nth(1),
+        Some("0"),
+        "no fill from the scripted TWS: {said}"
+    );
+    let runs = lake_csv(&lake, "SELECT mode FROM runs WHERE run_id = 'ib-local-1'");
+    assert_eq!(runs.lines().nth(1), Some("live"), "{runs}");
+}
