@@ -27,6 +27,7 @@ use flowsense_sinks::Lake;
 
 pub mod backtest;
 pub mod graph;
+pub mod ibkr;
 pub mod ingest;
 pub mod live;
 pub mod market_making;

@@ -218,7 +218,7 @@ fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(reader.lines().collect::<std::io::Result<Vec<_>>>()?)
 }
 
-fn quantiles(h: &Histogram<u64>) -> String {
+pub(crate) fn quantiles(h: &Histogram<u64>) -> String {
     let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
     format!(
         "p50 {:>9.1} us   p99 {:>9.1} us   p999 {:>9.1} us   max {:>9.1} us   ({} orders)",

@@ -197,6 +197,13 @@ impl FakeTws {
             .collect()
     }
 
+    /// How many orders were received, and when the last one was.
+    pub fn last_placed(&self) -> (usize, Option<Instant>) {
+        let s = self.state();
+        let at = s.received.iter().rev().find(|r| r.id == 3).map(|r| r.at);
+        (s.orders.len(), at)
+    }
+
     /// Every message received after a handshake.
     pub fn received(&self) -> Vec<Received> {
         self.state().received.clone()

@@ -146,6 +146,16 @@ pub enum BenchCommand {
         #[arg(long)]
         busy_poll: bool,
     },
+    /// The Interactive Brokers sink: order to the wire and order to accepted (HDR percentiles),
+    /// through `IbBroker` and through the bare `ibapi` client, against a scripted TWS.
+    Ibkr {
+        /// Orders a run.
+        #[arg(long, default_value_t = 2000)]
+        orders: usize,
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     /// Runs named queries (a JSON object `{"name": "SQL", ...}`) over a lake; prints one JSON line
     /// per query with the median time. `scripts/bench_sql.py` runs it beside DuckDB.
     Sql {
@@ -207,6 +217,15 @@ impl BenchCommand {
                         speed,
                         repeat,
                         busy_poll,
+                    })?
+                );
+            }
+            BenchCommand::Ibkr { orders, repeat } => {
+                print!(
+                    "{}",
+                    flowsense_bench::ibkr::run(&flowsense_bench::ibkr::IbkrBench {
+                        orders,
+                        repeat
                     })?
                 );
             }
