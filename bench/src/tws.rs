@@ -3,7 +3,8 @@
 //! then 4-byte length-framed messages of a 4-byte id and a protobuf body), keeps the orders,
 //! executions and positions of one account across connections as TWS would, and answers every
 //! order the way its [`OnOrder`] says: fill, partial fills, reject, rest, fill on the cancel,
-//! or accept and drop the connection.
+//! or accept and drop the connection. An order placed again under a working order's id is a
+//! modify, as at IB.
 //!
 //! Nothing of IB runs here: the fake is what the tests talk to through real sockets, and it is
 //! only as faithful as the message formats it writes (IB's published field tags) and the
@@ -113,6 +114,8 @@ struct Ord {
     contract: proto::Contract,
     filled: f64,
     status: &'static str,
+    /// Modifies received.
+    modified: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -217,6 +220,11 @@ impl FakeTws {
     /// The account's position in an IB symbol.
     pub fn position(&self, symbol: &str) -> f64 {
         self.state().positions.get(symbol).copied().unwrap_or(0.0)
+    }
+
+    /// Modifies received, order by order.
+    pub fn modifies(&self) -> Vec<u32> {
+        self.state().orders.iter().map(|o| o.modified).collect()
     }
 
     /// Orders still working.
@@ -599,6 +607,22 @@ fn place(
 ) -> std::io::Result<()> {
     let order = p.order.unwrap_or_default();
     let contract = p.contract.unwrap_or_default();
+    // An order id already working is a modify: its new limit (and size), acknowledged as IB
+    // does, with the order again and its status.
+    if let Some(i) = s
+        .orders
+        .iter()
+        .position(|o| Some(o.placed.order_id) == p.order_id && is_open(o.status))
+    {
+        let o = &mut s.orders[i];
+        o.placed.limit = order.lmt_price;
+        if let Some(q) = order.total_quantity.as_deref().and_then(|q| q.parse().ok()) {
+            o.placed.quantity = q;
+        }
+        o.modified += 1;
+        write_open_order(c, &s.orders[i], script)?;
+        return write_status(c, &s.orders[i]);
+    }
     let placed = Placed {
         order_id: p.order_id.unwrap_or(0),
         action: order.action.clone().unwrap_or_default(),
@@ -620,6 +644,7 @@ fn place(
             client_id,
             contract,
             filled: 0.0,
+            modified: 0,
             status: "Inactive",
             placed,
         });
@@ -634,6 +659,7 @@ fn place(
         client_id,
         contract,
         filled: 0.0,
+        modified: 0,
         status: "Submitted",
         placed,
     });

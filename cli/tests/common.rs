@@ -112,3 +112,22 @@ pub fn run_err(args: &[&str]) -> String {
     assert!(!out.status.success(), "flowsense {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A loopback port free now (for a server another process is told to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The first line a spawned child prints (piped stdout); the rest is drained unread.
+pub fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    line
+}

@@ -278,12 +278,16 @@ fn trader(b: IbBroker) -> Trader<IbBroker> {
 }
 
 fn book(ms: i64) -> MarketEvent {
+    book_at(ms, 99, 101)
+}
+
+fn book_at(ms: i64, bid: i64, ask: i64) -> MarketEvent {
     MarketEvent::Depth(
         aapl(),
         Box::new(DepthUpdate {
             ts: UnixNanos::from_millis(ms),
-            bids: vec![(Price::from_units(99), Size::from_units(50))],
-            asks: vec![(Price::from_units(101), Size::from_units(50))],
+            bids: vec![(Price::from_units(bid), Size::from_units(50))],
+            asks: vec![(Price::from_units(ask), Size::from_units(50))],
             is_snapshot: true,
             ..Default::default()
         }),
@@ -562,23 +566,9 @@ fn ibs_connection_lost_and_restored_codes_are_recorded_and_reconciled() {
 
 #[test]
 fn flowsense_tws_and_venue_serve_the_local_ibkr_example_across_processes() {
-    use std::io::{BufRead, BufReader};
+    use crate::common::{first_line, free_port};
     use std::process::Stdio;
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (ws_port, rest_port, tws_port) = (port(), port(), port());
-    let first_line = |child: &mut std::process::Child| {
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        line
-    };
+    let (ws_port, rest_port, tws_port) = (free_port(), free_port(), free_port());
     let capture = crate::common::binance_data().join("usdm/btcusdt_20240808.gz");
     let mut venue = crate::common::flowsense()
         .args([
@@ -629,4 +619,61 @@ fn flowsense_tws_and_venue_serve_the_local_ibkr_example_across_processes() {
     );
     let runs = lake_csv(&lake, "SELECT mode FROM runs WHERE run_id = 'ib-local-1'");
     assert_eq!(runs.lines().nth(1), Some("live"), "{runs}");
+}
+
+#[test]
+fn a_touch_that_moves_modifies_the_resting_order_at_ib_in_place() {
+    let tws = tws(OnOrder::Rest);
+    let s = session(&tws);
+    let text = STRATEGY.replace(
+        "order = \"limit_join\"",
+        "order = \"limit_join\"\n    replace_on_touch_move = true",
+    );
+    let spec = JobSpec::from_toml(&text).unwrap();
+    let strategy = spec.strategy.as_ref().unwrap();
+    let mut t = Trader::new(
+        aapl(),
+        JOB,
+        &spec.features,
+        strategy,
+        &spec.risk,
+        s.broker(&aapl()),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    t.on_event(&book(0), &mut out);
+    for ms in [500, 1500] {
+        t.on_event(&buy(ms), &mut out);
+    }
+    let end = Instant::now() + Duration::from_secs(8);
+    while tws.open_orders() == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(tws.placed()[0].limit, Some(99.0));
+    // The bid moves up a unit; at the next close the order follows it, in place.
+    t.on_event(&book_at(1600, 100, 101), &mut out);
+    t.on_event(&buy(2500), &mut out);
+    while tws.modifies() != [1] && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(tws.modifies(), [1]);
+    let placed = tws.placed();
+    assert_eq!(
+        (placed.len(), placed[0].limit),
+        (1, Some(100.0)),
+        "{placed:?}"
+    );
+    assert!(
+        !tws.received().iter().any(|r| r.id == 4),
+        "a cancel was sent"
+    );
+    t.finish(&mut out);
+    let prices: Vec<_> = out
+        .iter()
+        .filter_map(|r| match r {
+            TradeRecord::Order(o) => o.order.price.map(|p| p.as_f64()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prices, [100.0]);
 }

@@ -807,14 +807,7 @@ fn a_paper_job_writes_its_records_as_it_runs() {
 
 #[test]
 fn flowsense_venue_serves_the_local_paper_example_across_processes() {
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (ws_port, rest_port) = (port(), port());
+    let (ws_port, rest_port) = (common::free_port(), common::free_port());
     let capture = common::binance_data().join("usdm/btcusdt_20240808.gz");
     let mut venue = common::flowsense()
         .args([
@@ -829,10 +822,7 @@ fn flowsense_venue_serves_the_local_paper_example_across_processes() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    let mut stdout = BufReader::new(venue.stdout.take().unwrap());
-    stdout.read_line(&mut line).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let line = common::first_line(&mut venue);
     assert!(
         line.contains(&format!("ws://127.0.0.1:{ws_port}")),
         "{line}"

@@ -1195,21 +1195,23 @@ fn a_subscriber_from_the_submission_on_gets_the_rows() {
     );
 }
 
-#[test]
-fn the_kill_switch_halts_a_paper_job_on_a_live_feed_and_flattens_it() {
+/// A local Binance sending the first `n` lines of the capture as they were received, its
+/// stamps moved to now; its websocket server and REST URL.
+fn binance_at_real_time(n: usize) -> (crate::venue::WsServer, String) {
     use crate::venue::{
         Script, capture_lines, now_offset, rest_server, shift_times, snapshot_and_frames, ws_server,
     };
-    // A local Binance sending the capture as it was received, its stamps moved to now.
-    let lines = capture_lines(12000);
+    let lines = capture_lines(n);
     let (snapshot, frames) = snapshot_and_frames(&lines);
     let ms = now_offset(&frames);
-    let mut script = Script::paced(&lines, 1.0);
-    for f in &mut script.frames {
-        f.1 = shift_times(&f.1, ms);
-    }
-    let ws = ws_server(vec![script]);
+    let ws = ws_server(vec![Script::paced(&lines, 1.0).shifted(ms)]);
     let (rest, _) = rest_server(shift_times(&snapshot, ms));
+    (ws, rest)
+}
+
+#[test]
+fn the_kill_switch_halts_a_paper_job_on_a_live_feed_and_flattens_it() {
+    let (ws, rest) = binance_at_real_time(12000);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let s = Server::start(&lake, &[], &[]);
@@ -1280,24 +1282,13 @@ fn the_kill_switch_halts_a_paper_job_on_a_live_feed_and_flattens_it() {
 
 #[test]
 fn the_kill_switch_cancels_a_live_jobs_orders_at_interactive_brokers() {
-    use crate::venue::{
-        Script, capture_lines, now_offset, rest_server, shift_times, snapshot_and_frames, ws_server,
-    };
     use flowsense_bench::tws::{FakeTws, OnOrder, TwsScript};
     let tws = FakeTws::start(TwsScript {
         on_order: OnOrder::Rest,
         ..TwsScript::default()
     })
     .unwrap();
-    let lines = capture_lines(12000);
-    let (snapshot, frames) = snapshot_and_frames(&lines);
-    let ms = now_offset(&frames);
-    let mut script = Script::paced(&lines, 1.0);
-    for f in &mut script.frames {
-        f.1 = shift_times(&f.1, ms);
-    }
-    let ws = ws_server(vec![script]);
-    let (rest, _) = rest_server(shift_times(&snapshot, ms));
+    let (ws, rest) = binance_at_real_time(12000);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let s = Server::start(&lake, &[], &[]);

@@ -218,6 +218,15 @@ pub trait Broker {
     /// Asks to cancel an order, sent at feed time `at`.
     fn cancel(&mut self, id: ClientOrderId, at: UnixNanos);
 
+    /// Moves a resting order's limit price in place, sent at feed time `at` (a modify at a
+    /// broker that has one, such as Interactive Brokers); `false` if this broker cannot, and
+    /// the caller cancels and places again. The simulated exchange cannot (the default), so
+    /// backtests replace by cancel and new order, as they always did.
+    fn modify(&mut self, id: ClientOrderId, price: Price, at: UnixNanos) -> bool {
+        let _ = (id, price, at);
+        false
+    }
+
     /// One market event, in feed order.
     fn on_market(&mut self, ev: &MarketEvent);
 

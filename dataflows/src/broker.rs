@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use flowsense_core::job::JobSpec;
 use flowsense_core::order::{Broker, BrokerNotice, ClientOrderId, ExecReport, Order};
-use flowsense_core::{MarketEvent, Symbol, UnixNanos};
+use flowsense_core::{MarketEvent, Price, Symbol, UnixNanos};
 use flowsense_operators::SimExchange;
 use flowsense_sinks::ibkr::{IbBroker, IbConfig, IbSession};
 
@@ -75,6 +75,13 @@ impl Broker for JobBroker {
         match self {
             JobBroker::Sim(b) => b.cancel(id, at),
             JobBroker::Ib(b) => b.cancel(id, at),
+        }
+    }
+
+    fn modify(&mut self, id: ClientOrderId, price: Price, at: UnixNanos) -> bool {
+        match self {
+            JobBroker::Sim(b) => b.modify(id, price, at),
+            JobBroker::Ib(b) => b.modify(id, price, at),
         }
     }
 

@@ -921,6 +921,18 @@ impl<B: Broker> Trader<B> {
                     why = Some("aged");
                 }
             }
+            // A touch that moved is followed in place where the broker modifies orders.
+            if why == Some("touch moved")
+                && let Some(touch) = self.limit_price(o.side, bid, ask)
+                && self.rate_ok(now)
+                && self.broker.modify(id, touch, UnixNanos(now))
+            {
+                self.sent.push_back(now);
+                let w = self.working.get_mut(&id).expect("listed");
+                w.record.order.price = Some(touch);
+                pending = true;
+                continue;
+            }
             if let Some(why) = why {
                 if !self.rate_ok(now) {
                     self.risk_event(

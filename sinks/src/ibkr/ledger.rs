@@ -185,6 +185,14 @@ impl Ledger {
         Placement::Known(ib_id)
     }
 
+    /// The IB order id of a resting order that can still be modified.
+    pub(crate) fn modifiable(&self, id: ClientOrderId) -> Option<i32> {
+        self.orders
+            .get(&id)
+            .filter(|s| s.rests && !s.ended && s.end.is_none())
+            .map(|s| s.ib_id)
+    }
+
     /// The IB order id to cancel, unless the order has ended.
     pub(crate) fn cancel(&self, id: ClientOrderId) -> Option<i32> {
         self.orders

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use flowsense_core::job::{BrokerSpec, ContractSpec};
 use flowsense_core::order::{Broker, BrokerNotice, ClientOrderId, ExecReport, Order, OrderKind};
-use flowsense_core::{MarketEvent, Side, Symbol, UnixNanos};
+use flowsense_core::{MarketEvent, Price, Side, Symbol, UnixNanos};
 use ibapi::client::blocking::{Client, Subscription};
 use ibapi::contracts::{Contract, Currency, Exchange, SecurityType};
 use ibapi::orders::{Action, ExecutionFilter, Executions, OrderUpdate, Orders};
@@ -284,6 +284,7 @@ impl IbSession {
             symbol: symbol.clone(),
             contract,
             last: UnixNanos(0),
+            sent: FxHashMap::default(),
         }
     }
 
@@ -525,6 +526,8 @@ pub struct IbBroker {
     contract: Contract,
     /// The latest feed time reports were asked for.
     last: UnixNanos,
+    /// Resting orders as placed (a modify re-sends them under their id and `orderRef`).
+    sent: FxHashMap<ClientOrderId, Order>,
 }
 
 impl IbBroker {
@@ -562,6 +565,9 @@ impl Broker for IbBroker {
                 Box::new(ib),
             ));
         }
+        if order.kind.rests() {
+            self.sent.insert(order.id, order);
+        }
     }
 
     fn cancel(&mut self, id: ClientOrderId, _at: UnixNanos) {
@@ -569,6 +575,25 @@ impl Broker for IbBroker {
         if let Some(ib) = ib {
             self.session.send(Outbound::Cancel(ib));
         }
+    }
+
+    /// A modify at IB: the order placed again under its own id with the new limit price.
+    fn modify(&mut self, id: ClientOrderId, price: Price, _at: UnixNanos) -> bool {
+        let Some(ib_id) = self.session.shared.ledger().modifiable(id) else {
+            return false;
+        };
+        let Some(placed) = self.sent.get(&id).cloned() else {
+            return false;
+        };
+        let mut order = placed.clone();
+        order.price = Some(price);
+        let mut ib = self.ib_order(&order);
+        // The orderRef stays the one the order was placed with.
+        ib.order_ref = order_ref(&self.session.shared.config.job, &placed);
+        let contract = Box::new(self.contract.clone());
+        self.session
+            .send(Outbound::Place(ib_id, contract, Box::new(ib)));
+        true
     }
 
     fn on_market(&mut self, _ev: &MarketEvent) {}
