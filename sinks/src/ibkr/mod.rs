@@ -179,17 +179,12 @@ impl IbSession {
         let fail = move |what: &str, e: ibapi::Error| {
             Error::Broker(format!("Interactive Brokers at {address}: {what}: {e}"))
         };
-        let mut builder = Client::builder()
+        let (client, notices) = Client::builder()
             .address(config.address.as_str())
             .client_id(config.client_id)
             .tcp_no_delay(true)
-            .rate_limiter(RateLimiter::per_second(config.pacing));
-        builder = if config.reconnect_attempts == 0 {
-            builder.max_reconnect_attempts(0)
-        } else {
-            builder.max_reconnect_attempts(config.reconnect_attempts)
-        };
-        let (client, notices) = builder
+            .rate_limiter(RateLimiter::per_second(config.pacing))
+            .max_reconnect_attempts(config.reconnect_attempts)
             .connect_with_notice_stream()
             .map_err(|e| fail("cannot connect", e))?;
         let accounts = client.handshake_managed_accounts().to_vec();
