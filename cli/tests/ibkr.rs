@@ -344,21 +344,27 @@ fn a_position_ib_holds_and_the_job_does_not_halts_the_strategy() {
     assert!(tws.placed().is_empty(), "{:?}", tws.placed());
 }
 
+/// A book at 99 / 101, then buying flow: the 1 s bucket closes on it and the trader rests a
+/// limit order at the bid, at IB. Waits for it there; the test's deadline.
+fn rest_one_order(t: &mut Trader<IbBroker>, tws: &FakeTws, out: &mut Vec<TradeRecord>) -> Instant {
+    t.on_event(&book(0), out);
+    for ms in [500, 1500] {
+        t.on_event(&buy(ms), out);
+    }
+    let end = Instant::now() + Duration::from_secs(8);
+    while tws.open_orders() == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    end
+}
+
 #[test]
 fn the_kill_switch_cancels_at_ib() {
     let tws = tws(OnOrder::Rest);
     let s = session(&tws);
     let mut t = trader(s.broker(&aapl()));
     let mut out = Vec::new();
-    t.on_event(&book(0), &mut out);
-    for ms in [500, 1500] {
-        t.on_event(&buy(ms), &mut out);
-    }
-    // The 1 s bucket closed on buying flow: a resting limit order at IB.
-    let end = Instant::now() + Duration::from_secs(8);
-    while tws.open_orders() == 0 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let end = rest_one_order(&mut t, &tws, &mut out);
     assert_eq!(tws.open_orders(), 1);
     t.kill(false, "test kill", &mut out);
     while tws.open_orders() > 0 && Instant::now() < end {
@@ -569,20 +575,7 @@ fn flowsense_tws_and_venue_serve_the_local_ibkr_example_across_processes() {
     use crate::common::{first_line, free_port};
     use std::process::Stdio;
     let (ws_port, rest_port, tws_port) = (free_port(), free_port(), free_port());
-    let capture = crate::common::binance_data().join("usdm/btcusdt_20240808.gz");
-    let mut venue = crate::common::flowsense()
-        .args([
-            "venue",
-            "--speed",
-            "50",
-            "--capture",
-            capture.to_str().unwrap(),
-        ])
-        .args(["--ws-listen", &format!("127.0.0.1:{ws_port}")])
-        .args(["--rest-listen", &format!("127.0.0.1:{rest_port}")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut venue = crate::venue::spawn_venue(ws_port, rest_port);
     let mut tws = crate::common::flowsense()
         .args(["tws", "--listen", &format!("127.0.0.1:{tws_port}")])
         .stdout(Stdio::piped())
@@ -641,14 +634,7 @@ fn a_touch_that_moves_modifies_the_resting_order_at_ib_in_place() {
     )
     .unwrap();
     let mut out = Vec::new();
-    t.on_event(&book(0), &mut out);
-    for ms in [500, 1500] {
-        t.on_event(&buy(ms), &mut out);
-    }
-    let end = Instant::now() + Duration::from_secs(8);
-    while tws.open_orders() == 0 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let end = rest_one_order(&mut t, &tws, &mut out);
     assert_eq!(tws.placed()[0].limit, Some(99.0));
     // The bid moves up a unit; at the next close the order follows it, in place.
     t.on_event(&book_at(1600, 100, 101), &mut out);

@@ -808,20 +808,7 @@ fn a_paper_job_writes_its_records_as_it_runs() {
 #[test]
 fn flowsense_venue_serves_the_local_paper_example_across_processes() {
     let (ws_port, rest_port) = (common::free_port(), common::free_port());
-    let capture = common::binance_data().join("usdm/btcusdt_20240808.gz");
-    let mut venue = common::flowsense()
-        .args([
-            "venue",
-            "--speed",
-            "50",
-            "--capture",
-            capture.to_str().unwrap(),
-        ])
-        .args(["--ws-listen", &format!("127.0.0.1:{ws_port}")])
-        .args(["--rest-listen", &format!("127.0.0.1:{rest_port}")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut venue = crate::venue::spawn_venue(ws_port, rest_port);
     let line = common::first_line(&mut venue);
     assert!(
         line.contains(&format!("ws://127.0.0.1:{ws_port}")),

@@ -70,3 +70,22 @@ pub fn as_of_now(snapshot: &str, frames: &[String]) -> (String, Vec<String>) {
         frames.iter().map(|f| shift_times(f, ms)).collect(),
     )
 }
+
+/// `flowsense venue --speed 50` replaying the bundled USD-M capture on these loopback ports,
+/// in a process of its own (stdout piped: read its first line with `common::first_line`).
+pub fn spawn_venue(ws_port: u16, rest_port: u16) -> std::process::Child {
+    let capture = common::binance_data().join("usdm/btcusdt_20240808.gz");
+    common::flowsense()
+        .args([
+            "venue",
+            "--speed",
+            "50",
+            "--capture",
+            capture.to_str().unwrap(),
+        ])
+        .args(["--ws-listen", &format!("127.0.0.1:{ws_port}")])
+        .args(["--rest-listen", &format!("127.0.0.1:{rest_port}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
