@@ -21,9 +21,7 @@ use flowsense_operators::trader::Trader;
 use flowsense_sinks::ibkr::{IbBroker, IbConfig, IbSession, order_ref};
 
 use crate::live::{STRATEGY as LIVE_STRATEGY, live_spec, run, write};
-use crate::venue::{
-    Script, as_of_now, capture_lines, lake_csv, rest_server, snapshot_and_frames, ws_server,
-};
+use crate::venue::lake_csv;
 
 const JOB: &str = "ib-test";
 
@@ -427,11 +425,7 @@ fn flowsense_run_trades_a_live_feed_at_ib_by_config_alone() {
         ..TwsScript::default()
     })
     .unwrap();
-    let lines = capture_lines(20000);
-    let (snapshot, frames) = snapshot_and_frames(&lines);
-    let (snapshot, frames) = as_of_now(&snapshot, &frames);
-    let ws = ws_server(vec![Script::at_once(frames)]);
-    let (rest, _) = rest_server(snapshot);
+    let (ws, rest) = crate::venue::binance_at_once_as_of_now(20000);
     let dir = tempfile::tempdir().unwrap();
     let (rec, lake) = (dir.path().join("rec"), dir.path().join("lake"));
     let port = tws.address().rsplit(':').next().unwrap();

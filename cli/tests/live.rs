@@ -18,8 +18,7 @@ use flowsense_sources::live::{BinanceConfig, BinanceVenue, LiveFeed, LiveOptions
 
 use crate::common;
 use crate::venue::{
-    Script, Step, WsServer, as_of_now, capture_lines, lake_csv, rest_server, snapshot_and_frames,
-    ws_server,
+    Script, Step, WsServer, capture_lines, lake_csv, rest_server, snapshot_and_frames, ws_server,
 };
 
 /// A live job's spec on the local servers, with `extra` TOML after its source table.
@@ -146,11 +145,7 @@ fn a_paper_run_on_a_live_feed_trades_as_the_backtest_of_its_recording() {
     // A minute and a half of the capture as a venue whose clock agrees with ours: moved to
     // start now (the simulated exchange runs on exchange time and orders leave on the receive
     // clock, so the two must agree, as they do live), sent as fast as the socket takes it.
-    let lines = capture_lines(20000);
-    let (snapshot, frames) = snapshot_and_frames(&lines);
-    let (snapshot, frames) = as_of_now(&snapshot, &frames);
-    let ws = ws_server(vec![Script::at_once(frames)]);
-    let (rest, _) = rest_server(snapshot);
+    let (ws, rest) = crate::venue::binance_at_once_as_of_now(20000);
     let dir = tempfile::tempdir().unwrap();
     let (rec, lake) = (dir.path().join("rec"), dir.path().join("lake"));
     let job = write(

@@ -89,3 +89,15 @@ pub fn spawn_venue(ws_port: u16, rest_port: u16) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// A local Binance sending the first `n` lines of the capture at once, its stamps moved to
+/// start now (so the simulated exchange's clock and the receive clock agree, as they do live);
+/// its websocket server and REST URL.
+pub fn binance_at_once_as_of_now(n: usize) -> (WsServer, String) {
+    let lines = capture_lines(n);
+    let (snapshot, frames) = snapshot_and_frames(&lines);
+    let (snapshot, frames) = as_of_now(&snapshot, &frames);
+    let ws = ws_server(vec![Script::at_once(frames)]);
+    let (rest, _) = rest_server(snapshot);
+    (ws, rest)
+}
