@@ -242,6 +242,22 @@ impl FakeTws {
         }
     }
 
+    /// Fills every working order now, as the market trading through them would, and tells the
+    /// clients (an execution, its commission report and the status each).
+    pub fn fill_working(&self) -> std::io::Result<()> {
+        let mut s = self.state();
+        let Some(mut c) = s.open.first().map(TcpStream::try_clone).transpose()? else {
+            return Ok(());
+        };
+        for i in 0..s.orders.len() {
+            if is_open(s.orders[i].status) {
+                let left = s.orders[i].placed.quantity - s.orders[i].filled;
+                execute(&mut c, &mut s, &self.script, i, left, true)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops every connection, as a network cut or IB's daily reset does.
     pub fn drop_connection(&self) {
         for c in self.state().open.drain(..) {

@@ -17,6 +17,7 @@ use flowsense_core::order::{
 };
 use flowsense_core::results::TradeRecord;
 use flowsense_core::{DepthUpdate, MarketEvent, Price, Side, Size, Symbol, UnixNanos};
+use flowsense_operators::TradeStrategy;
 use flowsense_operators::trader::Trader;
 use flowsense_sinks::ibkr::{IbBroker, IbConfig, IbSession, order_ref};
 
@@ -656,4 +657,65 @@ fn a_touch_that_moves_modifies_the_resting_order_at_ib_in_place() {
         })
         .collect();
     assert_eq!(prices, [100.0]);
+}
+
+#[test]
+fn a_fill_on_a_silent_market_reaches_the_strategy_without_another_event() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::{Input, Inspect};
+    let tws = Arc::new(tws(OnOrder::Rest));
+    let mut config = config(&tws, 50);
+    config.job = JOB.into();
+    // The market trades through the resting order once it is there, while no event comes.
+    let t2 = tws.clone();
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(10);
+        while t2.open_orders() == 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        t2.fill_working().unwrap();
+    });
+    let (fills_while_silent, fills_at_end) = timely::execute_directly(move |worker| {
+        let spec = JobSpec::from_toml(STRATEGY).unwrap();
+        let session = Arc::new(IbSession::connect(config).unwrap());
+        let got: Rc<RefCell<Vec<TradeRecord>>> = Rc::default();
+        let g = got.clone();
+        let mut input = timely::dataflow::InputHandleVec::<u64, MarketEvent>::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            scope
+                .input_from(&mut input)
+                .trade(
+                    JOB,
+                    &spec.features,
+                    spec.strategy.as_ref().unwrap(),
+                    &spec.risk,
+                    move |s| session.broker(s),
+                )
+                .unwrap()
+                .inspect(move |r| g.borrow_mut().push(r.clone()));
+        });
+        for ev in [book(0), buy(500), buy(1500)] {
+            input.send(ev);
+        }
+        input.advance_to(2);
+        input.flush();
+        let fills = |g: &Rc<RefCell<Vec<TradeRecord>>>| {
+            g.borrow()
+                .iter()
+                .filter(|r| matches!(r, TradeRecord::Fill(_)))
+                .count()
+        };
+        // Stepping with the input open and nothing in it: only the broker can wake the trader.
+        let end = Instant::now() + Duration::from_secs(10);
+        while fills(&got) == 0 && Instant::now() < end {
+            worker.step_or_park(Some(Duration::from_millis(20)));
+        }
+        let silent = fills(&got);
+        drop(input);
+        while worker.step_or_park(Some(Duration::from_millis(20))) {}
+        (silent, fills(&got))
+    });
+    assert_eq!((fills_while_silent, fills_at_end), (1, 1));
 }

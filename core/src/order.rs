@@ -237,6 +237,13 @@ pub trait Broker {
     /// Moves every remaining report into `out` (the run ended).
     fn flush(&mut self, out: &mut Vec<ExecReport>);
 
+    /// A live broker calls `wake` (from any thread) when reports or notices arrive, so the
+    /// strategy hears of them without waiting for its next market event. A simulated exchange
+    /// reports on market events only and never calls it (the default).
+    fn set_waker(&mut self, wake: Waker) {
+        let _ = wake;
+    }
+
     /// Moves what a live broker saw that the strategy must hear of into `out`: a connection
     /// lost or restored, a reconciliation, a position that does not match. A simulated
     /// exchange has none (the default).
@@ -244,6 +251,9 @@ pub trait Broker {
         let _ = out;
     }
 }
+
+/// What a live broker calls to wake the operator that trades through it ([`Broker::set_waker`]).
+pub type Waker = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// Something a broker reports outside any one order: the trader records it as a risk event of
 /// its `kind` and, with `halt`, halts the strategy (cancelling its orders, keeping the

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use flowsense_core::job::JobSpec;
-use flowsense_core::order::{Broker, BrokerNotice, ClientOrderId, ExecReport, Order};
+use flowsense_core::order::{Broker, BrokerNotice, ClientOrderId, ExecReport, Order, Waker};
 use flowsense_core::{MarketEvent, Price, Symbol, UnixNanos};
 use flowsense_operators::SimExchange;
 use flowsense_sinks::ibkr::{IbBroker, IbConfig, IbSession};
@@ -103,6 +103,13 @@ impl Broker for JobBroker {
         match self {
             JobBroker::Sim(b) => b.flush(out),
             JobBroker::Ib(b) => b.flush(out),
+        }
+    }
+
+    fn set_waker(&mut self, wake: Waker) {
+        match self {
+            JobBroker::Sim(b) => b.set_waker(wake),
+            JobBroker::Ib(b) => b.set_waker(wake),
         }
     }
 

@@ -241,6 +241,13 @@ impl<B: Broker> PortfolioTraders<B> {
         }
     }
 
+    /// Every trader takes what its broker reported (see [`Trader::poll_broker`]).
+    pub(crate) fn poll_brokers(&mut self, out: &mut Vec<TradeRecord>) {
+        for s in self.sleeves.sorted_mut() {
+            s.trader.poll_broker(out);
+        }
+    }
+
     /// Kills every trader, in symbol order (see [`Trader::kill`]).
     pub(crate) fn kill(&mut self, kill: &crate::trade_strategy::Kill, out: &mut Vec<TradeRecord>) {
         for s in self.sleeves.sorted_mut() {

@@ -3,9 +3,11 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use flowsense_core::job::FeatureSpec;
-use flowsense_core::order::Broker;
+use flowsense_core::order::{Broker, Waker};
 use flowsense_core::results::TradeRecord;
 use flowsense_core::strategy::{RiskSpec, StrategySpec};
 use flowsense_core::{MarketEvent, Symbol};
@@ -157,15 +159,47 @@ impl KillSwitch {
     }
 }
 
+/// The operator's side of [`Broker::set_waker`]: a live broker's thread sets the flag and
+/// activates the operator, which then lets every trader take its broker's reports.
+#[derive(Clone)]
+struct BrokerWake {
+    pending: Arc<AtomicBool>,
+    activator: Arc<timely::scheduling::SyncActivator>,
+}
+
+impl BrokerWake {
+    fn new(activator: timely::scheduling::SyncActivator) -> Self {
+        BrokerWake {
+            pending: Arc::new(AtomicBool::new(false)),
+            activator: Arc::new(activator),
+        }
+    }
+
+    fn waker(&self) -> Waker {
+        let w = self.clone();
+        Arc::new(move || {
+            w.pending.store(true, Ordering::Release);
+            // The dataflow may be gone at the end of a run: nothing to wake then.
+            let _ = w.activator.activate();
+        })
+    }
+
+    /// True once since a broker woke the operator.
+    fn take(&self) -> bool {
+        self.pending.swap(false, Ordering::AcqRel)
+    }
+}
+
 /// A symbol's trader of the job's (already validated) spec, killed at birth when the job has
 /// been.
 fn new_trader<Br: Broker>(
     symbol: &Symbol,
     (job, features, strategy, risk): (&str, &FeatureSpec, &StrategySpec, &RiskSpec),
-    broker: Br,
-    killed: Option<&Kill>,
+    mut broker: Br,
+    (killed, woken): (Option<&Kill>, &BrokerWake),
     out: &mut Vec<TradeRecord>,
 ) -> Trader<Br> {
+    broker.set_waker(woken.waker());
     let mut t = Trader::new(symbol.clone(), job, features, strategy, risk, broker)
         .expect("validated when the operator was built");
     if let Some(k) = killed {
@@ -197,6 +231,8 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
             let route = Exchange::new(|_: &MarketEvent| 0);
             let scope = self.scope();
             return Ok(self.unary_frontier(route, "Trade", move |cap, info| {
+                let woken =
+                    BrokerWake::new(scope.worker().sync_activator_for(info.address.to_vec()));
                 kill.arm(scope.activator_for(info.address));
                 let mut held = Some(cap);
                 let mut traders = PortfolioTraders::new(&portfolio, risk.capital);
@@ -207,11 +243,15 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
                         traders.kill(&k, &mut out);
                         killed = Some(k);
                     }
+                    if woken.take() {
+                        traders.poll_brokers(&mut out);
+                    }
                     input.for_each(|_time, data| {
                         for ev in data.drain(..) {
                             traders.push(ev, |s| {
                                 let spec = (job.as_str(), &features, &strategy, &risk);
-                                new_trader(s, spec, broker(s), killed.as_ref(), &mut Vec::new())
+                                let born = (killed.as_ref(), &woken);
+                                new_trader(s, spec, broker(s), born, &mut Vec::new())
                             });
                         }
                     });
@@ -242,6 +282,7 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
         let route = Exchange::new(|e: &MarketEvent| e.symbol().route());
         let scope = self.scope();
         Ok(self.unary_frontier(route, "Trade", move |cap, info| {
+            let woken = BrokerWake::new(scope.worker().sync_activator_for(info.address.to_vec()));
             kill.arm(scope.activator_for(info.address));
             let mut held = Some(cap);
             let mut traders: BySymbol<Trader<Br>> = BySymbol::default();
@@ -253,18 +294,24 @@ impl<'scope> TradeStrategy<'scope> for StreamVec<'scope, u64, MarketEvent> {
                         t.kill(k.flatten, &k.why, &mut out);
                     }
                     killed = Some(k);
-                    if let Some(cap) = held.as_ref()
-                        && !out.is_empty()
-                    {
-                        output.session(cap).give_iterator(out.drain(..));
+                }
+                if woken.take() {
+                    for t in traders.sorted_mut() {
+                        t.poll_broker(&mut out);
                     }
+                }
+                if let Some(cap) = held.as_ref()
+                    && !out.is_empty()
+                {
+                    output.session(cap).give_iterator(out.drain(..));
                 }
                 input.for_each(|time, data| {
                     for ev in data.drain(..) {
                         traders
                             .get_or_insert_with(ev.symbol(), |s| {
                                 let spec = (job.as_str(), &features, &strategy, &risk);
-                                new_trader(s, spec, broker(s), killed.as_ref(), &mut out)
+                                let born = (killed.as_ref(), &woken);
+                                new_trader(s, spec, broker(s), born, &mut out)
                             })
                             .on_event(&ev, &mut out);
                     }

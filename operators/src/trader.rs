@@ -382,6 +382,15 @@ impl<B: Broker> Trader<B> {
         self.decide_rows(feed.0, out);
     }
 
+    /// Takes what the broker reported since the last event, at that event's feed time, with
+    /// no decision (a live broker woke the operator: [`Broker::set_waker`]).
+    pub fn poll_broker(&mut self, out: &mut Vec<TradeRecord>) {
+        let now = self.last_feed.max(0);
+        self.broker.reports(UnixNanos(now), &mut self.reports);
+        self.apply_reports(out);
+        self.apply_notices(now, out);
+    }
+
     /// The broker's notices become risk events; one that halts stops the strategy keeping its
     /// position (see [`BrokerNotice`]).
     fn apply_notices(&mut self, now: i64, out: &mut Vec<TradeRecord>) {

@@ -11,8 +11,8 @@
 //! [`IbBroker`] on it. The worker never blocks on IB: orders and cancels go through a queue to
 //! a sender thread, which paces them (`[broker] pacing`, 50 messages a second by default, IB's
 //! limit) with `ibapi`'s rate limiter. What IB reports arrives on two threads, the order stream
-//! and the notice stream, and goes into the session's [`ledger`], which the trader drains at
-//! its next event.
+//! and the notice stream, and goes into the session's ledger; the session then wakes the
+//! operator trading through it (`Broker::set_waker`), whose traders drain it at once.
 //!
 //! **Reconciliation.** At connect, and whenever the connection comes back (IB's codes 1101 and
 //! 1102, or the client's own reconnect after a dropped socket, since IB replays nothing), the
@@ -38,7 +38,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flowsense_core::job::{BrokerSpec, ContractSpec};
-use flowsense_core::order::{Broker, BrokerNotice, ClientOrderId, ExecReport, Order, OrderKind};
+use flowsense_core::order::{
+    Broker, BrokerNotice, ClientOrderId, ExecReport, Order, OrderKind, Waker,
+};
 use flowsense_core::{MarketEvent, Price, Side, Symbol, UnixNanos};
 use ibapi::client::blocking::{Client, Subscription};
 use ibapi::contracts::{Contract, Currency, Exchange, SecurityType};
@@ -141,11 +143,25 @@ struct Shared {
     /// The IB contract of each symbol traded (or configured), to send orders and to read
     /// positions back.
     contracts: Mutex<BTreeMap<Symbol, Contract>>,
+    /// Whom to wake when the ledger has news (the operators trading through the session).
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl Shared {
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the operators trading through the session that the ledger has news.
+    fn wake(&self) {
+        let wakers = self
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for w in wakers {
+            w();
+        }
     }
 
     fn contracts(&self) -> MutexGuard<'_, BTreeMap<Symbol, Contract>> {
@@ -218,6 +234,7 @@ impl IbSession {
             account,
             ledger: Mutex::new(ledger),
             contracts: Mutex::new(contracts),
+            wakers: Mutex::new(Vec::new()),
         });
         let client = Arc::new(client);
         let updates = client
@@ -235,12 +252,14 @@ impl IbSession {
                     Ok(SubscriptionItem::Notice(n)) => apply_order_notice(&s, &n),
                     Err(_) => break,
                 }
+                s.wake();
             }
         }));
         let (s, reconcile_tx) = (shared.clone(), tx.clone());
         threads.push(std::thread::spawn(move || {
             while let Some(n) = notices.next() {
                 apply_system_notice(&s, &n, &reconcile_tx);
+                s.wake();
             }
         }));
         let (s, c) = (shared.clone(), client.clone());
@@ -326,6 +345,7 @@ fn send_loop(client: &Client, shared: &Shared, rx: &Receiver<Outbound>) {
             }
             Outbound::Reconcile(when) => reconcile(client, shared, when),
         }
+        shared.wake();
     }
 }
 
@@ -621,6 +641,19 @@ impl Broker for IbBroker {
         }
         self.session.shared.ledger().flush(&self.symbol);
         self.reports(self.last, out);
+    }
+
+    fn set_waker(&mut self, wake: Waker) {
+        let mut w = self
+            .session
+            .shared
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // One operator trades all of a worker's symbols: one waker for all of them.
+        if !w.iter().any(|x| Arc::ptr_eq(x, &wake)) {
+            w.push(wake);
+        }
     }
 
     fn notices(&mut self, out: &mut Vec<BrokerNotice>) {
