@@ -305,6 +305,14 @@ fn write_frame<M: Message>(c: &mut TcpStream, id: In, m: &M) -> std::io::Result<
     write_raw(c, &body)
 }
 
+/// The id of a request answered by request id (`-1` if it has none).
+fn request_id(body: &[u8]) -> i32 {
+    proto::RequestId::decode(body)
+        .ok()
+        .and_then(|r| r.req_id)
+        .unwrap_or(-1)
+}
+
 fn error(id: i32, code: i32, msg: &str) -> proto::ErrorMessage {
     proto::ErrorMessage {
         id: Some(id),
@@ -399,10 +407,7 @@ fn serve(mut c: TcpStream, state: &Mutex<State>, script: &TwsScript) -> std::io:
                 write_frame(o, In::OpenOrderEnd, &proto::Empty {})?;
             }
             7 => {
-                let req = proto::ExecutionRequest::decode(body)
-                    .ok()
-                    .and_then(|r| r.req_id)
-                    .unwrap_or(-1);
+                let req = request_id(body);
                 for e in s.execs.clone() {
                     write_exec(o, &s, script, &e, req)?;
                 }
@@ -447,10 +452,7 @@ fn serve(mut c: TcpStream, state: &Mutex<State>, script: &TwsScript) -> std::io:
                 write_frame(o, In::PositionEnd, &proto::Empty {})?;
             }
             62 => {
-                let req = proto::AccountSummaryRequest::decode(body)
-                    .ok()
-                    .and_then(|r| r.req_id)
-                    .unwrap_or(-1);
+                let req = request_id(body);
                 let cash = script.net_liquidation;
                 for (tag, value) in [
                     ("NetLiquidation", cash),

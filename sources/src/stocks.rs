@@ -244,9 +244,8 @@ impl StockDecoder {
         let items = v
             .get("results")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for item in &items {
+            .map_or(&[][..], Vec::as_slice);
+        for item in items {
             let stamp = item
                 .get("participant_timestamp")
                 .or_else(|| item.get("sip_timestamp"))

@@ -72,12 +72,6 @@ pub struct CancelOrderRequest {
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct ExecutionRequest {
-    #[prost(int32, optional, tag = "1")]
-    pub req_id: Option<i32>,
-}
-
-#[derive(Clone, PartialEq, Message)]
 pub struct NextValidId {
     #[prost(int32, optional, tag = "1")]
     pub order_id: Option<i32>,
@@ -216,12 +210,6 @@ pub struct ErrorMessage {
 pub struct Empty {}
 
 #[derive(Clone, PartialEq, Message)]
-pub struct AccountSummaryRequest {
-    #[prost(int32, optional, tag = "1")]
-    pub req_id: Option<i32>,
-}
-
-#[derive(Clone, PartialEq, Message)]
 pub struct AccountSummary {
     #[prost(int32, optional, tag = "1")]
     pub req_id: Option<i32>,
@@ -237,6 +225,14 @@ pub struct AccountSummary {
 
 #[derive(Clone, PartialEq, Message)]
 pub struct AccountSummaryEnd {
+    #[prost(int32, optional, tag = "1")]
+    pub req_id: Option<i32>,
+}
+
+/// A request whose id is its field 1, as every request answered by request id carries it
+/// (`ExecutionRequest`, `AccountSummaryRequest`, ...): the other fields are skipped.
+#[derive(Clone, PartialEq, Message)]
+pub struct RequestId {
     #[prost(int32, optional, tag = "1")]
     pub req_id: Option<i32>,
 }

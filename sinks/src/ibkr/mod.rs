@@ -470,6 +470,34 @@ fn read_executions(client: &Client, shared: &Shared) -> std::result::Result<(), 
     Ok(())
 }
 
+/// Reads a stream that goes on after its first dump (account summary, positions) until that
+/// dump's end marker: `next` is the subscription's `next_timeout`, `row` takes each item and
+/// says whether it was the marker. Fails if the marker does not come within [`SNAPSHOT_WAIT`].
+fn read_dump<T>(
+    mut next: impl FnMut(Duration) -> Option<std::result::Result<SubscriptionItem<T>, ibapi::Error>>,
+    what: &str,
+    mut row: impl FnMut(T) -> bool,
+) -> std::result::Result<(), String> {
+    let deadline = std::time::Instant::now() + SNAPSHOT_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match next(left) {
+            Some(Ok(SubscriptionItem::Data(item))) => {
+                if row(item) {
+                    return Ok(());
+                }
+            }
+            Some(Ok(SubscriptionItem::Notice(_))) => {}
+            Some(Err(e)) => return Err(format!("{what}: {e}")),
+            None => {
+                return Err(format!(
+                    "{what}: no end of the snapshot within {SNAPSHOT_WAIT:?}"
+                ));
+            }
+        }
+    }
+}
+
 /// The account's values that size what it can trade, in words (`NetLiquidation 1000000 USD,
 /// ...`).
 fn read_account(client: &Client, shared: &Shared) -> std::result::Result<String, String> {
@@ -484,19 +512,19 @@ fn read_account(client: &Client, shared: &Shared) -> std::result::Result<String,
         .account_summary(&AccountGroup::from("All"), &tags)
         .map_err(|e| format!("account summary: {e}"))?;
     let mut values = Vec::new();
-    loop {
-        match sub.next_timeout(SNAPSHOT_WAIT) {
-            Some(Ok(SubscriptionItem::Data(AccountSummaryResult::Summary(v)))) => {
+    read_dump(
+        |t| sub.next_timeout(t),
+        "account summary",
+        |item| match item {
+            AccountSummaryResult::Summary(v) => {
                 if v.account == shared.account {
                     values.push(format!("{} {} {}", v.tag, v.value, v.currency));
                 }
+                false
             }
-            Some(Ok(SubscriptionItem::Data(AccountSummaryResult::End))) => break,
-            Some(Ok(SubscriptionItem::Notice(_))) => {}
-            Some(Err(e)) => return Err(format!("account summary: {e}")),
-            None => return Err(format!("account summary: no end within {SNAPSHOT_WAIT:?}")),
-        }
-    }
+            AccountSummaryResult::End => true,
+        },
+    )?;
     Ok(values.join(", "))
 }
 
@@ -505,33 +533,25 @@ fn read_positions(
     client: &Client,
     shared: &Shared,
 ) -> std::result::Result<FxHashMap<Symbol, f64>, String> {
+    use ibapi::accounts::PositionUpdate;
     let mut held: FxHashMap<Symbol, f64> = FxHashMap::default();
     let sub = client.positions().map_err(|e| format!("positions: {e}"))?;
-    // The stream goes on after the first dump, which ends with `PositionEnd`.
-    let deadline = std::time::Instant::now() + SNAPSHOT_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match sub.next_timeout(left) {
-            Some(Ok(SubscriptionItem::Data(ibapi::accounts::PositionUpdate::Position(p)))) => {
-                if p.account != shared.account {
-                    continue;
-                }
-                if let Some(s) = shared.symbol_of(&p.contract) {
+    read_dump(
+        |t| sub.next_timeout(t),
+        "positions",
+        |item| match item {
+            PositionUpdate::Position(p) => {
+                if p.account == shared.account
+                    && let Some(s) = shared.symbol_of(&p.contract)
+                {
                     *held.entry(s).or_default() += p.position;
                 }
+                false
             }
-            Some(Ok(SubscriptionItem::Data(ibapi::accounts::PositionUpdate::PositionEnd))) => {
-                return Ok(held);
-            }
-            Some(Ok(SubscriptionItem::Notice(_))) => {}
-            Some(Err(e)) => return Err(format!("positions: {e}")),
-            None => {
-                return Err(format!(
-                    "positions: no end of the snapshot within {SNAPSHOT_WAIT:?}"
-                ));
-            }
-        }
-    }
+            PositionUpdate::PositionEnd => true,
+        },
+    )?;
+    Ok(held)
 }
 
 /// The broker of one symbol on an [`IbSession`].
@@ -616,10 +636,14 @@ impl Broker for IbBroker {
     fn reports(&mut self, now: UnixNanos, out: &mut Vec<ExecReport>) {
         self.last = self.last.max(now);
         let mut l = self.session.shared.ledger();
-        let b = l.outbox(&self.symbol);
-        for (order, mut kind) in b.reports.drain(..) {
+        let reports = std::mem::take(&mut l.outbox(&self.symbol).reports);
+        for (order, mut kind) in reports {
             if let flowsense_core::order::ReportKind::Fill(f) = &mut kind {
                 f.ts = now;
+            }
+            // An order that can no longer be modified needs no copy for a modify.
+            if l.modifiable(order).is_none() {
+                self.sent.remove(&order);
             }
             out.push(ExecReport {
                 order,
